@@ -1,0 +1,73 @@
+//! Configuring and building llama.cpp with CMake: static libraries,
+//! Release-optimised even in a debug profile, nothing but the libraries.
+
+use crate::env;
+use std::path::{Path, PathBuf};
+
+/// What the features and environment ask of the build.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub native: bool,
+    pub cuda: Option<CudaOptions>,
+    pub vulkan: bool,
+    pub metal: bool,
+    pub rpc: bool,
+    pub openmp: bool,
+}
+
+/// CUDA specifics.
+#[derive(Debug, Clone)]
+pub struct CudaOptions {
+    pub nvcc: PathBuf,
+    /// `CMAKE_CUDA_ARCHITECTURES`; `None` keeps upstream's default list.
+    pub architectures: Option<String>,
+}
+
+/// Runs CMake configure, build and install; returns the install prefix
+/// (`lib/` and `include/` under it).
+pub fn build(source: &Path, opts: &Options) -> PathBuf {
+    let on_off = |b: bool| if b { "ON" } else { "OFF" };
+    let mut config = cmake::Config::new(source);
+    // Optimised C++ even when the Rust side is a debug build: an unoptimised
+    // ggml is 10-50x slower, which nobody wants from `cargo test`.
+    config
+        .profile("Release")
+        .define("CMAKE_BUILD_TYPE", "Release")
+        .define("BUILD_SHARED_LIBS", "OFF")
+        .define("CMAKE_INSTALL_LIBDIR", "lib")
+        .define("CMAKE_POSITION_INDEPENDENT_CODE", "ON")
+        .define("LLAMA_BUILD_COMMON", "OFF")
+        .define("LLAMA_BUILD_TESTS", "OFF")
+        .define("LLAMA_BUILD_TOOLS", "OFF")
+        .define("LLAMA_BUILD_EXAMPLES", "OFF")
+        .define("LLAMA_BUILD_SERVER", "OFF")
+        .define("LLAMA_BUILD_APP", "OFF")
+        .define("LLAMA_TOOLS_INSTALL", "OFF")
+        .define("LLAMA_TESTS_INSTALL", "OFF")
+        .define("LLAMA_OPENSSL", "OFF")
+        .define("LLAMA_CURL", "OFF")
+        .define("LLAMA_ALL_WARNINGS", "OFF")
+        .define("GGML_BUILD_TESTS", "OFF")
+        .define("GGML_BUILD_EXAMPLES", "OFF")
+        .define("GGML_CCACHE", "OFF")
+        .define("GGML_NATIVE", on_off(opts.native))
+        .define("GGML_OPENMP", on_off(opts.openmp))
+        .define("GGML_RPC", on_off(opts.rpc))
+        .define("GGML_VULKAN", on_off(opts.vulkan))
+        .define("GGML_METAL", on_off(opts.metal))
+        .define("GGML_CUDA", on_off(opts.cuda.is_some()));
+    if let Some(cuda) = &opts.cuda {
+        config.define("CMAKE_CUDA_COMPILER", &cuda.nvcc);
+        if let Some(archs) = &cuda.architectures {
+            config.define("CMAKE_CUDA_ARCHITECTURES", archs);
+        }
+    }
+    if opts.metal {
+        // The Metal shaders are compiled into the library, so a binary needs
+        // no `.metal` file next to it at run time.
+        config.define("GGML_METAL_EMBED_LIBRARY", "ON");
+    }
+    // Keep CMake's own chatter out of cargo's output unless asked for.
+    config.very_verbose(env::flag("LLAMA_SYS_VERBOSE"));
+    config.build()
+}

@@ -1,0 +1,191 @@
+//! Build script of llama-sys: find the llama.cpp source (see `source`), build
+//! it with CMake as static libraries, link them, and publish `links` metadata.
+//!
+//! Everything it reads from the environment goes through `env`; every
+//! failure a user can fix goes through `fail` with a short message.
+
+mod cmake_build;
+mod env;
+mod fail;
+mod link;
+mod pin;
+mod source;
+mod tools;
+
+#[cfg(feature = "bindgen")]
+mod bindgen_config;
+
+use fail::{fail, Context};
+use std::path::{Path, PathBuf};
+
+fn main() {
+    println!("cargo:rerun-if-changed=build");
+    println!("cargo:rerun-if-changed=wrapper.h");
+    println!("cargo:rerun-if-changed=shim");
+    println!("cargo::rustc-check-cfg=cfg(llama_sys_generated_bindings)");
+    println!("cargo::rustc-check-cfg=cfg(llama_sys_no_native)");
+
+    let manifest_dir = PathBuf::from(env::cargo("CARGO_MANIFEST_DIR"));
+    let out_dir = PathBuf::from(env::cargo("OUT_DIR"));
+    let vendor_dir = manifest_dir.join("vendor");
+    let pin_file = vendor_dir.join("llama-cpp.toml");
+    println!("cargo:rerun-if-changed={}", pin_file.display());
+
+    let mut ctx = Context {
+        host: env::cargo("HOST"),
+        target: env::cargo("TARGET"),
+        revision: "(pin unreadable)".into(),
+    };
+    let pin = pin::Pin::read(&pin_file).unwrap_or_else(|e| {
+        fail(
+            &ctx,
+            &e,
+            &["restore vendor/llama-cpp.toml from the repository".into()],
+        )
+    });
+    ctx.revision = format!(
+        "{} from {} {}",
+        pin.describe, pin.package_name, pin.package_version
+    );
+
+    check_target_layout(&ctx);
+
+    // docs.rs has no CMake and no network: document the committed bindings
+    // and build nothing native.
+    if env::var_os("DOCS_RS").is_some() {
+        println!("cargo:rustc-cfg=llama_sys_no_native");
+        println!("cargo:rustc-env=LLAMA_SYS_REVISION={}", pin.describe);
+        println!("cargo:rustc-env=LLAMA_SYS_SOURCE_ORIGIN=none (docs.rs)");
+        return;
+    }
+
+    let source = source::locate(&pin, &vendor_dir, &out_dir).unwrap_or_else(|e| {
+        fail(
+            &ctx,
+            &e,
+            &["see README.md, section \"Where llama.cpp comes from\"".into()],
+        )
+    });
+    ctx.revision = format!("{} ({})", source.revision, source.origin.as_str());
+    println!(
+        "llama-sys: building llama.cpp {} from {} ({})",
+        source.revision,
+        source.root.display(),
+        source.origin.as_str()
+    );
+
+    let options = options(&ctx);
+    let cuda_root = options.cuda.as_ref().map(|c| {
+        c.nvcc
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    });
+    let prefix = cmake_build::build(&source.root, &options);
+    link::emit(&prefix, cuda_root.as_deref(), options.vulkan, options.metal);
+    build_shim();
+
+    let include_dir = prefix.join("include");
+    generate_bindings(&ctx, &include_dir, &out_dir);
+
+    // `links = "llama"` metadata, visible to dependents as DEP_LLAMA_*.
+    println!("cargo:include={}", include_dir.display());
+    println!("cargo:lib={}", prefix.join("lib").display());
+    println!("cargo:root={}", source.root.display());
+    println!("cargo:revision={}", source.revision);
+    println!("cargo:rustc-env=LLAMA_SYS_REVISION={}", source.revision);
+    println!(
+        "cargo:rustc-env=LLAMA_SYS_SOURCE_ORIGIN={}",
+        source.origin.as_str()
+    );
+    println!(
+        "cargo:rustc-env=LLAMA_SYS_INCLUDE_DIR={}",
+        include_dir.display()
+    );
+}
+
+/// The committed bindings assume an LP64 target (64-bit pointers and `long`,
+/// enums as `unsigned int`); elsewhere they must be regenerated.
+fn check_target_layout(ctx: &Context) {
+    let lp64 = env::target_cfg("target_pointer_width") == "64"
+        && env::target_cfg("target_os") != "windows";
+    if !lp64 && !env::feature("bindgen") {
+        fail(
+            ctx,
+            "the committed bindings are for 64-bit Unix-like targets (LP64) only",
+            &["enable the `bindgen` feature (needs libclang) to generate bindings for this target".into()],
+        );
+    }
+}
+
+/// Reads features and environment into CMake options, checking tools first.
+fn options(ctx: &Context) -> cmake_build::Options {
+    // The cmake crate finds the same binary (CMAKE, else PATH); check it runs.
+    if let Err(e) = tools::cmake() {
+        fail(ctx, &e, &tools::cmake_help());
+    }
+    let cross = env::cargo("HOST") != env::cargo("TARGET");
+    let cuda = env::feature("cuda").then(|| {
+        let (_, nvcc) =
+            tools::cuda_toolkit().unwrap_or_else(|e| fail(ctx, &e, &tools::cuda_help()));
+        cmake_build::CudaOptions {
+            nvcc,
+            architectures: env::var("LLAMA_SYS_CUDA_ARCHITECTURES").filter(|a| !a.is_empty()),
+        }
+    });
+    let vulkan = env::feature("vulkan");
+    if vulkan && tools::which("glslc").is_none() {
+        fail(
+            ctx,
+            "the `vulkan` feature needs the Vulkan SDK, and `glslc` was not found on PATH",
+            &["install the Vulkan headers, loader and glslc (Debian: `apt-get install libvulkan-dev glslc`)".into()],
+        );
+    }
+    let metal = env::feature("metal");
+    if metal && !matches!(env::target_cfg("target_os").as_str(), "macos" | "ios") {
+        fail(
+            ctx,
+            "the `metal` feature only builds for Apple targets",
+            &["build without `--features metal` on this target".into()],
+        );
+    }
+    cmake_build::Options {
+        native: !cross && !env::flag("LLAMA_SYS_PORTABLE"),
+        cuda,
+        vulkan,
+        metal,
+        rpc: env::feature("rpc"),
+        openmp: !env::flag("LLAMA_SYS_NO_OPENMP"),
+    }
+}
+
+/// Compiles `shim/regex.cpp`, the std::regex checks llama-safe uses.
+fn build_shim() {
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file("shim/regex.cpp")
+        .cpp_link_stdlib(None)
+        .warnings(false)
+        .compile("llama_sys_shim");
+}
+
+#[cfg(feature = "bindgen")]
+fn generate_bindings(ctx: &Context, include_dir: &Path, out_dir: &Path) {
+    let bindings = bindgen_config::builder(Path::new("wrapper.h"), &[include_dir])
+        .generate()
+        .unwrap_or_else(|e| {
+            fail(ctx, &format!("bindgen failed: {e}"), &[
+                "install libclang (Debian: `apt-get install libclang-dev`) or set LIBCLANG_PATH".into(),
+            ])
+        });
+    let path = out_dir.join("bindings.rs");
+    bindings
+        .write_to_file(&path)
+        .unwrap_or_else(|e| fail(ctx, &format!("cannot write {}: {e}", path.display()), &[]));
+    println!("cargo:rustc-cfg=llama_sys_generated_bindings");
+}
+
+#[cfg(not(feature = "bindgen"))]
+fn generate_bindings(_: &Context, _: &Path, _: &Path) {}
