@@ -1,1 +1,56 @@
-//! Safe llama.cpp.
+//! Safe, idiomatic [llama.cpp](https://github.com/ggml-org/llama.cpp) for
+//! Rust, built for running big Mixture-of-Experts models on small GPUs.
+//!
+//! ```
+//! use llama_safe::{demo::DemoModel, LlamaBackend, LlamaModel, LlamaModelParams};
+//! let backend = LlamaBackend::init();
+//! let params = LlamaModelParams::default().with_n_gpu_layers(999).with_cpu_moe_all();
+//! let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &params)?;
+//! assert_eq!(model.placement().moved.len(), 3 * 4); // gate, up, down experts of 4 layers
+//! println!("{}", model.placement());
+//! # Ok::<(), llama_safe::Error>(())
+//! ```
+//!
+//! The crate is organised as:
+//! - [`LlamaBackend`]: process-wide initialisation and devices;
+//! - [`LlamaModelParams`] and [`moe`]: loading options, tensor overrides and
+//!   the MoE offload builders; [`LlamaModelParams::plan`] and
+//!   [`MoeOffload::fit`] for dry runs;
+//! - [`LlamaModel`] and [`Placement`]: the loaded model and where it went;
+//! - [`LlamaContext`], [`Sampler`] and [`LlamaModel::generate`]: decoding,
+//!   sampling and streaming generation with exact stats;
+//! - [`gguf`] and [`demo`]: reading and writing GGUF files, the demo model.
+
+pub mod backend;
+mod chat;
+mod context;
+pub mod demo;
+mod error;
+pub mod generate;
+pub mod gguf;
+pub mod logging;
+mod model;
+pub mod model_params;
+pub mod moe;
+pub mod placement;
+pub mod plan;
+mod sampler;
+pub mod tensor_override;
+mod token;
+
+pub use backend::{Device, DeviceKind, LlamaBackend};
+pub use chat::ChatMessage;
+pub use context::{ContextParams, DecodeError, LlamaContext};
+pub use error::{Error, Result};
+pub use generate::{Event, GenerateOptions, Generation, GenerationStats, Piece, StopReason};
+pub use model::LlamaModel;
+pub use model_params::{KvValue, LlamaModelParams, LoadMode, SplitMode};
+pub use moe::MoeMode;
+pub use placement::Placement;
+pub use plan::{MoeFit, MoeOffload, Plan};
+pub use sampler::{Sampler, SamplingOptions};
+pub use tensor_override::{OverrideTarget, TensorPattern};
+pub use token::{Token, Utf8Stream};
+
+/// What is known of the llama.cpp revision this crate was built against.
+pub const LLAMA_CPP_REVISION: &str = llama_sys::LLAMA_CPP_REVISION;

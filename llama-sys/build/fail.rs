@@ -17,7 +17,7 @@ pub fn fail(ctx: &Context, what: &str, fix: &[String]) -> ! {
         eprintln!("  help: {line}");
     }
     eprintln!(
-        "  note: host {}, target {}, llama.cpp {}",
+        "  note: host {}, target {}, source {}",
         ctx.host, ctx.target, ctx.revision
     );
     eprintln!();

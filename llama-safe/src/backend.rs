@@ -1,0 +1,166 @@
+//! Process-wide llama.cpp initialisation and the ggml backend devices.
+
+use crate::error::{Error, Result};
+use std::ffi::CStr;
+use std::sync::Mutex;
+
+/// Live [`LlamaBackend`] handles in this process.
+static HANDLES: Mutex<usize> = Mutex::new(0);
+
+/// A handle on llama.cpp's process-wide backend state.
+///
+/// The first handle initialises llama.cpp (and routes its log to the `log`
+/// crate); more handles are cheap and harmless; the last one dropped frees
+/// it. Models keep a handle, so the backend outlives them.
+///
+/// ```
+/// let backend = llama_safe::LlamaBackend::init();
+/// assert!(backend.devices().iter().any(|d| d.kind == llama_safe::DeviceKind::Cpu));
+/// ```
+#[derive(Debug)]
+pub struct LlamaBackend {
+    _private: (),
+}
+
+impl LlamaBackend {
+    /// Initialises llama.cpp if no handle is alive, and returns a handle.
+    pub fn init() -> LlamaBackend {
+        let mut handles = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
+        if *handles == 0 {
+            crate::logging::install();
+            // SAFETY: called with no other handle alive, under the lock, so
+            // init and free never race.
+            unsafe { llama_sys::llama_backend_init() };
+        }
+        *handles += 1;
+        LlamaBackend { _private: () }
+    }
+
+    /// The ggml backend devices: the CPU, and GPUs or RPC servers when their
+    /// features are built and present.
+    pub fn devices(&self) -> Vec<Device> {
+        // SAFETY: the registry is initialised (a handle exists); indices are
+        // below ggml_backend_dev_count.
+        (0..unsafe { llama_sys::ggml_backend_dev_count() })
+            .map(|i| unsafe { Device::from_raw(llama_sys::ggml_backend_dev_get(i)) })
+            .collect()
+    }
+
+    /// llama.cpp's system info line: the CPU features and backends built in.
+    pub fn system_info(&self) -> String {
+        // SAFETY: returns a static NUL-terminated string.
+        unsafe { CStr::from_ptr(llama_sys::llama_print_system_info()) }
+            .to_string_lossy()
+            .trim()
+            .to_string()
+    }
+
+    /// Whether this build can offload to a GPU.
+    pub fn supports_gpu_offload(&self) -> bool {
+        // SAFETY: pure query.
+        unsafe { llama_sys::llama_supports_gpu_offload() }
+    }
+}
+
+impl Clone for LlamaBackend {
+    fn clone(&self) -> Self {
+        *HANDLES.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        LlamaBackend { _private: () }
+    }
+}
+
+impl Drop for LlamaBackend {
+    fn drop(&mut self) {
+        let mut handles = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
+        *handles -= 1;
+        if *handles == 0 {
+            // SAFETY: the last handle is gone, under the lock.
+            unsafe { llama_sys::llama_backend_free() };
+        }
+    }
+}
+
+/// What kind of device a ggml backend device is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceKind {
+    /// The host CPU.
+    Cpu,
+    /// A discrete GPU.
+    Gpu,
+    /// An integrated GPU.
+    IntegratedGpu,
+    /// An accelerator (BLAS and the like).
+    Accelerator,
+    /// Anything else ggml reports.
+    Other,
+}
+
+/// A ggml backend device, as ggml reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Name used by llama.cpp's options, e.g. `CPU`, `CUDA0`, `RPC0`.
+    pub name: String,
+    /// Longer description, e.g. the GPU model.
+    pub description: String,
+    /// The kind.
+    pub kind: DeviceKind,
+    /// Free memory in bytes, as the backend reports it.
+    pub memory_free: u64,
+    /// Total memory in bytes.
+    pub memory_total: u64,
+}
+
+impl Device {
+    /// # Safety
+    /// `dev` must be a device from the ggml backend registry.
+    unsafe fn from_raw(dev: llama_sys::ggml_backend_dev_t) -> Device {
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: dev is a registry device (caller); names are static strings.
+        unsafe {
+            llama_sys::ggml_backend_dev_memory(dev, &mut free, &mut total);
+            Device {
+                name: CStr::from_ptr(llama_sys::ggml_backend_dev_name(dev))
+                    .to_string_lossy()
+                    .into_owned(),
+                description: CStr::from_ptr(llama_sys::ggml_backend_dev_description(dev))
+                    .to_string_lossy()
+                    .into_owned(),
+                kind: match llama_sys::ggml_backend_dev_type(dev) {
+                    llama_sys::GGML_BACKEND_DEVICE_TYPE_CPU => DeviceKind::Cpu,
+                    llama_sys::GGML_BACKEND_DEVICE_TYPE_GPU => DeviceKind::Gpu,
+                    llama_sys::GGML_BACKEND_DEVICE_TYPE_IGPU => DeviceKind::IntegratedGpu,
+                    llama_sys::GGML_BACKEND_DEVICE_TYPE_ACCEL => DeviceKind::Accelerator,
+                    _ => DeviceKind::Other,
+                },
+                memory_free: free as u64,
+                memory_total: total as u64,
+            }
+        }
+    }
+}
+
+/// Finds a device by its name (`CPU`, `CUDA0`, ...).
+pub(crate) fn device_by_name(name: &str) -> Result<llama_sys::ggml_backend_dev_t> {
+    let c = std::ffi::CString::new(name).map_err(|_| Error::NulByte {
+        what: "a device name",
+    })?;
+    // SAFETY: c is a valid C string; NULL means not found.
+    let dev = unsafe { llama_sys::ggml_backend_dev_by_name(c.as_ptr()) };
+    if dev.is_null() {
+        // SAFETY: plain registry enumeration.
+        let available: Vec<String> = (0..unsafe { llama_sys::ggml_backend_dev_count() })
+            .map(|i| unsafe { Device::from_raw(llama_sys::ggml_backend_dev_get(i)) }.name)
+            .collect();
+        return Err(Error::UnknownDevice {
+            name: name.to_string(),
+            available: available.join(", "),
+        });
+    }
+    Ok(dev)
+}
+
+/// Makes sure ggml's log goes through us before a ggml call that may log.
+pub(crate) fn ensure_ggml_ready() {
+    crate::logging::install();
+}

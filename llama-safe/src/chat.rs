@@ -1,0 +1,88 @@
+//! Chat templates: turning messages into a prompt with the model's own template.
+
+use crate::error::{Error, Result};
+use crate::model::LlamaModel;
+use std::ffi::CString;
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with `role` and `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+impl LlamaModel {
+    /// Formats `messages` with the model's chat template (llama.cpp's
+    /// built-in implementations of the common templates), ending with the
+    /// assistant's turn when `add_assistant` is set.
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_assistant: bool,
+    ) -> Result<String> {
+        let template = self.chat_template().ok_or_else(|| Error::ChatTemplate {
+            reason: "the model has no chat template".into(),
+        })?;
+        let template = CString::new(template).map_err(|_| Error::NulByte {
+            what: "the chat template",
+        })?;
+        let owned: Vec<(CString, CString)> = messages
+            .iter()
+            .map(|m| {
+                Ok((
+                    CString::new(m.role.as_str())?,
+                    CString::new(m.content.as_str())?,
+                ))
+            })
+            .collect::<std::result::Result<_, std::ffi::NulError>>()
+            .map_err(|_| Error::NulByte {
+                what: "a chat message",
+            })?;
+        let raw: Vec<llama_sys::llama_chat_message> = owned
+            .iter()
+            .map(|(r, c)| llama_sys::llama_chat_message {
+                role: r.as_ptr(),
+                content: c.as_ptr(),
+            })
+            .collect();
+        let mut buf = vec![0u8; 1024 + messages.iter().map(|m| m.content.len() * 2).sum::<usize>()];
+        loop {
+            // SAFETY: every pointer refers to `owned`/`template`, alive for the
+            // call; buf is writable for its length.
+            let n = unsafe {
+                llama_sys::llama_chat_apply_template(
+                    template.as_ptr(),
+                    raw.as_ptr(),
+                    raw.len(),
+                    add_assistant,
+                    buf.as_mut_ptr().cast(),
+                    buf.len() as i32,
+                )
+            };
+            if n < 0 {
+                return Err(Error::ChatTemplate {
+                    reason: "llama.cpp does not support this model's template".into(),
+                });
+            }
+            if (n as usize) <= buf.len() {
+                buf.truncate(n as usize);
+                return String::from_utf8(buf).map_err(|_| Error::ChatTemplate {
+                    reason: "not UTF-8".into(),
+                });
+            }
+            buf.resize(n as usize, 0);
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! A small, deterministic demo model written by this crate, so examples,
+//! tests and benches run on a fresh machine with nothing downloaded.
+//!
+//! The model is a real llama-architecture GGUF with Mixtral-style experts
+//! (`ffn_gate_inp`, `ffn_{gate,up,down}_exps` in Q8_0, 4 experts, 2 used per
+//! token) and a SentencePiece vocabulary with byte fallback. Its embeddings
+//! and output head encode a next-word table, and its attention and experts
+//! are small random weights that never change the argmax, so greedy decoding
+//! of [`DEMO_PROMPT`] continues with [`DEMO_CONTINUATION`]. The dense variant
+//! has the same vocabulary and sentence with a plain FFN instead of experts.
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgmlType, GgufWriter, MetaValue};
+use std::path::{Path, PathBuf};
+
+/// The prompt the demo model continues.
+pub const DEMO_PROMPT: &str = "Once upon a time";
+/// What greedy decoding of [`DEMO_PROMPT`] produces, up to end-of-generation.
+pub const DEMO_CONTINUATION: &str = " there lived one tiny model with many experts.";
+
+/// The sentence the next-word table encodes, word by word; "." then ends it.
+const SENTENCE: [&str; 12] = [
+    "Once", "upon", "a", "time", "there", "lived", "one", "tiny", "model", "with", "many",
+    "experts",
+];
+
+/// Bumped whenever the file's content changes, so caches refresh.
+const VERSION: u32 = 1;
+
+const N_EMBD: u64 = 64;
+const N_HEAD: u64 = 4;
+const N_FF: u64 = 64;
+const N_EXPERT: u64 = 4;
+const N_EXPERT_USED: u64 = 2;
+const N_LAYER: u64 = 4;
+const N_CTX: u64 = 512;
+
+/// Which demo model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoModel {
+    /// Mixture of experts: 4 layers, 4 experts, 2 used per token.
+    Moe,
+    /// The same model with a dense FFN: nothing for MoE overrides to move.
+    Dense,
+}
+
+impl DemoModel {
+    fn file_name(self) -> String {
+        match self {
+            DemoModel::Moe => format!("demo-moe-v{VERSION}.gguf"),
+            DemoModel::Dense => format!("demo-dense-v{VERSION}.gguf"),
+        }
+    }
+
+    /// Number of layers (blocks).
+    pub fn block_count(self) -> u32 {
+        N_LAYER as u32
+    }
+
+    /// Writes the model to `path`.
+    pub fn write(self, path: &Path) -> Result<()> {
+        build(self)?.write_to(path)
+    }
+
+    /// The model's path in the cache folder, writing it on first use.
+    ///
+    /// The folder is `LLAMA_SAFE_CACHE_DIR` if set, else
+    /// `$XDG_CACHE_HOME/llama-safe`, else `~/.cache/llama-safe`, else the
+    /// system temp folder.
+    ///
+    /// ```
+    /// let path = llama_safe::demo::DemoModel::Moe.cached()?;
+    /// assert!(path.exists());
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn cached(self) -> Result<PathBuf> {
+        let dir = cache_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(self.file_name());
+        if !path.is_file() {
+            self.write(&path)?;
+        }
+        Ok(path)
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LLAMA_SAFE_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("llama-safe");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".cache").join("llama-safe");
+    }
+    std::env::temp_dir().join("llama-safe")
+}
+
+/// splitmix64: a tiny deterministic generator for the small weights.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        // uniform in [-1, 1)
+        (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    fn fill(&mut self, n: u64, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+/// The vocabulary: special tokens, 256 byte tokens, then word pieces (every
+/// prefix of each `▁word`, so SentencePiece merges reach whole words).
+struct Vocab {
+    tokens: Vec<String>,
+    types: Vec<i32>,
+    scores: Vec<f32>,
+}
+
+impl Vocab {
+    fn new() -> Vocab {
+        const NORMAL: i32 = 1;
+        const UNKNOWN: i32 = 2;
+        const CONTROL: i32 = 3;
+        const BYTE: i32 = 6;
+        let mut v = Vocab {
+            tokens: Vec::new(),
+            types: Vec::new(),
+            scores: Vec::new(),
+        };
+        let push = |v: &mut Vocab, text: String, ty: i32| {
+            if !v.tokens.contains(&text) {
+                v.scores.push(-(v.tokens.len() as f32));
+                v.tokens.push(text);
+                v.types.push(ty);
+            }
+        };
+        push(&mut v, "<unk>".into(), UNKNOWN);
+        push(&mut v, "<s>".into(), CONTROL);
+        push(&mut v, "</s>".into(), CONTROL);
+        for b in 0..=255u8 {
+            push(&mut v, format!("<0x{b:02X}>"), BYTE);
+        }
+        for piece in ["▁", ".", ","] {
+            push(&mut v, piece.into(), NORMAL);
+        }
+        for word in SENTENCE {
+            let piece: Vec<char> = format!("▁{word}").chars().collect();
+            for end in 2..=piece.len() {
+                push(&mut v, piece[..end].iter().collect(), NORMAL);
+            }
+        }
+        v
+    }
+
+    fn id(&self, text: &str) -> usize {
+        self.tokens
+            .iter()
+            .position(|t| t == text)
+            .expect("demo vocabulary piece")
+    }
+}
+
+fn build(kind: DemoModel) -> Result<GgufWriter> {
+    let vocab = Vocab::new();
+    let n_vocab = vocab.tokens.len() as u64;
+    let mut rng = Rng(0x5EED_0001);
+    let mut w = GgufWriter::new();
+    let arch = "llama";
+    let name = match kind {
+        DemoModel::Moe => "llama-safe demo MoE",
+        DemoModel::Dense => "llama-safe demo dense",
+    };
+    w.meta("general.architecture", MetaValue::Str(arch.into()))
+        .meta("general.name", MetaValue::Str(name.into()))
+        .meta("llama.context_length", MetaValue::U32(N_CTX as u32))
+        .meta("llama.embedding_length", MetaValue::U32(N_EMBD as u32))
+        .meta("llama.block_count", MetaValue::U32(N_LAYER as u32))
+        .meta("llama.feed_forward_length", MetaValue::U32(N_FF as u32))
+        .meta("llama.attention.head_count", MetaValue::U32(N_HEAD as u32))
+        .meta("llama.attention.head_count_kv", MetaValue::U32(N_HEAD as u32))
+        .meta("llama.rope.dimension_count", MetaValue::U32((N_EMBD / N_HEAD) as u32))
+        .meta("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5))
+        .meta("llama.vocab_size", MetaValue::U32(n_vocab as u32))
+        .meta("tokenizer.ggml.model", MetaValue::Str("llama".into()))
+        .meta("tokenizer.ggml.tokens", MetaValue::StrArray(vocab.tokens.clone()))
+        .meta("tokenizer.ggml.scores", MetaValue::F32Array(vocab.scores.clone()))
+        .meta("tokenizer.ggml.token_type", MetaValue::I32Array(vocab.types.clone()))
+        .meta("tokenizer.ggml.unknown_token_id", MetaValue::U32(0))
+        .meta("tokenizer.ggml.bos_token_id", MetaValue::U32(1))
+        .meta("tokenizer.ggml.eos_token_id", MetaValue::U32(2))
+        .meta("tokenizer.ggml.add_bos_token", MetaValue::Bool(true))
+        .meta("tokenizer.ggml.add_eos_token", MetaValue::Bool(false))
+        .meta(
+            "tokenizer.chat_template",
+            MetaValue::Str(
+                "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}".into(),
+            ),
+        );
+    if kind == DemoModel::Moe {
+        w.meta("llama.expert_count", MetaValue::U32(N_EXPERT as u32))
+            .meta(
+                "llama.expert_used_count",
+                MetaValue::U32(N_EXPERT_USED as u32),
+            );
+    }
+
+    // Next-word table: word k of the sentence is the one-hot direction k of
+    // the embedding; the output row of its successor points the same way.
+    let chain: Vec<usize> = SENTENCE
+        .iter()
+        .map(|word| vocab.id(&format!("▁{word}")))
+        .chain([vocab.id("."), 2])
+        .collect();
+    let mut embd = rng.fill(n_vocab * N_EMBD, 0.05);
+    let mut output = vec![0f32; (n_vocab * N_EMBD) as usize];
+    for (k, pair) in chain.windows(2).enumerate() {
+        let (token, next) = (pair[0], pair[1]);
+        let row = &mut embd[token * N_EMBD as usize..][..N_EMBD as usize];
+        row.fill(0.0);
+        row[k] = 1.0;
+        output[next * N_EMBD as usize + k] = 2.0;
+    }
+    w.tensor(
+        "token_embd.weight",
+        &[N_EMBD, n_vocab],
+        GgmlType::F32,
+        &embd,
+    )?;
+    w.tensor(
+        "output_norm.weight",
+        &[N_EMBD],
+        GgmlType::F32,
+        &vec![1.0; N_EMBD as usize],
+    )?;
+    w.tensor("output.weight", &[N_EMBD, n_vocab], GgmlType::F32, &output)?;
+
+    for layer in 0..N_LAYER {
+        let t = |name: &str| format!("blk.{layer}.{name}.weight");
+        let square = N_EMBD * N_EMBD;
+        w.tensor(
+            &t("attn_norm"),
+            &[N_EMBD],
+            GgmlType::F32,
+            &vec![1.0; N_EMBD as usize],
+        )?;
+        for name in ["attn_q", "attn_k", "attn_v", "attn_output"] {
+            w.tensor(
+                &t(name),
+                &[N_EMBD, N_EMBD],
+                GgmlType::F16,
+                &rng.fill(square, 0.02),
+            )?;
+        }
+        w.tensor(
+            &t("ffn_norm"),
+            &[N_EMBD],
+            GgmlType::F32,
+            &vec![1.0; N_EMBD as usize],
+        )?;
+        match kind {
+            DemoModel::Moe => {
+                let experts = N_EMBD * N_FF * N_EXPERT;
+                w.tensor(
+                    &t("ffn_gate_inp"),
+                    &[N_EMBD, N_EXPERT],
+                    GgmlType::F32,
+                    &rng.fill(N_EMBD * N_EXPERT, 0.1),
+                )?;
+                w.tensor(
+                    &t("ffn_gate_exps"),
+                    &[N_EMBD, N_FF, N_EXPERT],
+                    GgmlType::Q8_0,
+                    &rng.fill(experts, 0.02),
+                )?;
+                w.tensor(
+                    &t("ffn_up_exps"),
+                    &[N_EMBD, N_FF, N_EXPERT],
+                    GgmlType::Q8_0,
+                    &rng.fill(experts, 0.02),
+                )?;
+                w.tensor(
+                    &t("ffn_down_exps"),
+                    &[N_FF, N_EMBD, N_EXPERT],
+                    GgmlType::Q8_0,
+                    &rng.fill(experts, 0.02),
+                )?;
+            }
+            DemoModel::Dense => {
+                let dense = N_EMBD * N_FF;
+                w.tensor(
+                    &t("ffn_gate"),
+                    &[N_EMBD, N_FF],
+                    GgmlType::Q8_0,
+                    &rng.fill(dense, 0.02),
+                )?;
+                w.tensor(
+                    &t("ffn_up"),
+                    &[N_EMBD, N_FF],
+                    GgmlType::Q8_0,
+                    &rng.fill(dense, 0.02),
+                )?;
+                w.tensor(
+                    &t("ffn_down"),
+                    &[N_FF, N_EMBD],
+                    GgmlType::Q8_0,
+                    &rng.fill(dense, 0.02),
+                )?;
+            }
+        }
+    }
+    Ok(w)
+}

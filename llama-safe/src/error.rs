@@ -1,0 +1,83 @@
+//! The one error type of this crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong, with the context needed to act on it: the
+/// path, the pattern, llama.cpp's own reason or status code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The model path does not exist.
+    #[error("model file not found: {path}")]
+    NotFound { path: PathBuf },
+    /// The model path is a directory.
+    #[error("model path is a directory, not a GGUF file: {path}")]
+    IsDirectory { path: PathBuf },
+    /// The model file cannot be opened or read.
+    #[error("cannot read model file {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not start with the GGUF magic.
+    #[error("not a GGUF file (no GGUF magic at the start): {path}")]
+    NotGguf { path: PathBuf },
+    /// llama.cpp's GGUF reader rejected the file.
+    #[error("invalid GGUF file {path}: {reason}")]
+    InvalidGguf { path: PathBuf, reason: String },
+    /// llama.cpp failed to load the model; `reason` is what it logged.
+    #[error("llama.cpp failed to load {path}: {reason}")]
+    Load { path: PathBuf, reason: String },
+    /// The load progress callback returned `false` or panicked.
+    #[error("loading {path} was cancelled by the progress callback")]
+    LoadCancelled { path: PathBuf },
+    /// A tensor-override pattern is not a valid ECMAScript regex.
+    #[error("invalid tensor override pattern {pattern:?}: {reason}")]
+    InvalidPattern { pattern: String, reason: String },
+    /// A device name is not among the ggml backend devices.
+    #[error("unknown device {name:?}; available: {available}")]
+    UnknownDevice { name: String, available: String },
+    /// A parameter is out of its range.
+    #[error("invalid parameter {name}: {reason}")]
+    InvalidParameter { name: &'static str, reason: String },
+    /// A string handed to llama.cpp contains a NUL byte.
+    #[error("{what} contains a NUL byte")]
+    NulByte { what: &'static str },
+    /// A metadata key is missing or has another type.
+    #[error("metadata key {key:?}: {reason}")]
+    Metadata { key: String, reason: String },
+    /// Too many tensor overrides for llama.cpp.
+    #[error("{count} tensor overrides exceed llama.cpp's limit of {limit}")]
+    TooManyOverrides { count: usize, limit: usize },
+    /// A budget cannot be met even with every expert on the CPU.
+    #[error(
+        "{needed} bytes stay on the device even with all experts on the CPU; budget is {budget}"
+    )]
+    BudgetTooSmall { needed: u64, budget: u64 },
+    /// An I/O error while writing a file.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Creating a context failed.
+    #[error("llama.cpp could not create a context: {reason}")]
+    Context { reason: String },
+    /// `llama_decode` returned a status.
+    #[error("decode failed: {0}")]
+    Decode(#[from] crate::context::DecodeError),
+    /// Tokenization failed.
+    #[error("tokenization failed: {reason}")]
+    Tokenize { reason: String },
+    /// The prompt does not fit the context.
+    #[error("prompt of {tokens} tokens does not fit the context of {n_ctx} tokens")]
+    PromptTooLong { tokens: usize, n_ctx: u32 },
+    /// A chat template could not be applied.
+    #[error("chat template: {reason}")]
+    ChatTemplate { reason: String },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,304 @@
+//! High-level generation: a prompt in, a stream of text pieces out, exact
+//! stats at the end.
+
+use crate::context::LlamaContext;
+use crate::error::{Error, Result};
+use crate::model::LlamaModel;
+use crate::sampler::{Sampler, SamplingOptions};
+use crate::token::{Token, Utf8Stream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options for [`LlamaModel::generate`].
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// How tokens are chosen.
+    pub sampling: SamplingOptions,
+    /// Stop when the output contains one of these (not included in the text).
+    pub stop: Vec<String>,
+    /// Add the model's start token to the prompt where it asks for one.
+    pub add_bos: bool,
+    /// Parse special-token text in the prompt (needed for chat templates).
+    pub parse_special: bool,
+    /// Set it to stop the generation from another thread.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_tokens: 128,
+            sampling: SamplingOptions::default(),
+            stop: Vec::new(),
+            add_bos: true,
+            parse_special: true,
+            cancel: None,
+        }
+    }
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The model produced an end-of-generation token.
+    EndOfGeneration,
+    /// A stop string appeared.
+    StopString,
+    /// The cancel flag was set.
+    Cancelled,
+}
+
+/// One piece of generated text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece {
+    /// The token sampled.
+    pub token: Token,
+    /// Its text, complete UTF-8 (may be empty while a character is split
+    /// across tokens).
+    pub text: String,
+    /// Time since generation started.
+    pub at: Duration,
+}
+
+/// Exact figures for one generation; token counts come from the tokenizer
+/// and the sampler, never from estimates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationStats {
+    /// Tokens in the prompt (as tokenized, start token included).
+    pub prompt_tokens: usize,
+    /// Tokens sampled (the end-of-generation token not counted).
+    pub generated_tokens: usize,
+    /// From the start to the moment the first token was sampled.
+    pub time_to_first_token: Duration,
+    /// Time spent decoding the prompt.
+    pub prompt_time: Duration,
+    /// Time from the end of the prompt to the last token.
+    pub generation_time: Duration,
+    /// `prompt_tokens / prompt_time`.
+    pub prompt_tokens_per_second: f64,
+    /// `generated_tokens / generation_time`.
+    pub generation_tokens_per_second: f64,
+    /// Why it stopped.
+    pub stop_reason: StopReason,
+}
+
+/// What [`Generation`] yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A piece of text.
+    Piece(Piece),
+    /// The end, with the stats.
+    Done(GenerationStats),
+}
+
+/// An iterator of [`Event`]s: pieces of text, then one `Done`.
+pub struct Generation<'c, 'm> {
+    ctx: &'c mut LlamaContext<'m>,
+    sampler: Sampler,
+    options: GenerateOptions,
+    utf8: Utf8Stream,
+    /// Text held back because it might be the start of a stop string.
+    held: String,
+    start: Instant,
+    prompt_tokens: usize,
+    prompt_done: Instant,
+    first_token: Option<Instant>,
+    last_token: Instant,
+    generated: usize,
+    finished: bool,
+    queue: std::collections::VecDeque<Event>,
+}
+
+impl LlamaModel {
+    /// Decodes `prompt` in `ctx` (after what it already holds) and returns an
+    /// iterator of generated pieces ending with [`Event::Done`].
+    ///
+    /// ```
+    /// use llama_safe::{demo::{DemoModel, DEMO_CONTINUATION, DEMO_PROMPT}, *};
+    /// let backend = LlamaBackend::init();
+    /// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &LlamaModelParams::default())?;
+    /// let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(128))?;
+    /// let options = GenerateOptions { sampling: SamplingOptions::greedy(), ..Default::default() };
+    /// let mut text = String::new();
+    /// for event in model.generate(&mut ctx, DEMO_PROMPT, &options)? {
+    ///     if let Event::Piece(p) = event? { text.push_str(&p.text) }
+    /// }
+    /// assert_eq!(text, DEMO_CONTINUATION);
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn generate<'c, 'm>(
+        &'m self,
+        ctx: &'c mut LlamaContext<'m>,
+        prompt: &str,
+        options: &GenerateOptions,
+    ) -> Result<Generation<'c, 'm>> {
+        let start = Instant::now();
+        let add_bos = options.add_bos && ctx.n_past() == 0;
+        let tokens = self.tokenize(prompt, add_bos, options.parse_special)?;
+        if tokens.is_empty() {
+            return Err(Error::Tokenize {
+                reason: "the prompt is empty".into(),
+            });
+        }
+        let needed = ctx.n_past() as usize + tokens.len();
+        if needed > ctx.n_ctx() as usize {
+            return Err(Error::PromptTooLong {
+                tokens: needed,
+                n_ctx: ctx.n_ctx(),
+            });
+        }
+        let sampler = Sampler::new(self, &options.sampling)?;
+        ctx.decode(&tokens)?;
+        let prompt_done = Instant::now();
+        Ok(Generation {
+            ctx,
+            sampler,
+            options: options.clone(),
+            utf8: Utf8Stream::default(),
+            held: String::new(),
+            start,
+            prompt_tokens: tokens.len(),
+            prompt_done,
+            first_token: None,
+            last_token: prompt_done,
+            generated: 0,
+            finished: false,
+            queue: Default::default(),
+        })
+    }
+}
+
+impl Generation<'_, '_> {
+    fn stats(&self, stop_reason: StopReason) -> GenerationStats {
+        let prompt_time = self.prompt_done - self.start;
+        let generation_time = self.last_token - self.prompt_done;
+        let rate = |n: usize, d: Duration| {
+            if d.is_zero() {
+                0.0
+            } else {
+                n as f64 / d.as_secs_f64()
+            }
+        };
+        GenerationStats {
+            prompt_tokens: self.prompt_tokens,
+            generated_tokens: self.generated,
+            time_to_first_token: self.first_token.map_or(Duration::ZERO, |t| t - self.start),
+            prompt_time,
+            generation_time,
+            prompt_tokens_per_second: rate(self.prompt_tokens, prompt_time),
+            generation_tokens_per_second: rate(self.generated, generation_time),
+            stop_reason,
+        }
+    }
+
+    fn finish(&mut self, reason: StopReason, token: Token) -> Vec<Event> {
+        self.finished = true;
+        let mut events = Vec::new();
+        let mut tail = std::mem::take(&mut self.held);
+        if reason != StopReason::StopString {
+            tail.push_str(&self.utf8.finish());
+        }
+        if !tail.is_empty() {
+            events.push(Event::Piece(Piece {
+                token,
+                text: tail,
+                at: self.start.elapsed(),
+            }));
+        }
+        events.push(Event::Done(self.stats(reason)));
+        events
+    }
+
+    /// Splits `held` into what can be emitted now and what might still turn
+    /// into a stop string; returns `Some(text)` to emit, or the stop.
+    fn release(&mut self) -> (String, bool) {
+        for stop in &self.options.stop {
+            if let Some(at) = self.held.find(stop.as_str()) {
+                self.held.truncate(at);
+                return (std::mem::take(&mut self.held), true);
+            }
+        }
+        let keep = self
+            .options
+            .stop
+            .iter()
+            .flat_map(|s| {
+                (1..s.len())
+                    .filter(|&n| s.is_char_boundary(n))
+                    .map(move |n| &s[..n])
+            })
+            .filter(|prefix| self.held.ends_with(prefix))
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        let cut = self.held.len() - keep;
+        let rest = self.held.split_off(cut);
+        (std::mem::replace(&mut self.held, rest), false)
+    }
+
+    fn step(&mut self) -> Result<Vec<Event>> {
+        if self
+            .options
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Ok(self.finish(StopReason::Cancelled, Token(-1)));
+        }
+        if self.generated >= self.options.max_tokens as usize {
+            return Ok(self.finish(StopReason::MaxTokens, Token(-1)));
+        }
+        let model = self.ctx.model();
+        let token = self.sampler.sample(self.ctx);
+        let now = Instant::now();
+        self.first_token.get_or_insert(now);
+        self.last_token = now;
+        if model.is_eog(token) {
+            return Ok(self.finish(StopReason::EndOfGeneration, token));
+        }
+        self.generated += 1;
+        let text = self.utf8.push(&model.token_bytes(token, false));
+        self.held.push_str(&text);
+        let (emit, stopped) = self.release();
+        let mut events = vec![Event::Piece(Piece {
+            token,
+            text: emit,
+            at: self.start.elapsed(),
+        })];
+        if stopped {
+            events.extend(self.finish(StopReason::StopString, token));
+            return Ok(events);
+        }
+        if self.generated < self.options.max_tokens as usize {
+            self.ctx.decode(&[token])?;
+        }
+        Ok(events)
+    }
+}
+
+impl Iterator for Generation<'_, '_> {
+    type Item = Result<Event>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some(Ok(event));
+            }
+            if self.finished {
+                return None;
+            }
+            match self.step() {
+                Ok(events) => self.queue.extend(events),
+                Err(e) => {
+                    self.finished = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Reading a GGUF file's metadata and tensor table with llama.cpp's parser.
+
+use crate::error::{Error, Result};
+use crate::logging;
+use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+/// One tensor of a GGUF file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The tensor's name, e.g. `blk.0.ffn_up_exps.weight`.
+    pub name: String,
+    /// ggml type name, e.g. `q8_0`.
+    pub ggml_type: String,
+    /// Bytes of data in the file (`ggml_nbytes`).
+    pub bytes: u64,
+}
+
+/// A GGUF file opened for its metadata and tensor table (no weights read).
+///
+/// ```no_run
+/// let file = llama_safe::gguf::GgufFile::open("model.gguf")?;
+/// println!("{} has {} tensors", file.architecture()?, file.tensors().len());
+/// # Ok::<(), llama_safe::Error>(())
+/// ```
+pub struct GgufFile {
+    path: PathBuf,
+    ctx: NonNull<llama_sys::gguf_context>,
+}
+
+// SAFETY: the gguf context is only read after it is created, and
+// llama.cpp's gguf getters do not touch global state.
+unsafe impl Send for GgufFile {}
+// SAFETY: as above, every method takes `&self` and only reads.
+unsafe impl Sync for GgufFile {}
+
+impl Drop for GgufFile {
+    fn drop(&mut self) {
+        // SAFETY: ctx came from gguf_init_from_file and is freed once.
+        unsafe { llama_sys::gguf_free(self.ctx.as_ptr()) };
+    }
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Checks that `path` is a readable file starting with the GGUF magic, so
+/// each common mistake gets its own error before llama.cpp sees it.
+pub(crate) fn check_gguf_path(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => Error::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => Error::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    if meta.is_dir() {
+        return Err(Error::IsDirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path).map_err(|source| Error::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match file.read_exact(&mut magic) {
+        Ok(()) if &magic == b"GGUF" => Ok(()),
+        Ok(()) => Err(Error::NotGguf {
+            path: path.to_path_buf(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::NotGguf {
+            path: path.to_path_buf(),
+        }),
+        Err(source) => Err(Error::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+pub(crate) fn c_path(path: &Path) -> Result<CString> {
+    let s = path.to_str().ok_or_else(|| Error::InvalidParameter {
+        name: "path",
+        reason: format!("{} is not valid UTF-8", path.display()),
+    })?;
+    CString::new(s).map_err(|_| Error::NulByte {
+        what: "the model path",
+    })
+}
+
+impl GgufFile {
+    /// Opens `path` and parses its header, metadata and tensor table.
+    pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
+        let path = path.as_ref();
+        check_gguf_path(path)?;
+        let c = c_path(path)?;
+        crate::backend::ensure_ggml_ready();
+        let params = llama_sys::gguf_init_params {
+            no_alloc: true,
+            ctx: std::ptr::null_mut(),
+        };
+        // SAFETY: `c` is a valid C string; with ctx NULL no tensor data is read.
+        let (ctx, lines) =
+            logging::capture(|| unsafe { llama_sys::gguf_init_from_file(c.as_ptr(), params) });
+        let ctx = NonNull::new(ctx).ok_or_else(|| Error::InvalidGguf {
+            path: path.to_path_buf(),
+            reason: logging::reason(&lines),
+        })?;
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            ctx,
+        })
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every tensor, in file order.
+    pub fn tensors(&self) -> Vec<TensorInfo> {
+        let ctx = self.ctx.as_ptr();
+        // SAFETY: ctx is live; indices are below gguf_get_n_tensors; names
+        // and type names are NUL-terminated strings owned by gguf/ggml.
+        unsafe {
+            (0..llama_sys::gguf_get_n_tensors(ctx))
+                .map(|i| TensorInfo {
+                    name: CStr::from_ptr(llama_sys::gguf_get_tensor_name(ctx, i))
+                        .to_string_lossy()
+                        .into_owned(),
+                    ggml_type: CStr::from_ptr(llama_sys::ggml_type_name(
+                        llama_sys::gguf_get_tensor_type(ctx, i),
+                    ))
+                    .to_string_lossy()
+                    .into_owned(),
+                    bytes: llama_sys::gguf_get_tensor_size(ctx, i) as u64,
+                })
+                .collect()
+        }
+    }
+
+    fn key_id(&self, key: &str) -> Result<i64> {
+        let c = CString::new(key).map_err(|_| Error::NulByte {
+            what: "a metadata key",
+        })?;
+        // SAFETY: ctx is live and c a valid C string.
+        let id = unsafe { llama_sys::gguf_find_key(self.ctx.as_ptr(), c.as_ptr()) };
+        if id < 0 {
+            return Err(Error::Metadata {
+                key: key.into(),
+                reason: "not present".into(),
+            });
+        }
+        Ok(id)
+    }
+
+    /// Whether the metadata has `key`.
+    pub fn has(&self, key: &str) -> bool {
+        self.key_id(key).is_ok()
+    }
+
+    /// A string value.
+    pub fn get_str(&self, key: &str) -> Result<String> {
+        let id = self.key_id(key)?;
+        let ctx = self.ctx.as_ptr();
+        // SAFETY: id is a valid key index; the type is checked before reading.
+        unsafe {
+            if llama_sys::gguf_get_kv_type(ctx, id) != llama_sys::GGUF_TYPE_STRING {
+                return Err(Error::Metadata {
+                    key: key.into(),
+                    reason: "not a string".into(),
+                });
+            }
+            Ok(CStr::from_ptr(llama_sys::gguf_get_val_str(ctx, id))
+                .to_string_lossy()
+                .into_owned())
+        }
+    }
+
+    /// An unsigned integer value of any integer type.
+    pub fn get_u64(&self, key: &str) -> Result<u64> {
+        let id = self.key_id(key)?;
+        let ctx = self.ctx.as_ptr();
+        let bad = |reason: &str| Error::Metadata {
+            key: key.into(),
+            reason: reason.into(),
+        };
+        // SAFETY: id is a valid key index; each getter matches the checked type.
+        let value: i128 = unsafe {
+            match llama_sys::gguf_get_kv_type(ctx, id) {
+                llama_sys::GGUF_TYPE_UINT8 => llama_sys::gguf_get_val_u8(ctx, id).into(),
+                llama_sys::GGUF_TYPE_INT8 => llama_sys::gguf_get_val_i8(ctx, id).into(),
+                llama_sys::GGUF_TYPE_UINT16 => llama_sys::gguf_get_val_u16(ctx, id).into(),
+                llama_sys::GGUF_TYPE_INT16 => llama_sys::gguf_get_val_i16(ctx, id).into(),
+                llama_sys::GGUF_TYPE_UINT32 => llama_sys::gguf_get_val_u32(ctx, id).into(),
+                llama_sys::GGUF_TYPE_INT32 => llama_sys::gguf_get_val_i32(ctx, id).into(),
+                llama_sys::GGUF_TYPE_UINT64 => llama_sys::gguf_get_val_u64(ctx, id).into(),
+                llama_sys::GGUF_TYPE_INT64 => llama_sys::gguf_get_val_i64(ctx, id).into(),
+                _ => return Err(bad("not an integer")),
+            }
+        };
+        u64::try_from(value).map_err(|_| bad("negative"))
+    }
+
+    /// `general.architecture`.
+    pub fn architecture(&self) -> Result<String> {
+        self.get_str("general.architecture")
+    }
+
+    /// `<arch>.block_count`: the number of repeating layers.
+    pub fn block_count(&self) -> Result<u64> {
+        self.get_u64(&format!("{}.block_count", self.architecture()?))
+    }
+
+    /// `<arch>.expert_count`, 0 for a dense model.
+    pub fn expert_count(&self) -> u64 {
+        self.architecture()
+            .and_then(|a| self.get_u64(&format!("{a}.expert_count")))
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,150 @@
+//! llama.cpp's log, routed to the [`log`] crate.
+//!
+//! We use `log` rather than `tracing` because every Rust logger (env_logger,
+//! simple_logger, and tracing itself through `tracing-log`) consumes it, and a
+//! C library's lines carry no spans that `tracing` could use. Messages use the
+//! target `llama_cpp`; nothing is printed unless the application installs a
+//! logger. The callback is installed once per process, null-checks its
+//! input, and never unwinds into C.
+//!
+//! Separately, a load can *capture* the lines llama.cpp logs on the loading
+//! thread (whatever the logger's level), which is how load errors carry
+//! llama.cpp's own reason and how the placement report is built.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::Once;
+
+/// The `log` target of llama.cpp's messages.
+pub const TARGET: &str = "llama_cpp";
+
+/// Severity of a captured line, as llama.cpp gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// One complete line llama.cpp logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub text: String,
+}
+
+#[derive(Default)]
+struct ThreadLog {
+    /// The line being assembled (llama.cpp logs pieces and continuations).
+    partial: String,
+    partial_level: Option<LogLevel>,
+    /// Lines captured for an operation in progress on this thread.
+    capture: Option<Vec<LogLine>>,
+}
+
+thread_local! {
+    static THREAD_LOG: RefCell<ThreadLog> = RefCell::new(ThreadLog::default());
+}
+
+/// Installs the callback (once per process).
+pub(crate) fn install() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: `callback` is a valid `extern "C"` function for the whole
+        // program and ignores its user data, so NULL is fine.
+        unsafe { llama_sys::llama_log_set(Some(callback), std::ptr::null_mut()) };
+    });
+}
+
+/// Runs `f`, returning what it returned and every line llama.cpp logged on
+/// this thread meanwhile.
+pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<LogLine>) {
+    install();
+    let previous = THREAD_LOG.with(|t| t.borrow_mut().capture.replace(Vec::new()));
+    let result = f();
+    let lines = THREAD_LOG.with(|t| {
+        let mut t = t.borrow_mut();
+        flush(&mut t);
+        let lines = t.capture.take().unwrap_or_default();
+        t.capture = previous;
+        lines
+    });
+    (result, lines)
+}
+
+/// The last error lines of a capture, joined, or a generic reason.
+pub(crate) fn reason(lines: &[LogLine]) -> String {
+    let errors: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.level >= LogLevel::Warn)
+        .map(|l| l.text.trim())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if errors.is_empty() {
+        "llama.cpp gave no reason".to_string()
+    } else {
+        errors[errors.len().saturating_sub(3)..].join("; ")
+    }
+}
+
+unsafe extern "C" fn callback(
+    level: llama_sys::ggml_log_level,
+    text: *const c_char,
+    _: *mut c_void,
+) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: llama.cpp passes a NUL-terminated string valid for this call.
+    let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    // A panic (say, in the application's logger) must not unwind into C.
+    let _ = std::panic::catch_unwind(|| handle(level, &text));
+}
+
+fn handle(level: llama_sys::ggml_log_level, text: &str) {
+    let level = match level {
+        llama_sys::GGML_LOG_LEVEL_ERROR => Some(LogLevel::Error),
+        llama_sys::GGML_LOG_LEVEL_WARN => Some(LogLevel::Warn),
+        llama_sys::GGML_LOG_LEVEL_INFO => Some(LogLevel::Info),
+        llama_sys::GGML_LOG_LEVEL_DEBUG => Some(LogLevel::Debug),
+        // CONT continues the previous message; NONE is treated the same.
+        _ => None,
+    };
+    let _ = THREAD_LOG.try_with(|t| {
+        let Ok(mut t) = t.try_borrow_mut() else {
+            return;
+        };
+        if let Some(level) = level {
+            if !t.partial.is_empty() {
+                flush(&mut t);
+            }
+            t.partial_level = Some(level);
+        }
+        let mut rest = text;
+        while let Some(at) = rest.find('\n') {
+            t.partial.push_str(&rest[..at]);
+            flush(&mut t);
+            rest = &rest[at + 1..];
+        }
+        t.partial.push_str(rest);
+    });
+}
+
+fn flush(t: &mut ThreadLog) {
+    if t.partial.is_empty() {
+        return;
+    }
+    let level = t.partial_level.unwrap_or(LogLevel::Info);
+    let text = std::mem::take(&mut t.partial);
+    let log_level = match level {
+        LogLevel::Error => log::Level::Error,
+        LogLevel::Warn => log::Level::Warn,
+        LogLevel::Info => log::Level::Info,
+        LogLevel::Debug => log::Level::Debug,
+    };
+    log::log!(target: TARGET, log_level, "{text}");
+    if let Some(capture) = t.capture.as_mut() {
+        capture.push(LogLine { level, text });
+    }
+}

@@ -1,0 +1,229 @@
+//! [`LlamaModel`]: loaded weights, their facts, and where they were placed.
+
+use crate::backend::LlamaBackend;
+use crate::error::{Error, Result};
+use crate::gguf::{reader::c_path, GgufFile};
+use crate::logging;
+use crate::model_params::LlamaModelParams;
+use crate::placement::Placement;
+use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+/// A loaded model. Share it between threads (`Arc<LlamaModel>`); each thread
+/// makes its own [`LlamaContext`](crate::LlamaContext).
+///
+/// ```no_run
+/// use llama_safe::{LlamaBackend, LlamaModel, LlamaModelParams};
+/// let backend = LlamaBackend::init();
+/// let params = LlamaModelParams::default().with_n_gpu_layers(999).with_cpu_moe_all();
+/// let model = LlamaModel::load(&backend, "qwen3-30b-a3b-q4_k_m.gguf", &params)?;
+/// println!("{}", model.placement());
+/// # Ok::<(), llama_safe::Error>(())
+/// ```
+pub struct LlamaModel {
+    raw: NonNull<llama_sys::llama_model>,
+    path: PathBuf,
+    placement: Placement,
+    _backend: LlamaBackend,
+}
+
+// SAFETY: a llama_model is not modified after loading; llama.cpp reads it
+// from any thread, and everything that changes during inference lives in a
+// llama_context. Freeing happens in Drop, with no other reference left.
+unsafe impl Send for LlamaModel {}
+// SAFETY: all methods take `&self` and only read the loaded model; several
+// contexts on several threads can use one model at once (llama.cpp's server
+// does the same with its slots).
+unsafe impl Sync for LlamaModel {}
+
+impl Drop for LlamaModel {
+    fn drop(&mut self) {
+        // SAFETY: raw came from llama_model_load_from_file and is freed once;
+        // contexts borrow the model, so none is alive now.
+        unsafe { llama_sys::llama_model_free(self.raw.as_ptr()) };
+    }
+}
+
+impl std::fmt::Debug for LlamaModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlamaModel")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl LlamaModel {
+    /// Loads a GGUF model.
+    ///
+    /// A missing path, a directory, an unreadable file, a non-GGUF file and
+    /// a truncated or corrupt GGUF each give their own [`Error`] with the
+    /// path and, where llama.cpp failed, its own reason.
+    pub fn load(
+        backend: &LlamaBackend,
+        path: impl AsRef<Path>,
+        params: &LlamaModelParams,
+    ) -> Result<LlamaModel> {
+        let path = path.as_ref();
+        let file = GgufFile::open(path)?;
+        let block_count = u32::try_from(file.block_count().unwrap_or(0)).unwrap_or(u32::MAX);
+        let mut raw_params = params.materialize(block_count)?;
+        let c = c_path(path)?;
+        let raw = raw_params.raw();
+        // SAFETY: `c` is a valid C string, and every pointer in `raw` points
+        // into `raw_params`, which outlives this call.
+        let (model, lines) =
+            logging::capture(|| unsafe { llama_sys::llama_model_load_from_file(c.as_ptr(), raw) });
+        let Some(raw) = NonNull::new(model) else {
+            if raw_params.progress.cancelled {
+                return Err(Error::LoadCancelled {
+                    path: path.to_path_buf(),
+                });
+            }
+            return Err(Error::Load {
+                path: path.to_path_buf(),
+                reason: logging::reason(&lines),
+            });
+        };
+        let placement = Placement::from_log(&lines, &file.tensors());
+        Ok(LlamaModel {
+            raw,
+            path: path.to_path_buf(),
+            placement,
+            _backend: backend.clone(),
+        })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut llama_sys::llama_model {
+        self.raw.as_ptr()
+    }
+
+    pub(crate) fn vocab(&self) -> *const llama_sys::llama_vocab {
+        // SAFETY: the model is live; the vocab lives as long as it.
+        unsafe { llama_sys::llama_model_get_vocab(self.raw.as_ptr()) }
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where this load put the weights: bytes per buffer, and every tensor
+    /// a buffer override moved.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// Architecture name, e.g. `llama`, `qwen3moe`.
+    pub fn architecture(&self) -> String {
+        self.meta("general.architecture").unwrap_or_default()
+    }
+
+    /// Number of repeating layers (blocks).
+    pub fn n_layer(&self) -> u32 {
+        // SAFETY: model is live.
+        unsafe { llama_sys::llama_model_n_layer(self.raw.as_ptr()) }.max(0) as u32
+    }
+
+    /// Experts per MoE layer; 0 for a dense model.
+    pub fn n_expert(&self) -> u32 {
+        self.arch_meta_u32("expert_count")
+    }
+
+    /// Experts used per token; 0 for a dense model.
+    pub fn n_expert_used(&self) -> u32 {
+        self.arch_meta_u32("expert_used_count")
+    }
+
+    /// Whether the model has experts.
+    pub fn is_moe(&self) -> bool {
+        self.n_expert() > 0
+    }
+
+    fn arch_meta_u32(&self, key: &str) -> u32 {
+        self.meta(&format!("{}.{key}", self.architecture()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Number of parameters.
+    pub fn n_params(&self) -> u64 {
+        // SAFETY: model is live.
+        unsafe { llama_sys::llama_model_n_params(self.raw.as_ptr()) }
+    }
+
+    /// Total bytes of the weights.
+    pub fn size_bytes(&self) -> u64 {
+        // SAFETY: model is live.
+        unsafe { llama_sys::llama_model_size(self.raw.as_ptr()) }
+    }
+
+    /// Embedding width.
+    pub fn n_embd(&self) -> u32 {
+        // SAFETY: model is live.
+        unsafe { llama_sys::llama_model_n_embd(self.raw.as_ptr()) }.max(0) as u32
+    }
+
+    /// Vocabulary size.
+    pub fn n_vocab(&self) -> u32 {
+        // SAFETY: the vocab lives as long as the model.
+        unsafe { llama_sys::llama_vocab_n_tokens(self.vocab()) }.max(0) as u32
+    }
+
+    /// Context length the model was trained with.
+    pub fn n_ctx_train(&self) -> u32 {
+        // SAFETY: model is live.
+        unsafe { llama_sys::llama_model_n_ctx_train(self.raw.as_ptr()) }.max(0) as u32
+    }
+
+    /// llama.cpp's one-line description, e.g. `llama ?B Q8_0`.
+    pub fn description(&self) -> String {
+        let mut buf = vec![0u8; 256];
+        // SAFETY: buf is writable for its length; llama.cpp NUL-terminates.
+        let n = unsafe {
+            llama_sys::llama_model_desc(self.raw.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        };
+        buf.truncate(n.clamp(0, 255) as usize);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// The default chat template, if the file has one.
+    pub fn chat_template(&self) -> Option<String> {
+        // SAFETY: model is live; NULL name asks for the default template; the
+        // result is NULL or a string owned by the model.
+        let ptr =
+            unsafe { llama_sys::llama_model_chat_template(self.raw.as_ptr(), std::ptr::null()) };
+        // SAFETY: non-NULL results are NUL-terminated and live with the model.
+        (!ptr.is_null()).then(|| {
+            unsafe { CStr::from_ptr(ptr) }
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+
+    /// A metadata value as a string, by key.
+    pub fn meta(&self, key: &str) -> Option<String> {
+        let key = CString::new(key).ok()?;
+        let mut buf = vec![0u8; 256];
+        loop {
+            // SAFETY: key is a C string; buf is writable for its length.
+            let n = unsafe {
+                llama_sys::llama_model_meta_val_str(
+                    self.raw.as_ptr(),
+                    key.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                return None;
+            }
+            let n = n as usize;
+            if n < buf.len() {
+                buf.truncate(n);
+                return Some(String::from_utf8_lossy(&buf).into_owned());
+            }
+            buf.resize(n + 1, 0);
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Sampling: a chain of llama.cpp samplers built from [`SamplingOptions`].
+
+use crate::context::LlamaContext;
+use crate::error::{Error, Result};
+use crate::model::LlamaModel;
+use crate::token::Token;
+use std::ffi::CString;
+use std::ptr::NonNull;
+
+/// How the next token is chosen. `temperature <= 0` means greedy.
+///
+/// ```
+/// let greedy = llama_safe::SamplingOptions::greedy();
+/// assert_eq!(greedy.temperature, 0.0);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingOptions {
+    /// 0 or below: always the most likely token.
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0: off).
+    pub top_k: i32,
+    /// Nucleus sampling (1.0: off).
+    pub top_p: f32,
+    /// Drop tokens below `min_p` times the best one's probability (0: off).
+    pub min_p: f32,
+    /// Locally typical sampling (1.0: off).
+    pub typical_p: f32,
+    /// Repetition penalty (1.0: off).
+    pub repeat_penalty: f32,
+    /// Frequency penalty (0: off).
+    pub frequency_penalty: f32,
+    /// Presence penalty (0: off).
+    pub presence_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    pub penalty_last_n: i32,
+    /// Seed of the random sampler.
+    pub seed: u32,
+    /// Additive biases per token.
+    pub logit_bias: Vec<(Token, f32)>,
+    /// A GBNF grammar the output must follow (root rule `root`).
+    pub grammar: Option<String>,
+}
+
+impl Default for SamplingOptions {
+    /// llama.cpp's CLI defaults: temperature 0.8, top-k 40, top-p 0.95,
+    /// min-p 0.05, no penalties.
+    fn default() -> Self {
+        SamplingOptions {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            typical_p: 1.0,
+            repeat_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            penalty_last_n: 64,
+            seed: 0xFFFF_FFFF,
+            logit_bias: Vec::new(),
+            grammar: None,
+        }
+    }
+}
+
+impl SamplingOptions {
+    /// Greedy decoding: deterministic, the most likely token each step.
+    pub fn greedy() -> Self {
+        SamplingOptions {
+            temperature: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// The sampling defaults a GGUF file carries (`general.sampling.*`),
+    /// falling back to [`SamplingOptions::default`] for each one missing.
+    pub fn from_model_defaults(model: &LlamaModel) -> Self {
+        let mut o = Self::default();
+        let get = |key: &str| model.meta(&format!("general.sampling.{key}"));
+        if let Some(v) = get("temp").and_then(|v| v.parse().ok()) {
+            o.temperature = v;
+        }
+        if let Some(v) = get("top_k").and_then(|v| v.parse().ok()) {
+            o.top_k = v;
+        }
+        if let Some(v) = get("top_p").and_then(|v| v.parse().ok()) {
+            o.top_p = v;
+        }
+        if let Some(v) = get("min_p").and_then(|v| v.parse().ok()) {
+            o.min_p = v;
+        }
+        if let Some(v) = get("penalty_repeat").and_then(|v| v.parse().ok()) {
+            o.repeat_penalty = v;
+        }
+        if let Some(v) = get("penalty_last_n").and_then(|v| v.parse().ok()) {
+            o.penalty_last_n = v;
+        }
+        o
+    }
+}
+
+/// A llama.cpp sampler chain. `Send`, not `Sync`.
+pub struct Sampler {
+    raw: NonNull<llama_sys::llama_sampler>,
+}
+
+// SAFETY: the chain is owned and only used through `&mut self`.
+unsafe impl Send for Sampler {}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        // SAFETY: raw came from llama_sampler_chain_init; the chain frees the
+        // samplers added to it.
+        unsafe { llama_sys::llama_sampler_free(self.raw.as_ptr()) };
+    }
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler").finish_non_exhaustive()
+    }
+}
+
+impl Sampler {
+    /// Builds the chain for `options` over `model`'s vocabulary.
+    pub fn new(model: &LlamaModel, options: &SamplingOptions) -> Result<Sampler> {
+        // SAFETY: returns a plain struct; the chain is owned by the Sampler
+        // from here on, so an early return frees it in Drop.
+        let chain = unsafe {
+            llama_sys::llama_sampler_chain_init(llama_sys::llama_sampler_chain_default_params())
+        };
+        let mut sampler = Sampler {
+            raw: NonNull::new(chain).ok_or_else(|| Error::InvalidParameter {
+                name: "sampler",
+                reason: "llama.cpp could not create a sampler chain".into(),
+            })?,
+        };
+        let n_vocab = model.n_vocab() as i32;
+        let o = options;
+        if let Some(grammar) = &o.grammar {
+            let text = CString::new(grammar.as_str()).map_err(|_| Error::NulByte {
+                what: "the grammar",
+            })?;
+            // SAFETY: both strings are valid C strings; NULL means a parse error.
+            let (g, lines) = crate::logging::capture(|| unsafe {
+                llama_sys::llama_sampler_init_grammar(
+                    model.vocab(),
+                    text.as_ptr(),
+                    c"root".as_ptr(),
+                )
+            });
+            if g.is_null() {
+                return Err(Error::InvalidParameter {
+                    name: "grammar",
+                    reason: crate::logging::reason(&lines),
+                });
+            }
+            sampler.add(g);
+        }
+        if o.repeat_penalty != 1.0 || o.frequency_penalty != 0.0 || o.presence_penalty != 0.0 {
+            // SAFETY: plain constructor.
+            sampler.add(unsafe {
+                llama_sys::llama_sampler_init_penalties(
+                    n_vocab,
+                    o.penalty_last_n,
+                    o.repeat_penalty,
+                    o.frequency_penalty,
+                    o.presence_penalty,
+                )
+            });
+        }
+        if !o.logit_bias.is_empty() {
+            let biases: Vec<llama_sys::llama_logit_bias> = o
+                .logit_bias
+                .iter()
+                .map(|(t, b)| llama_sys::llama_logit_bias {
+                    token: t.0,
+                    bias: *b,
+                })
+                .collect();
+            // SAFETY: biases is valid for its length; llama.cpp copies it.
+            sampler.add(unsafe {
+                llama_sys::llama_sampler_init_logit_bias(
+                    n_vocab,
+                    biases.len() as i32,
+                    biases.as_ptr(),
+                )
+            });
+        }
+        if o.temperature <= 0.0 {
+            // SAFETY: plain constructor.
+            sampler.add(unsafe { llama_sys::llama_sampler_init_greedy() });
+            return Ok(sampler);
+        }
+        // SAFETY (all below): plain constructors.
+        unsafe {
+            if o.top_k > 0 {
+                sampler.add(llama_sys::llama_sampler_init_top_k(o.top_k));
+            }
+            if o.typical_p < 1.0 {
+                sampler.add(llama_sys::llama_sampler_init_typical(o.typical_p, 1));
+            }
+            if o.top_p < 1.0 {
+                sampler.add(llama_sys::llama_sampler_init_top_p(o.top_p, 1));
+            }
+            if o.min_p > 0.0 {
+                sampler.add(llama_sys::llama_sampler_init_min_p(o.min_p, 1));
+            }
+            sampler.add(llama_sys::llama_sampler_init_temp(o.temperature));
+            sampler.add(llama_sys::llama_sampler_init_dist(o.seed));
+        }
+        Ok(sampler)
+    }
+
+    fn add(&mut self, s: *mut llama_sys::llama_sampler) {
+        if !s.is_null() {
+            // SAFETY: the chain takes ownership of s.
+            unsafe { llama_sys::llama_sampler_chain_add(self.raw.as_ptr(), s) };
+        }
+    }
+
+    /// Samples the next token from the last logits of `ctx` and records it
+    /// (for penalties and grammars).
+    pub fn sample(&mut self, ctx: &mut LlamaContext<'_>) -> Token {
+        // SAFETY: both are live; -1 is the last output of the last decode.
+        Token(unsafe { llama_sys::llama_sampler_sample(self.raw.as_ptr(), ctx.as_ptr(), -1) })
+    }
+
+    /// Forgets the tokens seen (penalties, grammar state).
+    pub fn reset(&mut self) {
+        // SAFETY: the chain is live.
+        unsafe { llama_sys::llama_sampler_reset(self.raw.as_ptr()) };
+    }
+}
