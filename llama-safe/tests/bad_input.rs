@@ -1,0 +1,193 @@
+//! Bad input gives a typed error with context; nothing panics or aborts.
+
+mod common;
+
+use common::*;
+use llama_safe::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+fn load(path: &std::path::Path) -> Result<LlamaModel> {
+    let backend = LlamaBackend::init();
+    LlamaModel::load(&backend, path, &LlamaModelParams::default())
+}
+
+#[test]
+fn missing_path() {
+    let path = scratch("missing").join("nope.gguf");
+    match load(&path) {
+        Err(Error::NotFound { path: p }) => assert_eq!(p, path),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn directory() {
+    let dir = scratch("dir");
+    assert!(matches!(load(&dir), Err(Error::IsDirectory { .. })));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn unreadable_file() {
+    // Opening succeeds but reading fails (even for root), like a bad disk.
+    let path = std::path::Path::new("/proc/self/mem");
+    assert!(
+        matches!(load(path), Err(Error::Unreadable { .. })),
+        "{:?}",
+        load(path)
+    );
+}
+
+#[test]
+fn not_gguf() {
+    let dir = scratch("notgguf");
+    for (name, bytes) in [
+        ("text.gguf", &b"hello, world"[..]),
+        ("empty.gguf", &b""[..]),
+        ("short.gguf", &b"GG"[..]),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        assert!(matches!(load(&path), Err(Error::NotGguf { .. })), "{name}");
+    }
+}
+
+#[test]
+fn corrupt_header_is_invalid_gguf_with_reason() {
+    let path = scratch("corrupt").join("corrupt.gguf");
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    match load(&path) {
+        Err(Error::InvalidGguf { reason, .. }) => assert!(reason.contains("tensors"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn truncated_gguf_reports_llama_cpps_reason() {
+    let bytes = std::fs::read(moe_path()).unwrap();
+    let path = scratch("truncated").join("truncated.gguf");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    match load(&path) {
+        Err(Error::Load { path: p, reason }) => {
+            assert_eq!(p, path);
+            assert!(reason.contains("not within the file bounds"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unknown_device_is_an_error_at_load() {
+    let params = LlamaModelParams::default()
+        .with_tensor_override("ffn_up_exps", OverrideTarget::Device("CUDA7".into()))
+        .unwrap();
+    let backend = LlamaBackend::init();
+    match LlamaModel::load(&backend, moe_path(), &params) {
+        Err(Error::UnknownDevice { name, available }) => {
+            assert_eq!(name, "CUDA7");
+            assert!(available.contains("CPU"), "{available}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let params = LlamaModelParams::default().with_devices(&["NOPE0"]);
+    assert!(matches!(
+        LlamaModel::load(&backend, moe_path(), &params),
+        Err(Error::UnknownDevice { .. })
+    ));
+}
+
+#[test]
+fn impossible_parameters() {
+    assert!(matches!(
+        LlamaModelParams::default().with_tensor_split(&[-1.0]),
+        Err(Error::InvalidParameter {
+            name: "tensor_split",
+            ..
+        })
+    ));
+    assert!(LlamaModelParams::default()
+        .with_tensor_split(&[1.0; 1000])
+        .is_err());
+    assert!(LlamaModelParams::default()
+        .with_kv_override(&"k".repeat(200), KvValue::Bool(true))
+        .is_err());
+    assert!(LlamaModelParams::default()
+        .with_kv_override("a.b", KvValue::Str("s".repeat(200)))
+        .is_err());
+    assert!(matches!(
+        LlamaModelParams::default().with_tensor_override("(", OverrideTarget::Cpu),
+        Err(Error::InvalidPattern { .. })
+    ));
+}
+
+#[test]
+fn progress_callback_false_cancels_the_load() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let params = LlamaModelParams::default().with_progress_callback(move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        false
+    });
+    let backend = LlamaBackend::init();
+    assert!(matches!(
+        LlamaModel::load(&backend, moe_path(), &params),
+        Err(Error::LoadCancelled { .. })
+    ));
+    assert!(calls.load(Ordering::SeqCst) >= 1);
+}
+
+#[test]
+fn progress_callback_panic_cancels_the_load() {
+    let params = LlamaModelParams::default().with_progress_callback(|p| {
+        if p > 0.0 {
+            panic!("boom in the progress callback");
+        }
+        true
+    });
+    let backend = LlamaBackend::init();
+    assert!(matches!(
+        LlamaModel::load(&backend, moe_path(), &params),
+        Err(Error::LoadCancelled { .. })
+    ));
+    // The params are still usable afterwards.
+    let ok = LlamaModelParams::default().with_progress_callback(|_| true);
+    assert!(LlamaModel::load(&backend, moe_path(), &ok).is_ok());
+}
+
+#[test]
+fn prompt_longer_than_the_context() {
+    let backend = LlamaBackend::init();
+    let model = LlamaModel::load(&backend, moe_path(), &LlamaModelParams::default()).unwrap();
+    let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(16)).unwrap();
+    let prompt = "Once upon a time ".repeat(300);
+    match model.generate(&mut ctx, &prompt, &GenerateOptions::default()) {
+        Err(Error::PromptTooLong { tokens, n_ctx }) => {
+            assert!(tokens > n_ctx as usize);
+            assert_eq!(n_ctx, ctx.n_ctx());
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("accepted a prompt longer than the context"),
+    }
+}
+
+#[test]
+fn invalid_grammar() {
+    let backend = LlamaBackend::init();
+    let model = LlamaModel::load(&backend, moe_path(), &LlamaModelParams::default()).unwrap();
+    let options = SamplingOptions {
+        grammar: Some("root ::= (".into()),
+        ..SamplingOptions::greedy()
+    };
+    assert!(matches!(
+        Sampler::new(&model, &options),
+        Err(Error::InvalidParameter {
+            name: "grammar",
+            ..
+        })
+    ));
+}

@@ -1,0 +1,45 @@
+//! Shared helpers for the integration tests (included with `mod common;`).
+#![allow(dead_code)]
+
+use llama_safe::demo::DemoModel;
+use llama_safe::*;
+use std::path::PathBuf;
+
+/// The demo MoE model, written once into the cache.
+pub fn moe_path() -> PathBuf {
+    DemoModel::Moe.cached().expect("write demo model")
+}
+
+/// The dense demo model.
+pub fn dense_path() -> PathBuf {
+    DemoModel::Dense.cached().expect("write dense demo model")
+}
+
+/// A fresh scratch folder for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("llama-safe-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Greedy generation of the demo prompt; returns the text.
+pub fn greedy_text(model: &LlamaModel, prompt: &str) -> String {
+    let mut ctx = LlamaContext::new(
+        model,
+        &ContextParams::default().with_n_ctx(128).with_threads(1),
+    )
+    .unwrap();
+    let options = GenerateOptions {
+        sampling: SamplingOptions::greedy(),
+        max_tokens: 32,
+        ..Default::default()
+    };
+    let mut text = String::new();
+    for event in model.generate(&mut ctx, prompt, &options).unwrap() {
+        if let Event::Piece(p) = event.unwrap() {
+            text.push_str(&p.text);
+        }
+    }
+    text
+}

@@ -1,0 +1,112 @@
+//! The params own everything llama.cpp points to: strings dropped before
+//! the load, clones, moves across threads and repeated loads are all fine.
+//! `.ci/run` also runs this binary under valgrind.
+
+mod common;
+
+use common::*;
+use llama_safe::demo::{DEMO_CONTINUATION, DEMO_PROMPT};
+use llama_safe::*;
+
+const fn assert_send<T: Send>() {}
+const fn assert_sync<T: Sync>() {}
+const _: () = {
+    assert_send::<LlamaModelParams>();
+    assert_sync::<LlamaModelParams>();
+    assert_send::<LlamaModel>();
+    assert_sync::<LlamaModel>();
+    assert_send::<LlamaBackend>();
+    assert_send::<LlamaContext<'static>>();
+    assert_send::<Sampler>();
+    assert_send::<gguf::GgufFile>();
+};
+
+fn moved_names(model: &LlamaModel) -> Vec<String> {
+    model
+        .placement()
+        .moved
+        .iter()
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+#[test]
+fn strings_dropped_before_the_load() {
+    let params = {
+        let pattern = String::from(r"blk\.1\.ffn_(up|down|gate)_exps");
+        let key = String::from("llama.expert_used_count");
+        let params = LlamaModelParams::default()
+            .with_tensor_override(&pattern, OverrideTarget::Cpu)
+            .unwrap()
+            .with_kv_override(&key, KvValue::Int(2))
+            .unwrap();
+        drop(pattern);
+        drop(key);
+        params
+    };
+    // Scribble over freed heap memory to make a dangling pointer visible.
+    let noise: Vec<String> = (0..1000)
+        .map(|i| format!("noise-{i}-{}", "x".repeat(40)))
+        .collect();
+    let backend = LlamaBackend::init();
+    let model = LlamaModel::load(&backend, moe_path(), &params).unwrap();
+    drop(noise);
+    assert_eq!(model.placement().moved.len(), 3);
+    assert_eq!(model.n_expert_used(), 2);
+}
+
+#[test]
+fn clone_then_drop_the_original() {
+    let original = LlamaModelParams::default().with_n_cpu_moe(2);
+    let copy = original.clone();
+    drop(original);
+    let backend = LlamaBackend::init();
+    let model = LlamaModel::load(&backend, moe_path(), &copy).unwrap();
+    assert_eq!(model.placement().moved.len(), 6);
+}
+
+#[test]
+fn params_and_model_move_across_threads() {
+    let params = LlamaModelParams::default().with_cpu_moe_all();
+    let model = std::thread::spawn(move || {
+        let backend = LlamaBackend::init();
+        LlamaModel::load(&backend, moe_path(), &params).unwrap()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(model.placement().moved.len(), 12);
+    let text = std::thread::spawn(move || greedy_text(&model, DEMO_PROMPT))
+        .join()
+        .unwrap();
+    assert_eq!(text, DEMO_CONTINUATION);
+}
+
+#[test]
+fn one_params_value_loads_twice() {
+    let params = LlamaModelParams::default().with_n_cpu_moe(1);
+    let backend = LlamaBackend::init();
+    let a = LlamaModel::load(&backend, moe_path(), &params).unwrap();
+    let b = LlamaModel::load(&backend, moe_path(), &params).unwrap();
+    assert_eq!(moved_names(&a), moved_names(&b));
+    assert_eq!(a.placement().moved.len(), 3);
+}
+
+#[test]
+fn debug_shows_the_patterns() {
+    let params = LlamaModelParams::default()
+        .with_tensor_override(r"attn_q", OverrideTarget::Device("CPU".into()))
+        .unwrap()
+        .with_cpu_moe_all();
+    let text = format!("{params:?}");
+    assert!(text.contains("attn_q => CPU"), "{text}");
+    assert!(text.contains("All"), "{text}");
+}
+
+#[test]
+fn model_outlives_the_callers_backend_handle() {
+    let model = {
+        let backend = LlamaBackend::init();
+        LlamaModel::load(&backend, moe_path(), &LlamaModelParams::default()).unwrap()
+    };
+    assert_eq!(greedy_text(&model, DEMO_PROMPT), DEMO_CONTINUATION);
+}
