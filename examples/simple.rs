@@ -1,0 +1,36 @@
+//! The shortest complete program: load a GGUF model and generate text.
+//!
+//! ```text
+//! cargo run --release --example simple                 # the demo model
+//! cargo run --release --example simple -- model.gguf "Your prompt"
+//! ```
+
+use llama_safe::demo::{DemoModel, DEMO_PROMPT};
+use llama_safe::*;
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let path = match args.next() {
+        Some(path) => path.into(),
+        None => DemoModel::Moe.cached()?,
+    };
+    let prompt = args.next().unwrap_or_else(|| DEMO_PROMPT.to_string());
+
+    let backend = LlamaBackend::init();
+    let model = LlamaModel::load(&backend, &path, &LlamaModelParams::default())?;
+    let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(2048))?;
+    let options = GenerateOptions {
+        max_tokens: 64,
+        sampling: SamplingOptions::greedy(),
+        ..Default::default()
+    };
+
+    print!("{prompt}");
+    for event in model.generate(&mut ctx, &prompt, &options)? {
+        if let Event::Piece(piece) = event? {
+            print!("{}", piece.text);
+        }
+    }
+    println!();
+    Ok(())
+}
