@@ -225,7 +225,7 @@ impl LlamaModelParams {
 
     /// Called with the load progress (0.0 to 1.0). Returning `false`, or
     /// panicking, cancels the load cleanly with
-    /// [`Error::LoadCancelled`](crate::Error::LoadCancelled).
+    /// [`Error::LoadCancelled`].
     pub fn with_progress_callback(
         mut self,
         callback: impl FnMut(f32) -> bool + Send + 'static,

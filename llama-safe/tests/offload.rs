@@ -21,12 +21,7 @@ fn expected(layers: std::ops::Range<u32>) -> BTreeSet<String> {
 }
 
 fn moved(model: &LlamaModel) -> BTreeSet<String> {
-    model
-        .placement()
-        .moved
-        .iter()
-        .map(|t| t.name.clone())
-        .collect()
+    moved_names(model).into_iter().collect()
 }
 
 #[test]

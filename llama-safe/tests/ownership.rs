@@ -21,15 +21,6 @@ const _: () = {
     assert_send::<gguf::GgufFile>();
 };
 
-fn moved_names(model: &LlamaModel) -> Vec<String> {
-    model
-        .placement()
-        .moved
-        .iter()
-        .map(|t| t.name.clone())
-        .collect()
-}
-
 #[test]
 fn strings_dropped_before_the_load() {
     let params = {

@@ -43,3 +43,13 @@ pub fn greedy_text(model: &LlamaModel, prompt: &str) -> String {
     }
     text
 }
+
+/// Names of the tensors the load's overrides moved, in load order.
+pub fn moved_names(model: &LlamaModel) -> Vec<String> {
+    model
+        .placement()
+        .moved
+        .iter()
+        .map(|t| t.name.clone())
+        .collect()
+}
