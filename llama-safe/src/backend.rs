@@ -39,11 +39,7 @@ impl LlamaBackend {
     /// The ggml backend devices: the CPU, and GPUs or RPC servers when their
     /// features are built and present.
     pub fn devices(&self) -> Vec<Device> {
-        // SAFETY: the registry is initialised (a handle exists); indices are
-        // below ggml_backend_dev_count.
-        (0..unsafe { llama_sys::ggml_backend_dev_count() })
-            .map(|i| unsafe { Device::from_raw(llama_sys::ggml_backend_dev_get(i)) })
-            .collect()
+        registry_devices()
     }
 
     /// llama.cpp's system info line: the CPU features and backends built in.
@@ -148,10 +144,7 @@ pub(crate) fn device_by_name(name: &str) -> Result<llama_sys::ggml_backend_dev_t
     // SAFETY: c is a valid C string; NULL means not found.
     let dev = unsafe { llama_sys::ggml_backend_dev_by_name(c.as_ptr()) };
     if dev.is_null() {
-        // SAFETY: plain registry enumeration.
-        let available: Vec<String> = (0..unsafe { llama_sys::ggml_backend_dev_count() })
-            .map(|i| unsafe { Device::from_raw(llama_sys::ggml_backend_dev_get(i)) }.name)
-            .collect();
+        let available: Vec<String> = registry_devices().into_iter().map(|d| d.name).collect();
         return Err(Error::UnknownDevice {
             name: name.to_string(),
             available: available.join(", "),
@@ -160,7 +153,15 @@ pub(crate) fn device_by_name(name: &str) -> Result<llama_sys::ggml_backend_dev_t
     Ok(dev)
 }
 
-/// Makes sure ggml's log goes through us before a ggml call that may log.
-pub(crate) fn ensure_ggml_ready() {
-    crate::logging::install();
+/// Every device in the ggml backend registry.
+fn registry_devices() -> Vec<Device> {
+    // SAFETY: ggml_backend_dev_count initialises the registry on first use.
+    let count = unsafe { llama_sys::ggml_backend_dev_count() };
+    (0..count)
+        .map(|i| {
+            // SAFETY: i is below the registry's device count, so the device
+            // returned is a registry device.
+            unsafe { Device::from_raw(llama_sys::ggml_backend_dev_get(i)) }
+        })
+        .collect()
 }

@@ -92,7 +92,6 @@ impl LlamaModelParams {
             .filter(|t| experts.is_match(&t.name))
             .filter_map(|t| moe::tensor_layer(&t.name))
             .collect();
-        expert_layers.dedup();
         expert_layers.sort_unstable();
         expert_layers.dedup();
         let moved = tensors

@@ -130,7 +130,7 @@ impl Utf8Stream {
                 }
                 Err(e) => {
                     let valid = e.valid_up_to();
-                    // SAFETY-free: from_utf8 said these bytes are valid.
+                    // from_utf8 checked these bytes, so this cannot fail.
                     out.push_str(std::str::from_utf8(&self.pending[..valid]).unwrap_or_default());
                     match e.error_len() {
                         // An incomplete character at the end: keep it.

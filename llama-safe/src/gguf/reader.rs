@@ -104,7 +104,8 @@ impl GgufFile {
         let path = path.as_ref();
         check_gguf_path(path)?;
         let c = c_path(path)?;
-        crate::backend::ensure_ggml_ready();
+        // ggml logs why a file is rejected: route it through us first.
+        logging::install();
         let params = llama_sys::gguf_init_params {
             no_alloc: true,
             ctx: std::ptr::null_mut(),
