@@ -77,6 +77,21 @@ pub enum Error {
     /// A chat template could not be applied.
     #[error("chat template: {reason}")]
     ChatTemplate { reason: String },
+    /// A token id outside the model's vocabulary.
+    #[error("token {token} is outside the vocabulary of {n_vocab} tokens")]
+    InvalidToken { token: i32, n_vocab: u32 },
+    /// A context state could not be saved or restored.
+    #[error("context state: {reason}")]
+    State { reason: String },
+    /// A session file could not be written or read.
+    #[error("session file {path}: {reason}")]
+    StateFile { path: PathBuf, reason: String },
+    /// Sampling was asked of a context with no logits there.
+    #[error("no logits to sample from{}", index.map(|i| format!(" at batch entry {i}")).unwrap_or_default())]
+    NoLogits { index: Option<usize> },
+    /// Embeddings were asked of a context that cannot give them.
+    #[error("embeddings: {reason}")]
+    Embeddings { reason: String },
 }
 
 /// `Result` with this crate's [`Error`].

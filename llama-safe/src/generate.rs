@@ -254,7 +254,7 @@ impl Generation<'_, '_> {
             return Ok(self.finish(StopReason::MaxTokens, Token(-1)));
         }
         let model = self.ctx.model();
-        let token = self.sampler.sample(self.ctx);
+        let token = self.sampler.sample(self.ctx)?;
         let now = Instant::now();
         self.first_token.get_or_insert(now);
         self.last_token = now;
@@ -262,7 +262,7 @@ impl Generation<'_, '_> {
             return Ok(self.finish(StopReason::EndOfGeneration, token));
         }
         self.generated += 1;
-        let text = self.utf8.push(&model.token_bytes(token, false));
+        let text = self.utf8.push(&model.token_bytes(token, false)?);
         self.held.push_str(&text);
         let (emit, stopped) = self.release();
         let mut events = vec![Event::Piece(Piece {

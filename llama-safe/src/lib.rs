@@ -17,14 +17,16 @@
 //!   the MoE offload builders; [`LlamaModelParams::plan`] and
 //!   [`MoeOffload::fit`] for dry runs;
 //! - [`LlamaModel`] and [`Placement`]: the loaded model and where it went;
-//! - [`LlamaContext`], [`Sampler`] and [`LlamaModel::generate`]: decoding,
-//!   sampling and streaming generation with exact stats;
+//! - [`LlamaContext`], [`Batch`], [`Sampler`] and [`LlamaModel::generate`]:
+//!   decoding, KV cache and state, sampling and streaming generation with
+//!   exact stats; [`LlamaModel::embed`] for pooled embeddings;
 //! - [`gguf`] and [`demo`]: reading and writing GGUF files, the demo model.
 
 pub mod backend;
 mod chat;
-mod context;
+pub mod context;
 pub mod demo;
+mod embeddings;
 mod error;
 pub mod generate;
 pub mod gguf;
@@ -40,7 +42,9 @@ mod token;
 
 pub use backend::{Device, DeviceKind, LlamaBackend};
 pub use chat::ChatMessage;
-pub use context::{ContextParams, DecodeError, LlamaContext};
+pub use context::batch::Batch;
+pub use context::params::{AbortCallback, ContextParams, KvCacheType, Pooling};
+pub use context::{DecodeError, LlamaContext};
 pub use error::{Error, Result};
 pub use generate::{Event, GenerateOptions, Generation, GenerationStats, Piece, StopReason};
 pub use model::LlamaModel;
@@ -50,7 +54,7 @@ pub use placement::Placement;
 pub use plan::{MoeFit, MoeOffload, Plan};
 pub use sampler::{Sampler, SamplingOptions};
 pub use tensor_override::{OverrideTarget, TensorPattern};
-pub use token::{Token, Utf8Stream};
+pub use token::{Token, TokenAttrs, Utf8Stream};
 
 /// What is known of the llama.cpp revision this crate was built against.
 pub const LLAMA_CPP_REVISION: &str = llama_sys::LLAMA_CPP_REVISION;

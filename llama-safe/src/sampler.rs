@@ -219,10 +219,27 @@ impl Sampler {
     }
 
     /// Samples the next token from the last logits of `ctx` and records it
-    /// (for penalties and grammars).
-    pub fn sample(&mut self, ctx: &mut LlamaContext<'_>) -> Token {
-        // SAFETY: both are live; -1 is the last output of the last decode.
-        Token(unsafe { llama_sys::llama_sampler_sample(self.raw.as_ptr(), ctx.as_ptr(), -1) })
+    /// (for penalties and grammars). A context whose last decode kept no
+    /// logits (a fresh, cleared or restored one) is [`Error::NoLogits`].
+    pub fn sample(&mut self, ctx: &mut LlamaContext<'_>) -> Result<Token> {
+        match ctx.last_output() {
+            Some(i) => self.sample_ith(ctx, i),
+            None => Err(Error::NoLogits { index: None }),
+        }
+    }
+
+    /// Samples from the logits of batch entry `i` of the last
+    /// [`decode_batch`](LlamaContext::decode_batch) (one sampler per
+    /// sequence keeps their penalties apart).
+    pub fn sample_ith(&mut self, ctx: &mut LlamaContext<'_>, i: usize) -> Result<Token> {
+        if ctx.logits_ith(i).is_none() {
+            return Err(Error::NoLogits { index: Some(i) });
+        }
+        // SAFETY: both are live, and entry i has logits (checked above), so
+        // llama.cpp's assert on them holds.
+        Ok(Token(unsafe {
+            llama_sys::llama_sampler_sample(self.raw.as_ptr(), ctx.as_ptr(), i as i32)
+        }))
     }
 
     /// Forgets the tokens seen (penalties, grammar state).

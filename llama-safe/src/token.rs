@@ -45,11 +45,14 @@ impl LlamaModel {
 
     /// The bytes of one token's text (byte tokens give single bytes, which
     /// may be half of a UTF-8 character; see [`Utf8Stream`](crate::Utf8Stream)).
-    /// `special` renders control tokens as their text.
-    pub fn token_bytes(&self, token: Token, special: bool) -> Vec<u8> {
+    /// `special` renders control tokens as their text. A token outside the
+    /// vocabulary is [`Error::InvalidToken`].
+    pub fn token_bytes(&self, token: Token, special: bool) -> Result<Vec<u8>> {
+        self.check_token(token)?;
         let mut buf = vec![0u8; 32];
         loop {
-            // SAFETY: buf is writable for its length.
+            // SAFETY: the token is in the vocabulary (llama.cpp would throw
+            // through C otherwise); buf is writable for its length.
             let n = unsafe {
                 llama_sys::llama_token_to_piece(
                     self.vocab(),
@@ -62,43 +65,115 @@ impl LlamaModel {
             };
             if n >= 0 {
                 buf.truncate(n as usize);
-                return buf;
+                return Ok(buf);
             }
             buf.resize((-n) as usize, 0);
         }
     }
 
     /// The text of `tokens`, joined (invalid UTF-8 replaced).
-    pub fn detokenize(&self, tokens: &[Token]) -> String {
-        let bytes: Vec<u8> = tokens
-            .iter()
-            .flat_map(|t| self.token_bytes(*t, false))
-            .collect();
-        String::from_utf8_lossy(&bytes).into_owned()
+    ///
+    /// ```
+    /// use llama_safe::{demo::DemoModel, LlamaBackend, LlamaModel};
+    /// let backend = LlamaBackend::init();
+    /// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
+    /// let tokens = model.tokenize("many experts", false, false)?;
+    /// assert_eq!(model.detokenize(&tokens)?, " many experts"); // SentencePiece adds a space
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn detokenize(&self, tokens: &[Token]) -> Result<String> {
+        let mut bytes = Vec::new();
+        for &t in tokens {
+            bytes.extend(self.token_bytes(t, false)?);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    /// The start-of-sequence token.
-    pub fn token_bos(&self) -> Token {
+    /// The start-of-sequence token, if the vocabulary has one.
+    pub fn token_bos(&self) -> Option<Token> {
         // SAFETY: the vocab lives with the model.
-        Token(unsafe { llama_sys::llama_vocab_bos(self.vocab()) })
+        Some(Token(unsafe { llama_sys::llama_vocab_bos(self.vocab()) })).filter(|t| t.0 >= 0)
     }
 
-    /// The end-of-sequence token.
-    pub fn token_eos(&self) -> Token {
+    /// The end-of-sequence token, if the vocabulary has one.
+    pub fn token_eos(&self) -> Option<Token> {
         // SAFETY: the vocab lives with the model.
-        Token(unsafe { llama_sys::llama_vocab_eos(self.vocab()) })
+        Some(Token(unsafe { llama_sys::llama_vocab_eos(self.vocab()) })).filter(|t| t.0 >= 0)
     }
 
     /// Whether `token` ends generation (EOS, EOT and the like).
     pub fn is_eog(&self, token: Token) -> bool {
-        // SAFETY: the vocab lives with the model.
+        // SAFETY: the vocab lives with the model; the lookup is a set
+        // membership test, fine for any id.
         unsafe { llama_sys::llama_vocab_is_eog(self.vocab(), token.0) }
     }
 
-    /// Whether `token` is a control token.
+    /// Whether `token` is a control token (false outside the vocabulary).
     pub fn is_control(&self, token: Token) -> bool {
-        // SAFETY: the vocab lives with the model.
-        unsafe { llama_sys::llama_vocab_is_control(self.vocab(), token.0) }
+        self.token_attrs(token)
+            .is_ok_and(|a| a.contains(TokenAttrs::CONTROL))
+    }
+
+    /// The attributes of `token` (normal, control, byte, ...).
+    ///
+    /// ```
+    /// use llama_safe::{demo::DemoModel, LlamaBackend, LlamaModel, TokenAttrs};
+    /// let backend = LlamaBackend::init();
+    /// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
+    /// let bos = model.token_bos().expect("the demo vocabulary has BOS");
+    /// assert!(model.token_attrs(bos)?.contains(TokenAttrs::CONTROL));
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn token_attrs(&self, token: Token) -> Result<TokenAttrs> {
+        self.check_token(token)?;
+        // SAFETY: the token is in the vocabulary (checked above).
+        let raw = unsafe { llama_sys::llama_vocab_get_attr(self.vocab(), token.0) };
+        Ok(TokenAttrs(raw as u32))
+    }
+
+    fn check_token(&self, token: Token) -> Result<()> {
+        let n_vocab = self.n_vocab();
+        if token.0 < 0 || token.0 as u32 >= n_vocab {
+            return Err(Error::InvalidToken {
+                token: token.0,
+                n_vocab,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The attributes of a vocabulary entry, as llama.cpp's `llama_token_attr`
+/// bit set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TokenAttrs(pub u32);
+
+impl TokenAttrs {
+    /// The vocabulary's unknown token.
+    pub const UNKNOWN: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_UNKNOWN as u32);
+    /// An unused entry.
+    pub const UNUSED: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_UNUSED as u32);
+    /// An ordinary piece of text.
+    pub const NORMAL: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_NORMAL as u32);
+    /// A control token (BOS, EOS, chat markers).
+    pub const CONTROL: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_CONTROL as u32);
+    /// A token added by the model's authors.
+    pub const USER_DEFINED: TokenAttrs =
+        TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_USER_DEFINED as u32);
+    /// A single raw byte (byte fallback).
+    pub const BYTE: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_BYTE as u32);
+    /// Text that is normalised before matching.
+    pub const NORMALIZED: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_NORMALIZED as u32);
+    /// Strips whitespace on its left.
+    pub const LSTRIP: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_LSTRIP as u32);
+    /// Strips whitespace on its right.
+    pub const RSTRIP: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_RSTRIP as u32);
+    /// Matches only as a whole word.
+    pub const SINGLE_WORD: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_SINGLE_WORD as u32);
+
+    /// Whether every bit of `other` is set.
+    pub fn contains(self, other: TokenAttrs) -> bool {
+        self.0 & other.0 == other.0
     }
 }
 

@@ -79,14 +79,14 @@ fn low_level_api_gives_the_known_sentence() {
         .unwrap();
     let mut out = Vec::new();
     loop {
-        let token = sampler.sample(&mut ctx);
+        let token = sampler.sample(&mut ctx).unwrap();
         if model.is_eog(token) {
             break;
         }
         out.push(token);
         ctx.decode(&[token]).unwrap();
     }
-    assert_eq!(model.detokenize(&out), DEMO_CONTINUATION);
+    assert_eq!(model.detokenize(&out).unwrap(), DEMO_CONTINUATION);
     assert_eq!(
         ctx.n_past() as usize,
         model.tokenize(DEMO_PROMPT, true, false).unwrap().len() + out.len()
@@ -144,7 +144,7 @@ fn streaming_never_splits_a_character_of_byte_tokens() {
     let mut out = String::new();
     let mut held_back = 0;
     for t in &tokens {
-        let bytes = model.token_bytes(*t, false);
+        let bytes = model.token_bytes(*t, false).unwrap();
         let piece = stream.push(&bytes);
         if piece.is_empty() && !bytes.is_empty() {
             held_back += 1;

@@ -1,0 +1,369 @@
+//! [`LlamaContext`]: the state of inference over a model (the KV cache, the
+//! compute buffers), and decoding tokens and batches.
+//!
+//! - [`params`]: [`ContextParams`] and its types;
+//! - [`batch`]: the multi-sequence [`Batch`];
+//! - `memory`: KV cache operations on sequences;
+//! - `state`: saving and restoring the context state.
+
+pub mod batch;
+mod memory;
+pub mod params;
+mod state;
+
+use crate::error::{Error, Result};
+use crate::logging;
+use crate::model::LlamaModel;
+use crate::token::Token;
+use batch::Batch;
+use params::{AbortCallback, ContextParams, Pooling};
+use std::ffi::c_void;
+use std::ptr::NonNull;
+
+/// Why `llama_decode` failed, one variant per status it documents, plus the
+/// batch checks done here before llama.cpp sees the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// No KV cache slot for the batch: the context is full.
+    #[error("no KV cache slot for the batch (the context is full)")]
+    NoKvSlot,
+    /// The abort callback stopped the computation.
+    #[error("aborted by the abort callback")]
+    Aborted,
+    /// llama.cpp rejected the batch (empty, a token outside the vocabulary,
+    /// inconsistent positions); its log says which.
+    #[error("invalid batch")]
+    InvalidBatch,
+    /// The batch is larger than one decode takes (`n_batch`, or `n_ubatch`
+    /// for non-causal models).
+    #[error("batch of {tokens} tokens exceeds the limit of {limit} per decode")]
+    BatchTooLarge {
+        /// Tokens in the batch.
+        tokens: usize,
+        /// The most one decode takes.
+        limit: u32,
+    },
+    /// A sequence id is not below the context's `n_seq_max`.
+    #[error("sequence id {seq} is not below n_seq_max = {n_seq_max}")]
+    InvalidSequence {
+        /// The id used.
+        seq: i32,
+        /// The context's limit.
+        n_seq_max: u32,
+    },
+    /// Any other status.
+    #[error("llama_decode returned {0}")]
+    Other(i32),
+}
+
+impl DecodeError {
+    fn from_status(status: i32) -> Option<DecodeError> {
+        match status {
+            0 => None,
+            1 => Some(DecodeError::NoKvSlot),
+            2 => Some(DecodeError::Aborted),
+            -1 => Some(DecodeError::InvalidBatch),
+            other => Some(DecodeError::Other(other)),
+        }
+    }
+}
+
+/// One inference stream over a model (or several, with sequence ids and
+/// [`Batch`]). It borrows the model, so the model outlives it.
+///
+/// `Send` (move it to a worker thread) but not `Sync`: llama.cpp contexts
+/// are not safe to use from two threads at once, and every call that runs
+/// the model takes `&mut self`. Many contexts over one shared
+/// [`LlamaModel`] (which is `Send + Sync`) may run in parallel.
+pub struct LlamaContext<'model> {
+    raw: NonNull<llama_sys::llama_context>,
+    model: &'model LlamaModel,
+    /// Batch indices whose outputs the last decode kept.
+    outputs: Vec<usize>,
+    embeddings: bool,
+    kv_unified: bool,
+    /// Kept alive (at a stable address) as long as llama.cpp may call it.
+    _abort: Option<Box<AbortCallback>>,
+}
+
+// SAFETY: a llama_context may move between threads; it refers only to its
+// model, which is Sync, and the abort callback, which is Send + Sync;
+// `&mut self` on every call that computes keeps it to one thread at a time.
+unsafe impl Send for LlamaContext<'_> {}
+
+impl Drop for LlamaContext<'_> {
+    fn drop(&mut self) {
+        // SAFETY: raw came from llama_init_from_model and is freed once; the
+        // abort callback box is dropped after this, when nothing calls it.
+        unsafe { llama_sys::llama_free(self.raw.as_ptr()) };
+    }
+}
+
+impl std::fmt::Debug for LlamaContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlamaContext")
+            .field("n_ctx", &self.n_ctx())
+            .field("n_past", &self.n_past())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Calls the user's abort callback; a panic counts as "abort".
+unsafe extern "C" fn abort_trampoline(data: *mut c_void) -> bool {
+    // SAFETY: data is the Box<AbortCallback> the context keeps alive for as
+    // long as llama.cpp holds the pointer; the callback is Sync, so calls
+    // from several compute threads at once are fine.
+    let callback = unsafe { &*(data as *const AbortCallback) };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback())).unwrap_or(true)
+}
+
+impl<'model> LlamaContext<'model> {
+    /// Creates a context over `model`. llama.cpp's refusal (an impossible
+    /// size, a quantized V cache without flash attention, too many
+    /// sequences) is [`Error::Context`] with its logged reason.
+    ///
+    /// ```
+    /// use llama_safe::{demo::DemoModel, ContextParams, LlamaBackend, LlamaContext, LlamaModel};
+    /// let backend = LlamaBackend::init();
+    /// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
+    /// let ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(256))?;
+    /// assert_eq!(ctx.n_past(), 0);
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn new(model: &'model LlamaModel, params: &ContextParams) -> Result<LlamaContext<'model>> {
+        let abort = params.abort.clone().map(Box::new);
+        let mut raw_params = params.raw;
+        if let Some(callback) = &abort {
+            raw_params.abort_callback = Some(abort_trampoline);
+            raw_params.abort_callback_data = (&**callback as *const AbortCallback).cast_mut().cast();
+        }
+        // SAFETY: the model is live for 'model, longer than the context; the
+        // abort data pointer stays valid while the context lives (the box
+        // moves into it and is dropped after llama_free).
+        let (raw, lines) = logging::capture(|| unsafe {
+            llama_sys::llama_init_from_model(model.as_ptr(), raw_params)
+        });
+        let raw = NonNull::new(raw).ok_or_else(|| Error::Context {
+            reason: logging::reason(&lines),
+        })?;
+        Ok(LlamaContext {
+            raw,
+            model,
+            outputs: Vec::new(),
+            embeddings: params.raw.embeddings,
+            kv_unified: params.raw.kv_unified,
+            _abort: abort,
+        })
+    }
+
+    /// The model this context runs.
+    pub fn model(&self) -> &'model LlamaModel {
+        self.model
+    }
+
+    /// Context size in tokens (llama.cpp may round the size asked for up).
+    pub fn n_ctx(&self) -> u32 {
+        // SAFETY: the context is live.
+        unsafe { llama_sys::llama_n_ctx(self.raw.as_ptr()) }
+    }
+
+    /// Largest batch one `decode` call takes.
+    pub fn n_batch(&self) -> u32 {
+        // SAFETY: the context is live.
+        unsafe { llama_sys::llama_n_batch(self.raw.as_ptr()) }
+    }
+
+    /// Physical micro-batch size.
+    pub fn n_ubatch(&self) -> u32 {
+        // SAFETY: the context is live.
+        unsafe { llama_sys::llama_n_ubatch(self.raw.as_ptr()) }
+    }
+
+    /// Whether the context computes embeddings.
+    pub fn embeddings_enabled(&self) -> bool {
+        self.embeddings
+    }
+
+    /// Whether all sequences share one KV buffer
+    /// ([`ContextParams::with_kv_unified`]).
+    pub fn kv_unified(&self) -> bool {
+        self.kv_unified
+    }
+
+    /// Number of sequences a batch may address (ids `0..n_seq_max`).
+    pub fn n_seq_max(&self) -> u32 {
+        // SAFETY: the context is live.
+        unsafe { llama_sys::llama_n_seq_max(self.raw.as_ptr()) }
+    }
+
+    /// The pooling in effect (the model's, unless chosen in the params).
+    pub fn pooling(&self) -> Pooling {
+        // SAFETY: the context is live.
+        Pooling::from_raw(unsafe { llama_sys::llama_pooling_type(self.raw.as_ptr()) })
+    }
+
+    /// Tokens in the KV cache of sequence 0, i.e. the next position of
+    /// [`decode`](Self::decode).
+    pub fn n_past(&self) -> u32 {
+        self.seq_pos_max(0).map_or(0, |p| p + 1)
+    }
+
+    /// Most tokens one llama.cpp decode call may carry: `n_batch`, or
+    /// `n_ubatch` where attention is not causal (llama.cpp aborts beyond).
+    pub(crate) fn decode_limit(&self) -> u32 {
+        // SAFETY: the context and model are live.
+        let whole_ubatch = unsafe {
+            !llama_sys::llama_get_causal_attn(self.raw.as_ptr())
+                || llama_sys::llama_model_has_encoder(self.model.as_ptr())
+        };
+        if whole_ubatch {
+            self.n_ubatch()
+        } else {
+            self.n_batch()
+        }
+    }
+
+    /// Appends `tokens` to sequence 0, splitting them into batches that one
+    /// decode takes, and keeps the output of the last one (of all of them in
+    /// embeddings mode). A prompt that does not fit the context is
+    /// [`Error::PromptTooLong`] before anything runs.
+    pub fn decode(&mut self, tokens: &[Token]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(DecodeError::InvalidBatch.into());
+        }
+        let start = self.n_past();
+        let needed = start as usize + tokens.len();
+        if needed > self.n_ctx() as usize {
+            return Err(Error::PromptTooLong {
+                tokens: needed,
+                n_ctx: self.n_ctx(),
+            });
+        }
+        let limit = self.decode_limit().max(1) as usize;
+        let mut batch = Batch::new();
+        let mut pos = start;
+        for chunk in tokens.chunks(limit) {
+            batch.clear();
+            batch.add_sequence(chunk, pos, 0, true)?;
+            if self.embeddings {
+                batch.keep_all_outputs();
+            }
+            self.decode_batch(&batch)?;
+            pos += chunk.len() as u32;
+        }
+        Ok(())
+    }
+
+    /// Decodes a [`Batch`] as it is: tokens of any sequences, at the
+    /// positions given. The batch is checked first (not empty, within one
+    /// decode's limit, sequence ids below `n_seq_max`); llama.cpp's own
+    /// checks come back as [`DecodeError`].
+    pub fn decode_batch(&mut self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Err(DecodeError::InvalidBatch.into());
+        }
+        let limit = self.decode_limit();
+        if batch.len() > limit as usize {
+            return Err(DecodeError::BatchTooLarge {
+                tokens: batch.len(),
+                limit,
+            }
+            .into());
+        }
+        let n_seq_max = self.n_seq_max();
+        if let Some(seq) = batch.max_seq().filter(|&s| s >= n_seq_max as i32) {
+            return Err(DecodeError::InvalidSequence { seq, n_seq_max }.into());
+        }
+        self.outputs.clear();
+        // SAFETY: the raw view borrows `batch`, which outlives the call;
+        // llama.cpp copies what it needs and keeps no pointer into it. The
+        // checks above rule out its asserts on batch size and sequence ids.
+        let status = batch.with_raw(|raw| unsafe { llama_sys::llama_decode(self.raw.as_ptr(), raw) });
+        if let Some(e) = DecodeError::from_status(status) {
+            return Err(e.into());
+        }
+        self.outputs = if self.embeddings {
+            (0..batch.len()).collect()
+        } else {
+            batch.output_indices().collect()
+        };
+        Ok(())
+    }
+
+    /// The logits of the last output of the last decode (one per
+    /// vocabulary entry); empty if it kept no output.
+    pub fn logits(&self) -> &[f32] {
+        match self.last_output() {
+            Some(i) => self.logits_ith(i).unwrap_or(&[]),
+            None => &[],
+        }
+    }
+
+    /// The batch index of the last output of the last decode.
+    pub(crate) fn last_output(&self) -> Option<usize> {
+        self.outputs.last().copied()
+    }
+
+    /// The logits of batch entry `i` of the last decode, if its output was
+    /// kept.
+    pub fn logits_ith(&self, i: usize) -> Option<&[f32]> {
+        if !self.outputs.contains(&i) {
+            return None;
+        }
+        let n = self.model.n_vocab() as usize;
+        // SAFETY: `i` is an output of the last decode, so llama.cpp has
+        // n_vocab floats for it, valid until the next decode, which needs
+        // `&mut self` and so cannot overlap this borrow.
+        unsafe {
+            let ptr = llama_sys::llama_get_logits_ith(self.raw.as_ptr(), i as i32);
+            (!ptr.is_null()).then(|| std::slice::from_raw_parts(ptr, n))
+        }
+    }
+
+    /// The embedding of batch entry `i` of the last decode (embeddings mode,
+    /// no pooling), `n_embd` floats.
+    pub fn embeddings_ith(&self, i: usize) -> Option<&[f32]> {
+        if !self.embeddings || !self.outputs.contains(&i) {
+            return None;
+        }
+        let n = self.model.n_embd() as usize;
+        // SAFETY: as for logits_ith: an output of the last decode, n_embd
+        // floats, valid until the next `&mut self` call.
+        unsafe {
+            let ptr = llama_sys::llama_get_embeddings_ith(self.raw.as_ptr(), i as i32);
+            (!ptr.is_null()).then(|| std::slice::from_raw_parts(ptr, n))
+        }
+    }
+
+    /// The pooled embedding of sequence `seq` from the last decode
+    /// (embeddings mode with a pooling other than `None`): `n_embd` floats,
+    /// or one score per class with [`Pooling::Rank`].
+    pub fn embeddings_seq(&self, seq: u32) -> Option<&[f32]> {
+        if !self.embeddings || seq >= self.n_seq_max() {
+            return None;
+        }
+        let n = match self.pooling() {
+            Pooling::None | Pooling::Model => return None,
+            // SAFETY: the model is live.
+            Pooling::Rank => unsafe { llama_sys::llama_model_n_cls_out(self.model.as_ptr()) }
+                .max(1) as usize,
+            _ => self.model.n_embd() as usize,
+        };
+        // SAFETY: llama.cpp returns NULL for a sequence the last decode did
+        // not pool, else n floats valid until the next `&mut self` call.
+        unsafe {
+            let ptr = llama_sys::llama_get_embeddings_seq(self.raw.as_ptr(), seq as i32);
+            (!ptr.is_null()).then(|| std::slice::from_raw_parts(ptr, n))
+        }
+    }
+
+    pub(crate) fn as_ptr(&mut self) -> *mut llama_sys::llama_context {
+        self.raw.as_ptr()
+    }
+
+    fn memory(&self) -> llama_sys::llama_memory_t {
+        // SAFETY: the context is live; its memory handle lives with it.
+        unsafe { llama_sys::llama_get_memory(self.raw.as_ptr()) }
+    }
+}
