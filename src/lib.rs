@@ -1,1 +1,4 @@
-//! Host package for the workspace examples and integration tests.
+//! Host package for the workspace examples and integration tests: the
+//! command-line pieces the examples share live in [`cli`].
+
+pub mod cli;

@@ -59,7 +59,11 @@ impl LlamaModel {
         let limit = (ctx.decode_limit() as usize).min(ctx.n_ctx() as usize);
         // Several texts per decode only in a unified cache (see
         // ContextParams::with_kv_unified for why).
-        let max_seqs = if ctx.kv_unified() { ctx.n_seq_max() as usize } else { 1 };
+        let max_seqs = if ctx.kv_unified() {
+            ctx.n_seq_max() as usize
+        } else {
+            1
+        };
         let tokenized = texts
             .iter()
             .map(|t| self.tokenize(t, true, false))
@@ -120,9 +124,14 @@ fn embed_group(
             })?
             .to_vec();
         if normalize {
-            let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+            let norm = v
+                .iter()
+                .map(|x| f64::from(*x) * f64::from(*x))
+                .sum::<f64>()
+                .sqrt();
             if norm > 0.0 {
-                v.iter_mut().for_each(|x| *x = (f64::from(*x) / norm) as f32);
+                v.iter_mut()
+                    .for_each(|x| *x = (f64::from(*x) / norm) as f32);
             }
         }
         out.push(v);

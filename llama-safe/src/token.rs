@@ -128,7 +128,7 @@ impl LlamaModel {
         self.check_token(token)?;
         // SAFETY: the token is in the vocabulary (checked above).
         let raw = unsafe { llama_sys::llama_vocab_get_attr(self.vocab(), token.0) };
-        Ok(TokenAttrs(raw as u32))
+        Ok(TokenAttrs(raw))
     }
 
     fn check_token(&self, token: Token) -> Result<()> {
@@ -150,26 +150,25 @@ pub struct TokenAttrs(pub u32);
 
 impl TokenAttrs {
     /// The vocabulary's unknown token.
-    pub const UNKNOWN: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_UNKNOWN as u32);
+    pub const UNKNOWN: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_UNKNOWN);
     /// An unused entry.
-    pub const UNUSED: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_UNUSED as u32);
+    pub const UNUSED: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_UNUSED);
     /// An ordinary piece of text.
-    pub const NORMAL: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_NORMAL as u32);
+    pub const NORMAL: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_NORMAL);
     /// A control token (BOS, EOS, chat markers).
-    pub const CONTROL: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_CONTROL as u32);
+    pub const CONTROL: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_CONTROL);
     /// A token added by the model's authors.
-    pub const USER_DEFINED: TokenAttrs =
-        TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_USER_DEFINED as u32);
+    pub const USER_DEFINED: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_USER_DEFINED);
     /// A single raw byte (byte fallback).
-    pub const BYTE: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_BYTE as u32);
+    pub const BYTE: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_BYTE);
     /// Text that is normalised before matching.
-    pub const NORMALIZED: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_NORMALIZED as u32);
+    pub const NORMALIZED: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_NORMALIZED);
     /// Strips whitespace on its left.
-    pub const LSTRIP: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_LSTRIP as u32);
+    pub const LSTRIP: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_LSTRIP);
     /// Strips whitespace on its right.
-    pub const RSTRIP: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_RSTRIP as u32);
+    pub const RSTRIP: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_RSTRIP);
     /// Matches only as a whole word.
-    pub const SINGLE_WORD: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_SINGLE_WORD as u32);
+    pub const SINGLE_WORD: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_SINGLE_WORD);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: TokenAttrs) -> bool {

@@ -129,11 +129,8 @@ impl Batch {
     /// The view only lives for the call: the pointer table for the sequence
     /// ids is built here and dropped after `f` returns.
     pub(crate) fn with_raw<R>(&self, f: impl FnOnce(llama_sys::llama_batch) -> R) -> R {
-        let mut seq_ptrs: Vec<*mut i32> = self
-            .seq_ids
-            .iter()
-            .map(|s| s.as_ptr().cast_mut())
-            .collect();
+        let mut seq_ptrs: Vec<*mut i32> =
+            self.seq_ids.iter().map(|s| s.as_ptr().cast_mut()).collect();
         // llama.cpp only reads a batch passed to llama_decode (it copies the
         // entries into its own storage), so the `*mut` casts of shared
         // buffers are never written through.

@@ -136,7 +136,8 @@ impl<'model> LlamaContext<'model> {
         let mut raw_params = params.raw;
         if let Some(callback) = &abort {
             raw_params.abort_callback = Some(abort_trampoline);
-            raw_params.abort_callback_data = (&**callback as *const AbortCallback).cast_mut().cast();
+            raw_params.abort_callback_data =
+                (&**callback as *const AbortCallback).cast_mut().cast();
         }
         // SAFETY: the model is live for 'model, longer than the context; the
         // abort data pointer stays valid while the context lives (the box
@@ -279,7 +280,8 @@ impl<'model> LlamaContext<'model> {
         // SAFETY: the raw view borrows `batch`, which outlives the call;
         // llama.cpp copies what it needs and keeps no pointer into it. The
         // checks above rule out its asserts on batch size and sequence ids.
-        let status = batch.with_raw(|raw| unsafe { llama_sys::llama_decode(self.raw.as_ptr(), raw) });
+        let status =
+            batch.with_raw(|raw| unsafe { llama_sys::llama_decode(self.raw.as_ptr(), raw) });
         if let Some(e) = DecodeError::from_status(status) {
             return Err(e.into());
         }
@@ -346,8 +348,9 @@ impl<'model> LlamaContext<'model> {
         let n = match self.pooling() {
             Pooling::None | Pooling::Model => return None,
             // SAFETY: the model is live.
-            Pooling::Rank => unsafe { llama_sys::llama_model_n_cls_out(self.model.as_ptr()) }
-                .max(1) as usize,
+            Pooling::Rank => {
+                unsafe { llama_sys::llama_model_n_cls_out(self.model.as_ptr()) }.max(1) as usize
+            }
             _ => self.model.n_embd() as usize,
         };
         // SAFETY: llama.cpp returns NULL for a sequence the last decode did

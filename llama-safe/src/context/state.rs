@@ -31,7 +31,8 @@ impl LlamaContext<'_> {
         let mut buf = vec![0u8; self.state_size()];
         // SAFETY: buf is writable for its length; llama.cpp writes at most
         // that many bytes and returns how many it wrote (0 on error).
-        let n = unsafe { llama_sys::llama_state_get_data(self.as_ptr(), buf.as_mut_ptr(), buf.len()) };
+        let n =
+            unsafe { llama_sys::llama_state_get_data(self.as_ptr(), buf.as_mut_ptr(), buf.len()) };
         finish_save(buf, n, "the context state")
     }
 

@@ -1,0 +1,187 @@
+//! Command-line flags shared by the examples: which model to load and how to
+//! place it (`--model`, `--cpu-moe`, `--n-cpu-moe`, `--n-gpu-layers`, ...),
+//! and sampling.
+
+use clap::Args;
+use llama_safe::demo::DemoModel;
+use llama_safe::*;
+use std::path::PathBuf;
+
+/// Model and placement flags, the same as llama.cpp's where they overlap.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// GGUF model (default: the built-in demo MoE model, written to the cache on first use).
+    #[arg(long, short)]
+    pub model: Option<PathBuf>,
+    /// Keep all MoE expert tensors in host memory (llama.cpp's --cpu-moe).
+    #[arg(long, conflicts_with = "n_cpu_moe")]
+    pub cpu_moe: bool,
+    /// Keep the expert tensors of the first N layers in host memory (llama.cpp's --n-cpu-moe).
+    #[arg(long, value_name = "N")]
+    pub n_cpu_moe: Option<u32>,
+    /// Layers to put on the GPU (999: all).
+    #[arg(long, short = 'g', default_value_t = 999)]
+    pub n_gpu_layers: u32,
+    /// Load weights with plain reads instead of mmap.
+    #[arg(long)]
+    pub no_mmap: bool,
+    /// CPU threads (default: all cores).
+    #[arg(long, short = 't')]
+    pub threads: Option<u32>,
+    /// Print no loading progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl ModelArgs {
+    /// The model path: `--model`, or the demo MoE model (written on first use).
+    pub fn path(&self) -> Result<PathBuf> {
+        match &self.model {
+            Some(path) => Ok(path.clone()),
+            None => DemoModel::Moe.cached(),
+        }
+    }
+
+    /// Whether no `--model` was given.
+    pub fn is_demo(&self) -> bool {
+        self.model.is_none()
+    }
+
+    /// Load parameters from the flags (no progress callback).
+    pub fn params(&self) -> LlamaModelParams {
+        let mut params = LlamaModelParams::default().with_n_gpu_layers(self.n_gpu_layers);
+        if self.cpu_moe {
+            params = params.with_cpu_moe_all();
+        } else if let Some(n) = self.n_cpu_moe {
+            params = params.with_n_cpu_moe(n);
+        }
+        if self.no_mmap {
+            params = params.with_load_mode(LoadMode::Read);
+        }
+        params
+    }
+
+    /// Threads: `--threads`, or every core.
+    pub fn threads(&self) -> u32 {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+    }
+
+    /// Loads the model, with a progress bar on stderr unless `--quiet`, and
+    /// says on stderr what was loaded and where its tensors went.
+    pub fn load(&self, backend: &LlamaBackend) -> Result<LlamaModel> {
+        let path = self.path()?;
+        if self.is_demo() {
+            eprintln!("model: built-in demo MoE model ({})", path.display());
+        }
+        let mut params = self.params();
+        if !self.quiet {
+            params = params.with_progress_callback(progress_bar());
+        }
+        let model = LlamaModel::load(backend, &path, &params)?;
+        let asked_moe = self.cpu_moe || self.n_cpu_moe.is_some_and(|n| n > 0);
+        if asked_moe && !model.is_moe() {
+            eprintln!(
+                "note: {} is not a MoE model; --cpu-moe/--n-cpu-moe move nothing",
+                path.display()
+            );
+        }
+        eprintln!(
+            "model: {} ({}), {} layers, {} experts ({} used), {} params",
+            model.description(),
+            model.architecture(),
+            model.n_layer(),
+            model.n_expert(),
+            model.n_expert_used(),
+            model.n_params()
+        );
+        eprint!("{}", model.placement());
+        Ok(model)
+    }
+}
+
+/// A progress callback drawing a bar on stderr, redrawn every 5%.
+pub fn progress_bar() -> impl FnMut(f32) -> bool + Send + 'static {
+    let mut shown = -1i32;
+    move |p| {
+        let pct = (p * 100.0) as i32;
+        if pct / 5 != shown {
+            shown = pct / 5;
+            let filled = (pct / 5).clamp(0, 20) as usize;
+            eprint!(
+                "\rloading [{}{}] {pct:3}%",
+                "#".repeat(filled),
+                " ".repeat(20 - filled)
+            );
+            if pct >= 100 {
+                eprintln!();
+            }
+        }
+        true
+    }
+}
+
+/// Sampling flags; `--temp 0` means greedy.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 means greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Top-k (0: off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: i32,
+    /// Top-p (1: off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p (0: off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u32,
+}
+
+impl SamplingArgs {
+    /// The sampling options these flags describe.
+    pub fn options(&self) -> SamplingOptions {
+        SamplingOptions {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            ..SamplingOptions::default()
+        }
+    }
+}
+
+/// One line of exact generation stats, as the examples print it.
+pub fn stats_line(stats: &GenerationStats, threads: u32) -> String {
+    format!(
+        "stats: prompt {} tokens, generated {} tokens, time to first token {:.2} ms, \
+         prompt {:.1} tokens/s, generation {:.1} tokens/s, threads {threads}, stop: {:?}",
+        stats.prompt_tokens,
+        stats.generated_tokens,
+        stats.time_to_first_token.as_secs_f64() * 1e3,
+        stats.prompt_tokens_per_second,
+        stats.generation_tokens_per_second,
+        stats.stop_reason
+    )
+}
+
+/// Runs `main`'s body; on error prints it with its causes and exits 1.
+pub fn run_main(body: impl FnOnce() -> Result<()>) {
+    if let Err(e) = body() {
+        eprintln!("error: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            eprintln!("  caused by: {s}");
+            source = s.source();
+        }
+        std::process::exit(1);
+    }
+}
