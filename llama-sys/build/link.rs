@@ -5,6 +5,36 @@
 use crate::env;
 use std::path::Path;
 
+/// The link lines emitted, kept so that a C program can be linked the same
+/// way (published as `links` metadata, see `main.rs`).
+#[derive(Default)]
+pub struct LinkLine {
+    args: Vec<String>,
+}
+
+impl LinkLine {
+    fn search(&mut self, dir: &Path) {
+        println!("cargo:rustc-link-search=native={}", dir.display());
+        self.args.push(format!("-L{}", dir.display()));
+    }
+
+    fn lib(&mut self, kind: Option<&str>, name: &str) {
+        match kind {
+            Some(kind) => println!("cargo:rustc-link-lib={kind}={name}"),
+            None => println!("cargo:rustc-link-lib={name}"),
+        }
+        self.args.push(match kind {
+            Some("framework") => format!("-framework {name}"),
+            _ => format!("-l{name}"),
+        });
+    }
+
+    /// The same libraries as C compiler arguments, `|`-separated.
+    pub fn c_args(&self) -> String {
+        self.args.join("|")
+    }
+}
+
 /// The static libraries in link order: each may use those after it.
 const LIBRARY_ORDER: &[&str] = &[
     "llama",
@@ -19,9 +49,10 @@ const LIBRARY_ORDER: &[&str] = &[
 ];
 
 /// Emits the link lines for an install prefix built by `cmake_build`.
-pub fn emit(prefix: &Path, cuda_root: Option<&Path>, vulkan: bool, metal: bool) {
+pub fn emit(prefix: &Path, cuda_root: Option<&Path>, vulkan: bool, metal: bool) -> LinkLine {
+    let mut line = LinkLine::default();
     let lib_dir = prefix.join("lib");
-    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    line.search(&lib_dir);
     let msvc = env::target_cfg("target_env") == "msvc";
     for name in LIBRARY_ORDER {
         let file = if msvc {
@@ -30,21 +61,21 @@ pub fn emit(prefix: &Path, cuda_root: Option<&Path>, vulkan: bool, metal: bool) 
             format!("lib{name}.a")
         };
         if lib_dir.join(file).is_file() {
-            println!("cargo:rustc-link-lib=static={name}");
+            line.lib(Some("static"), name);
         }
     }
 
-    openmp(&prefix.join("build").join("CMakeCache.txt"));
+    openmp(&mut line, &prefix.join("build").join("CMakeCache.txt"));
 
     if let Some(root) = cuda_root {
         for sub in ["lib64", "lib", "lib/x64", "lib64/stubs", "lib/stubs"] {
             let dir = root.join(sub);
             if dir.is_dir() {
-                println!("cargo:rustc-link-search=native={}", dir.display());
+                line.search(&dir);
             }
         }
         for lib in ["cudart", "cublas", "cublasLt", "cuda"] {
-            println!("cargo:rustc-link-lib={lib}");
+            line.lib(None, lib);
         }
     }
     if vulkan {
@@ -53,19 +84,20 @@ pub fn emit(prefix: &Path, cuda_root: Option<&Path>, vulkan: bool, metal: bool) 
         } else {
             "vulkan"
         };
-        println!("cargo:rustc-link-lib={name}");
+        line.lib(None, name);
     }
     if metal {
         for framework in ["Foundation", "Metal", "MetalKit", "Accelerate"] {
-            println!("cargo:rustc-link-lib=framework={framework}");
+            line.lib(Some("framework"), framework);
         }
     }
-    cxx_runtime();
+    cxx_runtime(&mut line);
+    line
 }
 
 /// Links the OpenMP runtime CMake found for ggml-cpu, read from its cache
 /// (`OpenMP_CXX_LIB_NAMES` and each `OpenMP_<name>_LIBRARY`).
-fn openmp(cache: &Path) {
+fn openmp(line: &mut LinkLine, cache: &Path) {
     let Ok(text) = std::fs::read_to_string(cache) else {
         return;
     };
@@ -87,16 +119,16 @@ fn openmp(cache: &Path) {
     {
         if let Some(path) = value(&format!("OpenMP_{name}_LIBRARY")) {
             if let Some(dir) = Path::new(&path).parent() {
-                println!("cargo:rustc-link-search=native={}", dir.display());
+                line.search(dir);
             }
         }
-        println!("cargo:rustc-link-lib={name}");
+        line.lib(None, name);
     }
 }
 
 /// The C++ standard library: `CXXSTDLIB` if set (empty means none), else
 /// the target's usual one.
-fn cxx_runtime() {
+fn cxx_runtime(line: &mut LinkLine) {
     let lib = match env::var("CXXSTDLIB") {
         Some(lib) => lib,
         None => {
@@ -111,6 +143,6 @@ fn cxx_runtime() {
         }
     };
     if !lib.is_empty() {
-        println!("cargo:rustc-link-lib={lib}");
+        line.lib(None, &lib);
     }
 }

@@ -83,7 +83,7 @@ fn main() {
             .unwrap_or_default()
     });
     let prefix = cmake_build::build(&source.root, &options);
-    link::emit(&prefix, cuda_root.as_deref(), options.vulkan, options.metal);
+    let link_line = link::emit(&prefix, cuda_root.as_deref(), options.vulkan, options.metal);
     build_shim();
 
     let include_dir = prefix.join("include");
@@ -94,6 +94,9 @@ fn main() {
     println!("cargo:lib={}", prefix.join("lib").display());
     println!("cargo:root={}", source.root.display());
     println!("cargo:revision={}", source.revision);
+    // The libraries above as C compiler arguments (`|`-separated), so a C
+    // program can link exactly what Rust links (the workspace's C benchmark).
+    println!("cargo:link-args={}", link_line.c_args());
     println!("cargo:rustc-env=LLAMA_SYS_REVISION={}", source.revision);
     println!(
         "cargo:rustc-env=LLAMA_SYS_SOURCE_ORIGIN={}",

@@ -113,10 +113,16 @@ fn provision(pin: &Pin, vendor_dir: &Path, out_dir: &Path) -> Result<PathBuf, St
     let template = vendor_dir.join("provision");
     let work = out_dir.join("provision");
     std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
-    for file in ["Cargo.toml", "Cargo.lock", "lib.rs"] {
+    // The manifest is kept as `manifest.toml`: a folder holding a
+    // `Cargo.toml` would be left out of the published llama-sys package.
+    for (file, copy) in [
+        ("manifest.toml", "Cargo.toml"),
+        ("Cargo.lock", "Cargo.lock"),
+        ("lib.rs", "lib.rs"),
+    ] {
         let from = template.join(file);
         println!("cargo:rerun-if-changed={}", from.display());
-        std::fs::copy(&from, work.join(file))
+        std::fs::copy(&from, work.join(copy))
             .map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
     }
     let manifest = work.join("Cargo.toml");

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Projects outside the workspace use the crates as a user would: `cargo new`,
+# `cargo add --path`, build, run on the demo model, check the output.
+#   .ci/consumers.sh [WORK_DIR]
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:-$(mktemp -d)}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+case "$work/" in
+  "$repo"/*) echo "consumers: $work is inside the workspace; cargo new would join it" >&2; exit 2;;
+esac
+export CARGO_TARGET_DIR="$work/target"   # shared by the consumers, not the workspace's
+sentence="Once upon a time there lived one tiny model with many experts."
+
+# 1. llama-safe, main.rs = the README's shortest example, with and without
+#    default features (llama-safe has none today; this keeps it honest later).
+for variant in default no-default; do
+  dir="$work/safe-$variant"
+  rm -rf "$dir"
+  cargo new -q --vcs none --name "consumer-safe-$variant" "$dir"
+  flags=(); [ "$variant" = no-default ] && flags=(--no-default-features)
+  (cd "$dir" && cargo add -q llama-safe --path "$repo/llama-safe" "${flags[@]}")
+  # The ```rust block right after "`simple` is the shortest complete program".
+  awk '/`simple` is the shortest complete program/ {found=1; next}
+       found && /^```rust$/ {inside=1; next}
+       inside && /^```$/ {exit}
+       inside {print}' "$repo/README.md" > "$dir/src/main.rs"
+  grep -q "fn main" "$dir/src/main.rs"
+  out=$(cd "$dir" && cargo run -q --release 2>/dev/null)
+  echo "consumer-safe-$variant: $out"
+  [ "$out" = "$sentence" ]
+done
+
+# 2. llama-sys alone, through the raw C API.
+dir="$work/raw"
+rm -rf "$dir"
+cargo new -q --vcs none --name consumer-raw "$dir"
+(cd "$dir" && cargo add -q llama-sys --path "$repo/llama-sys")
+cp "$repo/.ci/consumers/raw_main.rs" "$dir/src/main.rs"
+model=$(ls "${LLAMA_SAFE_CACHE_DIR:-$HOME/.cache/llama-safe}"/demo-moe-v*.gguf | tail -1)
+out=$(cd "$dir" && cargo run -q --release -- "$model" "Once upon a time" 2>/dev/null)
+echo "consumer-raw: $out"
+[ "$out" = "$sentence" ]
+echo "consumers: ok"
