@@ -1,4 +1,6 @@
 //! Host package for the workspace examples and integration tests: the
-//! command-line pieces the examples share live in [`cli`].
+//! command-line pieces the examples share live in [`cli`], the A/B
+//! benchmark behind `src/bin/moe_bench.rs` in [`bench`](mod@bench).
 
+pub mod bench;
 pub mod cli;

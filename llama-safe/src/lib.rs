@@ -48,7 +48,7 @@ pub use context::{DecodeError, LlamaContext};
 pub use error::{Error, Result};
 pub use generate::{Event, GenerateOptions, Generation, GenerationStats, Piece, StopReason};
 pub use model::LlamaModel;
-pub use model_params::{KvValue, LlamaModelParams, LoadMode, SplitMode};
+pub use model_params::{KvValue, LlamaModelParams, LoadMode, RawModelParams, SplitMode};
 pub use moe::MoeMode;
 pub use placement::Placement;
 pub use plan::{MoeFit, MoeOffload, Plan};

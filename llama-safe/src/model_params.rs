@@ -306,8 +306,22 @@ impl LlamaModelParams {
         self.overrides.iter().cloned().chain(moe).collect()
     }
 
-    /// Owned raw parameters for one load of a model with `block_count` layers.
-    pub(crate) fn materialize(&self, block_count: u32) -> Result<RawModelParams> {
+    /// Builds the raw `llama_model_params` for one load of a model with
+    /// `block_count` layers, with everything its pointers reach (pattern
+    /// strings, the NULL-terminated override array, devices, key/value
+    /// overrides) owned by the result. [`LlamaModel::load`](crate::LlamaModel::load)
+    /// does this itself; it is public for callers of the C API and for the
+    /// benches.
+    ///
+    /// ```
+    /// let params = llama_safe::LlamaModelParams::default().with_n_cpu_moe(2);
+    /// let mut raw = params.materialize(48)?;
+    /// assert_eq!(raw.override_count(), 1); // one pattern for layers 0 and 1
+    /// let c = raw.raw();
+    /// assert!(!c.tensor_buft_overrides.is_null());
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn materialize(&self, block_count: u32) -> Result<RawModelParams> {
         let overrides = self.effective_overrides(block_count);
         // SAFETY: pure function.
         let limit = unsafe { llama_sys::llama_max_tensor_buft_overrides() };
@@ -426,8 +440,9 @@ unsafe extern "C" fn progress_trampoline(progress: f32, user_data: *mut c_void) 
     keep_going
 }
 
-/// Everything `llama_model_params` points to, owned for one load call.
-pub(crate) struct RawModelParams {
+/// A raw `llama_model_params` together with everything its pointers point
+/// to; see [`LlamaModelParams::materialize`].
+pub struct RawModelParams {
     params: LlamaModelParams,
     _patterns: Vec<CString>,
     buft_overrides: Vec<llama_sys::llama_model_tensor_buft_override>,
@@ -438,9 +453,15 @@ pub(crate) struct RawModelParams {
 }
 
 impl RawModelParams {
-    /// The C struct; its pointers are valid while `self` is alive and unmoved
-    /// fields are not modified (all of them are heap buffers).
-    pub(crate) fn raw(&mut self) -> llama_sys::llama_model_params {
+    /// Number of tensor-buffer overrides (the array holds one more: the
+    /// NULL terminator).
+    pub fn override_count(&self) -> usize {
+        self._patterns.len()
+    }
+
+    /// The C struct. Its pointers point into `self` (heap buffers that never
+    /// move), so it is valid for as long as `self` lives.
+    pub fn raw(&mut self) -> llama_sys::llama_model_params {
         // SAFETY: returns a plain struct by value.
         let mut raw = unsafe { llama_sys::llama_model_default_params() };
         let p = &self.params;
@@ -481,5 +502,14 @@ impl RawModelParams {
             raw.progress_callback_user_data = (&mut *self.progress as *mut ProgressState).cast();
         }
         raw
+    }
+}
+
+impl std::fmt::Debug for RawModelParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawModelParams")
+            .field("params", &self.params)
+            .field("overrides", &self._patterns)
+            .finish_non_exhaustive()
     }
 }

@@ -1,0 +1,234 @@
+//! One measured run, in its own process so that its peak resident memory is
+//! its own: the Rust path (`run_rust`, called in the benchmark's child mode)
+//! or the C program (`run_c`).
+
+use super::config::Config;
+use llama_safe::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// What every run of one benchmark shares.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// The GGUF file.
+    pub model: PathBuf,
+    /// The prompt (tokenized with BOS, special tokens parsed).
+    pub prompt: String,
+    /// Most tokens to generate (greedy).
+    pub max_tokens: u32,
+    /// CPU threads for prompt and generation.
+    pub threads: u32,
+    /// Context size.
+    pub ctx_size: u32,
+    /// Layers on the GPU.
+    pub n_gpu_layers: u32,
+    /// Plain reads instead of mmap.
+    pub no_mmap: bool,
+}
+
+/// Memory a GPU device had in use before and after the load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceMemory {
+    /// ggml's device name (`CUDA0`).
+    pub name: String,
+    /// `total - free` before loading, bytes.
+    pub used_before: u64,
+    /// `total - free` after loading and creating the context, bytes.
+    pub used_after: u64,
+    /// Total memory, bytes.
+    pub total: u64,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Configuration name.
+    pub config: String,
+    /// Model load time (file to usable model), ms.
+    pub load_ms: f64,
+    /// From the start of generation (before tokenizing) to the first sampled token, ms.
+    pub ttft_ms: f64,
+    /// Tokenizing and decoding the prompt, ms.
+    pub prompt_ms: f64,
+    /// From the end of the prompt to the last sampled token, ms.
+    pub generation_ms: f64,
+    /// Prompt tokens, as tokenized.
+    pub prompt_tokens: usize,
+    /// Tokens generated, as sampled (end-of-generation not counted).
+    pub generated_tokens: usize,
+    /// `prompt_tokens / prompt_ms`, per second.
+    pub prompt_tps: f64,
+    /// `generated_tokens / generation_ms`, per second.
+    pub generation_tps: f64,
+    /// `MaxTokens` or `EndOfGeneration`.
+    pub stop: String,
+    /// The generated text.
+    pub text: String,
+    /// Weight bytes per buffer type from the placement report (Rust path only).
+    pub buffers: BTreeMap<String, u64>,
+    /// Tensors the overrides moved, and their bytes (Rust path only).
+    pub moved_tensors: usize,
+    /// Bytes of the moved tensors.
+    pub moved_bytes: u64,
+    /// Peak resident memory of the run's process (`VmHWM`), bytes.
+    pub peak_rss_bytes: Option<u64>,
+    /// GPU devices' memory in use (none on a CPU-only build).
+    pub devices: Vec<DeviceMemory>,
+}
+
+/// The process's peak resident memory from `/proc/self/status` (Linux).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn rate(n: usize, ms: f64) -> f64 {
+    if ms > 0.0 {
+        n as f64 * 1e3 / ms
+    } else {
+        0.0
+    }
+}
+
+fn gpu_memory(backend: &LlamaBackend) -> Vec<(String, u64, u64)> {
+    backend
+        .devices()
+        .into_iter()
+        .filter(|d| matches!(d.kind, DeviceKind::Gpu | DeviceKind::IntegratedGpu))
+        .map(|d| {
+            (
+                d.name,
+                d.memory_total.saturating_sub(d.memory_free),
+                d.memory_total,
+            )
+        })
+        .collect()
+}
+
+/// One run of the Rust path (high-level `generate`, greedy) in this process.
+pub fn run_rust(spec: &RunSpec, config: &Config) -> Result<RunResult> {
+    let backend = LlamaBackend::init();
+    let before = gpu_memory(&backend);
+    let mut params = LlamaModelParams::default().with_n_gpu_layers(spec.n_gpu_layers);
+    params = match config {
+        Config::CpuMoe => params.with_cpu_moe_all(),
+        Config::NCpuMoe(k) => params.with_n_cpu_moe(*k),
+        Config::Baseline | Config::CGreedy => params,
+    };
+    if spec.no_mmap {
+        params = params.with_load_mode(LoadMode::Read);
+    }
+    let start = Instant::now();
+    let model = LlamaModel::load(&backend, &spec.model, &params)?;
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    let ctx_params = ContextParams::default()
+        .with_n_ctx(spec.ctx_size)
+        .with_threads(spec.threads);
+    let mut ctx = LlamaContext::new(&model, &ctx_params)?;
+    let after = gpu_memory(&backend);
+
+    let options = GenerateOptions {
+        max_tokens: spec.max_tokens,
+        sampling: SamplingOptions::greedy(),
+        ..GenerateOptions::default()
+    };
+    let mut text = String::new();
+    let mut stats = None;
+    for event in model.generate(&mut ctx, &spec.prompt, &options)? {
+        match event? {
+            Event::Piece(p) => text.push_str(&p.text),
+            Event::Done(s) => stats = Some(s),
+        }
+    }
+    let stats = stats.expect("a generation always ends with Done");
+    let placement = model.placement();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    Ok(RunResult {
+        config: config.name(),
+        load_ms,
+        ttft_ms: ms(stats.time_to_first_token),
+        prompt_ms: ms(stats.prompt_time),
+        generation_ms: ms(stats.generation_time),
+        prompt_tokens: stats.prompt_tokens,
+        generated_tokens: stats.generated_tokens,
+        prompt_tps: stats.prompt_tokens_per_second,
+        generation_tps: stats.generation_tokens_per_second,
+        stop: format!("{:?}", stats.stop_reason),
+        text,
+        buffers: placement.bytes_by_buffer(),
+        moved_tensors: placement.moved.len(),
+        moved_bytes: placement.moved_bytes(),
+        peak_rss_bytes: peak_rss_bytes(),
+        devices: before
+            .into_iter()
+            .zip(after)
+            .map(
+                |((name, used_before, total), (_, used_after, _))| DeviceMemory {
+                    name,
+                    used_before,
+                    used_after,
+                    total,
+                },
+            )
+            .collect(),
+    })
+}
+
+/// What `bench/greedy.c` prints.
+#[derive(Deserialize)]
+struct COutput {
+    load_ms: f64,
+    prompt_tokens: usize,
+    generated_tokens: usize,
+    ttft_ms: f64,
+    prompt_ms: f64,
+    generation_ms: f64,
+    stop: String,
+    text: String,
+    peak_rss_bytes: Option<u64>,
+}
+
+/// One run of the C program `exe` (see `bench/greedy.c`).
+pub fn run_c(exe: &Path, spec: &RunSpec) -> std::result::Result<RunResult, String> {
+    let out = Command::new(exe)
+        .arg(&spec.model)
+        .arg(&spec.prompt)
+        .arg(spec.max_tokens.to_string())
+        .arg(spec.threads.to_string())
+        .arg(spec.ctx_size.to_string())
+        .arg(spec.n_gpu_layers.to_string())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            exe.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let c: COutput = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("unreadable output of {}: {e}", exe.display()))?;
+    Ok(RunResult {
+        config: Config::CGreedy.name(),
+        load_ms: c.load_ms,
+        ttft_ms: c.ttft_ms,
+        prompt_ms: c.prompt_ms,
+        generation_ms: c.generation_ms,
+        prompt_tokens: c.prompt_tokens,
+        generated_tokens: c.generated_tokens,
+        prompt_tps: rate(c.prompt_tokens, c.prompt_ms),
+        generation_tps: rate(c.generated_tokens, c.generation_ms),
+        stop: c.stop,
+        text: c.text,
+        buffers: BTreeMap::new(),
+        moved_tensors: 0,
+        moved_bytes: 0,
+        peak_rss_bytes: c.peak_rss_bytes,
+        devices: Vec::new(),
+    })
+}

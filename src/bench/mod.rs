@@ -1,0 +1,12 @@
+//! The A/B offload benchmark behind `src/bin/moe_bench.rs`: configurations,
+//! one measured run per child process, summaries and the JSON, Markdown and
+//! SVG reports.
+
+pub mod config;
+pub mod measure;
+pub mod report;
+pub mod stats;
+
+pub use config::Config;
+pub use measure::RunResult;
+pub use stats::Summary;
