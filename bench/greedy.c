@@ -3,7 +3,7 @@
  * `LlamaModel::generate` written against llama.cpp's C API, timed the same
  * way (see GenerationStats), printing one JSON object on stdout.
  *
- *   greedy MODEL PROMPT MAX_TOKENS THREADS N_CTX N_GPU_LAYERS
+ *   greedy MODEL PROMPT MAX_TOKENS THREADS N_CTX N_GPU_LAYERS IGNORE_EOS
  *
  * Built by the workspace's build.rs against the static libraries llama-sys
  * built, with the link line llama-sys uses (DEP_LLAMA_LINK_ARGS); run by
@@ -12,6 +12,7 @@
 #define _POSIX_C_SOURCE 199309L
 #include "llama.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,8 +42,8 @@ static void quiet(enum ggml_log_level level, const char * text, void * data) {
 }
 
 int main(int argc, char ** argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s MODEL PROMPT MAX_TOKENS THREADS N_CTX N_GPU_LAYERS\n", argv[0]);
+    if (argc != 8) {
+        fprintf(stderr, "usage: %s MODEL PROMPT MAX_TOKENS THREADS N_CTX N_GPU_LAYERS IGNORE_EOS\n", argv[0]);
         return 2;
     }
     const char * path = argv[1];
@@ -51,6 +52,7 @@ int main(int argc, char ** argv) {
     const int threads = atoi(argv[4]);
     const int n_ctx = atoi(argv[5]);
     const int n_gpu_layers = atoi(argv[6]);
+    const int ignore_eos = atoi(argv[7]);
 
     llama_log_set(quiet, NULL);
     llama_backend_init();
@@ -75,6 +77,11 @@ int main(int argc, char ** argv) {
     llama_token * tokens = malloc(sizeof(llama_token) * n_prompt);
     llama_tokenize(vocab, prompt, (int) strlen(prompt), tokens, n_prompt, true, true);
     struct llama_sampler * smpl = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    if (ignore_eos && llama_vocab_eos(vocab) != LLAMA_TOKEN_NULL) {
+        /* as llama-safe does: a -inf bias on EOS before the greedy pick */
+        llama_logit_bias bias = { llama_vocab_eos(vocab), -INFINITY };
+        llama_sampler_chain_add(smpl, llama_sampler_init_logit_bias(llama_vocab_n_tokens(vocab), 1, &bias));
+    }
     llama_sampler_chain_add(smpl, llama_sampler_init_greedy());
     const int n_batch = (int) llama_n_batch(ctx);
     for (int i = 0; i < n_prompt; i += n_batch) {

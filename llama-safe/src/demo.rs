@@ -27,13 +27,93 @@ const SENTENCE: [&str; 12] = [
 /// Bumped whenever the file's content changes, so caches refresh.
 const VERSION: u32 = 1;
 
-const N_EMBD: u64 = 64;
-const N_HEAD: u64 = 4;
-const N_FF: u64 = 64;
-const N_EXPERT: u64 = 4;
-const N_EXPERT_USED: u64 = 2;
-const N_LAYER: u64 = 4;
 const N_CTX: u64 = 512;
+
+/// The shape of a generated MoE model: the demo model's, or a bigger one for
+/// measurements (see [`SyntheticMoe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyntheticMoe {
+    /// Layers (blocks).
+    pub n_layer: u32,
+    /// Embedding width (at least 16, a multiple of `n_head` and of 32).
+    pub n_embd: u32,
+    /// Hidden width of each expert (a multiple of 32).
+    pub n_ff: u32,
+    /// Experts per layer.
+    pub n_expert: u32,
+    /// Experts used per token.
+    pub n_expert_used: u32,
+    /// Attention heads.
+    pub n_head: u32,
+    /// Storage type of the expert tensors.
+    pub expert_type: GgmlType,
+}
+
+impl SyntheticMoe {
+    /// The demo model's shape.
+    pub const DEMO: SyntheticMoe = SyntheticMoe {
+        n_layer: 4,
+        n_embd: 64,
+        n_ff: 64,
+        n_expert: 4,
+        n_expert_used: 2,
+        n_head: 4,
+        expert_type: GgmlType::Q8_0,
+    };
+
+    /// Bytes of the expert tensors (what `with_cpu_moe_all` moves).
+    pub fn expert_bytes(&self) -> u64 {
+        let elems = 3 * u64::from(self.n_embd) * u64::from(self.n_ff) * u64::from(self.n_expert);
+        u64::from(self.n_layer) * self.expert_type.row_bytes(elems)
+    }
+
+    /// Writes a model of this shape to `path`: the demo vocabulary and
+    /// next-word table, small random attention and expert weights (they
+    /// compute exactly like trained ones, so timings and memory are real).
+    /// The whole file is built in memory first (about its size).
+    ///
+    /// ```no_run
+    /// use llama_safe::demo::SyntheticMoe;
+    /// use llama_safe::gguf::GgmlType;
+    /// // About 0.8 GiB, 97% of it experts.
+    /// let shape = SyntheticMoe { n_layer: 8, n_embd: 1024, n_ff: 1024, n_expert: 32, n_expert_used: 4, n_head: 8, expert_type: GgmlType::Q8_0 };
+    /// shape.write("moe-0.8g.gguf".as_ref())?;
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn write(&self, path: &Path) -> Result<()> {
+        self.check()?;
+        build(DemoModel::Moe, self)?.write_to(path)
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |reason: String| {
+            Err(Error::InvalidParameter {
+                name: "SyntheticMoe",
+                reason,
+            })
+        };
+        if self.n_layer == 0 || self.n_expert == 0 || self.n_head == 0 {
+            return bad("layers, experts and heads must be at least 1".into());
+        }
+        if self.n_expert_used == 0 || self.n_expert_used > self.n_expert {
+            return bad(format!(
+                "{} experts used of {}",
+                self.n_expert_used, self.n_expert
+            ));
+        }
+        if self.n_embd < 16
+            || self.n_embd % self.n_head != 0
+            || self.n_embd % 32 != 0
+            || self.n_ff % 32 != 0
+        {
+            return bad(format!(
+                "n_embd {} must be a multiple of 32 and of n_head {}, n_ff {} a multiple of 32",
+                self.n_embd, self.n_head, self.n_ff
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Which demo model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +134,12 @@ impl DemoModel {
 
     /// Number of layers (blocks).
     pub fn block_count(self) -> u32 {
-        N_LAYER as u32
+        SyntheticMoe::DEMO.n_layer
     }
 
     /// Writes the model to `path`.
     pub fn write(self, path: &Path) -> Result<()> {
-        build(self)?.write_to(path)
+        build(self, &SyntheticMoe::DEMO)?.write_to(path)
     }
 
     /// The model's path in the cache folder, writing it on first use.
@@ -171,25 +251,30 @@ impl Vocab {
     }
 }
 
-fn build(kind: DemoModel) -> Result<GgufWriter> {
+fn build(kind: DemoModel, shape: &SyntheticMoe) -> Result<GgufWriter> {
+    let n_embd = u64::from(shape.n_embd);
+    let n_ff = u64::from(shape.n_ff);
+    let n_expert = u64::from(shape.n_expert);
+    let n_layer = u64::from(shape.n_layer);
     let vocab = Vocab::new();
     let n_vocab = vocab.tokens.len() as u64;
     let mut rng = Rng(0x5EED_0001);
     let mut w = GgufWriter::new();
     let arch = "llama";
     let name = match kind {
+        DemoModel::Moe if *shape != SyntheticMoe::DEMO => "llama-safe synthetic MoE",
         DemoModel::Moe => "llama-safe demo MoE",
         DemoModel::Dense => "llama-safe demo dense",
     };
     w.meta("general.architecture", MetaValue::Str(arch.into()))
         .meta("general.name", MetaValue::Str(name.into()))
         .meta("llama.context_length", MetaValue::U32(N_CTX as u32))
-        .meta("llama.embedding_length", MetaValue::U32(N_EMBD as u32))
-        .meta("llama.block_count", MetaValue::U32(N_LAYER as u32))
-        .meta("llama.feed_forward_length", MetaValue::U32(N_FF as u32))
-        .meta("llama.attention.head_count", MetaValue::U32(N_HEAD as u32))
-        .meta("llama.attention.head_count_kv", MetaValue::U32(N_HEAD as u32))
-        .meta("llama.rope.dimension_count", MetaValue::U32((N_EMBD / N_HEAD) as u32))
+        .meta("llama.embedding_length", MetaValue::U32(shape.n_embd))
+        .meta("llama.block_count", MetaValue::U32(shape.n_layer))
+        .meta("llama.feed_forward_length", MetaValue::U32(shape.n_ff))
+        .meta("llama.attention.head_count", MetaValue::U32(shape.n_head))
+        .meta("llama.attention.head_count_kv", MetaValue::U32(shape.n_head))
+        .meta("llama.rope.dimension_count", MetaValue::U32(shape.n_embd / shape.n_head))
         .meta("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5))
         .meta("llama.vocab_size", MetaValue::U32(n_vocab as u32))
         .meta("tokenizer.ggml.model", MetaValue::Str("llama".into()))
@@ -208,10 +293,10 @@ fn build(kind: DemoModel) -> Result<GgufWriter> {
             ),
         );
     if kind == DemoModel::Moe {
-        w.meta("llama.expert_count", MetaValue::U32(N_EXPERT as u32))
+        w.meta("llama.expert_count", MetaValue::U32(shape.n_expert))
             .meta(
                 "llama.expert_used_count",
-                MetaValue::U32(N_EXPERT_USED as u32),
+                MetaValue::U32(shape.n_expert_used),
             );
     }
 
@@ -222,97 +307,97 @@ fn build(kind: DemoModel) -> Result<GgufWriter> {
         .map(|word| vocab.id(&format!("▁{word}")))
         .chain([vocab.id("."), 2])
         .collect();
-    let mut embd = rng.fill(n_vocab * N_EMBD, 0.05);
-    let mut output = vec![0f32; (n_vocab * N_EMBD) as usize];
+    let mut embd = rng.fill(n_vocab * n_embd, 0.05);
+    let mut output = vec![0f32; (n_vocab * n_embd) as usize];
     for (k, pair) in chain.windows(2).enumerate() {
         let (token, next) = (pair[0], pair[1]);
-        let row = &mut embd[token * N_EMBD as usize..][..N_EMBD as usize];
+        let row = &mut embd[token * n_embd as usize..][..n_embd as usize];
         row.fill(0.0);
         row[k] = 1.0;
-        output[next * N_EMBD as usize + k] = 2.0;
+        output[next * n_embd as usize + k] = 2.0;
     }
     w.tensor(
         "token_embd.weight",
-        &[N_EMBD, n_vocab],
+        &[n_embd, n_vocab],
         GgmlType::F32,
         &embd,
     )?;
     w.tensor(
         "output_norm.weight",
-        &[N_EMBD],
+        &[n_embd],
         GgmlType::F32,
-        &vec![1.0; N_EMBD as usize],
+        &vec![1.0; n_embd as usize],
     )?;
-    w.tensor("output.weight", &[N_EMBD, n_vocab], GgmlType::F32, &output)?;
+    w.tensor("output.weight", &[n_embd, n_vocab], GgmlType::F32, &output)?;
 
-    for layer in 0..N_LAYER {
+    for layer in 0..n_layer {
         let t = |name: &str| format!("blk.{layer}.{name}.weight");
-        let square = N_EMBD * N_EMBD;
+        let square = n_embd * n_embd;
         w.tensor(
             &t("attn_norm"),
-            &[N_EMBD],
+            &[n_embd],
             GgmlType::F32,
-            &vec![1.0; N_EMBD as usize],
+            &vec![1.0; n_embd as usize],
         )?;
         for name in ["attn_q", "attn_k", "attn_v", "attn_output"] {
             w.tensor(
                 &t(name),
-                &[N_EMBD, N_EMBD],
+                &[n_embd, n_embd],
                 GgmlType::F16,
                 &rng.fill(square, 0.02),
             )?;
         }
         w.tensor(
             &t("ffn_norm"),
-            &[N_EMBD],
+            &[n_embd],
             GgmlType::F32,
-            &vec![1.0; N_EMBD as usize],
+            &vec![1.0; n_embd as usize],
         )?;
         match kind {
             DemoModel::Moe => {
-                let experts = N_EMBD * N_FF * N_EXPERT;
+                let experts = n_embd * n_ff * n_expert;
                 w.tensor(
                     &t("ffn_gate_inp"),
-                    &[N_EMBD, N_EXPERT],
+                    &[n_embd, n_expert],
                     GgmlType::F32,
-                    &rng.fill(N_EMBD * N_EXPERT, 0.1),
+                    &rng.fill(n_embd * n_expert, 0.1),
                 )?;
                 w.tensor(
                     &t("ffn_gate_exps"),
-                    &[N_EMBD, N_FF, N_EXPERT],
-                    GgmlType::Q8_0,
+                    &[n_embd, n_ff, n_expert],
+                    shape.expert_type,
                     &rng.fill(experts, 0.02),
                 )?;
                 w.tensor(
                     &t("ffn_up_exps"),
-                    &[N_EMBD, N_FF, N_EXPERT],
-                    GgmlType::Q8_0,
+                    &[n_embd, n_ff, n_expert],
+                    shape.expert_type,
                     &rng.fill(experts, 0.02),
                 )?;
                 w.tensor(
                     &t("ffn_down_exps"),
-                    &[N_FF, N_EMBD, N_EXPERT],
-                    GgmlType::Q8_0,
+                    &[n_ff, n_embd, n_expert],
+                    shape.expert_type,
                     &rng.fill(experts, 0.02),
                 )?;
             }
             DemoModel::Dense => {
-                let dense = N_EMBD * N_FF;
+                let dense = n_embd * n_ff;
                 w.tensor(
                     &t("ffn_gate"),
-                    &[N_EMBD, N_FF],
+                    &[n_embd, n_ff],
                     GgmlType::Q8_0,
                     &rng.fill(dense, 0.02),
                 )?;
                 w.tensor(
                     &t("ffn_up"),
-                    &[N_EMBD, N_FF],
+                    &[n_embd, n_ff],
                     GgmlType::Q8_0,
                     &rng.fill(dense, 0.02),
                 )?;
                 w.tensor(
                     &t("ffn_down"),
-                    &[N_FF, N_EMBD],
+                    &[n_ff, n_embd],
                     GgmlType::Q8_0,
                     &rng.fill(dense, 0.02),
                 )?;

@@ -27,6 +27,8 @@ pub struct RunSpec {
     pub n_gpu_layers: u32,
     /// Plain reads instead of mmap.
     pub no_mmap: bool,
+    /// Ban the end-of-sequence token, so every run generates `max_tokens`.
+    pub ignore_eos: bool,
 }
 
 /// Memory a GPU device had in use before and after the load.
@@ -132,9 +134,16 @@ pub fn run_rust(spec: &RunSpec, config: &Config) -> Result<RunResult> {
     let mut ctx = LlamaContext::new(&model, &ctx_params)?;
     let after = gpu_memory(&backend);
 
+    let mut sampling = SamplingOptions::greedy();
+    if spec.ignore_eos {
+        sampling.logit_bias = model
+            .token_eos()
+            .map(|eos| vec![(eos, f32::NEG_INFINITY)])
+            .unwrap_or_default();
+    }
     let options = GenerateOptions {
         max_tokens: spec.max_tokens,
-        sampling: SamplingOptions::greedy(),
+        sampling,
         ..GenerateOptions::default()
     };
     let mut text = String::new();
@@ -202,6 +211,7 @@ pub fn run_c(exe: &Path, spec: &RunSpec) -> std::result::Result<RunResult, Strin
         .arg(spec.threads.to_string())
         .arg(spec.ctx_size.to_string())
         .arg(spec.n_gpu_layers.to_string())
+        .arg(if spec.ignore_eos { "1" } else { "0" })
         .output()
         .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
     if !out.status.success() {

@@ -58,6 +58,10 @@ struct Args {
     /// Plain reads instead of mmap.
     #[arg(long)]
     no_mmap: bool,
+    /// Let end-of-sequence stop a run early (by default EOS is banned, so
+    /// every run generates exactly --max-tokens).
+    #[arg(long)]
+    stop_at_eos: bool,
     /// Folder for bench.json, bench.md and bench.svg.
     #[arg(long, default_value = "target/moe_bench")]
     out: PathBuf,
@@ -86,6 +90,7 @@ fn run(args: Args) -> Result<()> {
         ctx_size: args.ctx_size,
         n_gpu_layers: args.n_gpu_layers,
         no_mmap: args.no_mmap,
+        ignore_eos: !args.stop_at_eos,
     };
     if let Some(child) = &args.child {
         let config = Config::parse(child).map_err(invalid("child"))?;
@@ -209,6 +214,9 @@ fn one_run(
         .args(["--n-gpu-layers", &spec.n_gpu_layers.to_string()]);
     if args.no_mmap {
         cmd.arg("--no-mmap");
+    }
+    if args.stop_at_eos {
+        cmd.arg("--stop-at-eos");
     }
     let out = cmd.output().map_err(io(Path::new("child process")))?;
     if !out.status.success() {

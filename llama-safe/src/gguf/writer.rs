@@ -26,6 +26,21 @@ impl GgmlType {
             GgmlType::Q8_0 => 8,
         }
     }
+
+    /// Bytes that `n` values take in this type (`n` a multiple of 32 for Q8_0).
+    ///
+    /// ```
+    /// use llama_safe::gguf::GgmlType;
+    /// assert_eq!(GgmlType::Q8_0.row_bytes(64), 68);
+    /// assert_eq!(GgmlType::F16.row_bytes(64), 128);
+    /// ```
+    pub fn row_bytes(self, n: u64) -> u64 {
+        match self {
+            GgmlType::F32 => 4 * n,
+            GgmlType::F16 => 2 * n,
+            GgmlType::Q8_0 => n.div_ceil(32) * 34,
+        }
+    }
 }
 
 /// A metadata value.
