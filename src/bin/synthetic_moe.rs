@@ -52,7 +52,11 @@ fn main() {
             n_expert: args.experts,
             n_expert_used: args.used,
             n_head: args.heads,
-            expert_type: if args.f16_experts { GgmlType::F16 } else { GgmlType::Q8_0 },
+            expert_type: if args.f16_experts {
+                GgmlType::F16
+            } else {
+                GgmlType::Q8_0
+            },
         };
         eprintln!(
             "writing {} ({:.1} MiB of experts)",

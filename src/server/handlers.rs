@@ -1,0 +1,272 @@
+//! The endpoints.
+
+use super::api::{self, Api, ApiError, GenRequest};
+use super::generation::{self, finish_reason, GenEvent};
+use super::AppState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, Stream, StreamExt};
+use llama_safe::GenerationStats;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn next_id(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Parses the body and starts the generation; counts the request.
+async fn begin(
+    state: &Arc<AppState>,
+    endpoint: &'static str,
+    api: Api,
+    body: &Bytes,
+) -> Result<(GenRequest, mpsc::Receiver<GenEvent>), Response> {
+    let started = async {
+        let limits = api::Limits {
+            model_name: &state.model_name,
+            n_ctx: state.n_ctx,
+            n_vocab: state.model.n_vocab(),
+        };
+        let req = api::parse(body, api, limits)?;
+        let rx = generation::start(state, &req).await?;
+        Ok::<_, ApiError>((req, rx))
+    }
+    .await;
+    match started {
+        Ok(ok) => {
+            state.metrics.request(endpoint, 200);
+            Ok(ok)
+        }
+        Err(e) => {
+            state.metrics.request(endpoint, e.status.as_u16());
+            Err(e.into_response())
+        }
+    }
+}
+
+/// Collects a whole answer for a non-streaming response.
+async fn collect(mut rx: mpsc::Receiver<GenEvent>) -> Result<(String, GenerationStats), Response> {
+    let mut text = String::new();
+    while let Some(event) = rx.recv().await {
+        match event {
+            GenEvent::Piece(p) => text.push_str(&p.text),
+            GenEvent::Done(stats) => return Ok((text, stats)),
+            GenEvent::Error(message) => {
+                return Err(
+                    ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, message).into_response()
+                )
+            }
+        }
+    }
+    Err(ApiError::status(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "generation ended without stats",
+    )
+    .into_response())
+}
+
+/// Turns generation events into SSE events with `render`, then `[DONE]` if asked.
+fn sse<F>(rx: mpsc::Receiver<GenEvent>, mut render: F, done_marker: bool) -> Response
+where
+    F: FnMut(GenEvent) -> Value + Send + 'static,
+{
+    let events = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+        .map(move |e| Ok::<_, Infallible>(SseEvent::default().data(render(e).to_string())));
+    let tail = stream::iter(done_marker.then(|| Ok(SseEvent::default().data("[DONE]"))));
+    let body: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> =
+        Box::pin(events.chain(tail));
+    Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn stats_json(s: &GenerationStats) -> Value {
+    json!({
+        "prompt_tokens": s.prompt_tokens,
+        "generated_tokens": s.generated_tokens,
+        "time_to_first_token_ms": s.time_to_first_token.as_secs_f64() * 1e3,
+        "prompt_tokens_per_second": s.prompt_tokens_per_second,
+        "generation_tokens_per_second": s.generation_tokens_per_second,
+        "stop_reason": format!("{:?}", s.stop_reason),
+    })
+}
+
+fn usage(s: &GenerationStats) -> Value {
+    json!({
+        "prompt_tokens": s.prompt_tokens,
+        "completion_tokens": s.generated_tokens,
+        "total_tokens": s.prompt_tokens + s.generated_tokens,
+    })
+}
+
+fn error_json(message: String) -> Value {
+    json!({"error": {"message": message, "type": "server_error", "param": null}})
+}
+
+/// `POST /api/generate`: `{"prompt", "stream", "max_tokens", ...}`; streams
+/// one `data:` line per piece and a last one with `"done": true` and the stats.
+pub async fn generate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let (req, rx) = match begin(&state, "/api/generate", Api::Generate, &body).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let model = state.model_name.clone();
+    if req.stream {
+        return sse(
+            rx,
+            move |e| match e {
+                GenEvent::Piece(p) => json!({
+                    "model": model, "response": p.text, "token": p.token.0,
+                    "at_ms": p.at.as_secs_f64() * 1e3, "done": false,
+                }),
+                GenEvent::Done(s) => json!({
+                    "model": model, "response": "", "done": true,
+                    "done_reason": finish_reason(s.stop_reason), "stats": stats_json(&s),
+                }),
+                GenEvent::Error(m) => error_json(m),
+            },
+            false,
+        );
+    }
+    match collect(rx).await {
+        Ok((text, s)) => Json(json!({
+            "model": model, "response": text, "done": true,
+            "done_reason": finish_reason(s.stop_reason), "stats": stats_json(&s),
+        }))
+        .into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `POST /v1/completions` in OpenAI's format.
+pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let (req, rx) = match begin(&state, "/v1/completions", Api::Completions, &body).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let (id, created, model) = (next_id("cmpl"), now(), state.model_name.clone());
+    if req.stream {
+        return sse(
+            rx,
+            move |e| {
+                let (text, finish, usage_v) = match e {
+                    GenEvent::Piece(p) => (p.text, Value::Null, Value::Null),
+                    GenEvent::Done(s) => (
+                        String::new(),
+                        json!(finish_reason(s.stop_reason)),
+                        usage(&s),
+                    ),
+                    GenEvent::Error(m) => return error_json(m),
+                };
+                let mut chunk = json!({
+                    "id": id, "object": "text_completion", "created": created, "model": model,
+                    "choices": [{"index": 0, "text": text, "finish_reason": finish}],
+                });
+                if !usage_v.is_null() {
+                    chunk["usage"] = usage_v;
+                }
+                chunk
+            },
+            true,
+        );
+    }
+    match collect(rx).await {
+        Ok((text, s)) => Json(json!({
+            "id": id, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason(s.stop_reason)}],
+            "usage": usage(&s),
+        }))
+        .into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `POST /v1/chat/completions` in OpenAI's format, with the model's own
+/// chat template.
+pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let (req, rx) = match begin(&state, "/v1/chat/completions", Api::Chat, &body).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let (id, created, model) = (next_id("chatcmpl"), now(), state.model_name.clone());
+    if req.stream {
+        let mut first = true;
+        return sse(
+            rx,
+            move |e| {
+                let (delta, finish, usage_v) = match e {
+                    GenEvent::Piece(p) => {
+                        let delta = if first {
+                            json!({"role": "assistant", "content": p.text})
+                        } else {
+                            json!({"content": p.text})
+                        };
+                        first = false;
+                        (delta, Value::Null, Value::Null)
+                    }
+                    GenEvent::Done(s) => {
+                        (json!({}), json!(finish_reason(s.stop_reason)), usage(&s))
+                    }
+                    GenEvent::Error(m) => return error_json(m),
+                };
+                let mut chunk = json!({
+                    "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                });
+                if !usage_v.is_null() {
+                    chunk["usage"] = usage_v;
+                }
+                chunk
+            },
+            true,
+        );
+    }
+    match collect(rx).await {
+        Ok((text, s)) => Json(json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason(s.stop_reason),
+            }],
+            "usage": usage(&s),
+        }))
+        .into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `GET /health`.
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    Json(json!({
+        "status": "ok",
+        "model": state.model_name,
+        "contexts": state.pool.size(),
+        "contexts_in_use": state.pool.in_use(),
+        "queued": state.pool.queued(),
+    }))
+    .into_response()
+}
+
+/// `GET /metrics` in Prometheus's text format.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state
+        .metrics
+        .render(state.pool.size(), state.pool.in_use(), state.pool.queued());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
