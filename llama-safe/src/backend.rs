@@ -110,7 +110,7 @@ pub struct Device {
 impl Device {
     /// # Safety
     /// `dev` must be a device from the ggml backend registry.
-    unsafe fn from_raw(dev: llama_sys::ggml_backend_dev_t) -> Device {
+    pub(crate) unsafe fn from_raw(dev: llama_sys::ggml_backend_dev_t) -> Device {
         let (mut free, mut total) = (0usize, 0usize);
         // SAFETY: dev is a registry device (caller); names are static strings.
         unsafe {

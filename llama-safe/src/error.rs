@@ -89,6 +89,10 @@ pub enum Error {
     /// Sampling was asked of a context with no logits there.
     #[error("no logits to sample from{}", index.map(|i| format!(" at batch entry {i}")).unwrap_or_default())]
     NoLogits { index: Option<usize> },
+    /// An RPC server cannot be used (unreachable, not an RPC server, another
+    /// protocol version) or cannot start.
+    #[error("RPC server {endpoint}: {reason}")]
+    Rpc { endpoint: String, reason: String },
     /// Embeddings were asked of a context that cannot give them.
     #[error("embeddings: {reason}")]
     Embeddings { reason: String },

@@ -36,6 +36,8 @@ pub mod model_params;
 pub mod moe;
 pub mod placement;
 pub mod plan;
+#[cfg(feature = "rpc")]
+pub mod rpc;
 mod sampler;
 pub mod tensor_override;
 mod token;

@@ -91,10 +91,13 @@ pub async fn start(
                 Ok(Event::Piece(p)) => GenEvent::Piece(p),
                 Ok(Event::Done(stats)) => {
                     let m = &state.metrics;
-                    m.tokens_generated.fetch_add(stats.generated_tokens as u64, Ordering::Relaxed);
-                    m.prompt_tokens.fetch_add(stats.prompt_tokens as u64, Ordering::Relaxed);
+                    m.tokens_generated
+                        .fetch_add(stats.generated_tokens as u64, Ordering::Relaxed);
+                    m.prompt_tokens
+                        .fetch_add(stats.prompt_tokens as u64, Ordering::Relaxed);
                     m.ttft.observe(stats.time_to_first_token.as_secs_f64());
-                    m.tokens_per_second.observe(stats.generation_tokens_per_second);
+                    m.tokens_per_second
+                        .observe(stats.generation_tokens_per_second);
                     done = Some(stats);
                     break;
                 }

@@ -1,0 +1,213 @@
+//! llama.cpp's RPC backend on loopback (feature `rpc`): an `rpc_server`
+//! process serves this machine's CPU; the demo model loads with its layers on
+//! the remote device (and, separately, with the experts kept local) and gives
+//! the same greedy sentence as a local run. Bad endpoints are typed errors
+//! within the timeout, never a hang or an abort.
+//!
+//! Needs the example built in the same profile first:
+//! `cargo build --features rpc --example rpc_server` (`.ci/run` does it).
+
+use llama_safe::demo::{DemoModel, DEMO_CONTINUATION, DEMO_PROMPT};
+use llama_safe::*;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rpc_server_exe() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("rpc_server");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first with `cargo build --features rpc --example rpc_server` (same profile)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_server() -> (Server, String) {
+    let port = free_port();
+    let child = Command::new(rpc_server_exe())
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--threads",
+            "1",
+        ])
+        .stdout(Stdio::from(
+            std::fs::File::create("/tmp/rpc-server.log").unwrap(),
+        ))
+        .stderr(Stdio::from(
+            std::fs::File::create("/tmp/rpc-server.err").unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    // Ready when it accepts a connection (one that closes at once is fine:
+    // the server serves its clients one after the other).
+    let endpoint = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&endpoint).is_err() {
+        assert!(server.0.try_wait().unwrap().is_none(), "rpc_server exited");
+        assert!(
+            Instant::now() < deadline,
+            "rpc_server did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, endpoint)
+}
+
+fn greedy(model: &LlamaModel) -> String {
+    let mut ctx = LlamaContext::new(
+        model,
+        &ContextParams::default().with_n_ctx(128).with_threads(1),
+    )
+    .unwrap();
+    let options = GenerateOptions {
+        sampling: SamplingOptions::greedy(),
+        max_tokens: 32,
+        ..Default::default()
+    };
+    let mut text = String::new();
+    for event in model.generate(&mut ctx, DEMO_PROMPT, &options).unwrap() {
+        if let Event::Piece(p) = event.unwrap() {
+            text.push_str(&p.text);
+        }
+    }
+    text
+}
+
+#[test]
+fn bad_endpoints_are_typed_errors_within_the_timeout() {
+    let backend = LlamaBackend::init();
+    for endpoint in [
+        "nonsense",
+        "127.0.0.1:0",
+        "127.0.0.1:99999",
+        ":50052",
+        "::1:50052",
+    ] {
+        assert!(
+            matches!(
+                backend.add_rpc_server(endpoint),
+                Err(Error::InvalidParameter {
+                    name: "endpoint",
+                    ..
+                })
+            ),
+            "{endpoint}"
+        );
+    }
+    let timeout = Duration::from_secs(2);
+    // Nothing listening.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let start = Instant::now();
+    assert!(matches!(
+        backend.add_rpc_server_with_timeout(&closed, timeout),
+        Err(Error::Rpc { .. })
+    ));
+    assert!(start.elapsed() < timeout + Duration::from_secs(1));
+    // Something listening that is not an RPC server: one that answers
+    // garbage, one that says nothing.
+    for garbage in [true, false] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                if garbage {
+                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+                } else {
+                    std::thread::sleep(Duration::from_secs(4));
+                }
+            }
+        });
+        let start = Instant::now();
+        let err = backend
+            .add_rpc_server_with_timeout(&endpoint, timeout)
+            .unwrap_err();
+        assert!(matches!(err, Error::Rpc { .. }), "{err}");
+        assert!(start.elapsed() < timeout + Duration::from_secs(1), "{err}");
+    }
+}
+
+#[test]
+fn layers_on_an_rpc_device_give_the_local_sentence() {
+    // Declared first, so it is dropped (killed) last: llama.cpp aborts the
+    // process if its RPC server goes away while a model still uses it.
+    let (_server, endpoint) = start_server();
+    let backend = LlamaBackend::init();
+    let local = greedy(
+        &LlamaModel::load(
+            &backend,
+            DemoModel::Moe.cached().unwrap(),
+            &Default::default(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(local, DEMO_CONTINUATION);
+
+    let remote = backend.add_rpc_server(&endpoint).unwrap();
+    assert!(!remote.is_empty());
+    assert!(
+        remote.iter().all(|d| d.name.starts_with("RPC")),
+        "{remote:?}"
+    );
+    assert_eq!(
+        backend.add_rpc_server(&endpoint).unwrap(),
+        remote,
+        "adding again gives the same devices"
+    );
+    assert!(backend.devices().iter().any(|d| d.name == remote[0].name));
+    let rpc = remote[0].name.as_str();
+
+    // Every layer on the remote device.
+    let params = LlamaModelParams::default()
+        .with_n_gpu_layers(999)
+        .with_devices(&[rpc]);
+    let on_rpc = LlamaModel::load(&backend, DemoModel::Moe.cached().unwrap(), &params).unwrap();
+    let buffers = on_rpc.placement().bytes_by_buffer();
+    assert!(buffers.keys().any(|k| k.starts_with("RPC")), "{buffers:?}");
+    assert_eq!(greedy(&on_rpc), local);
+    drop(on_rpc);
+
+    // The same, with the experts kept in local memory.
+    let params = params.with_cpu_moe_all();
+    let experts_local =
+        LlamaModel::load(&backend, DemoModel::Moe.cached().unwrap(), &params).unwrap();
+    assert_eq!(experts_local.placement().moved.len(), 12);
+    assert!(experts_local
+        .placement()
+        .moved
+        .iter()
+        .all(|t| t.buffer_type.starts_with("CPU")));
+    let buffers = experts_local.placement().bytes_by_buffer();
+    assert!(buffers.keys().any(|k| k.starts_with("RPC")), "{buffers:?}");
+    assert_eq!(greedy(&experts_local), local);
+}
