@@ -9,93 +9,190 @@ use std::path::PathBuf;
 pub enum Error {
     /// The model path does not exist.
     #[error("model file not found: {path}")]
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The path concerned.
+        path: PathBuf,
+    },
     /// The model path is a directory.
     #[error("model path is a directory, not a GGUF file: {path}")]
-    IsDirectory { path: PathBuf },
+    IsDirectory {
+        /// The path concerned.
+        path: PathBuf,
+    },
     /// The model file cannot be opened or read.
     #[error("cannot read model file {path}: {source}")]
     Unreadable {
+        /// The path concerned.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
     /// The file does not start with the GGUF magic.
     #[error("not a GGUF file (no GGUF magic at the start): {path}")]
-    NotGguf { path: PathBuf },
+    NotGguf {
+        /// The path concerned.
+        path: PathBuf,
+    },
     /// llama.cpp's GGUF reader rejected the file.
     #[error("invalid GGUF file {path}: {reason}")]
-    InvalidGguf { path: PathBuf, reason: String },
+    InvalidGguf {
+        /// The path concerned.
+        path: PathBuf,
+        /// What went wrong, in llama.cpp's words where it gave any.
+        reason: String,
+    },
     /// llama.cpp failed to load the model; `reason` is what it logged.
     #[error("llama.cpp failed to load {path}: {reason}")]
-    Load { path: PathBuf, reason: String },
+    Load {
+        /// The path concerned.
+        path: PathBuf,
+        /// What went wrong, in llama.cpp's words where it gave any.
+        reason: String,
+    },
     /// The load progress callback returned `false` or panicked.
     #[error("loading {path} was cancelled by the progress callback")]
-    LoadCancelled { path: PathBuf },
+    LoadCancelled {
+        /// The path concerned.
+        path: PathBuf,
+    },
     /// A tensor-override pattern is not a valid ECMAScript regex.
     #[error("invalid tensor override pattern {pattern:?}: {reason}")]
-    InvalidPattern { pattern: String, reason: String },
+    InvalidPattern {
+        /// The pattern as given.
+        pattern: String,
+        /// What went wrong, in llama.cpp's words where it gave any.
+        reason: String,
+    },
     /// A device name is not among the ggml backend devices.
     #[error("unknown device {name:?}; available: {available}")]
-    UnknownDevice { name: String, available: String },
+    UnknownDevice {
+        /// The name as given.
+        name: String,
+        /// The names that exist, comma-separated.
+        available: String,
+    },
     /// A parameter is out of its range.
     #[error("invalid parameter {name}: {reason}")]
-    InvalidParameter { name: &'static str, reason: String },
+    InvalidParameter {
+        /// The name as given.
+        name: &'static str,
+        /// What went wrong, in llama.cpp's words where it gave any.
+        reason: String,
+    },
     /// A string handed to llama.cpp contains a NUL byte.
     #[error("{what} contains a NUL byte")]
-    NulByte { what: &'static str },
+    NulByte {
+        /// What held the NUL byte.
+        what: &'static str,
+    },
     /// A metadata key is missing or has another type.
     #[error("metadata key {key:?}: {reason}")]
-    Metadata { key: String, reason: String },
+    Metadata {
+        /// The metadata key.
+        key: String,
+        /// What went wrong, in llama.cpp's words where it gave any.
+        reason: String,
+    },
     /// Too many tensor overrides for llama.cpp.
     #[error("{count} tensor overrides exceed llama.cpp's limit of {limit}")]
-    TooManyOverrides { count: usize, limit: usize },
+    TooManyOverrides {
+        /// Overrides asked for.
+        count: usize,
+        /// llama.cpp's maximum.
+        limit: usize,
+    },
     /// A budget cannot be met even with every expert on the CPU.
     #[error(
         "{needed} bytes stay on the device even with all experts on the CPU; budget is {budget}"
     )]
-    BudgetTooSmall { needed: u64, budget: u64 },
+    BudgetTooSmall {
+        /// Bytes that stay on the device.
+        needed: u64,
+        /// The budget asked for.
+        budget: u64,
+    },
     /// An I/O error while writing a file.
     #[error("I/O error on {path}: {source}")]
     Io {
+        /// The path (or what stood for one) concerned.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
     /// Creating a context failed.
     #[error("llama.cpp could not create a context: {reason}")]
-    Context { reason: String },
+    Context {
+        /// What went wrong, in llama.cpp's words where it gave any.
+        reason: String,
+    },
     /// `llama_decode` returned a status.
     #[error("decode failed: {0}")]
     Decode(#[from] crate::context::DecodeError),
     /// Tokenization failed.
     #[error("tokenization failed: {reason}")]
-    Tokenize { reason: String },
+    Tokenize {
+        /// What went wrong, in llama.cpp's words where it gave any.
+        reason: String,
+    },
     /// The prompt does not fit the context.
     #[error("prompt of {tokens} tokens does not fit the context of {n_ctx} tokens")]
-    PromptTooLong { tokens: usize, n_ctx: u32 },
+    PromptTooLong {
+        /// Tokens needed.
+        tokens: usize,
+        /// The context size.
+        n_ctx: u32,
+    },
     /// A chat template could not be applied.
     #[error("chat template: {reason}")]
-    ChatTemplate { reason: String },
+    ChatTemplate {
+        /// What went wrong, in llama.cpp's words where it gave any.
+        reason: String,
+    },
     /// A token id outside the model's vocabulary.
     #[error("token {token} is outside the vocabulary of {n_vocab} tokens")]
-    InvalidToken { token: i32, n_vocab: u32 },
+    InvalidToken {
+        /// The token id.
+        token: i32,
+        /// The vocabulary size.
+        n_vocab: u32,
+    },
     /// A context state could not be saved or restored.
     #[error("context state: {reason}")]
-    State { reason: String },
+    State {
+        /// What went wrong, in llama.cpp's words where it gave any.
+        reason: String,
+    },
     /// A session file could not be written or read.
     #[error("session file {path}: {reason}")]
-    StateFile { path: PathBuf, reason: String },
+    StateFile {
+        /// The path concerned.
+        path: PathBuf,
+        /// What went wrong, in llama.cpp's words where it gave any.
+        reason: String,
+    },
     /// Sampling was asked of a context with no logits there.
     #[error("no logits to sample from{}", index.map(|i| format!(" at batch entry {i}")).unwrap_or_default())]
-    NoLogits { index: Option<usize> },
+    NoLogits {
+        /// The batch entry asked for, if one was.
+        index: Option<usize>,
+    },
     /// An RPC server cannot be used (unreachable, not an RPC server, another
     /// protocol version) or cannot start.
     #[error("RPC server {endpoint}: {reason}")]
-    Rpc { endpoint: String, reason: String },
+    Rpc {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What went wrong, in llama.cpp's words where it gave any.
+        reason: String,
+    },
     /// Embeddings were asked of a context that cannot give them.
     #[error("embeddings: {reason}")]
-    Embeddings { reason: String },
+    Embeddings {
+        /// What went wrong, in llama.cpp's words where it gave any.
+        reason: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

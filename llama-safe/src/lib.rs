@@ -22,6 +22,8 @@
 //!   exact stats; [`LlamaModel::embed`] for pooled embeddings;
 //! - [`gguf`] and [`demo`]: reading and writing GGUF files, the demo model.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 mod chat;
 pub mod context;

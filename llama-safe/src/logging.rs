@@ -21,16 +21,22 @@ pub const TARGET: &str = "llama_cpp";
 /// Severity of a captured line, as llama.cpp gave it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
+    /// Debug detail.
     Debug,
+    /// Progress and facts.
     Info,
+    /// Something worth attention.
     Warn,
+    /// A failure.
     Error,
 }
 
 /// One complete line llama.cpp logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
+    /// Its severity.
     pub level: LogLevel,
+    /// The text, without the trailing newline.
     pub text: String,
 }
 

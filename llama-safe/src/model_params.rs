@@ -46,8 +46,11 @@ pub enum LoadMode {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum KvValue {
+    /// An integer.
     Int(i64),
+    /// A float.
     Float(f64),
+    /// A boolean.
     Bool(bool),
     /// At most 127 bytes.
     Str(String),

@@ -47,10 +47,15 @@ impl GgmlType {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum MetaValue {
+    /// An unsigned 32-bit integer.
     U32(u32),
+    /// A signed 32-bit integer.
     I32(i32),
+    /// A 32-bit float.
     F32(f32),
+    /// A boolean.
     Bool(bool),
+    /// A UTF-8 string.
     Str(String),
     /// An array of strings.
     StrArray(Vec<String>),
