@@ -7,6 +7,10 @@
 //! Needs the example built in the same profile first:
 //! `cargo build --features rpc --example rpc_server` (`.ci/run` does it).
 
+#[path = "../llama-safe/tests/common/mod.rs"]
+mod common;
+
+use common::greedy_text;
 use llama_safe::demo::{DemoModel, DEMO_CONTINUATION, DEMO_PROMPT};
 use llama_safe::*;
 use std::io::Write;
@@ -84,26 +88,6 @@ fn start_server() -> (Server, String) {
     (server, endpoint)
 }
 
-fn greedy(model: &LlamaModel) -> String {
-    let mut ctx = LlamaContext::new(
-        model,
-        &ContextParams::default().with_n_ctx(128).with_threads(1),
-    )
-    .unwrap();
-    let options = GenerateOptions {
-        sampling: SamplingOptions::greedy(),
-        max_tokens: 32,
-        ..Default::default()
-    };
-    let mut text = String::new();
-    for event in model.generate(&mut ctx, DEMO_PROMPT, &options).unwrap() {
-        if let Event::Piece(p) = event.unwrap() {
-            text.push_str(&p.text);
-        }
-    }
-    text
-}
-
 #[test]
 fn bad_endpoints_are_typed_errors_within_the_timeout() {
     let backend = LlamaBackend::init();
@@ -163,14 +147,9 @@ fn layers_on_an_rpc_device_give_the_local_sentence() {
     // process if its RPC server goes away while a model still uses it.
     let (_server, endpoint) = start_server();
     let backend = LlamaBackend::init();
-    let local = greedy(
-        &LlamaModel::load(
-            &backend,
-            DemoModel::Moe.cached().unwrap(),
-            &Default::default(),
-        )
-        .unwrap(),
-    );
+    let local_model = LlamaModel::load(&backend, common::moe_path(), &Default::default()).unwrap();
+    let local = greedy_text(&local_model, DEMO_PROMPT);
+    drop(local_model);
     assert_eq!(local, DEMO_CONTINUATION);
 
     let remote = backend.add_rpc_server(&endpoint).unwrap();
@@ -194,7 +173,7 @@ fn layers_on_an_rpc_device_give_the_local_sentence() {
     let on_rpc = LlamaModel::load(&backend, DemoModel::Moe.cached().unwrap(), &params).unwrap();
     let buffers = on_rpc.placement().bytes_by_buffer();
     assert!(buffers.keys().any(|k| k.starts_with("RPC")), "{buffers:?}");
-    assert_eq!(greedy(&on_rpc), local);
+    assert_eq!(greedy_text(&on_rpc, DEMO_PROMPT), local);
     drop(on_rpc);
 
     // The same, with the experts kept in local memory.
@@ -209,5 +188,5 @@ fn layers_on_an_rpc_device_give_the_local_sentence() {
         .all(|t| t.buffer_type.starts_with("CPU")));
     let buffers = experts_local.placement().bytes_by_buffer();
     assert!(buffers.keys().any(|k| k.starts_with("RPC")), "{buffers:?}");
-    assert_eq!(greedy(&experts_local), local);
+    assert_eq!(greedy_text(&experts_local, DEMO_PROMPT), local);
 }

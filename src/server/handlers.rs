@@ -114,6 +114,36 @@ fn usage(s: &GenerationStats) -> Value {
     })
 }
 
+/// The fields every OpenAI response and chunk of one request share.
+#[derive(Clone)]
+struct OpenAi {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl OpenAi {
+    fn new(prefix: &str, state: &AppState) -> OpenAi {
+        OpenAi {
+            id: next_id(prefix),
+            created: now(),
+            model: state.model_name.clone(),
+        }
+    }
+
+    /// `{"id", "object", "created", "model", "choices": [choice], "usage"?}`.
+    fn body(&self, object: &str, choice: Value, usage: Option<Value>) -> Value {
+        let mut body = json!({
+            "id": self.id, "object": object, "created": self.created, "model": self.model,
+            "choices": [choice],
+        });
+        if let Some(usage) = usage {
+            body["usage"] = usage;
+        }
+        body
+    }
+}
+
 fn error_json(message: String) -> Value {
     json!({"error": {"message": message, "type": "server_error", "param": null}})
 }
@@ -159,38 +189,32 @@ pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Res
         Ok(ok) => ok,
         Err(response) => return response,
     };
-    let (id, created, model) = (next_id("cmpl"), now(), state.model_name.clone());
+    let ids = OpenAi::new("cmpl", &state);
     if req.stream {
         return sse(
             rx,
-            move |e| {
-                let (text, finish, usage_v) = match e {
-                    GenEvent::Piece(p) => (p.text, Value::Null, Value::Null),
-                    GenEvent::Done(s) => (
-                        String::new(),
-                        json!(finish_reason(s.stop_reason)),
-                        usage(&s),
-                    ),
-                    GenEvent::Error(m) => return error_json(m),
-                };
-                let mut chunk = json!({
-                    "id": id, "object": "text_completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "text": text, "finish_reason": finish}],
-                });
-                if !usage_v.is_null() {
-                    chunk["usage"] = usage_v;
-                }
-                chunk
+            move |e| match e {
+                GenEvent::Piece(p) => ids.body(
+                    "text_completion",
+                    json!({"index": 0, "text": p.text, "finish_reason": null}),
+                    None,
+                ),
+                GenEvent::Done(s) => ids.body(
+                    "text_completion",
+                    json!({"index": 0, "text": "", "finish_reason": finish_reason(s.stop_reason)}),
+                    Some(usage(&s)),
+                ),
+                GenEvent::Error(m) => error_json(m),
             },
             true,
         );
     }
     match collect(rx).await {
-        Ok((text, s)) => Json(json!({
-            "id": id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason(s.stop_reason)}],
-            "usage": usage(&s),
-        }))
+        Ok((text, s)) => Json(ids.body(
+            "text_completion",
+            json!({"index": 0, "text": text, "finish_reason": finish_reason(s.stop_reason)}),
+            Some(usage(&s)),
+        ))
         .into_response(),
         Err(response) => response,
     }
@@ -203,49 +227,45 @@ pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
         Ok(ok) => ok,
         Err(response) => return response,
     };
-    let (id, created, model) = (next_id("chatcmpl"), now(), state.model_name.clone());
+    let ids = OpenAi::new("chatcmpl", &state);
     if req.stream {
         let mut first = true;
         return sse(
             rx,
-            move |e| {
-                let (delta, finish, usage_v) = match e {
-                    GenEvent::Piece(p) => {
-                        let delta = if first {
-                            json!({"role": "assistant", "content": p.text})
-                        } else {
-                            json!({"content": p.text})
-                        };
-                        first = false;
-                        (delta, Value::Null, Value::Null)
-                    }
-                    GenEvent::Done(s) => {
-                        (json!({}), json!(finish_reason(s.stop_reason)), usage(&s))
-                    }
-                    GenEvent::Error(m) => return error_json(m),
-                };
-                let mut chunk = json!({
-                    "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                });
-                if !usage_v.is_null() {
-                    chunk["usage"] = usage_v;
+            move |e| match e {
+                GenEvent::Piece(p) => {
+                    // The first chunk also names the role, as OpenAI's do.
+                    let delta = if std::mem::take(&mut first) {
+                        json!({"role": "assistant", "content": p.text})
+                    } else {
+                        json!({"content": p.text})
+                    };
+                    ids.body(
+                        "chat.completion.chunk",
+                        json!({"index": 0, "delta": delta, "finish_reason": null}),
+                        None,
+                    )
                 }
-                chunk
+                GenEvent::Done(s) => ids.body(
+                    "chat.completion.chunk",
+                    json!({"index": 0, "delta": {}, "finish_reason": finish_reason(s.stop_reason)}),
+                    Some(usage(&s)),
+                ),
+                GenEvent::Error(m) => error_json(m),
             },
             true,
         );
     }
     match collect(rx).await {
-        Ok((text, s)) => Json(json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{
+        Ok((text, s)) => Json(ids.body(
+            "chat.completion",
+            json!({
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": finish_reason(s.stop_reason),
-            }],
-            "usage": usage(&s),
-        }))
+            }),
+            Some(usage(&s)),
+        ))
         .into_response(),
         Err(response) => response,
     }
