@@ -319,7 +319,7 @@ impl LlamaModelParams {
     /// ```
     /// let params = llama_safe::LlamaModelParams::default().with_n_cpu_moe(2);
     /// let mut raw = params.materialize(48)?;
-    /// assert_eq!(raw.override_count(), 1); // one pattern for layers 0 and 1
+    /// assert_eq!(raw.override_count(), 2); // one pattern per layer, as --n-cpu-moe
     /// let c = raw.raw();
     /// assert!(!c.tensor_buft_overrides.is_null());
     /// # Ok::<(), llama_safe::Error>(())
