@@ -101,3 +101,20 @@ fn model_outlives_the_callers_backend_handle() {
     };
     assert_eq!(greedy_text(&model, DEMO_PROMPT), DEMO_CONTINUATION);
 }
+
+#[test]
+fn one_file_written_by_many_threads_at_once_is_whole() {
+    // A fresh cache: every test thread may write the demo model at once.
+    let dir = scratch("concurrent-write");
+    let path = dir.join("demo.gguf");
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| llama_safe::demo::DemoModel::Moe.write(&path).unwrap());
+        }
+    });
+    let backend = LlamaBackend::init();
+    let model = LlamaModel::load(&backend, &path, &LlamaModelParams::default()).unwrap();
+    assert_eq!(greedy_text(&model, DEMO_PROMPT), DEMO_CONTINUATION);
+    let leftovers = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(leftovers, 1, "temporary files left behind");
+}

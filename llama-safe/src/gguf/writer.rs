@@ -176,7 +176,12 @@ impl GgufWriter {
             path: path.to_path_buf(),
             source,
         };
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // A name of its own per call (not just per process): two threads
+        // writing the same file, as tests do on a fresh cache, must not share
+        // one temp file. The rename makes whichever finishes last win whole.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
         file.write_all(&self.to_bytes()).map_err(io)?;
         file.sync_all().map_err(io)?;
