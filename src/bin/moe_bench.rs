@@ -230,7 +230,10 @@ fn one_run(
 }
 
 fn meta(args: &Args, spec: &RunSpec) -> Result<Meta> {
-    let bytes = std::fs::read(&spec.model).map_err(io(&spec.model))?;
+    // Streamed: the model may be far bigger than memory.
+    let mut file = std::fs::File::open(&spec.model).map_err(io(&spec.model))?;
+    let mut hasher = Sha256::new();
+    let model_bytes = std::io::copy(&mut file, &mut hasher).map_err(io(&spec.model))?;
     let backend = LlamaBackend::init();
     let features: Vec<String> = [
         ("cuda", cfg!(feature = "cuda")),
@@ -257,8 +260,8 @@ fn meta(args: &Args, spec: &RunSpec) -> Result<Meta> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         model: spec.model.display().to_string(),
-        model_bytes: bytes.len() as u64,
-        model_sha256: format!("{:x}", Sha256::digest(&bytes)),
+        model_bytes,
+        model_sha256: format!("{:x}", hasher.finalize()),
         llama_cpp_revision: format!("{} ({})", LLAMA_CPP_REVISION, llama_sys::LLAMA_CPP_SOURCE),
         features,
         cpu,
