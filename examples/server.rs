@@ -76,7 +76,7 @@ fn run(args: Args) -> Result<()> {
         let local = listener.local_addr().map_err(|source| Error::Io { path: address.into(), source })?;
         eprintln!(
             "server: {name} on http://{local} ({} contexts of {} tokens, {threads} threads each, queue {})",
-            args.contexts, state.n_ctx, args.queue
+            args.contexts, state.pool.n_ctx(), args.queue
         );
         serve(listener, state, shutdown_signal())
             .await

@@ -1,6 +1,7 @@
 //! The benchmark's report: what ran where, every run, and per-configuration
 //! summaries; written as JSON, a Markdown table and an SVG chart.
 
+use super::config::Config;
 use super::measure::RunResult;
 use super::stats::Summary;
 use serde::{Deserialize, Serialize};
@@ -369,8 +370,12 @@ fn summarize(name: &str, runs: &[RunResult]) -> Option<ConfigSummary> {
 
 /// Pairs the k-th `c` run with the k-th `baseline` run.
 fn overhead(runs: &[RunResult]) -> Option<Overhead> {
-    let pick = |name: &'static str| runs.iter().filter(move |r| r.config == name);
-    let pairs: Vec<(&RunResult, &RunResult)> = pick("baseline").zip(pick("c")).collect();
+    let pick = |config: Config| {
+        let name = config.name();
+        runs.iter().filter(move |r| r.config == name)
+    };
+    let pairs: Vec<(&RunResult, &RunResult)> =
+        pick(Config::Baseline).zip(pick(Config::CGreedy)).collect();
     if pairs.is_empty() {
         return None;
     }
@@ -383,7 +388,7 @@ fn overhead(runs: &[RunResult]) -> Option<Overhead> {
         Summary::of(&v)
     };
     Some(Overhead {
-        rust_config: "baseline".into(),
+        rust_config: Config::Baseline.name(),
         generation_tps_ratio: ratio(&|r| r.generation_tps)?,
         load_ms_ratio: ratio(&|r| r.load_ms)?,
     })

@@ -50,17 +50,17 @@ pub async fn start(
         .tokenize(&prompt, true, true)
         .map_err(|e| ApiError::bad(param, e.to_string()))?
         .len();
-    if prompt_tokens >= state.n_ctx as usize {
+    if prompt_tokens >= state.pool.n_ctx() as usize {
         return Err(ApiError::bad(
             param,
             format!(
                 "the prompt is {prompt_tokens} tokens; the context holds {} (prompt and answer together)",
-                state.n_ctx
+                state.pool.n_ctx()
             ),
         ));
     }
     // The answer gets what the context has left, at most max_tokens.
-    let room = state.n_ctx as usize - prompt_tokens;
+    let room = state.pool.n_ctx() as usize - prompt_tokens;
     let options = GenerateOptions {
         max_tokens: req.max_tokens.min(room as u32),
         sampling: req.sampling.clone(),

@@ -39,7 +39,7 @@ async fn begin(
     let started = async {
         let limits = api::Limits {
             model_name: &state.model_name,
-            n_ctx: state.n_ctx,
+            n_ctx: state.pool.n_ctx(),
             n_vocab: state.model.n_vocab(),
         };
         let req = api::parse(body, api, limits)?;

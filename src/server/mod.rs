@@ -25,8 +25,6 @@ pub struct AppState {
     pub model_name: String,
     /// Contexts for concurrent requests.
     pub pool: Arc<pool::ContextPool>,
-    /// The context size (the limit for prompt plus `max_tokens`).
-    pub n_ctx: u32,
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
 }
@@ -42,12 +40,10 @@ impl AppState {
         queue: usize,
     ) -> llama_safe::Result<Arc<AppState>> {
         let pool = pool::ContextPool::new(model, params, contexts, queue)?;
-        let n_ctx = pool.n_ctx();
         Ok(Arc::new(AppState {
             model,
             model_name: model_name.into(),
             pool,
-            n_ctx,
             metrics: metrics::Metrics::default(),
         }))
     }
