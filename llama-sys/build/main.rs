@@ -84,9 +84,9 @@ fn main() {
     });
     let prefix = cmake_build::build(&source.root, &options);
     let link_line = link::emit(&prefix, cuda_root.as_deref(), options.vulkan, options.metal);
-    build_shim();
-
     let include_dir = prefix.join("include");
+    build_shim(&include_dir);
+
     generate_bindings(&ctx, &include_dir, &out_dir);
 
     // `links = "llama"` metadata, visible to dependents as DEP_LLAMA_*.
@@ -163,12 +163,16 @@ fn options(ctx: &Context) -> cmake_build::Options {
     }
 }
 
-/// Compiles `shim/regex.cpp`, the std::regex checks llama-safe uses.
-fn build_shim() {
+/// Compiles the C++ shims llama-safe uses: `shim/regex.cpp` (std::regex
+/// checks) and `shim/firewall.cpp` (entry points that may throw, wrapped so
+/// no C++ exception reaches Rust).
+fn build_shim(include_dir: &Path) {
     cc::Build::new()
         .cpp(true)
         .std("c++17")
+        .include(include_dir)
         .file("shim/regex.cpp")
+        .file("shim/firewall.cpp")
         .cpp_link_stdlib(None)
         .warnings(false)
         .compile("llama_sys_shim");

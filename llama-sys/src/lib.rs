@@ -53,3 +53,82 @@ extern "C" {
         text: *const core::ffi::c_char,
     ) -> core::ffi::c_int;
 }
+
+// The exception firewall (`shim/firewall.cpp`): llama.cpp entry points that
+// can let a C++ exception escape, wrapped so that none reaches Rust (which
+// would abort the process). Each returns 0 when the wrapped call returned,
+// with its result in `out`, or 1 when it threw, with the message in
+// [`llama_sys_last_exception`].
+#[allow(missing_docs)]
+extern "C" {
+    /// The message of the last exception a wrapper caught on this thread
+    /// (empty if none); valid until the next wrapper call on this thread.
+    pub fn llama_sys_last_exception() -> *const core::ffi::c_char;
+
+    pub fn llama_sys_sampler_sample(
+        smpl: *mut llama_sampler,
+        ctx: *mut llama_context,
+        idx: i32,
+        out: *mut llama_token,
+    ) -> core::ffi::c_int;
+
+    pub fn llama_sys_sampler_accept(
+        smpl: *mut llama_sampler,
+        token: llama_token,
+    ) -> core::ffi::c_int;
+
+    pub fn llama_sys_sampler_init_grammar(
+        vocab: *const llama_vocab,
+        grammar: *const core::ffi::c_char,
+        root: *const core::ffi::c_char,
+        out: *mut *mut llama_sampler,
+    ) -> core::ffi::c_int;
+
+    pub fn llama_sys_tokenize(
+        vocab: *const llama_vocab,
+        text: *const core::ffi::c_char,
+        text_len: i32,
+        tokens: *mut llama_token,
+        n_tokens_max: i32,
+        add_special: bool,
+        parse_special: bool,
+        out: *mut i32,
+    ) -> core::ffi::c_int;
+
+    pub fn llama_sys_token_to_piece(
+        vocab: *const llama_vocab,
+        token: llama_token,
+        buf: *mut core::ffi::c_char,
+        length: i32,
+        lstrip: i32,
+        special: bool,
+        out: *mut i32,
+    ) -> core::ffi::c_int;
+
+    pub fn llama_sys_detokenize(
+        vocab: *const llama_vocab,
+        tokens: *const llama_token,
+        n_tokens: i32,
+        text: *mut core::ffi::c_char,
+        text_len_max: i32,
+        remove_special: bool,
+        unparse_special: bool,
+        out: *mut i32,
+    ) -> core::ffi::c_int;
+
+    pub fn llama_sys_chat_apply_template(
+        tmpl: *const core::ffi::c_char,
+        chat: *const llama_chat_message,
+        n_msg: usize,
+        add_ass: bool,
+        buf: *mut core::ffi::c_char,
+        length: i32,
+        out: *mut i32,
+    ) -> core::ffi::c_int;
+
+    pub fn llama_sys_decode(
+        ctx: *mut llama_context,
+        batch: llama_batch,
+        out: *mut i32,
+    ) -> core::ffi::c_int;
+}

@@ -1,0 +1,94 @@
+// The exception firewall: llama.cpp is C++ and several of its C entry points
+// let a C++ exception escape (a grammar that reaches a dead end throws
+// "Unexpected empty grammar stack" out of llama_sampler_sample; vocabulary
+// lookups use std::vector::at and std::map::at; allocation can throw
+// std::bad_alloc anywhere). An exception that reaches Rust aborts the
+// process ("Rust cannot catch foreign exceptions"), so every such entry point
+// is called through a wrapper here that catches everything and returns a
+// status instead. The message of the last exception caught on this thread
+// is kept for llama_sys_last_exception().
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <string>
+
+#include "llama.h"
+
+namespace {
+
+thread_local std::string last_exception;
+
+// Runs `f`; returns 0 when it returned normally, 1 when it threw (the
+// message is kept in last_exception).
+template <typename F> int guarded(F && f) noexcept {
+    try {
+        f();
+        return 0;
+    } catch (const std::exception & e) {
+        try {
+            last_exception = e.what();
+        } catch (...) {
+            // Out of memory while keeping the message: keep the status.
+        }
+        return 1;
+    } catch (...) {
+        try {
+            last_exception = "unknown C++ exception";
+        } catch (...) {
+        }
+        return 1;
+    }
+}
+
+} // namespace
+
+extern "C" {
+
+// The message of the last exception a wrapper below caught on this thread
+// (empty if none). Valid until the next wrapper call on this thread.
+const char * llama_sys_last_exception(void) {
+    return last_exception.c_str();
+}
+
+int llama_sys_sampler_sample(llama_sampler * smpl, llama_context * ctx, int32_t idx, llama_token * out) {
+    return guarded([&] { *out = llama_sampler_sample(smpl, ctx, idx); });
+}
+
+int llama_sys_sampler_accept(llama_sampler * smpl, llama_token token) {
+    return guarded([&] { llama_sampler_accept(smpl, token); });
+}
+
+int llama_sys_sampler_init_grammar(const llama_vocab * vocab, const char * grammar, const char * root,
+                                   llama_sampler ** out) {
+    return guarded([&] { *out = llama_sampler_init_grammar(vocab, grammar, root); });
+}
+
+int llama_sys_tokenize(const llama_vocab * vocab, const char * text, int32_t text_len, llama_token * tokens,
+                       int32_t n_tokens_max, bool add_special, bool parse_special, int32_t * out) {
+    return guarded([&] {
+        *out = llama_tokenize(vocab, text, text_len, tokens, n_tokens_max, add_special, parse_special);
+    });
+}
+
+int llama_sys_token_to_piece(const llama_vocab * vocab, llama_token token, char * buf, int32_t length,
+                             int32_t lstrip, bool special, int32_t * out) {
+    return guarded([&] { *out = llama_token_to_piece(vocab, token, buf, length, lstrip, special); });
+}
+
+int llama_sys_detokenize(const llama_vocab * vocab, const llama_token * tokens, int32_t n_tokens, char * text,
+                         int32_t text_len_max, bool remove_special, bool unparse_special, int32_t * out) {
+    return guarded([&] {
+        *out = llama_detokenize(vocab, tokens, n_tokens, text, text_len_max, remove_special, unparse_special);
+    });
+}
+
+int llama_sys_chat_apply_template(const char * tmpl, const llama_chat_message * chat, size_t n_msg, bool add_ass,
+                                  char * buf, int32_t length, int32_t * out) {
+    return guarded([&] { *out = llama_chat_apply_template(tmpl, chat, n_msg, add_ass, buf, length); });
+}
+
+int llama_sys_decode(llama_context * ctx, llama_batch batch, int32_t * out) {
+    return guarded([&] { *out = llama_decode(ctx, batch); });
+}
+
+} // extern "C"
