@@ -59,18 +59,22 @@ impl LlamaModel {
             .collect();
         let mut buf = vec![0u8; 1024 + messages.iter().map(|m| m.content.len() * 2).sum::<usize>()];
         loop {
+            let mut n = 0;
             // SAFETY: every pointer refers to `owned`/`template`, alive for the
-            // call; buf is writable for its length.
-            let n = unsafe {
-                llama_sys::llama_chat_apply_template(
+            // call; buf is writable for its length; a throw is caught by the
+            // firewall.
+            let status = unsafe {
+                llama_sys::llama_sys_chat_apply_template(
                     template.as_ptr(),
                     raw.as_ptr(),
                     raw.len(),
                     add_assistant,
                     buf.as_mut_ptr().cast(),
-                    buf.len() as i32,
+                    i32::try_from(buf.len()).unwrap_or(i32::MAX),
+                    &mut n,
                 )
             };
+            crate::ffi::check("llama_chat_apply_template", status)?;
             if n < 0 {
                 return Err(Error::ChatTemplate {
                     reason: "llama.cpp does not support this model's template".into(),

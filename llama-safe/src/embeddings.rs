@@ -30,7 +30,7 @@ impl LlamaModel {
     /// let mut ctx = LlamaContext::new(&model, &params)?;
     /// let vectors = model.embed(&mut ctx, &["one tiny model", "many experts"], true)?;
     /// assert_eq!(vectors.len(), 2);
-    /// assert_eq!(vectors[0].len(), model.n_embd() as usize);
+    /// assert_eq!(vectors[0].len(), model.n_embd_out() as usize);
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
     pub fn embed(

@@ -187,6 +187,49 @@ pub enum Error {
         /// What went wrong, in llama.cpp's words where it gave any.
         reason: String,
     },
+    /// A llama.cpp call threw a C++ exception; the exception firewall in
+    /// llama-sys caught it before it could reach Rust.
+    #[error("llama.cpp threw in {call}: {message}")]
+    Exception {
+        /// The llama.cpp function that threw.
+        call: &'static str,
+        /// The exception's message (`what()`).
+        message: String,
+    },
+    /// The grammar allows no further token (it is complete, or every token
+    /// it allows is banned); [`generate`](crate::LlamaModel::generate) ends
+    /// with [`StopReason::GrammarDeadEnd`](crate::StopReason::GrammarDeadEnd) instead.
+    #[error("grammar dead end: {reason}")]
+    GrammarDeadEnd {
+        /// llama.cpp's message.
+        reason: String,
+    },
+    /// An object of one model was used with a context of another.
+    #[error("{what} belongs to another model than the context")]
+    ModelMismatch {
+        /// What was mixed up (a sampler, a generation).
+        what: &'static str,
+    },
+    /// The model file holds a value the pinned llama.cpp would abort on (a
+    /// `GGML_ASSERT` in its loader or at the first decode), found before
+    /// llama.cpp sees it; `key` is the metadata key (after key/value
+    /// overrides) or a description of the structure concerned.
+    #[error("invalid model {path}: {key}: {reason}")]
+    InvalidModel {
+        /// The path concerned.
+        path: PathBuf,
+        /// The metadata key or structure concerned.
+        key: String,
+        /// Why the value cannot be loaded.
+        reason: String,
+    },
+    /// An operation the model cannot do (a context on a vocabulary-only
+    /// model, say).
+    #[error("unsupported: {reason}")]
+    Unsupported {
+        /// What and why.
+        reason: String,
+    },
     /// Embeddings were asked of a context that cannot give them.
     #[error("embeddings: {reason}")]
     Embeddings {

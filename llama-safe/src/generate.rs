@@ -51,6 +51,9 @@ pub enum StopReason {
     StopString,
     /// The cancel flag was set.
     Cancelled,
+    /// The grammar allows no further token: it is complete, or every token
+    /// it allows is banned (a logit bias of -inf, say).
+    GrammarDeadEnd,
 }
 
 /// One piece of generated text.
@@ -99,7 +102,7 @@ pub enum Event {
 /// An iterator of [`Event`]s: pieces of text, then one `Done`.
 pub struct Generation<'c, 'm> {
     ctx: &'c mut LlamaContext<'m>,
-    sampler: Sampler,
+    sampler: Sampler<'m>,
     options: GenerateOptions,
     utf8: Utf8Stream,
     /// Text held back because it might be the start of a stop string.
@@ -131,12 +134,19 @@ impl LlamaModel {
     /// assert_eq!(text, DEMO_CONTINUATION);
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
+    ///
+    /// A context over another model than `self` is [`Error::ModelMismatch`].
     pub fn generate<'c, 'm>(
         &'m self,
         ctx: &'c mut LlamaContext<'m>,
         prompt: &str,
         options: &GenerateOptions,
     ) -> Result<Generation<'c, 'm>> {
+        if !std::ptr::eq(ctx.model(), self) {
+            return Err(Error::ModelMismatch {
+                what: "the generation",
+            });
+        }
         let start = Instant::now();
         let add_bos = options.add_bos && ctx.n_past() == 0;
         let tokens = self.tokenize(prompt, add_bos, options.parse_special)?;
@@ -254,7 +264,12 @@ impl Generation<'_, '_> {
             return Ok(self.finish(StopReason::MaxTokens, Token(-1)));
         }
         let model = self.ctx.model();
-        let token = self.sampler.sample(self.ctx)?;
+        let token = match self.sampler.sample(self.ctx) {
+            Err(Error::GrammarDeadEnd { .. }) => {
+                return Ok(self.finish(StopReason::GrammarDeadEnd, Token(-1)));
+            }
+            other => other?,
+        };
         let now = Instant::now();
         self.first_token.get_or_insert(now);
         self.last_token = now;

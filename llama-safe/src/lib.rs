@@ -26,16 +26,19 @@
 
 pub mod backend;
 mod chat;
+pub mod check;
 pub mod context;
 pub mod demo;
 mod embeddings;
 mod error;
+mod ffi;
 pub mod generate;
 pub mod gguf;
 pub mod logging;
 mod model;
 pub mod model_params;
 pub mod moe;
+pub mod pattern_limits;
 pub mod placement;
 pub mod plan;
 #[cfg(feature = "rpc")]

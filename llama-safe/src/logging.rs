@@ -69,13 +69,16 @@ pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<LogLine>) {
     install();
     let previous = THREAD_LOG.with(|t| t.borrow_mut().capture.replace(Vec::new()));
     let result = f();
-    let lines = THREAD_LOG.with(|t| {
+    let (lines, last) = THREAD_LOG.with(|t| {
         let mut t = t.borrow_mut();
-        flush(&mut t);
+        let last = flush(&mut t);
         let lines = t.capture.take().unwrap_or_default();
         t.capture = previous;
-        lines
+        (lines, last)
     });
+    // The application's logger runs with nothing borrowed, so it may call
+    // back into this crate.
+    emit(last);
     (result, lines)
 }
 
@@ -117,40 +120,58 @@ fn handle(level: llama_sys::ggml_log_level, text: &str) {
         // CONT continues the previous message; NONE is treated the same.
         _ => None,
     };
+    let mut complete = Vec::new();
     let _ = THREAD_LOG.try_with(|t| {
+        // Nothing that runs while this is borrowed calls out of the crate,
+        // so the borrow cannot be taken twice.
         let Ok(mut t) = t.try_borrow_mut() else {
             return;
         };
         if let Some(level) = level {
             if !t.partial.is_empty() {
-                flush(&mut t);
+                complete.extend(flush(&mut t));
             }
             t.partial_level = Some(level);
         }
         let mut rest = text;
         while let Some(at) = rest.find('\n') {
             t.partial.push_str(&rest[..at]);
-            flush(&mut t);
+            complete.extend(flush(&mut t));
             rest = &rest[at + 1..];
         }
         t.partial.push_str(rest);
     });
+    for line in complete {
+        emit(Some(line));
+    }
 }
 
-fn flush(t: &mut ThreadLog) {
+/// Ends the line being assembled: keeps it in the capture, if one is on,
+/// and returns it for [`emit`].
+fn flush(t: &mut ThreadLog) -> Option<LogLine> {
     if t.partial.is_empty() {
-        return;
+        return None;
     }
-    let level = t.partial_level.unwrap_or(LogLevel::Info);
-    let text = std::mem::take(&mut t.partial);
-    let log_level = match level {
+    let line = LogLine {
+        level: t.partial_level.unwrap_or(LogLevel::Info),
+        text: std::mem::take(&mut t.partial),
+    };
+    if let Some(capture) = t.capture.as_mut() {
+        capture.push(line.clone());
+    }
+    Some(line)
+}
+
+/// Hands a line to the application's logger.
+fn emit(line: Option<LogLine>) {
+    let Some(line) = line else {
+        return;
+    };
+    let log_level = match line.level {
         LogLevel::Error => log::Level::Error,
         LogLevel::Warn => log::Level::Warn,
         LogLevel::Info => log::Level::Info,
         LogLevel::Debug => log::Level::Debug,
     };
-    log::log!(target: TARGET, log_level, "{text}");
-    if let Some(capture) = t.capture.as_mut() {
-        capture.push(LogLine { level, text });
-    }
+    log::log!(target: TARGET, log_level, "{}", line.text);
 }

@@ -25,6 +25,7 @@ pub struct LlamaModel {
     raw: NonNull<llama_sys::llama_model>,
     path: PathBuf,
     placement: Placement,
+    vocab_only: bool,
     _backend: LlamaBackend,
 }
 
@@ -66,32 +67,26 @@ impl LlamaModel {
     ) -> Result<LlamaModel> {
         let path = path.as_ref();
         let file = GgufFile::open(path)?;
-        let block_count = u32::try_from(file.block_count().unwrap_or(0)).unwrap_or(u32::MAX);
-        let mut raw_params = params.materialize(block_count)?;
-        let c = c_path(path)?;
-        let raw = raw_params.raw();
-        // SAFETY: `c` is a valid C string, and every pointer in `raw` points
-        // into `raw_params`, which outlives this call.
-        let (model, lines) =
-            logging::capture(|| unsafe { llama_sys::llama_model_load_from_file(c.as_ptr(), raw) });
-        let Some(raw) = NonNull::new(model) else {
-            if raw_params.progress.cancelled {
-                return Err(Error::LoadCancelled {
-                    path: path.to_path_buf(),
-                });
-            }
-            return Err(Error::Load {
-                path: path.to_path_buf(),
-                reason: logging::reason(&lines),
-            });
-        };
+        let (raw, lines) = load_checked(&file, params, false)?;
         let placement = Placement::from_log(&lines, &file.tensors());
         Ok(LlamaModel {
             raw,
             path: path.to_path_buf(),
             placement,
+            vocab_only: params.vocab_only(),
             _backend: backend.clone(),
         })
+    }
+
+    /// Runs llama.cpp's loader on `file` without allocating or reading any
+    /// weights (`no_alloc`), the way a dry run checks that a load would
+    /// succeed: the same checks, hparams, vocabulary and tensor table.
+    pub(crate) fn dry_load(file: &GgufFile, params: &LlamaModelParams) -> Result<()> {
+        let (raw, _) = load_checked(file, params, true)?;
+        // SAFETY: raw came from llama_model_load_from_file and is freed once,
+        // here; nothing else refers to it.
+        unsafe { llama_sys::llama_model_free(raw.as_ptr()) };
+        Ok(())
     }
 
     pub(crate) fn as_ptr(&self) -> *mut llama_sys::llama_model {
@@ -101,6 +96,13 @@ impl LlamaModel {
     pub(crate) fn vocab(&self) -> *const llama_sys::llama_vocab {
         // SAFETY: the model is live; the vocab lives as long as it.
         unsafe { llama_sys::llama_model_get_vocab(self.raw.as_ptr()) }
+    }
+
+    /// Whether only the vocabulary was loaded
+    /// ([`with_vocab_only`](LlamaModelParams::with_vocab_only)): such a
+    /// model tokenizes, but has no weights to run.
+    pub fn is_vocab_only(&self) -> bool {
+        self.vocab_only
     }
 
     /// The file it was loaded from.
@@ -164,6 +166,13 @@ impl LlamaModel {
         unsafe { llama_sys::llama_model_n_embd(self.raw.as_ptr()) }.max(0) as u32
     }
 
+    /// Width of the embeddings the model outputs (`n_embd` unless the
+    /// architecture projects them, e.g. models with `embedding_length_out`).
+    pub fn n_embd_out(&self) -> u32 {
+        // SAFETY: model is live.
+        unsafe { llama_sys::llama_model_n_embd_out(self.raw.as_ptr()) }.max(0) as u32
+    }
+
     /// Vocabulary size.
     pub fn n_vocab(&self) -> u32 {
         // SAFETY: the vocab lives as long as the model.
@@ -225,5 +234,44 @@ impl LlamaModel {
             }
             buf.resize(n + 1, 0);
         }
+    }
+}
+
+/// Checks `file` against what llama.cpp would abort on ([`crate::check`]),
+/// then loads it (`no_alloc`: metadata only), returning the model and what
+/// llama.cpp logged on this thread meanwhile.
+fn load_checked(
+    file: &GgufFile,
+    params: &LlamaModelParams,
+    no_alloc: bool,
+) -> Result<(NonNull<llama_sys::llama_model>, Vec<logging::LogLine>)> {
+    let path = file.path();
+    crate::check::model(file, params)?;
+    let block_count = u32::try_from(file.block_count().unwrap_or(0)).unwrap_or(u32::MAX);
+    let mut raw_params = params.materialize(block_count)?;
+    let c = c_path(path)?;
+    let mut raw = raw_params.raw();
+    if no_alloc {
+        // llama.cpp's memory-fit pass loads this way: no_alloc asserts
+        // against mmap (GGML_ASSERT(!ml.no_alloc) in load_tensors).
+        raw.no_alloc = true;
+        raw.load_mode = llama_sys::LLAMA_LOAD_MODE_NONE;
+        raw.progress_callback = None;
+        raw.progress_callback_user_data = std::ptr::null_mut();
+    }
+    // SAFETY: `c` is a valid C string, and every pointer in `raw` points
+    // into `raw_params`, which outlives this call; the values llama.cpp
+    // asserts on were checked above.
+    let (model, lines) =
+        logging::capture(|| unsafe { llama_sys::llama_model_load_from_file(c.as_ptr(), raw) });
+    match NonNull::new(model) {
+        Some(model) => Ok((model, lines)),
+        None if raw_params.progress.cancelled => Err(Error::LoadCancelled {
+            path: path.to_path_buf(),
+        }),
+        None => Err(Error::Load {
+            path: path.to_path_buf(),
+            reason: logging::reason(&lines),
+        }),
     }
 }

@@ -228,7 +228,9 @@ impl LlamaModelParams {
 
     /// Called with the load progress (0.0 to 1.0). Returning `false`, or
     /// panicking, cancels the load cleanly with
-    /// [`Error::LoadCancelled`].
+    /// [`Error::LoadCancelled`]. It is never re-entered: a load started from
+    /// inside a progress callback (with a clone of these params, say) runs
+    /// without reporting progress.
     pub fn with_progress_callback(
         mut self,
         callback: impl FnMut(f32) -> bool + Send + 'static,
@@ -287,6 +289,21 @@ impl LlamaModelParams {
             MoeMode::FirstLayers(n)
         };
         self
+    }
+
+    /// How the weights will be read.
+    pub fn load_mode(&self) -> LoadMode {
+        self.load_mode
+    }
+
+    /// Whether only the vocabulary is loaded.
+    pub fn vocab_only(&self) -> bool {
+        self.vocab_only
+    }
+
+    /// The key/value overrides, in order.
+    pub fn kv_overrides(&self) -> impl Iterator<Item = (&str, &KvValue)> {
+        self.kv_overrides.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// The MoE mode set by the last MoE builder.
@@ -432,11 +449,27 @@ unsafe extern "C" fn progress_trampoline(progress: f32, user_data: *mut c_void) 
     let Some(callback) = state.callback.as_ref() else {
         return true;
     };
+    thread_local! {
+        /// Set while this thread runs a progress callback.
+        static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if IN_CALLBACK.with(|c| c.get()) {
+        // A load started from inside a progress callback: calling a
+        // callback again would re-enter it (and deadlock on its lock when it
+        // is the same one), so the nested load reports no progress.
+        return true;
+    }
     let keep_going = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        IN_CALLBACK.with(|c| c.set(true));
         let mut f = callback.lock().unwrap_or_else(|e| e.into_inner());
-        f(progress)
+        let keep_going = f(progress);
+        IN_CALLBACK.with(|c| c.set(false));
+        keep_going
     }))
-    .unwrap_or(false);
+    .unwrap_or_else(|_| {
+        IN_CALLBACK.with(|c| c.set(false));
+        false
+    });
     if !keep_going {
         state.cancelled = true;
     }

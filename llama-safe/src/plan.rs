@@ -76,6 +76,11 @@ impl LlamaModelParams {
     /// tensor table alone (no weights are read), matching patterns with the
     /// same regex engine and first-match rule as llama.cpp.
     ///
+    /// It is a real pre-check: the file goes through the same checks as
+    /// [`LlamaModel::load`](crate::LlamaModel::load) and through llama.cpp's
+    /// loader without allocating weights, so a file or params that `load`
+    /// rejects give the same error here.
+    ///
     /// ```no_run
     /// let plan = llama_safe::LlamaModelParams::default().with_n_cpu_moe(10).plan("model.gguf")?;
     /// println!("{} of {} expert layers on the CPU", plan.expert_layers_moved(), plan.expert_layers.len());
@@ -83,6 +88,8 @@ impl LlamaModelParams {
     /// ```
     pub fn plan(&self, path: impl AsRef<Path>) -> Result<Plan> {
         let file = GgufFile::open(path)?;
+        crate::backend::LlamaBackend::init();
+        crate::model::LlamaModel::dry_load(&file, self)?;
         let block_count = u32::try_from(file.block_count().unwrap_or(0)).unwrap_or(u32::MAX);
         let overrides = self.effective_overrides(block_count);
         let tensors = file.tensors();

@@ -98,56 +98,100 @@ impl SamplingOptions {
     }
 }
 
-/// A llama.cpp sampler chain. `Send`, not `Sync`.
-pub struct Sampler {
-    raw: NonNull<llama_sys::llama_sampler>,
+/// A llama.cpp sampler chain over one model's vocabulary. `Send`, not `Sync`.
+///
+/// It borrows its model: a grammar sampler keeps a pointer to the model's
+/// vocabulary, so the model must outlive it. This does not compile:
+///
+/// ```compile_fail
+/// use llama_safe::{demo::DemoModel, LlamaBackend, LlamaModel, Sampler, SamplingOptions};
+/// let backend = LlamaBackend::init();
+/// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
+/// let sampler = Sampler::new(&model, &SamplingOptions::greedy())?;
+/// drop(model); // error: `model` is still borrowed by `sampler`
+/// drop(sampler);
+/// # Ok::<(), llama_safe::Error>(())
+/// ```
+pub struct Sampler<'model> {
+    chain: Chain,
+    model: &'model LlamaModel,
 }
 
-// SAFETY: the chain is owned and only used through `&mut self`.
-unsafe impl Send for Sampler {}
+/// The owned llama.cpp chain. Its `Drop` lives here, on a type without the
+/// model's lifetime, so a sampler may still be dropped after its model (at
+/// the end of a scope, say) while any *use* after the model is gone does not
+/// compile.
+struct Chain(NonNull<llama_sys::llama_sampler>);
 
-impl Drop for Sampler {
+// SAFETY: the chain is owned and only used through `&mut Sampler`; the
+// model it refers to is Sync.
+unsafe impl Send for Chain {}
+
+impl Drop for Chain {
     fn drop(&mut self) {
-        // SAFETY: raw came from llama_sampler_chain_init; the chain frees the
-        // samplers added to it.
-        unsafe { llama_sys::llama_sampler_free(self.raw.as_ptr()) };
+        // SAFETY: the pointer came from llama_sampler_chain_init and is freed
+        // once; the chain frees the samplers added to it. Freeing reads no
+        // vocabulary (llama_sampler_grammar_free only deletes its own
+        // grammar), so it is sound after the model is gone.
+        unsafe { llama_sys::llama_sampler_free(self.0.as_ptr()) };
     }
 }
 
-impl std::fmt::Debug for Sampler {
+impl std::fmt::Debug for Sampler<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sampler").finish_non_exhaustive()
     }
 }
 
-impl Sampler {
-    /// Builds the chain for `options` over `model`'s vocabulary.
-    pub fn new(model: &LlamaModel, options: &SamplingOptions) -> Result<Sampler> {
+impl<'model> Sampler<'model> {
+    /// Builds the chain for `options` over `model`'s vocabulary. A grammar
+    /// that does not parse is [`Error::InvalidParameter`] with llama.cpp's
+    /// reason; a logit bias on a token outside the vocabulary is
+    /// [`Error::InvalidToken`].
+    pub fn new(model: &'model LlamaModel, options: &SamplingOptions) -> Result<Sampler<'model>> {
+        let n_vocab = model.n_vocab() as i32;
+        if let Some((t, _)) = options
+            .logit_bias
+            .iter()
+            .find(|(t, _)| t.0 < 0 || t.0 >= n_vocab)
+        {
+            return Err(Error::InvalidToken {
+                token: t.0,
+                n_vocab: n_vocab as u32,
+            });
+        }
         // SAFETY: returns a plain struct; the chain is owned by the Sampler
         // from here on, so an early return frees it in Drop.
         let chain = unsafe {
             llama_sys::llama_sampler_chain_init(llama_sys::llama_sampler_chain_default_params())
         };
         let mut sampler = Sampler {
-            raw: NonNull::new(chain).ok_or_else(|| Error::InvalidParameter {
+            chain: Chain(NonNull::new(chain).ok_or_else(|| Error::InvalidParameter {
                 name: "sampler",
                 reason: "llama.cpp could not create a sampler chain".into(),
-            })?,
+            })?),
+            model,
         };
-        let n_vocab = model.n_vocab() as i32;
         let o = options;
         if let Some(grammar) = &o.grammar {
+            // The grammar sampler renders every token of the vocabulary.
+            model.check_vocab()?;
             let text = CString::new(grammar.as_str()).map_err(|_| Error::NulByte {
                 what: "the grammar",
             })?;
-            // SAFETY: both strings are valid C strings; NULL means a parse error.
-            let (g, lines) = crate::logging::capture(|| unsafe {
-                llama_sys::llama_sampler_init_grammar(
+            let mut g = std::ptr::null_mut();
+            // SAFETY: both strings are valid C strings and the vocab lives
+            // as long as 'model, which the sampler borrows; NULL means a
+            // parse error, a throw is caught by the firewall.
+            let (status, lines) = crate::logging::capture(|| unsafe {
+                llama_sys::llama_sys_sampler_init_grammar(
                     model.vocab(),
                     text.as_ptr(),
                     c"root".as_ptr(),
+                    &mut g,
                 )
             });
+            crate::ffi::check("llama_sampler_init_grammar", status)?;
             if g.is_null() {
                 return Err(Error::InvalidParameter {
                     name: "grammar",
@@ -214,13 +258,15 @@ impl Sampler {
     fn add(&mut self, s: *mut llama_sys::llama_sampler) {
         if !s.is_null() {
             // SAFETY: the chain takes ownership of s.
-            unsafe { llama_sys::llama_sampler_chain_add(self.raw.as_ptr(), s) };
+            unsafe { llama_sys::llama_sampler_chain_add(self.chain.0.as_ptr(), s) };
         }
     }
 
     /// Samples the next token from the last logits of `ctx` and records it
     /// (for penalties and grammars). A context whose last decode kept no
     /// logits (a fresh, cleared or restored one) is [`Error::NoLogits`].
+    /// A context over another model is [`Error::ModelMismatch`]; a grammar
+    /// with no way forward is [`Error::GrammarDeadEnd`].
     pub fn sample(&mut self, ctx: &mut LlamaContext<'_>) -> Result<Token> {
         match ctx.last_output() {
             Some(i) => self.sample_ith(ctx, i),
@@ -232,19 +278,46 @@ impl Sampler {
     /// [`decode_batch`](LlamaContext::decode_batch) (one sampler per
     /// sequence keeps their penalties apart).
     pub fn sample_ith(&mut self, ctx: &mut LlamaContext<'_>, i: usize) -> Result<Token> {
+        if !std::ptr::eq(ctx.model(), self.model) {
+            return Err(Error::ModelMismatch {
+                what: "the sampler",
+            });
+        }
         if ctx.logits_ith(i).is_none() {
             return Err(Error::NoLogits { index: Some(i) });
         }
-        // SAFETY: both are live, and entry i has logits (checked above), so
-        // llama.cpp's assert on them holds.
-        Ok(Token(unsafe {
-            llama_sys::llama_sampler_sample(self.raw.as_ptr(), ctx.as_ptr(), i as i32)
-        }))
+        let mut token = 0;
+        // SAFETY: both are live and over the same model (checked above, so
+        // the vocabulary sizes agree), and entry i has logits, so
+        // llama.cpp's asserts on them hold; a throw (a grammar dead end) is
+        // caught by the firewall.
+        let status = unsafe {
+            llama_sys::llama_sys_sampler_sample(
+                self.chain.0.as_ptr(),
+                ctx.as_ptr(),
+                i as i32,
+                &mut token,
+            )
+        };
+        crate::ffi::check("llama_sampler_sample", status)?;
+        Ok(Token(token))
+    }
+
+    /// Records `token` as chosen without sampling it (for penalties and
+    /// grammars), e.g. for a prompt's tokens. A token outside the
+    /// vocabulary is [`Error::InvalidToken`]; a token the grammar does not
+    /// allow is [`Error::GrammarDeadEnd`].
+    pub fn accept(&mut self, token: Token) -> Result<()> {
+        self.model.check_token(token)?;
+        // SAFETY: the chain is live and the token in the vocabulary; a throw
+        // (a grammar rejecting the token) is caught by the firewall.
+        let status = unsafe { llama_sys::llama_sys_sampler_accept(self.chain.0.as_ptr(), token.0) };
+        crate::ffi::check("llama_sampler_accept", status)
     }
 
     /// Forgets the tokens seen (penalties, grammar state).
     pub fn reset(&mut self) {
         // SAFETY: the chain is live.
-        unsafe { llama_sys::llama_sampler_reset(self.raw.as_ptr()) };
+        unsafe { llama_sys::llama_sampler_reset(self.chain.0.as_ptr()) };
     }
 }

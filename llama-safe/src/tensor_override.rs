@@ -50,6 +50,12 @@ impl TensorPattern {
     /// Checks `pattern` with the same regex engine llama.cpp uses, so an
     /// invalid one fails here, naming the pattern, not deep inside a load.
     ///
+    /// Patterns are bounded so that engine can neither overflow its stack
+    /// nor run away (see [`pattern_limits`](crate::pattern_limits)): at most
+    /// 256 bytes, groups nested at most 8 deep, no repeated group holding a
+    /// repetition or an alternation (`(a*)*`, `(a|aa)*`), at most 3
+    /// repetitions with counts up to 63, no back-references.
+    ///
     /// ```
     /// use llama_safe::TensorPattern;
     /// assert!(TensorPattern::new(r"blk\.\d+\.ffn_up_exps").is_ok());
@@ -66,6 +72,7 @@ impl TensorPattern {
             ));
         }
         let c = CString::new(pattern).map_err(|_| invalid("contains a NUL byte".into()))?;
+        crate::pattern_limits::check(pattern).map_err(invalid)?;
         let mut err = [0 as c_char; 256];
         // SAFETY: c is a C string; err is writable for its length.
         let ok =
@@ -104,11 +111,18 @@ impl TensorPattern {
     /// assert!(p.is_match("blk.1.ffn_up_exps.weight"));
     /// assert!(!p.is_match("blk.11.ffn_up_exps.weight"));
     /// ```
+    ///
+    /// A text longer than a tensor name can be (63 bytes) never matches.
     pub fn is_match(&self, tensor_name: &str) -> bool {
+        if tensor_name.len() > crate::pattern_limits::MAX_NAME_LEN {
+            return false; // no tensor has this name; std::regex recurses per byte
+        }
         let Ok(name) = CString::new(tensor_name) else {
             return false;
         };
-        // SAFETY: both are C strings; the pattern compiled in `new`.
+        // SAFETY: both are C strings; the pattern compiled in `new`, within
+        // bounds that keep std::regex's recursion and backtracking small
+        // for a text of at most 63 bytes.
         unsafe { llama_sys::llama_sys_regex_search(self.c.as_ptr(), name.as_ptr()) == 1 }
     }
 }

@@ -12,15 +12,20 @@ impl LlamaModel {
     /// model asks for one; `parse_special` turns special-token text (like
     /// `<|im_start|>`) into those tokens instead of plain text.
     pub fn tokenize(&self, text: &str, add_bos: bool, parse_special: bool) -> Result<Vec<Token>> {
+        self.check_vocab()?;
+        if add_bos {
+            self.check_specials()?;
+        }
         let len = i32::try_from(text.len()).map_err(|_| Error::Tokenize {
             reason: "text longer than 2 GiB".into(),
         })?;
         let mut out = vec![0i32; text.len() + 2];
         loop {
+            let mut n = 0;
             // SAFETY: text is valid for len bytes (no NUL needed); out is
-            // writable for its length.
-            let n = unsafe {
-                llama_sys::llama_tokenize(
+            // writable for its length; a throw is caught by the firewall.
+            let status = unsafe {
+                llama_sys::llama_sys_tokenize(
                     self.vocab(),
                     text.as_ptr().cast(),
                     len,
@@ -28,8 +33,10 @@ impl LlamaModel {
                     out.len() as i32,
                     add_bos,
                     parse_special,
+                    &mut n,
                 )
             };
+            crate::ffi::check("llama_tokenize", status)?;
             if n >= 0 {
                 out.truncate(n as usize);
                 return Ok(out.into_iter().map(Token).collect());
@@ -51,18 +58,22 @@ impl LlamaModel {
         self.check_token(token)?;
         let mut buf = vec![0u8; 32];
         loop {
-            // SAFETY: the token is in the vocabulary (llama.cpp would throw
-            // through C otherwise); buf is writable for its length.
-            let n = unsafe {
-                llama_sys::llama_token_to_piece(
+            let mut n = 0;
+            // SAFETY: the token is in the vocabulary (checked above: llama.cpp
+            // indexes its tables with it); buf is writable for its length; a
+            // throw is caught by the firewall.
+            let status = unsafe {
+                llama_sys::llama_sys_token_to_piece(
                     self.vocab(),
                     token.0,
                     buf.as_mut_ptr().cast(),
                     buf.len() as i32,
                     0,
                     special,
+                    &mut n,
                 )
             };
+            crate::ffi::check("llama_token_to_piece", status)?;
             if n >= 0 {
                 buf.truncate(n as usize);
                 return Ok(buf);
@@ -131,7 +142,58 @@ impl LlamaModel {
         Ok(TokenAttrs(raw))
     }
 
-    fn check_token(&self, token: Token) -> Result<()> {
+    /// llama.cpp asserts a tokenizer on every vocabulary call but
+    /// `is_eog` and the counts; a model whose `tokenizer.ggml.model` is
+    /// `none` or `no_vocab` has none.
+    pub(crate) fn check_vocab(&self) -> Result<()> {
+        // SAFETY: the vocab lives with the model.
+        if unsafe { llama_sys::llama_vocab_type(self.vocab()) } == llama_sys::LLAMA_VOCAB_TYPE_NONE
+        {
+            return Err(Error::Unsupported {
+                reason: "the model has no tokenizer (tokenizer.ggml.model is none)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// llama.cpp asserts that the special tokens a tokenization adds exist
+    /// (`llama_vocab::impl::tokenize`: BOS and EOS where the vocabulary adds
+    /// them, and for WPM always the CLS/BOS and SEP tokens).
+    fn check_specials(&self) -> Result<()> {
+        let vocab = self.vocab();
+        // SAFETY: the vocab lives with the model; these read plain fields.
+        let (kind, add_bos, add_eos, bos, eos, sep) = unsafe {
+            (
+                llama_sys::llama_vocab_type(vocab),
+                llama_sys::llama_vocab_get_add_bos(vocab),
+                llama_sys::llama_vocab_get_add_eos(vocab),
+                llama_sys::llama_vocab_bos(vocab),
+                llama_sys::llama_vocab_eos(vocab),
+                llama_sys::llama_vocab_sep(vocab),
+            )
+        };
+        let wpm = kind == llama_sys::LLAMA_VOCAB_TYPE_WPM;
+        let missing = if (add_bos || wpm) && bos < 0 {
+            Some("BOS")
+        } else if add_eos && !wpm && eos < 0 {
+            Some("EOS")
+        } else if wpm && sep < 0 {
+            Some("SEP")
+        } else {
+            None
+        };
+        match missing {
+            Some(name) => Err(Error::Tokenize {
+                reason: format!(
+                    "the vocabulary adds a {name} token but has none; tokenize without special tokens"
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn check_token(&self, token: Token) -> Result<()> {
+        self.check_vocab()?;
         let n_vocab = self.n_vocab();
         if token.0 < 0 || token.0 as u32 >= n_vocab {
             return Err(Error::InvalidToken {

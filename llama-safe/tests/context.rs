@@ -45,10 +45,10 @@ fn continue_greedy(model: &LlamaModel, ctx: &mut LlamaContext<'_>) -> String {
 }
 
 trait GreedyChain {
-    fn greedy_chain(model: &LlamaModel) -> Sampler;
+    fn greedy_chain(model: &LlamaModel) -> Sampler<'_>;
 }
-impl GreedyChain for Sampler {
-    fn greedy_chain(model: &LlamaModel) -> Sampler {
+impl GreedyChain for Sampler<'_> {
+    fn greedy_chain(model: &LlamaModel) -> Sampler<'_> {
         Sampler::new(model, &SamplingOptions::greedy()).unwrap()
     }
 }

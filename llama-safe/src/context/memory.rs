@@ -52,7 +52,19 @@ impl LlamaContext<'_> {
         let src = self.check_seq("src", src)?;
         let dst = self.check_seq("dst", dst)?;
         let (p0, p1) = positions(&range)?;
-        // SAFETY: ids checked; positions as in seq_remove.
+        if !self.kv_unified && src != dst && (p0, p1) != (0, -1) {
+            // Each sequence has its own stream here, and llama.cpp copies
+            // between streams only whole (GGML_ASSERT "seq_cp() is only
+            // supported for full KV buffers" in llama_kv_cache::seq_cp).
+            return Err(Error::InvalidParameter {
+                name: "range",
+                reason: format!(
+                    "a copy between sequences of a non-unified KV cache must cover all positions (`..`), not {p0}..{p1}"
+                ),
+            });
+        }
+        // SAFETY: ids checked; positions as in seq_remove; a partial copy
+        // across streams, which llama.cpp asserts against, is ruled out above.
         unsafe { llama_sys::llama_memory_seq_cp(self.memory(), src, dst, p0, p1) };
         Ok(())
     }
@@ -77,6 +89,16 @@ impl LlamaContext<'_> {
     pub fn seq_shift(&mut self, seq: u32, range: impl RangeBounds<u32>, delta: i32) -> Result<()> {
         let seq = self.check_seq("seq", seq)?;
         let (p0, p1) = positions(&range)?;
+        // SAFETY: id checked.
+        let max = unsafe { llama_sys::llama_memory_seq_pos_max(self.memory(), seq) };
+        if i64::from(max) + i64::from(delta) > i64::from(i32::MAX) {
+            // llama.cpp adds the delta to an int32 position without a check
+            // (signed overflow in C++).
+            return Err(Error::InvalidParameter {
+                name: "delta",
+                reason: format!("position {max} + {delta} overflows i32"),
+            });
+        }
         // SAFETY: the memory handle lives with the context.
         if !unsafe { llama_sys::llama_memory_can_shift(self.memory()) } {
             return Err(Error::InvalidParameter {

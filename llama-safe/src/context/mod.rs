@@ -121,7 +121,8 @@ unsafe extern "C" fn abort_trampoline(data: *mut c_void) -> bool {
 impl<'model> LlamaContext<'model> {
     /// Creates a context over `model`. llama.cpp's refusal (an impossible
     /// size, a quantized V cache without flash attention, too many
-    /// sequences) is [`Error::Context`] with its logged reason.
+    /// sequences) is [`Error::Context`] with its logged reason; a
+    /// vocabulary-only model is [`Error::Unsupported`].
     ///
     /// ```
     /// use llama_safe::{demo::DemoModel, ContextParams, LlamaBackend, LlamaContext, LlamaModel};
@@ -132,6 +133,13 @@ impl<'model> LlamaContext<'model> {
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
     pub fn new(model: &'model LlamaModel, params: &ContextParams) -> Result<LlamaContext<'model>> {
+        if model.is_vocab_only() {
+            // llama.cpp creates the context, then aborts in the first decode
+            // (the model has no tensors to build a graph from).
+            return Err(Error::Unsupported {
+                reason: "a context needs weights; this model was loaded vocabulary-only".into(),
+            });
+        }
         let abort = params.abort.clone().map(Box::new);
         let mut raw_params = params.raw;
         if let Some(callback) = &abort {
@@ -277,11 +285,15 @@ impl<'model> LlamaContext<'model> {
             return Err(DecodeError::InvalidSequence { seq, n_seq_max }.into());
         }
         self.outputs.clear();
+        let mut status = 0;
         // SAFETY: the raw view borrows `batch`, which outlives the call;
         // llama.cpp copies what it needs and keeps no pointer into it. The
-        // checks above rule out its asserts on batch size and sequence ids.
-        let status =
-            batch.with_raw(|raw| unsafe { llama_sys::llama_decode(self.raw.as_ptr(), raw) });
+        // checks above rule out its asserts on batch size and sequence ids;
+        // a throw (say, std::bad_alloc) is caught by the firewall.
+        let thrown = batch.with_raw(|raw| unsafe {
+            llama_sys::llama_sys_decode(self.raw.as_ptr(), raw, &mut status)
+        });
+        crate::ffi::check("llama_decode", thrown)?;
         if let Some(e) = DecodeError::from_status(status) {
             return Err(e.into());
         }
@@ -324,14 +336,16 @@ impl<'model> LlamaContext<'model> {
     }
 
     /// The embedding of batch entry `i` of the last decode (embeddings mode,
-    /// no pooling), `n_embd` floats.
+    /// no pooling), [`n_embd_out`](LlamaModel::n_embd_out) floats.
     pub fn embeddings_ith(&self, i: usize) -> Option<&[f32]> {
         if !self.embeddings || !self.outputs.contains(&i) {
             return None;
         }
-        let n = self.model.n_embd() as usize;
-        // SAFETY: as for logits_ith: an output of the last decode, n_embd
-        // floats, valid until the next `&mut self` call.
+        let n = self.model.n_embd_out() as usize;
+        // SAFETY: as for logits_ith: an output of the last decode, for which
+        // llama.cpp keeps n_embd_out floats (llama_context::get_embeddings_ith
+        // and the output buffer are sized by hparams.n_embd_out()), valid
+        // until the next `&mut self` call.
         unsafe {
             let ptr = llama_sys::llama_get_embeddings_ith(self.raw.as_ptr(), i as i32);
             (!ptr.is_null()).then(|| std::slice::from_raw_parts(ptr, n))
@@ -339,7 +353,7 @@ impl<'model> LlamaContext<'model> {
     }
 
     /// The pooled embedding of sequence `seq` from the last decode
-    /// (embeddings mode with a pooling other than `None`): `n_embd` floats,
+    /// (embeddings mode with a pooling other than `None`): `n_embd_out` floats,
     /// or one score per class with [`Pooling::Rank`].
     pub fn embeddings_seq(&self, seq: u32) -> Option<&[f32]> {
         if !self.embeddings || seq >= self.n_seq_max() {
@@ -351,7 +365,7 @@ impl<'model> LlamaContext<'model> {
             Pooling::Rank => {
                 unsafe { llama_sys::llama_model_n_cls_out(self.model.as_ptr()) }.max(1) as usize
             }
-            _ => self.model.n_embd() as usize,
+            _ => self.model.n_embd_out() as usize,
         };
         // SAFETY: llama.cpp returns NULL for a sequence the last decode did
         // not pool, else n floats valid until the next `&mut self` call.

@@ -4,6 +4,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// The most threads a context uses: ggml's `GGML_MAX_N_THREADS`.
+pub const MAX_THREADS: u32 = 512;
+
 /// A callback llama.cpp polls during a decode; returning `true` stops it with
 /// [`DecodeError::Aborted`](crate::DecodeError::Aborted).
 ///
@@ -99,16 +102,19 @@ impl ContextParams {
         self.raw.kv_unified = unified;
         self
     }
-    /// Threads for generation and for prompt processing.
+    /// Threads for generation and for prompt processing, from 1 to
+    /// [`MAX_THREADS`] (ggml's `GGML_MAX_N_THREADS`); values outside are
+    /// clamped (a huge count crashed inside the OpenMP runtime).
     pub fn with_threads(mut self, n: u32) -> Self {
-        let n = i32::try_from(n.max(1)).unwrap_or(i32::MAX);
+        let n = n.clamp(1, MAX_THREADS) as i32;
         self.raw.n_threads = n;
         self.raw.n_threads_batch = n;
         self
     }
-    /// Threads for prompt (batch) processing only.
+    /// Threads for prompt (batch) processing only, clamped to
+    /// `1..=`[`MAX_THREADS`].
     pub fn with_threads_batch(mut self, n: u32) -> Self {
-        self.raw.n_threads_batch = i32::try_from(n.max(1)).unwrap_or(i32::MAX);
+        self.raw.n_threads_batch = n.clamp(1, MAX_THREADS) as i32;
         self
     }
     /// Generation threads asked for.

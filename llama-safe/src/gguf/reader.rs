@@ -213,6 +213,116 @@ impl GgufFile {
         u64::try_from(value).map_err(|_| bad("negative"))
     }
 
+    /// A float value (either float type), or an integer read as a float.
+    pub fn get_f64(&self, key: &str) -> Result<f64> {
+        let id = self.key_id(key)?;
+        let ctx = self.ctx.as_ptr();
+        // SAFETY: id is a valid key index; each getter matches the checked type.
+        unsafe {
+            match llama_sys::gguf_get_kv_type(ctx, id) {
+                llama_sys::GGUF_TYPE_FLOAT32 => Ok(llama_sys::gguf_get_val_f32(ctx, id).into()),
+                llama_sys::GGUF_TYPE_FLOAT64 => Ok(llama_sys::gguf_get_val_f64(ctx, id)),
+                _ => self.get_u64(key).map(|v| v as f64),
+            }
+        }
+    }
+
+    /// The integers of an integer array, or of a single integer as a
+    /// one-element list (llama.cpp's `get_key_or_arr`); negative values are
+    /// an error.
+    pub fn get_u64_list(&self, key: &str) -> Result<Vec<u64>> {
+        let id = self.key_id(key)?;
+        let ctx = self.ctx.as_ptr();
+        let bad = |reason: &str| Error::Metadata {
+            key: key.into(),
+            reason: reason.into(),
+        };
+        // SAFETY: id is a valid key index and its type is checked before
+        // the array's data is read; the data holds `n` elements of the
+        // checked element type.
+        unsafe {
+            if llama_sys::gguf_get_kv_type(ctx, id) != llama_sys::GGUF_TYPE_ARRAY {
+                return self.get_u64(key).map(|v| vec![v]);
+            }
+            let n = llama_sys::gguf_get_arr_n(ctx, id);
+            let data = llama_sys::gguf_get_arr_data(ctx, id);
+            let read = |i: usize| -> Option<i128> {
+                Some(match llama_sys::gguf_get_arr_type(ctx, id) {
+                    llama_sys::GGUF_TYPE_UINT8 => (*data.cast::<u8>().add(i)).into(),
+                    llama_sys::GGUF_TYPE_INT8 => (*data.cast::<i8>().add(i)).into(),
+                    llama_sys::GGUF_TYPE_UINT16 => {
+                        data.cast::<u16>().add(i).read_unaligned().into()
+                    }
+                    llama_sys::GGUF_TYPE_INT16 => data.cast::<i16>().add(i).read_unaligned().into(),
+                    llama_sys::GGUF_TYPE_UINT32 => {
+                        data.cast::<u32>().add(i).read_unaligned().into()
+                    }
+                    llama_sys::GGUF_TYPE_INT32 => data.cast::<i32>().add(i).read_unaligned().into(),
+                    llama_sys::GGUF_TYPE_UINT64 => {
+                        data.cast::<u64>().add(i).read_unaligned().into()
+                    }
+                    llama_sys::GGUF_TYPE_INT64 => data.cast::<i64>().add(i).read_unaligned().into(),
+                    _ => return None,
+                })
+            };
+            (0..n)
+                .map(|i| {
+                    let v = read(i).ok_or_else(|| bad("not an integer array"))?;
+                    u64::try_from(v).map_err(|_| bad("negative"))
+                })
+                .collect()
+        }
+    }
+
+    /// The strings of a string array, as bytes.
+    pub fn get_str_list(&self, key: &str) -> Result<Vec<&[u8]>> {
+        let id = self.key_id(key)?;
+        let ctx = self.ctx.as_ptr();
+        // SAFETY: id is a valid key index; the array type is checked before
+        // its strings (NUL-terminated, owned by the context, which `self`
+        // keeps alive) are read.
+        unsafe {
+            if llama_sys::gguf_get_kv_type(ctx, id) != llama_sys::GGUF_TYPE_ARRAY
+                || llama_sys::gguf_get_arr_type(ctx, id) != llama_sys::GGUF_TYPE_STRING
+            {
+                return Err(Error::Metadata {
+                    key: key.into(),
+                    reason: "not a string array".into(),
+                });
+            }
+            Ok((0..llama_sys::gguf_get_arr_n(ctx, id))
+                .map(|i| CStr::from_ptr(llama_sys::gguf_get_arr_str(ctx, id, i)).to_bytes())
+                .collect())
+        }
+    }
+
+    /// The file's alignment of tensor data (`general.alignment`, 32 by default).
+    pub fn alignment(&self) -> u64 {
+        // SAFETY: ctx is live.
+        unsafe { llama_sys::gguf_get_alignment(self.ctx.as_ptr()) as u64 }
+    }
+
+    /// Where each tensor's data lies in the file: `(name, start, bytes)`,
+    /// absolute offsets, in file order.
+    pub fn tensor_extents(&self) -> Vec<(String, u64, u64)> {
+        let ctx = self.ctx.as_ptr();
+        // SAFETY: ctx is live; indices are below gguf_get_n_tensors.
+        unsafe {
+            let base = llama_sys::gguf_get_data_offset(ctx) as u64;
+            (0..llama_sys::gguf_get_n_tensors(ctx))
+                .map(|i| {
+                    (
+                        CStr::from_ptr(llama_sys::gguf_get_tensor_name(ctx, i))
+                            .to_string_lossy()
+                            .into_owned(),
+                        base.saturating_add(llama_sys::gguf_get_tensor_offset(ctx, i) as u64),
+                        llama_sys::gguf_get_tensor_size(ctx, i) as u64,
+                    )
+                })
+                .collect()
+        }
+    }
+
     /// `general.architecture`.
     pub fn architecture(&self) -> Result<String> {
         self.get_str("general.architecture")
