@@ -23,6 +23,17 @@ pub const MAX_EXPERTS: u64 = 1024;
 /// (`src/llama-model.cpp`); any other aborts the load.
 const ROPE_SCALING_TYPES: [&str; 4] = ["none", "linear", "yarn", "longrope"];
 
+/// Architectures whose graph outputs `embedding_length_out`-wide embeddings.
+const PROJECTING_ARCHS: [&str; 7] = [
+    "qwen35",
+    "qwen4exp",
+    "gemma4-assistant",
+    "deepseek4",
+    "wavtokenizer-dec",
+    "lfm2",
+    "lfm2moe",
+];
+
 /// Metadata as the loader reads it: the file's values under the overrides.
 struct Meta<'a> {
     file: &'a GgufFile,
@@ -246,6 +257,24 @@ fn hparams(meta: &Meta<'_>, arch: &str) -> std::result::Result<(), Rejection> {
             },
             format!("experts used or grouped ({used_max}, {groups}) in a model without experts"),
         );
+    }
+
+    // The embeddings llama.cpp copies out are n_embd_out() wide; only the
+    // architectures whose graph projects to that width (src/models/*.cpp
+    // using n_embd_out()) produce it, for the rest a wider value reads past
+    // the output tensor: GGML_ASSERT "tensor read out of bounds".
+    if !PROJECTING_ARCHS.contains(&arch) {
+        let n_embd = meta.u64(&key("embedding_length")).unwrap_or(0);
+        if let Some(out) = meta.u64(&key("embedding_length_out")) {
+            if out > n_embd {
+                return fail(
+                    "embedding_length_out",
+                    format!(
+                        "{out} exceeds embedding_length {n_embd}, which is what {arch} outputs"
+                    ),
+                );
+            }
+        }
     }
 
     // GGML_ASSERT(hparams.rope_scaling_type_train != LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED)

@@ -612,3 +612,66 @@ fn a_logger_that_calls_back_into_the_crate_works() {
         },
     );
 }
+
+#[test]
+fn banning_every_token_does_not_abort() {
+    // With every logit at -inf the distribution sampler has nothing to draw.
+    in_child("banning_every_token_does_not_abort", LIMIT, || {
+        let model = default_model();
+        let ban_all: Vec<(Token, f32)> = (0..model.n_vocab() as i32)
+            .map(|t| (Token(t), f32::NEG_INFINITY))
+            .collect();
+        for temperature in [0.0, 1.0] {
+            let mut ctx = LlamaContext::new(&model, &ctx_params()).unwrap();
+            let options = GenerateOptions {
+                max_tokens: 4,
+                sampling: SamplingOptions {
+                    temperature,
+                    logit_bias: ban_all.clone(),
+                    ..SamplingOptions::default()
+                },
+                ..Default::default()
+            };
+            let result: Result<Vec<Event>> = model
+                .generate(&mut ctx, demo::DEMO_PROMPT, &options)
+                .and_then(|g| g.collect());
+            // Whatever llama.cpp draws from nothing, it is an answer or an
+            // error, not an abort (this test runs in a child process).
+            if let Ok(events) = result {
+                assert!(matches!(events.last(), Some(Event::Done(_))));
+            }
+        }
+    });
+}
+
+#[test]
+fn an_embedding_width_override_does_not_read_out_of_bounds() {
+    in_child(
+        "an_embedding_width_override_does_not_read_out_of_bounds",
+        LIMIT,
+        || {
+            // Wider than the llama graph's output: a read past the tensor.
+            let wide = LlamaModelParams::default()
+                .with_kv_override("llama.embedding_length_out", KvValue::Int(128))
+                .unwrap();
+            assert!(matches!(load_with(&wide), Err(Error::InvalidModel { .. })));
+            for width in [32, 64] {
+                let params = LlamaModelParams::default()
+                    .with_kv_override("llama.embedding_length_out", KvValue::Int(width))
+                    .unwrap();
+                let model = load_with(&params).unwrap();
+                let mut ctx = LlamaContext::new(
+                    &model,
+                    &ctx_params()
+                        .with_embeddings(true)
+                        .with_pooling(Pooling::None),
+                )
+                .unwrap();
+                ctx.decode(&model.tokenize("Once upon", true, false).unwrap())
+                    .unwrap();
+                assert_eq!(model.n_embd_out(), width as u32);
+                assert_eq!(ctx.embeddings_ith(0).unwrap().len(), width as usize);
+            }
+        },
+    );
+}
