@@ -59,7 +59,7 @@ fn main() {
         return;
     }
 
-    let source = source::locate(&pin, &vendor_dir, &out_dir).unwrap_or_else(|e| {
+    let source = source::locate(&pin, &manifest_dir, &vendor_dir, &out_dir).unwrap_or_else(|e| {
         fail(
             &ctx,
             &e,

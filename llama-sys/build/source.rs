@@ -1,6 +1,9 @@
 //! Finding the llama.cpp source tree, in the order the README documents:
-//! `LLAMA_CPP_DIR`, then `vendor/llama.cpp`, then the pinned package that
-//! cargo itself downloads and checksums.
+//! `LLAMA_CPP_DIR`; the source inside the published package (`llama.cpp/`
+//! next to this crate's manifest, put there by `scripts/package-llama-sys.sh`);
+//! then, in a git checkout only, `vendor/llama.cpp` and the pinned package
+//! that cargo itself downloads and checksums. A published package never
+//! reaches the network.
 
 use crate::env;
 use crate::pin::Pin;
@@ -12,6 +15,8 @@ use std::process::Command;
 pub enum Origin {
     /// `LLAMA_CPP_DIR`, a user's own checkout.
     EnvDir,
+    /// `llama.cpp/` inside this crate: the source a published package carries.
+    Packaged,
     /// `vendor/llama.cpp`, a checkout or submodule next to the pin.
     Vendor,
     /// The pinned package, provisioned through `$CARGO`.
@@ -22,6 +27,7 @@ impl Origin {
     pub fn as_str(self) -> &'static str {
         match self {
             Origin::EnvDir => "LLAMA_CPP_DIR",
+            Origin::Packaged => "package source",
             Origin::Vendor => "vendor/llama.cpp",
             Origin::Package => "pinned package",
         }
@@ -57,7 +63,12 @@ fn git_revision(dir: &Path) -> Option<String> {
 }
 
 /// Finds the source, or explains every way that was tried.
-pub fn locate(pin: &Pin, vendor_dir: &Path, out_dir: &Path) -> Result<Source, String> {
+pub fn locate(
+    pin: &Pin,
+    manifest_dir: &Path,
+    vendor_dir: &Path,
+    out_dir: &Path,
+) -> Result<Source, String> {
     if let Some(dir) = env::var_os("LLAMA_CPP_DIR") {
         let root = PathBuf::from(dir);
         if !is_llama_cpp_root(&root) {
@@ -74,6 +85,27 @@ pub fn locate(pin: &Pin, vendor_dir: &Path, out_dir: &Path) -> Result<Source, St
             origin: Origin::EnvDir,
             revision,
         });
+    }
+
+    let packaged = manifest_dir.join("llama.cpp");
+    if is_llama_cpp_root(&packaged) {
+        println!("cargo:rerun-if-changed={}", packaged.display());
+        return Ok(Source {
+            root: packaged,
+            origin: Origin::Packaged,
+            revision: pin.describe.clone(),
+        });
+    }
+    // `cargo package` writes Cargo.toml.orig: this is a published package,
+    // and it should have carried its source. Never fall back to the network.
+    if manifest_dir.join("Cargo.toml.orig").is_file() {
+        return Err(format!(
+            "this llama-sys package carries no llama.cpp source ({} is missing); \
+             it was packaged without scripts/package-llama-sys.sh. Set LLAMA_CPP_DIR \
+             to a llama.cpp checkout at {}",
+            packaged.display(),
+            pin.describe
+        ));
     }
 
     let vendored = vendor_dir.join("llama.cpp");
@@ -96,9 +128,11 @@ pub fn locate(pin: &Pin, vendor_dir: &Path, out_dir: &Path) -> Result<Source, St
         Err(why) => Err(format!(
             "no llama.cpp source was found. Tried, in order:\n\
              \x20 1. LLAMA_CPP_DIR: not set (set it to your own llama.cpp checkout)\n\
-             \x20 2. {}: not populated (clone llama.cpp there at the pinned revision)\n\
-             \x20 3. the pinned package {} {} through cargo: {why}\n\
+             \x20 2. {}: not there (scripts/package-llama-sys.sh puts it there)\n\
+             \x20 3. {}: not populated (clone llama.cpp there at the pinned revision)\n\
+             \x20 4. the pinned package {} {} through cargo: {why}\n\
              \x20    (needs the registry once; later builds and --offline use cargo's cache)",
+            packaged.display(),
             vendored.display(),
             pin.package_name,
             pin.package_version
@@ -183,12 +217,18 @@ fn package_root(cargo: &str, manifest: &Path, pin: &Pin) -> Result<PathBuf, Stri
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let json = String::from_utf8_lossy(&out.stdout);
-    let wanted = format!("{}-{}", pin.package_name, pin.package_version);
-    let package_dir = json_strings_after(&json, "\"manifest_path\":")
-        .map(PathBuf::from)
-        .filter_map(|p| p.parent().map(Path::to_path_buf))
-        .find(|dir| dir.file_name().is_some_and(|n| n == wanted.as_str()))
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("`cargo metadata` printed no JSON: {e}"))?;
+    let wanted = format!("{} {}", pin.package_name, pin.package_version);
+    let package_dir = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            p["name"] == pin.package_name.as_str() && p["version"] == pin.package_version.as_str()
+        })
+        .and_then(|p| p["manifest_path"].as_str())
+        .and_then(|m| Path::new(m).parent().map(Path::to_path_buf))
         .ok_or_else(|| format!("`cargo metadata` does not list {wanted}"))?;
     let root = package_dir.join(&pin.subdir);
     if is_llama_cpp_root(&root) {
@@ -196,25 +236,4 @@ fn package_root(cargo: &str, manifest: &Path, pin: &Pin) -> Result<PathBuf, Stri
     } else {
         Err(format!("{} holds no llama.cpp source tree", root.display()))
     }
-}
-
-/// Every JSON string value that follows `key` in `json` (unescaped).
-fn json_strings_after<'a>(json: &'a str, key: &'a str) -> impl Iterator<Item = String> + 'a {
-    json.match_indices(key).filter_map(move |(at, _)| {
-        let rest = json[at + key.len()..].trim_start().strip_prefix('"')?;
-        let mut value = String::new();
-        let mut chars = rest.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '"' => return Some(value),
-                '\\' => match chars.next()? {
-                    'n' => value.push('\n'),
-                    't' => value.push('\t'),
-                    other => value.push(other),
-                },
-                c => value.push(c),
-            }
-        }
-        None
-    })
 }

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# A consumer built the way air-gapped CI, Nix-style sandboxes and distribution
+# packaging build: from the packaged .crate files, every other dependency
+# vendored by `cargo vendor`, offline, with an empty CARGO_HOME (no registry
+# cache, so no copy of the carrier package either) and, where `unshare -n`
+# works, in a network namespace with nothing but loopback. It runs the README's
+# shortest program on the demo model.
+#   .ci/offline-consumer.sh [WORK_DIR]
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:-$(mktemp -d)}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+case "$work/" in
+  "$repo"/*) echo "offline-consumer: $work is inside the workspace" >&2; exit 2;;
+esac
+sentence="Once upon a time there lived one tiny model with many experts."
+
+# 1. Both packages, the -sys one carrying its llama.cpp source. (Built and
+#    run below instead of by `cargo package`'s own verification.)
+"$repo/scripts/package-llama-sys.sh"
+(cd "$repo" && cargo package -q --no-verify --allow-dirty -p llama-sys -p llama-safe)
+"$repo/scripts/package-llama-sys.sh" --clean
+sys_crate=$(ls "$repo"/target/package/llama-sys-*.crate | tail -1)
+safe_crate=$(ls "$repo"/target/package/llama-safe-*.crate | tail -1)
+size=$(stat -c %s "$sys_crate")
+echo "offline-consumer: $(basename "$sys_crate"): $size bytes ($(( size / 1024 )) KiB), $(tar -tzf "$sys_crate" | grep -c '/llama.cpp/') files of llama.cpp source"
+if [ "$size" -ge $(( 10 * 1024 * 1024 )) ]; then
+  echo "offline-consumer: the package is over crates.io's 10 MB limit" >&2; exit 1
+fi
+rm -rf "$work/crates" && mkdir -p "$work/crates"
+tar -xzf "$sys_crate" -C "$work/crates"
+tar -xzf "$safe_crate" -C "$work/crates"
+sys_dir=$(ls -d "$work"/crates/llama-sys-*)
+safe_dir=$(ls -d "$work"/crates/llama-safe-*)
+
+# 2. A consumer of the packaged llama-safe; the packaged llama-sys stands in
+#    for the registry's (a [patch], as a not-yet-published crate is tested).
+dir="$work/consumer"
+rm -rf "$dir"
+cargo new -q --vcs none --name offline-consumer "$dir"
+cat >> "$dir/Cargo.toml" <<EOF
+llama-safe = { path = "$safe_dir" }
+
+[patch.crates-io]
+llama-sys = { path = "$sys_dir" }
+EOF
+awk '/`simple` is the shortest complete program/ {found=1; next}
+     found && /^```rust$/ {inside=1; next}
+     inside && /^```$/ {exit}
+     inside {print}' "$repo/README.md" > "$dir/src/main.rs"
+
+# 3. Vendor everything from the registry, once, online (what a user does
+#    before going offline).
+mkdir -p "$dir/.cargo"
+(cd "$dir" && cargo vendor vendor > .cargo/config.toml 2>/dev/null)
+grep -q "replace-with" "$dir/.cargo/config.toml"
+
+# 4. Build and run with no registry cache, offline, and no network.
+home="$work/empty-cargo-home"
+rm -rf "$home" && mkdir -p "$home"
+jail=()
+if unshare -n true 2>/dev/null; then jail=(unshare -n); fi
+log="$work/offline-build.log"
+out=$(cd "$dir" && env CARGO_HOME="$home" CARGO_NET_OFFLINE=true \
+  "${jail[@]}" cargo run -q --release --offline 2>"$log") || {
+  echo "offline-consumer: the offline build failed:" >&2; tail -30 "$log" >&2; exit 1
+}
+echo "offline-consumer (${jail[*]:-no network namespace}, empty CARGO_HOME): $out"
+[ "$out" = "$sentence" ]
+if grep -q "provisioned llama.cpp" "$log"; then
+  echo "offline-consumer: the build script provisioned llama.cpp (network)" >&2; exit 1
+fi
+grep -q "LLAMA_SYS_SOURCE_ORIGIN=package source" "$dir"/target/release/build/llama-sys-*/output || {
+  echo "offline-consumer: llama-sys did not build the source its package carries" >&2; exit 1
+}
+[ -z "$(ls -A "$home/registry" 2>/dev/null)" ] || {
+  echo "offline-consumer: something wrote to the empty CARGO_HOME's registry" >&2; exit 1
+}
+echo "offline-consumer: ok"
