@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example server                              # the demo model on :8080
 //! cargo run --release --features cuda --example server -- --model qwen3-30b-a3b-q4_k_m.gguf \
-//!     --cpu-moe --contexts 4 --port 8080
+//!     --cpu-moe --parallel 4 --port 8080
 //! curl -N localhost:8080/api/generate -d '{"prompt": "Once upon a time", "temperature": 0}'
 //! ```
 //!
@@ -13,6 +13,7 @@
 //! finish.
 
 use clap::Parser;
+use llama_safe::engine::EngineConfig;
 use llama_safe::*;
 use llama_workspace::cli::{run_main, ModelArgs};
 use llama_workspace::server::{serve, AppState};
@@ -28,15 +29,23 @@ struct Args {
     /// Port (0: any free one, printed at start).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Contexts, i.e. requests generating at the same time.
-    #[arg(long, default_value_t = 2)]
-    contexts: usize,
-    /// Requests that may wait for a context before the server answers 429.
+    /// Requests generating at the same time (sequences of the one context,
+    /// decoded together in one batch per step).
+    #[arg(long, short = 'n', default_value_t = 4)]
+    parallel: u32,
+    /// Requests that may wait for room before the server answers 429.
     #[arg(long, default_value_t = 16)]
     queue: usize,
-    /// Context size of each context, in tokens (prompt and answer).
+    /// KV cells of the context, shared by all requests (prompt and answer).
     #[arg(long, short = 'c', default_value_t = 4096)]
     ctx_size: u32,
+    /// Most tokens per decode (prompts are read in chunks of this size).
+    #[arg(long, short = 'b', default_value_t = 512)]
+    batch_size: u32,
+    /// Reuse the KV cells of a finished request for a prompt that starts
+    /// with the same tokens (on by default).
+    #[arg(long)]
+    no_prompt_cache: bool,
     /// The model name clients use (default: the file name without `.gguf`).
     #[arg(long)]
     alias: Option<String>,
@@ -49,20 +58,23 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     let backend = LlamaBackend::init();
-    // Loaded once and kept for the life of the process; contexts borrow it.
-    let model: &'static LlamaModel = Box::leak(Box::new(args.model.load(&backend)?));
+    let model = std::sync::Arc::new(args.model.load(&backend)?);
     let name = args.alias.clone().unwrap_or_else(|| {
         model
             .path()
             .file_stem()
             .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
     });
-    // Each context gets an equal share of the threads.
-    let threads = (args.model.threads() / args.contexts.max(1) as u32).max(1);
-    let params = ContextParams::default()
+    // Every decode uses all the threads: one batch carries every request.
+    let threads = args.model.threads();
+    let config = EngineConfig::default()
         .with_n_ctx(args.ctx_size)
-        .with_threads(threads);
-    let state = AppState::new(model, name.clone(), &params, args.contexts, args.queue)?;
+        .with_n_parallel(args.parallel)
+        .with_n_batch(args.batch_size)
+        .with_threads(threads)
+        .with_queue(args.queue)
+        .with_prompt_cache(!args.no_prompt_cache);
+    let state = AppState::new(model, name.clone(), config)?;
 
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
         path: "tokio runtime".into(),
@@ -75,8 +87,8 @@ fn run(args: Args) -> Result<()> {
             .map_err(|source| Error::Io { path: address.clone().into(), source })?;
         let local = listener.local_addr().map_err(|source| Error::Io { path: address.into(), source })?;
         eprintln!(
-            "server: {name} on http://{local} ({} contexts of {} tokens, {threads} threads each, queue {})",
-            args.contexts, state.pool.n_ctx(), args.queue
+            "server: {name} on http://{local} ({} parallel sequences, {} KV cells, {threads} threads, queue {})",
+            args.parallel, state.n_ctx(), args.queue
         );
         serve(listener, state, shutdown_signal())
             .await

@@ -4,6 +4,7 @@
 
 use futures_util::StreamExt;
 use llama_safe::demo::{DemoModel, DEMO_CONTINUATION, DEMO_PROMPT};
+use llama_safe::engine::EngineConfig;
 use llama_safe::*;
 use llama_workspace::server::{serve, AppState};
 use serde_json::{json, Value};
@@ -28,7 +29,18 @@ impl Drop for Server {
     }
 }
 
-async fn start(contexts: usize, queue: usize) -> Server {
+async fn start(parallel: u32, queue: usize) -> Server {
+    start_with(
+        EngineConfig::default()
+            .with_n_ctx(4096)
+            .with_n_parallel(parallel)
+            .with_threads(2)
+            .with_queue(queue),
+    )
+    .await
+}
+
+async fn start_with(config: EngineConfig) -> Server {
     let backend = LlamaBackend::init();
     let model = LlamaModel::load(
         &backend,
@@ -36,9 +48,7 @@ async fn start(contexts: usize, queue: usize) -> Server {
         &LlamaModelParams::default(),
     )
     .unwrap();
-    let model: &'static LlamaModel = Box::leak(Box::new(model));
-    let params = ContextParams::default().with_n_ctx(4096).with_threads(1);
-    let state = AppState::new(model, "demo", &params, contexts, queue).unwrap();
+    let state = AppState::new(Arc::new(model), "demo", config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -210,7 +220,7 @@ async fn both_apis_stream_and_not_give_the_known_sentence() {
         .await
         .unwrap();
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["contexts"], 2);
+    assert_eq!(health["parallel"], 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,14 +340,17 @@ async fn bad_input_gets_4xx_naming_the_field() {
     assert_eq!(status, 200);
 }
 
-async fn contexts_in_use(base: &str) -> u64 {
-    let v: Value = reqwest::get(format!("{base}/health"))
+async fn health(base: &str) -> Value {
+    reqwest::get(format!("{base}/health"))
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    v["contexts_in_use"].as_u64().unwrap()
+        .unwrap()
+}
+
+async fn sequences_active(base: &str) -> u64 {
+    health(base).await["active"].as_u64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,23 +370,24 @@ async fn full_server_answers_429_and_a_dropped_stream_frees_its_context() {
     let mut body = r.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"data: "));
-    assert_eq!(contexts_in_use(b).await, 1);
+    assert_eq!(sequences_active(b).await, 1);
 
     let (status, v) = post(b, "/v1/completions", json!({"prompt": DEMO_PROMPT})).await;
     assert_eq!(status, 429, "{v}");
     assert_eq!(v["error"]["type"], "rate_limit_error");
 
-    // Hang up mid-stream: the generation stops and the context comes back.
+    // Hang up mid-stream: the generation stops and its KV cells are freed.
     drop(body);
     let mut freed = false;
     for _ in 0..100 {
-        if contexts_in_use(b).await == 0 {
+        let h = health(b).await;
+        if h["active"] == 0 && h["kv_cells_used"] == 0 {
             freed = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(freed, "the context was not freed after the client left");
+    assert!(freed, "the sequence was not freed after the client left");
     let (status, v) = post(
         b,
         "/v1/completions",
@@ -393,7 +407,7 @@ async fn full_server_answers_429_and_a_dropped_stream_frees_its_context() {
         metrics.contains("\nllama_tokens_generated_total 9\n"),
         "{metrics}"
     );
-    assert_eq!(s.state.pool.in_use(), 0);
+    assert_eq!(s.state.engine.stats().active, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,12 +458,82 @@ async fn load_test_64_requests_8_at_a_time() {
         "llama_tokens_generated_total 576",
         "llama_time_to_first_token_seconds_count 64",
         "llama_generation_tokens_per_second_count 64",
-        "llama_contexts 4",
-        "llama_contexts_in_use 0",
+        "llama_sequences 4",
+        "llama_sequences_active 0",
+        "llama_requests_queued 0",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
             "missing {line:?} in\n{metrics}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_streams_with_random_disconnects_free_every_cell() {
+    let s = start_with(
+        EngineConfig::default()
+            .with_n_ctx(4096)
+            .with_n_parallel(4)
+            .with_threads(2)
+            .with_queue(64)
+            .with_prompt_cache(false),
+    )
+    .await;
+    let b = s.base.clone();
+    // EOS banned, so every stream runs until it is dropped or ends at 200.
+    let outcomes: Vec<(bool, usize)> = futures_util::stream::iter(0..16u64)
+        .map(|i| {
+            let b = b.clone();
+            async move {
+                let body = json!({"prompt": DEMO_PROMPT, "temperature": 0, "max_tokens": 200,
+                                  "logit_bias": {"2": -100}, "stream": true});
+                let r = reqwest::Client::new()
+                    .post(format!("{b}/api/generate"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let mut stream = r.bytes_stream();
+                // Odd streams hang up after a pseudo-random number of chunks.
+                let hang_up_after = (i * 7919 % 13) as usize + 1;
+                let mut chunks = 0;
+                let mut done = false;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.unwrap();
+                    chunks += 1;
+                    if String::from_utf8_lossy(&chunk).contains("\"done\":true") {
+                        done = true;
+                    }
+                    if i % 2 == 1 && chunks >= hang_up_after {
+                        break;
+                    }
+                }
+                (done, chunks)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert_eq!(
+        outcomes.iter().filter(|(done, _)| *done).count(),
+        8,
+        "{outcomes:?}"
+    );
+    let mut freed = false;
+    for _ in 0..200 {
+        let h = health(&b).await;
+        if h["active"] == 0 && h["queued"] == 0 && h["kv_cells_used"] == 0 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(freed, "cells still in use: {}", health(&b).await);
+    let stats = s.state.engine.stats();
+    assert!(
+        stats.decodes < stats.tokens_decoded,
+        "never batched: {stats:?}"
+    );
 }

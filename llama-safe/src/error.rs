@@ -230,6 +230,15 @@ pub enum Error {
         /// What and why.
         reason: String,
     },
+    /// The engine's queue is full; retry later.
+    #[error("the engine's queue is full ({queued} requests waiting)")]
+    EngineBusy {
+        /// Requests waiting.
+        queued: usize,
+    },
+    /// The engine has stopped (or its thread could not start).
+    #[error("the engine has stopped")]
+    EngineStopped,
     /// Embeddings were asked of a context that cannot give them.
     #[error("embeddings: {reason}")]
     Embeddings {

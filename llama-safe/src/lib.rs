@@ -30,6 +30,7 @@ pub mod check;
 pub mod context;
 pub mod demo;
 mod embeddings;
+pub mod engine;
 mod error;
 mod ffi;
 pub mod generate;

@@ -1,11 +1,11 @@
-//! Runs one generation on a pooled context, on a blocking thread, and hands
-//! its events to the async side through a bounded channel. When the client
-//! goes away the channel closes, the generation stops at its next token and
-//! the context goes back to the pool.
+//! Starts one generation on the engine and hands its events to the async
+//! side through a bounded channel. When the client goes away the channel
+//! closes, the request is cancelled and the engine frees its KV cells.
 
 use super::api::{ApiError, GenRequest};
 use super::AppState;
 use axum::http::StatusCode;
+use llama_safe::engine::Request;
 use llama_safe::{Error, Event, GenerateOptions, GenerationStats, Piece, StopReason};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,63 +30,85 @@ pub fn finish_reason(reason: StopReason) -> &'static str {
     }
 }
 
-/// Checks the prompt against the context, waits for a context (or answers
-/// 429), and starts generating.
+/// Applies the chat template and tokenizes on a blocking thread (a long
+/// prompt takes seconds to tokenize; the async workers must stay free),
+/// checks the prompt against the context, and submits it to the engine
+/// (429 when its queue is full). Events are forwarded to the returned
+/// receiver; when the client goes away the receiver is dropped, the handle
+/// with it, and the engine frees the sequence at its next step.
 pub async fn start(
     state: &Arc<AppState>,
     req: &GenRequest,
 ) -> Result<mpsc::Receiver<GenEvent>, ApiError> {
-    let model = state.model;
-    let (prompt, param) = match &req.messages {
-        Some(messages) => (
-            model
-                .apply_chat_template(messages, true)
-                .map_err(|e| ApiError::bad("messages", e.to_string()))?,
-            "messages",
-        ),
-        None => (req.prompt.clone(), "prompt"),
+    let n_ctx = state.n_ctx() as usize;
+    let param = if req.messages.is_some() {
+        "messages"
+    } else {
+        "prompt"
     };
-    let prompt_tokens = model
-        .tokenize(&prompt, true, true)
-        .map_err(|e| ApiError::bad(param, e.to_string()))?
-        .len();
-    if prompt_tokens >= state.pool.n_ctx() as usize {
+    // Cheap first: no text longer than this can fit, whatever its tokens.
+    let bytes = match &req.messages {
+        Some(messages) => messages.iter().map(|m| m.content.len()).sum(),
+        None => req.prompt.len(),
+    };
+    if bytes > n_ctx * state.max_token_bytes {
+        return Err(ApiError::bad(
+            param,
+            format!("the prompt is {bytes} bytes; the context holds {n_ctx} tokens"),
+        ));
+    }
+    let tokens = {
+        let state = state.clone();
+        let req = req.clone();
+        tokio::task::spawn_blocking(move || {
+            let model = &state.model;
+            let prompt = match &req.messages {
+                Some(messages) => model
+                    .apply_chat_template(messages, true)
+                    .map_err(|e| ApiError::bad("messages", e.to_string()))?,
+                None => req.prompt.clone(),
+            };
+            model
+                .tokenize(&prompt, true, true)
+                .map_err(|e| ApiError::bad(param, e.to_string()))
+        })
+        .await
+        .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
+    };
+    if tokens.len() >= n_ctx {
         return Err(ApiError::bad(
             param,
             format!(
-                "the prompt is {prompt_tokens} tokens; the context holds {} (prompt and answer together)",
-                state.pool.n_ctx()
+                "the prompt is {} tokens; the context holds {n_ctx} (prompt and answer together)",
+                tokens.len()
             ),
         ));
     }
     // The answer gets what the context has left, at most max_tokens.
-    let room = state.pool.n_ctx() as usize - prompt_tokens;
     let options = GenerateOptions {
-        max_tokens: req.max_tokens.min(room as u32),
+        max_tokens: req.max_tokens.min((n_ctx - tokens.len()) as u32),
         sampling: req.sampling.clone(),
         stop: req.stop.clone(),
         ..GenerateOptions::default()
     };
-
-    let mut lease = state.pool.acquire().await.map_err(|_| {
-        ApiError::status(
-            StatusCode::TOO_MANY_REQUESTS,
-            "every context is busy and the queue is full; retry later",
-        )
-    })?;
+    let handle = state
+        .engine
+        .submit(Request::new(tokens, options))
+        .map_err(|e| match e {
+            Error::EngineBusy { .. } => ApiError::status(
+                StatusCode::TOO_MANY_REQUESTS,
+                "every sequence is busy and the queue is full; retry later",
+            ),
+            Error::EngineStopped => ApiError::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            ),
+            other => ApiError::bad(param, other.to_string()),
+        })?;
     let (tx, rx) = mpsc::channel(32);
     let state = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let ctx = lease.context();
-        let generation = match model.generate(ctx, &prompt, &options) {
-            Ok(g) => g,
-            Err(e) => {
-                let _ = tx.blocking_send(GenEvent::Error(describe(&e)));
-                return;
-            }
-        };
-        let mut done = None;
-        for event in generation {
+    tokio::spawn(async move {
+        while let Some(event) = handle.recv_async().await {
             let event = match event {
                 Ok(Event::Piece(p)) => GenEvent::Piece(p),
                 Ok(Event::Done(stats)) => {
@@ -98,21 +120,14 @@ pub async fn start(
                     m.ttft.observe(stats.time_to_first_token.as_secs_f64());
                     m.tokens_per_second
                         .observe(stats.generation_tokens_per_second);
-                    done = Some(stats);
-                    break;
+                    GenEvent::Done(stats)
                 }
                 Err(e) => GenEvent::Error(describe(&e)),
             };
-            if tx.blocking_send(event).is_err() {
-                // The client is gone: stop here; dropping the lease frees the context.
-                return;
+            if tx.send(event).await.is_err() {
+                // The client is gone: dropping the handle cancels the request.
+                break;
             }
-        }
-        // Free the context before the client hears the end, so a client that
-        // sends its next request at once finds it free.
-        drop(lease);
-        if let Some(stats) = done {
-            let _ = tx.blocking_send(GenEvent::Done(stats));
         }
     });
     Ok(rx)

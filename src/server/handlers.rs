@@ -39,7 +39,7 @@ async fn begin(
     let started = async {
         let limits = api::Limits {
             model_name: &state.model_name,
-            n_ctx: state.pool.n_ctx(),
+            n_ctx: state.n_ctx(),
             n_vocab: state.model.n_vocab(),
         };
         let req = api::parse(body, api, limits)?;
@@ -273,12 +273,15 @@ pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
 
 /// `GET /health`.
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let s = state.engine.stats();
     Json(json!({
         "status": "ok",
         "model": state.model_name,
-        "contexts": state.pool.size(),
-        "contexts_in_use": state.pool.in_use(),
-        "queued": state.pool.queued(),
+        "parallel": state.engine.config().n_parallel,
+        "active": s.active,
+        "queued": s.queued,
+        "kv_cells": s.kv_cells,
+        "kv_cells_used": s.kv_cells_used,
     }))
     .into_response()
 }
@@ -287,6 +290,6 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = state
         .metrics
-        .render(state.pool.size(), state.pool.in_use(), state.pool.queued());
+        .render(state.engine.config().n_parallel, &state.engine.stats());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -94,8 +94,8 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// The Prometheus text exposition, with the pool's gauges.
-    pub fn render(&self, contexts: usize, in_use: usize, queued: usize) -> String {
+    /// The Prometheus text exposition, with the engine's gauges.
+    pub fn render(&self, parallel: u32, engine: &llama_safe::engine::EngineStats) -> String {
         let mut out = String::new();
         out.push_str("# HELP llama_requests_total Requests answered, by endpoint and status.\n# TYPE llama_requests_total counter\n");
         for ((endpoint, status), n) in self
@@ -137,26 +137,62 @@ impl Metrics {
             "llama_generation_tokens_per_second",
             "Generation speed per request.",
         );
-        let gauge = |out: &mut String, name: &str, help: &str, v: usize| {
+        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         gauge(
             &mut out,
-            "llama_contexts",
-            "Contexts in the pool.",
-            contexts,
+            "llama_sequences",
+            "Sequences the engine decodes at once.",
+            u64::from(parallel),
         );
         gauge(
             &mut out,
-            "llama_contexts_in_use",
-            "Contexts held by requests.",
-            in_use,
+            "llama_sequences_active",
+            "Requests generating or reading their prompt.",
+            engine.active as u64,
         );
         gauge(
             &mut out,
             "llama_requests_queued",
-            "Requests waiting for a context.",
-            queued,
+            "Requests waiting for room.",
+            engine.queued as u64,
+        );
+        gauge(
+            &mut out,
+            "llama_batch_tokens",
+            "Tokens in the engine's last decode.",
+            engine.last_batch_tokens,
+        );
+        gauge(
+            &mut out,
+            "llama_kv_cells",
+            "KV cells of the engine's context.",
+            engine.kv_cells,
+        );
+        gauge(
+            &mut out,
+            "llama_kv_cells_used",
+            "KV cells holding tokens (running requests and the prompt cache).",
+            engine.kv_cells_used,
+        );
+        counter(
+            &mut out,
+            "llama_decodes_total",
+            "Decodes (batches) run.",
+            engine.decodes,
+        );
+        counter(
+            &mut out,
+            "llama_prompt_cache_hits_total",
+            "Requests that reused cached prompt tokens.",
+            engine.prompt_cache_hits,
+        );
+        counter(
+            &mut out,
+            "llama_prompt_cache_tokens_total",
+            "Prompt tokens reused from the cache instead of decoded.",
+            engine.prompt_cache_tokens,
         );
         out
     }

@@ -1,5 +1,7 @@
-//! The HTTP server behind `examples/server.rs`: one model, a bounded pool of
-//! contexts, generation on blocking threads, streaming as server-sent events.
+//! The HTTP server behind `examples/server.rs`: one model, llama-safe's
+//! batching [`Engine`] (one context, `--parallel` sequences decoded together),
+//! prompts templated and tokenized on blocking threads, streaming as
+//! server-sent events.
 //!
 //! Endpoints: `POST /api/generate`, `POST /v1/completions`,
 //! `POST /v1/chat/completions` (OpenAI's format), `GET /health`,
@@ -9,43 +11,56 @@ pub mod api;
 mod generation;
 mod handlers;
 pub mod metrics;
-pub mod pool;
 
 use axum::routing::{get, post};
 use axum::Router;
-use llama_safe::{ContextParams, LlamaModel};
+use llama_safe::engine::{Engine, EngineConfig};
+use llama_safe::{LlamaModel, Token};
 use std::future::Future;
 use std::sync::Arc;
 
 /// Everything the handlers share.
 pub struct AppState {
     /// The model, loaded once, for the life of the process.
-    pub model: &'static LlamaModel,
+    pub model: Arc<LlamaModel>,
     /// The name clients use for it (`model` in requests).
     pub model_name: String,
-    /// Contexts for concurrent requests.
-    pub pool: Arc<pool::ContextPool>,
+    /// The batching engine every request runs on.
+    pub engine: Engine,
+    /// Bytes of the longest token text: a prompt longer than the context
+    /// times this cannot fit, whatever it tokenizes to.
+    pub max_token_bytes: usize,
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
 }
 
 impl AppState {
-    /// `contexts` contexts made with `params`, and a queue of `queue` more
-    /// requests before 429.
+    /// An engine over `model` configured by `config` (`n_parallel`
+    /// sequences, a queue of `queue` more requests before 429).
     pub fn new(
-        model: &'static LlamaModel,
+        model: Arc<LlamaModel>,
         model_name: impl Into<String>,
-        params: &ContextParams,
-        contexts: usize,
-        queue: usize,
+        config: EngineConfig,
     ) -> llama_safe::Result<Arc<AppState>> {
-        let pool = pool::ContextPool::new(model, params, contexts, queue)?;
+        let max_token_bytes = (0..model.n_vocab() as i32)
+            .filter_map(|t| model.token_bytes(Token(t), true).ok())
+            .map(|b| b.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let engine = Engine::new(model.clone(), config)?;
         Ok(Arc::new(AppState {
             model,
             model_name: model_name.into(),
-            pool,
+            engine,
+            max_token_bytes,
             metrics: metrics::Metrics::default(),
         }))
+    }
+
+    /// KV cells of the engine: the most a prompt and its answer can take.
+    pub fn n_ctx(&self) -> u32 {
+        self.engine.config().n_ctx
     }
 }
 

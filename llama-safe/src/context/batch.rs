@@ -120,6 +120,13 @@ impl Batch {
     }
 
     /// The largest sequence id used, if any.
+    /// The first sequence id of each entry, in order.
+    pub(crate) fn seq_ids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.seq_ids
+            .iter()
+            .map(|s| s.first().copied().unwrap_or(-1))
+    }
+
     pub(crate) fn max_seq(&self) -> Option<i32> {
         self.seq_ids.iter().flatten().copied().max()
     }

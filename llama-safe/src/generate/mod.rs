@@ -6,6 +6,9 @@ use crate::error::{Error, Result};
 use crate::model::LlamaModel;
 use crate::sampler::{Sampler, SamplingOptions};
 use crate::token::{Token, Utf8Stream};
+use stop::StopMatcher;
+
+pub(crate) mod stop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,8 +108,8 @@ pub struct Generation<'c, 'm> {
     sampler: Sampler<'m>,
     options: GenerateOptions,
     utf8: Utf8Stream,
-    /// Text held back because it might be the start of a stop string.
-    held: String,
+    /// Stop strings, and the text held back because it may start one.
+    stop: StopMatcher,
     start: Instant,
     prompt_tokens: usize,
     prompt_done: Instant,
@@ -170,7 +173,7 @@ impl LlamaModel {
             sampler,
             options: options.clone(),
             utf8: Utf8Stream::default(),
-            held: String::new(),
+            stop: StopMatcher::new(&options.stop),
             start,
             prompt_tokens: tokens.len(),
             prompt_done,
@@ -209,9 +212,12 @@ impl Generation<'_, '_> {
     fn finish(&mut self, reason: StopReason, token: Token) -> Vec<Event> {
         self.finished = true;
         let mut events = Vec::new();
-        let mut tail = std::mem::take(&mut self.held);
+        let mut tail = String::new();
         if reason != StopReason::StopString {
-            tail.push_str(&self.utf8.finish());
+            let rest = self.utf8.finish();
+            let (emit, _) = self.stop.push(&rest);
+            tail.push_str(&emit);
+            tail.push_str(&self.stop.finish());
         }
         if !tail.is_empty() {
             events.push(Event::Piece(Piece {
@@ -222,33 +228,6 @@ impl Generation<'_, '_> {
         }
         events.push(Event::Done(self.stats(reason)));
         events
-    }
-
-    /// Splits `held` into what can be emitted now and what might still turn
-    /// into a stop string; returns `Some(text)` to emit, or the stop.
-    fn release(&mut self) -> (String, bool) {
-        for stop in &self.options.stop {
-            if let Some(at) = self.held.find(stop.as_str()) {
-                self.held.truncate(at);
-                return (std::mem::take(&mut self.held), true);
-            }
-        }
-        let keep = self
-            .options
-            .stop
-            .iter()
-            .flat_map(|s| {
-                (1..s.len())
-                    .filter(|&n| s.is_char_boundary(n))
-                    .map(move |n| &s[..n])
-            })
-            .filter(|prefix| self.held.ends_with(prefix))
-            .map(str::len)
-            .max()
-            .unwrap_or(0);
-        let cut = self.held.len() - keep;
-        let rest = self.held.split_off(cut);
-        (std::mem::replace(&mut self.held, rest), false)
     }
 
     fn step(&mut self) -> Result<Vec<Event>> {
@@ -278,8 +257,7 @@ impl Generation<'_, '_> {
         }
         self.generated += 1;
         let text = self.utf8.push(&model.token_bytes(token, false)?);
-        self.held.push_str(&text);
-        let (emit, stopped) = self.release();
+        let (emit, stopped) = self.stop.push(&text);
         let mut events = vec![Event::Piece(Piece {
             token,
             text: emit,

@@ -1,0 +1,394 @@
+//! Continuous batching: many generations over one context, one `decode`
+//! per step with all threads, the way llama.cpp's own server runs its slots.
+//!
+//! An [`Engine`] owns a context with `n_parallel` sequences sharing one KV
+//! cache of `n_ctx` cells, on a thread of its own. Each step builds one
+//! batch: the next token of every sequence that is generating, then chunks
+//! of the prompts still being read (chunked prefill, within `n_batch`), and
+//! decodes it once. Each sequence has its own sampler chain (seed, grammar,
+//! biases, penalties), stop strings, token limit, UTF-8-safe pieces and
+//! exact stats, and streams [`Event`]s to its [`Handle`], which works from
+//! sync code (an iterator) and async code ([`Handle::recv_async`]).
+//!
+//! - **Admission** is first come, first served, by KV space: a request
+//!   reserves `prompt + max_tokens` cells when it starts, so a running
+//!   sequence never finds the cache full; a request that could never fit
+//!   (`prompt + max_tokens > n_ctx`) is refused at [`Engine::submit`] with
+//!   [`Error::PromptTooLong`], one that does not fit now waits, and with
+//!   `n_parallel + queue` requests in flight `submit` is
+//!   [`Error::EngineBusy`].
+//! - **Prompt cache**: a finished sequence's tokens stay in its slot's KV
+//!   cells; a new request whose prompt starts with the same tokens takes
+//!   that slot and decodes only the rest (like llama-server's
+//!   `cache_prompt`). Cached cells are given back, least recently used
+//!   first, whenever a request needs the room. On by default.
+//! - **Cancellation**: dropping the [`Handle`] (or [`Handle::cancel`]) ends
+//!   the sequence at the next step and frees its cells.
+//!
+//! ```
+//! use llama_safe::{demo::{DemoModel, DEMO_CONTINUATION, DEMO_PROMPT}, *};
+//! use llama_safe::engine::{Engine, EngineConfig, Request};
+//! use std::sync::Arc;
+//! let backend = LlamaBackend::init();
+//! let model = Arc::new(LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?);
+//! let engine = Engine::new(model.clone(), EngineConfig::default().with_n_ctx(512))?;
+//! let options = GenerateOptions { sampling: SamplingOptions::greedy(), ..Default::default() };
+//! let handles: Vec<_> = (0..3)
+//!     .map(|_| engine.submit(Request::new(model.tokenize(DEMO_PROMPT, true, false)?, options.clone())))
+//!     .collect::<Result<_>>()?;
+//! for handle in handles {
+//!     assert_eq!(handle.text()?, DEMO_CONTINUATION);
+//! }
+//! # Ok::<(), llama_safe::Error>(())
+//! ```
+
+mod slot;
+mod worker;
+
+use crate::error::{Error, Result};
+use crate::generate::{Event, GenerateOptions};
+use crate::model::LlamaModel;
+use crate::sampler::Sampler;
+use crate::token::Token;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// How an [`Engine`] is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// KV cells shared by all sequences (prompt and answer tokens).
+    pub n_ctx: u32,
+    /// Sequences generating at once.
+    pub n_parallel: u32,
+    /// Most tokens one decode takes (prompt chunks are cut to fit).
+    pub n_batch: u32,
+    /// Threads for every decode.
+    pub threads: u32,
+    /// Requests that may wait, beyond the `n_parallel` running, before
+    /// `submit` is refused.
+    pub queue: usize,
+    /// Reuse the KV cells of a finished sequence for a prompt that starts
+    /// with the same tokens.
+    pub prompt_cache: bool,
+}
+
+impl Default for EngineConfig {
+    /// 4096 cells, 4 sequences, batches of 512, every core, 64 waiting,
+    /// prompt cache on.
+    fn default() -> Self {
+        EngineConfig {
+            n_ctx: 4096,
+            n_parallel: 4,
+            n_batch: 512,
+            threads: std::thread::available_parallelism().map_or(4, |n| n.get() as u32),
+            queue: 64,
+            prompt_cache: true,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// KV cells shared by all sequences.
+    pub fn with_n_ctx(mut self, n: u32) -> Self {
+        self.n_ctx = n;
+        self
+    }
+    /// Sequences generating at once (at least 1).
+    pub fn with_n_parallel(mut self, n: u32) -> Self {
+        self.n_parallel = n.max(1);
+        self
+    }
+    /// Most tokens per decode.
+    pub fn with_n_batch(mut self, n: u32) -> Self {
+        self.n_batch = n.max(1);
+        self
+    }
+    /// Threads for every decode.
+    pub fn with_threads(mut self, n: u32) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+    /// Requests that may wait.
+    pub fn with_queue(mut self, n: usize) -> Self {
+        self.queue = n;
+        self
+    }
+    /// Turns the prompt cache on or off.
+    pub fn with_prompt_cache(mut self, enabled: bool) -> Self {
+        self.prompt_cache = enabled;
+        self
+    }
+}
+
+/// One generation to run: prompt tokens (tokenize them on your own thread:
+/// tokenizing a long text takes time the engine's decoding should not wait
+/// for) and the options of [`LlamaModel::generate`] (`cancel` included).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The prompt, with its BOS token if the model wants one.
+    pub prompt: Vec<Token>,
+    /// Token limit, sampling, stop strings, cancel flag.
+    pub options: GenerateOptions,
+}
+
+impl Request {
+    /// A request for `prompt` with `options`.
+    pub fn new(prompt: Vec<Token>, options: GenerateOptions) -> Request {
+        Request { prompt, options }
+    }
+}
+
+/// A request's stream of events: pieces, then [`Event::Done`] with its
+/// stats, or an error. Dropping it cancels the request.
+#[derive(Debug)]
+pub struct Handle {
+    events: flume::Receiver<Result<Event>>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Handle {
+    /// The next event, waiting for it; `None` after the last.
+    pub fn recv(&self) -> Option<Result<Event>> {
+        self.events.recv().ok()
+    }
+
+    /// The next event, from async code.
+    pub async fn recv_async(&self) -> Option<Result<Event>> {
+        self.events.recv_async().await.ok()
+    }
+
+    /// Stops the request at the engine's next step (its cells are freed).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the whole answer and returns its text.
+    pub fn text(self) -> Result<String> {
+        let mut text = String::new();
+        for event in self {
+            if let Event::Piece(p) = event? {
+                text.push_str(&p.text);
+            }
+        }
+        Ok(text)
+    }
+}
+
+impl Iterator for Handle {
+    type Item = Result<Event>;
+    fn next(&mut self) -> Option<Result<Event>> {
+        self.recv()
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// A snapshot of what the engine is doing, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineStats {
+    /// Sequences generating or reading their prompt.
+    pub active: usize,
+    /// Requests waiting for room.
+    pub queued: usize,
+    /// KV cells holding tokens (active sequences and the prompt cache).
+    pub kv_cells_used: u64,
+    /// KV cells in all.
+    pub kv_cells: u64,
+    /// Tokens in the last decode.
+    pub last_batch_tokens: u64,
+    /// Decodes run.
+    pub decodes: u64,
+    /// Tokens decoded in all (prompt and generated).
+    pub tokens_decoded: u64,
+    /// Requests that reused cached prompt tokens.
+    pub prompt_cache_hits: u64,
+    /// Prompt tokens not decoded again thanks to the cache.
+    pub prompt_cache_tokens: u64,
+}
+
+/// Counters the worker updates and anyone reads.
+#[derive(Debug, Default)]
+struct Counters {
+    active: AtomicUsize,
+    queued: AtomicUsize,
+    kv_cells_used: AtomicU64,
+    last_batch_tokens: AtomicU64,
+    decodes: AtomicU64,
+    tokens_decoded: AtomicU64,
+    prompt_cache_hits: AtomicU64,
+    prompt_cache_tokens: AtomicU64,
+}
+
+/// A request on its way to the worker.
+struct Job {
+    request: Request,
+    events: flume::Sender<Result<Event>>,
+    cancel: Arc<AtomicBool>,
+    submitted: Instant,
+}
+
+/// The batching engine; see the [module docs](self).
+pub struct Engine {
+    model: Arc<LlamaModel>,
+    config: EngineConfig,
+    jobs: Option<flume::Sender<Job>>,
+    counters: Arc<Counters>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Starts the engine's thread with a context over `model` sized by
+    /// `config`; a context llama.cpp refuses is the error here.
+    pub fn new(model: Arc<LlamaModel>, config: EngineConfig) -> Result<Engine> {
+        let (jobs_tx, jobs_rx) = flume::unbounded();
+        let (ready_tx, ready_rx) = flume::bounded(1);
+        let counters = Arc::new(Counters::default());
+        let worker = {
+            let model = model.clone();
+            let config = config.clone();
+            let counters = counters.clone();
+            std::thread::Builder::new()
+                .name("llama-engine".into())
+                .spawn(move || worker::run(&model, &config, &counters, jobs_rx, ready_tx))
+                .map_err(|source| Error::Io {
+                    path: "engine thread".into(),
+                    source,
+                })?
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = worker.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = worker.join();
+                return Err(Error::EngineStopped);
+            }
+        }
+        Ok(Engine {
+            model,
+            config,
+            jobs: Some(jobs_tx),
+            counters,
+            worker: Some(worker),
+        })
+    }
+
+    /// Queues `request`. An empty prompt is [`Error::InvalidParameter`]; a
+    /// prompt and `max_tokens` that can never fit the cache are
+    /// [`Error::PromptTooLong`]; a token outside the vocabulary is
+    /// [`Error::InvalidToken`]; sampling options the model cannot take (a
+    /// grammar that does not parse) are the sampler's error; a full queue
+    /// is [`Error::EngineBusy`].
+    pub fn submit(&self, request: Request) -> Result<Handle> {
+        if request.prompt.is_empty() {
+            return Err(Error::InvalidParameter {
+                name: "prompt",
+                reason: "the prompt has no tokens".into(),
+            });
+        }
+        let needed = request.prompt.len() + request.options.max_tokens as usize;
+        if needed > self.config.n_ctx as usize {
+            return Err(Error::PromptTooLong {
+                tokens: needed,
+                n_ctx: self.config.n_ctx,
+            });
+        }
+        for &t in &request.prompt {
+            self.model.check_token(t)?;
+        }
+        // The worker builds its own; this one only checks the options now.
+        drop(Sampler::new(&self.model, &request.options.sampling)?);
+        // In flight: running plus waiting, at most n_parallel + queue. The
+        // worker counts a request as active before it stops counting it as
+        // queued, so this never lets one too many in.
+        let queued = self.counters.queued.fetch_add(1, Ordering::SeqCst);
+        let active = self.counters.active.load(Ordering::SeqCst);
+        if queued + active >= self.config.n_parallel as usize + self.config.queue {
+            self.counters.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::EngineBusy { queued });
+        }
+        let (events_tx, events_rx) = flume::unbounded();
+        let cancel = request
+            .options
+            .cancel
+            .clone()
+            .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+        let job = Job {
+            request,
+            events: events_tx,
+            cancel: cancel.clone(),
+            submitted: Instant::now(),
+        };
+        let sent = self.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok());
+        if !sent {
+            self.counters.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::EngineStopped);
+        }
+        Ok(Handle {
+            events: events_rx,
+            cancel,
+        })
+    }
+
+    /// The model it runs.
+    pub fn model(&self) -> &Arc<LlamaModel> {
+        &self.model
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// What it is doing now.
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.counters;
+        EngineStats {
+            active: c.active.load(Ordering::Relaxed),
+            queued: c.queued.load(Ordering::Relaxed),
+            kv_cells_used: c.kv_cells_used.load(Ordering::Relaxed),
+            kv_cells: u64::from(self.config.n_ctx),
+            last_batch_tokens: c.last_batch_tokens.load(Ordering::Relaxed),
+            decodes: c.decodes.load(Ordering::Relaxed),
+            tokens_decoded: c.tokens_decoded.load(Ordering::Relaxed),
+            prompt_cache_hits: c.prompt_cache_hits.load(Ordering::Relaxed),
+            prompt_cache_tokens: c.prompt_cache_tokens.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops taking requests, lets the running and queued ones finish, and
+    /// waits for the thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.jobs = None; // the worker ends once the channel is drained
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,176 @@
+//! One sequence of the engine: its KV slot, and the request it runs.
+
+use super::Job;
+use crate::error::Error;
+use crate::generate::stop::StopMatcher;
+use crate::generate::{Event, GenerationStats, Piece, StopReason};
+use crate::sampler::Sampler;
+use crate::token::{Token, Utf8Stream};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// A sequence id of the context, and what its KV cells hold.
+pub(super) struct Slot<'m> {
+    /// The sequence id.
+    pub seq: u32,
+    /// The tokens in this sequence's KV cells, in position order.
+    pub cached: Vec<Token>,
+    /// When it last finished a request (for least-recently-used eviction).
+    pub last_used: Instant,
+    /// The request it runs, if any.
+    pub run: Option<Run<'m>>,
+}
+
+/// A request running in a slot.
+pub(super) struct Run<'m> {
+    pub job: Job,
+    sampler: Sampler<'m>,
+    utf8: Utf8Stream,
+    stop: StopMatcher,
+    /// Sampled but not decoded yet: the next token to feed.
+    pub pending: Option<Token>,
+    /// Cells reserved: prompt + max_tokens.
+    pub reserved: usize,
+    /// Index of this sequence's logits in the batch being decoded.
+    pub output: Option<usize>,
+    generated: usize,
+    admitted: Instant,
+    prompt_done: Option<Instant>,
+    first_token: Option<Instant>,
+    last_token: Option<Instant>,
+}
+
+/// What sampling one token did to a run.
+pub(super) enum Outcome {
+    /// Keep going: the token is pending.
+    Continue,
+    /// The request is over (its events are sent).
+    Finished,
+}
+
+impl<'m> Run<'m> {
+    pub fn new(job: Job, sampler: Sampler<'m>) -> Run<'m> {
+        let reserved = job.request.prompt.len() + job.request.options.max_tokens as usize;
+        Run {
+            stop: StopMatcher::new(&job.request.options.stop),
+            job,
+            sampler,
+            utf8: Utf8Stream::default(),
+            pending: None,
+            reserved,
+            output: None,
+            generated: 0,
+            admitted: Instant::now(),
+            prompt_done: None,
+            first_token: None,
+            last_token: None,
+        }
+    }
+
+    /// Whether the client cancelled or went away.
+    pub fn cancelled(&self) -> bool {
+        self.job.cancel.load(Ordering::Relaxed) || self.job.events.is_disconnected()
+    }
+
+    /// Sends an error and ends the request.
+    pub fn fail(&self, error: Error) {
+        let _ = self.job.events.send(Err(error));
+    }
+
+    /// Marks the prompt as read.
+    pub fn prompt_read(&mut self) {
+        self.prompt_done.get_or_insert_with(Instant::now);
+    }
+
+    /// Samples from batch entry `i`, streams the piece, and decides whether
+    /// the request goes on.
+    pub fn sample(&mut self, ctx: &mut crate::LlamaContext<'m>, i: usize) -> Outcome {
+        let model = ctx.model();
+        let token = match self.sampler.sample_ith(ctx, i) {
+            Ok(t) => t,
+            Err(Error::GrammarDeadEnd { .. }) => {
+                return self.finish(StopReason::GrammarDeadEnd, Token(-1));
+            }
+            Err(e) => {
+                self.fail(e);
+                return Outcome::Finished;
+            }
+        };
+        let now = Instant::now();
+        self.first_token.get_or_insert(now);
+        self.last_token = Some(now);
+        if model.is_eog(token) {
+            return self.finish(StopReason::EndOfGeneration, token);
+        }
+        self.generated += 1;
+        let bytes = match model.token_bytes(token, false) {
+            Ok(b) => b,
+            Err(e) => {
+                self.fail(e);
+                return Outcome::Finished;
+            }
+        };
+        let text = self.utf8.push(&bytes);
+        let (emit, stopped) = self.stop.push(&text);
+        self.piece(token, emit);
+        if stopped {
+            return self.finish(StopReason::StopString, token);
+        }
+        if self.generated >= self.job.request.options.max_tokens as usize {
+            return self.finish(StopReason::MaxTokens, token);
+        }
+        self.pending = Some(token);
+        Outcome::Continue
+    }
+
+    fn piece(&self, token: Token, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        let _ = self.job.events.send(Ok(Event::Piece(Piece {
+            token,
+            text,
+            at: self.job.submitted.elapsed(),
+        })));
+    }
+
+    fn finish(&mut self, reason: StopReason, token: Token) -> Outcome {
+        if reason != StopReason::StopString {
+            let rest = self.utf8.finish();
+            let (mut tail, _) = self.stop.push(&rest);
+            tail.push_str(&self.stop.finish());
+            self.piece(token, tail);
+        }
+        let _ = self.job.events.send(Ok(Event::Done(self.stats(reason))));
+        Outcome::Finished
+    }
+
+    fn stats(&self, stop_reason: StopReason) -> GenerationStats {
+        let start = self.job.submitted;
+        let prompt_done = self.prompt_done.unwrap_or(self.admitted);
+        let prompt_time = prompt_done.saturating_duration_since(self.admitted);
+        let generation_time = self
+            .last_token
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(prompt_done));
+        let rate = |n: usize, d: Duration| {
+            if d.is_zero() {
+                0.0
+            } else {
+                n as f64 / d.as_secs_f64()
+            }
+        };
+        let prompt_tokens = self.job.request.prompt.len();
+        GenerationStats {
+            prompt_tokens,
+            generated_tokens: self.generated,
+            time_to_first_token: self
+                .first_token
+                .map_or(Duration::ZERO, |t| t.saturating_duration_since(start)),
+            prompt_time,
+            generation_time,
+            prompt_tokens_per_second: rate(prompt_tokens, prompt_time),
+            generation_tokens_per_second: rate(self.generated, generation_time),
+            stop_reason,
+        }
+    }
+}

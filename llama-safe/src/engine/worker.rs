@@ -1,0 +1,357 @@
+//! The engine's thread: admits requests, builds one batch per step, decodes
+//! it, samples every sequence that has logits in it.
+
+use super::slot::{Outcome, Run, Slot};
+use super::{Counters, EngineConfig, Job};
+use crate::context::batch::Batch;
+use crate::context::params::ContextParams;
+use crate::context::LlamaContext;
+use crate::error::{Error, Result};
+use crate::model::LlamaModel;
+use crate::sampler::Sampler;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Runs until the job channel is closed and every request is done.
+pub(super) fn run(
+    model: &LlamaModel,
+    config: &EngineConfig,
+    counters: &Counters,
+    jobs: flume::Receiver<Job>,
+    ready: flume::Sender<Result<()>>,
+) {
+    let params = ContextParams::default()
+        .with_n_ctx(config.n_ctx)
+        .with_n_seq_max(config.n_parallel)
+        .with_kv_unified(true)
+        .with_n_batch(config.n_batch)
+        .with_n_ubatch(config.n_batch)
+        .with_threads(config.threads);
+    let ctx = match LlamaContext::new(model, &params) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut worker = Worker {
+        n_ctx: ctx.n_ctx() as usize,
+        n_batch: ctx.decode_limit().max(1) as usize,
+        ctx,
+        model,
+        config,
+        counters,
+        slots: (0..config.n_parallel)
+            .map(|seq| Slot {
+                seq,
+                cached: Vec::new(),
+                last_used: Instant::now(),
+                run: None,
+            })
+            .collect(),
+        waiting: VecDeque::new(),
+        batch: Batch::new(),
+    };
+    worker.serve(&jobs);
+}
+
+struct Worker<'m, 'a> {
+    ctx: LlamaContext<'m>,
+    model: &'m LlamaModel,
+    config: &'a EngineConfig,
+    counters: &'a Counters,
+    slots: Vec<Slot<'m>>,
+    waiting: VecDeque<Job>,
+    batch: Batch,
+    n_ctx: usize,
+    n_batch: usize,
+}
+
+impl<'m> Worker<'m, '_> {
+    fn serve(&mut self, jobs: &flume::Receiver<Job>) {
+        let mut open = true;
+        loop {
+            // Take what was submitted; with nothing to do, wait for it.
+            let idle = self.waiting.is_empty() && self.slots.iter().all(|s| s.run.is_none());
+            if idle {
+                if !open {
+                    return;
+                }
+                match jobs.recv_timeout(Duration::from_millis(100)) {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(flume::RecvTimeoutError::Timeout) => continue,
+                    Err(flume::RecvTimeoutError::Disconnected) => open = false,
+                }
+            }
+            loop {
+                match jobs.try_recv() {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(flume::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                    Err(flume::TryRecvError::Empty) => break,
+                }
+            }
+            self.drop_cancelled();
+            self.admit();
+            self.publish();
+            if !self.build_batch() {
+                if !self.waiting.is_empty() && self.slots.iter().all(|s| s.run.is_none()) {
+                    // Cannot happen (submit refuses what never fits), but
+                    // never spin: fail the head of the queue.
+                    if let Some(job) = self.waiting.pop_front() {
+                        self.counters.queued.fetch_sub(1, Ordering::SeqCst);
+                        let _ = job.events.send(Err(Error::EngineStopped));
+                    }
+                }
+                continue;
+            }
+            self.step();
+        }
+    }
+
+    /// Ends runs whose client cancelled or went away, and drops waiting
+    /// requests nobody wants any more.
+    fn drop_cancelled(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].run.as_ref().is_some_and(Run::cancelled) {
+                self.end_run(i);
+                self.forget(i);
+            }
+        }
+        let before = self.waiting.len();
+        self.waiting
+            .retain(|job| !(job.cancel.load(Ordering::Relaxed) || job.events.is_disconnected()));
+        let dropped = before - self.waiting.len();
+        self.counters.queued.fetch_sub(dropped, Ordering::SeqCst);
+    }
+
+    /// Ends the run of slot `i` (its cells stay, for the prompt cache).
+    fn end_run(&mut self, i: usize) -> Option<Run<'m>> {
+        let run = self.slots[i].run.take();
+        if run.is_some() {
+            self.counters.active.fetch_sub(1, Ordering::SeqCst);
+            self.slots[i].last_used = Instant::now();
+        }
+        run
+    }
+
+    /// Frees every KV cell of slot `i`.
+    fn forget(&mut self, i: usize) {
+        let seq = self.slots[i].seq;
+        let _ = self.ctx.seq_remove(Some(seq), ..);
+        self.slots[i].cached.clear();
+    }
+
+    /// Cells taken now: reservations of running requests (their cached
+    /// tokens are part of them) and the prompt cache of idle slots.
+    fn cells_taken(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.run.as_ref().map_or(s.cached.len(), |r| r.reserved))
+            .sum()
+    }
+
+    /// Starts waiting requests, first come first served, while a slot and
+    /// the cells they reserve are free.
+    fn admit(&mut self) {
+        while let Some(job) = self.waiting.front() {
+            let prompt = &job.request.prompt;
+            let need = prompt.len() + job.request.options.max_tokens as usize;
+            // The idle slot sharing the longest prefix with the prompt, else
+            // the least recently used one.
+            let Some(pick) = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.run.is_none())
+                .map(|(i, s)| (i, common_prefix(&s.cached, prompt)))
+                .max_by_key(|&(i, common)| (common, std::cmp::Reverse(self.slots[i].last_used)))
+                .map(|(i, common)| (i, if self.config.prompt_cache { common } else { 0 }))
+            else {
+                return; // every slot is busy
+            };
+            let (slot, common) = pick;
+            // One prompt token is always decoded, for its logits.
+            let reuse = common.min(prompt.len() - 1);
+            let mut taken = self.cells_taken() - self.slots[slot].cached.len();
+            // Give back cached cells, least recently used first, until it fits.
+            while taken + need > self.n_ctx {
+                let victim = self
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, s)| *i != slot && s.run.is_none() && !s.cached.is_empty())
+                    .min_by_key(|(_, s)| s.last_used)
+                    .map(|(i, _)| i);
+                match victim {
+                    Some(v) => {
+                        taken -= self.slots[v].cached.len();
+                        self.forget(v);
+                    }
+                    None => return, // wait for running requests to finish
+                }
+            }
+            let job = self.waiting.pop_front().expect("front exists");
+            let sampler = match Sampler::new(self.model, &job.request.options.sampling) {
+                Ok(sampler) => sampler,
+                Err(e) => {
+                    // Checked at submit; should it fail now, the client hears why.
+                    self.counters.queued.fetch_sub(1, Ordering::SeqCst);
+                    let _ = job.events.send(Err(e));
+                    continue;
+                }
+            };
+            self.counters.active.fetch_add(1, Ordering::SeqCst);
+            self.counters.queued.fetch_sub(1, Ordering::SeqCst);
+            let seq = self.slots[slot].seq;
+            let _ = self.ctx.seq_remove(Some(seq), reuse as u32..);
+            self.slots[slot].cached.truncate(reuse);
+            if reuse > 0 {
+                self.counters
+                    .prompt_cache_hits
+                    .fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .prompt_cache_tokens
+                    .fetch_add(reuse as u64, Ordering::Relaxed);
+            }
+            self.slots[slot].run = Some(Run::new(job, sampler));
+        }
+    }
+
+    /// One token of every generating sequence, then prompt chunks, within
+    /// `n_batch`. False when there is nothing to decode.
+    fn build_batch(&mut self) -> bool {
+        self.batch.clear();
+        let mut room = self.n_batch;
+        for slot in &mut self.slots {
+            let Some(run) = slot.run.as_mut() else {
+                continue;
+            };
+            run.output = None;
+            if let Some(token) = run.pending {
+                if room == 0 {
+                    continue;
+                }
+                let pos = slot.cached.len() as u32;
+                if self.batch.add(token, pos, &[slot.seq], true).is_ok() {
+                    run.output = Some(self.batch.len() - 1);
+                    room -= 1;
+                }
+            }
+        }
+        for slot in &mut self.slots {
+            let Some(run) = slot.run.as_mut() else {
+                continue;
+            };
+            let prompt = &run.job.request.prompt;
+            let done = slot.cached.len();
+            if run.pending.is_some() || done >= prompt.len() || room == 0 {
+                continue;
+            }
+            let take = (prompt.len() - done).min(room);
+            for (k, &token) in prompt[done..done + take].iter().enumerate() {
+                let last = done + k + 1 == prompt.len();
+                let pos = (done + k) as u32;
+                if self.batch.add(token, pos, &[slot.seq], last).is_ok() && last {
+                    run.output = Some(self.batch.len() - 1);
+                }
+            }
+            room -= take;
+        }
+        !self.batch.is_empty()
+    }
+
+    /// Decodes the batch, then samples every sequence with logits in it.
+    fn step(&mut self) {
+        let n = self.batch.len() as u64;
+        let decoded = self.ctx.decode_batch(&self.batch);
+        self.counters.decodes.fetch_add(1, Ordering::Relaxed);
+        self.counters.last_batch_tokens.store(n, Ordering::Relaxed);
+        if let Err(e) = decoded {
+            // Every sequence in the failed batch hears why and is dropped
+            // (a reservation makes a full cache unexpected).
+            for i in 0..self.slots.len() {
+                if self.slots[i].run.is_some() && self.in_batch(self.slots[i].seq) {
+                    if let Some(run) = self.end_run(i) {
+                        run.fail(clone_error(&e));
+                    }
+                    self.forget(i);
+                }
+            }
+            self.publish();
+            return;
+        }
+        self.counters.tokens_decoded.fetch_add(n, Ordering::Relaxed);
+        // The batch's tokens are now in the cells of their sequences.
+        for slot in &mut self.slots {
+            let Some(run) = slot.run.as_mut() else {
+                continue;
+            };
+            if let Some(token) = run.pending.take() {
+                slot.cached.push(token);
+            } else {
+                let prompt = &run.job.request.prompt;
+                let fed = self
+                    .batch
+                    .seq_ids()
+                    .filter(|&s| s == slot.seq as i32)
+                    .count();
+                let done = slot.cached.len();
+                slot.cached.extend_from_slice(&prompt[done..done + fed]);
+                if slot.cached.len() == prompt.len() {
+                    run.prompt_read();
+                }
+            }
+        }
+        for i in 0..self.slots.len() {
+            let Some(run) = self.slots[i].run.as_mut() else {
+                continue;
+            };
+            let Some(at) = run.output.take() else {
+                continue;
+            };
+            if let Outcome::Finished = run.sample(&mut self.ctx, at) {
+                self.end_run(i);
+                if !self.config.prompt_cache {
+                    self.forget(i);
+                }
+            }
+        }
+        self.publish();
+    }
+
+    fn in_batch(&self, seq: u32) -> bool {
+        self.batch.seq_ids().any(|s| s == seq as i32)
+    }
+
+    fn publish(&self) {
+        self.counters.kv_cells_used.store(
+            self.slots.iter().map(|s| s.cached.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+fn common_prefix(a: &[crate::Token], b: &[crate::Token]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Errors are not `Clone` (some hold an `io::Error`); a decode error is
+/// always one of these.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Decode(d) => Error::Decode(*d),
+        Error::Exception { call, message } => Error::Exception {
+            call,
+            message: message.clone(),
+        },
+        other => Error::Exception {
+            call: "llama_decode",
+            message: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,351 @@
+//! The batching engine: batched sequences give what they give alone,
+//! cancellation frees cells, admission waits for room, seeds reproduce,
+//! stop strings hold across pieces, the prompt cache reuses a prefix.
+
+mod common;
+
+use common::*;
+use llama_safe::engine::{Engine, EngineConfig, Handle, Request};
+use llama_safe::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn model() -> Arc<LlamaModel> {
+    Arc::new(LlamaModel::load(&LlamaBackend::init(), moe_path(), &Default::default()).unwrap())
+}
+
+fn options(max_tokens: u32, sampling: SamplingOptions) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens,
+        sampling,
+        ..Default::default()
+    }
+}
+
+fn request(model: &LlamaModel, prompt: &str, options: GenerateOptions) -> Request {
+    Request::new(model.tokenize(prompt, true, false).unwrap(), options)
+}
+
+/// The text and stats of a finished handle.
+fn finish(handle: Handle) -> (String, GenerationStats) {
+    let mut text = String::new();
+    for event in handle {
+        match event.unwrap() {
+            Event::Piece(p) => text.push_str(&p.text),
+            Event::Done(stats) => return (text, stats),
+        }
+    }
+    panic!("no Done event");
+}
+
+/// The same request run alone through `LlamaModel::generate`.
+fn solo(model: &LlamaModel, prompt: &str, options: &GenerateOptions) -> String {
+    let mut ctx = LlamaContext::new(
+        model,
+        &ContextParams::default().with_n_ctx(256).with_threads(2),
+    )
+    .unwrap();
+    let mut text = String::new();
+    for event in model.generate(&mut ctx, prompt, options).unwrap() {
+        if let Event::Piece(p) = event.unwrap() {
+            text.push_str(&p.text);
+        }
+    }
+    text
+}
+
+const PROMPTS: [&str; 6] = [
+    demo::DEMO_PROMPT,
+    "Once upon",
+    "many experts",
+    "tiny model with",
+    "there lived one",
+    "Once upon a time there lived one tiny",
+];
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn batched_sequences_give_what_they_give_alone() {
+    let model = model();
+    let engine = Engine::new(
+        model.clone(),
+        EngineConfig::default()
+            .with_n_ctx(1024)
+            .with_n_parallel(4)
+            .with_threads(2),
+    )
+    .unwrap();
+    let opts = options(24, SamplingOptions::greedy());
+    let handles: Vec<Handle> = PROMPTS
+        .iter()
+        .map(|p| engine.submit(request(&model, p, opts.clone())).unwrap())
+        .collect();
+    let results: Vec<(String, GenerationStats)> = handles.into_iter().map(finish).collect();
+    for (prompt, (text, stats)) in PROMPTS.iter().zip(&results) {
+        assert_eq!(text, &solo(&model, prompt, &opts), "{prompt}");
+        assert_eq!(
+            stats.prompt_tokens,
+            model.tokenize(prompt, true, false).unwrap().len()
+        );
+        assert!(stats.generated_tokens > 0);
+    }
+    assert_eq!(results[0].0, demo::DEMO_CONTINUATION);
+    // Interleaved: fewer decodes than tokens decoded.
+    let s = engine.stats();
+    assert!(s.decodes < s.tokens_decoded, "{s:?}");
+}
+
+#[test]
+fn dropping_a_handle_cancels_and_frees_its_cells() {
+    let model = model();
+    let engine = Engine::new(
+        model.clone(),
+        EngineConfig::default()
+            .with_n_ctx(2048)
+            .with_n_parallel(2)
+            .with_threads(2)
+            .with_prompt_cache(false),
+    )
+    .unwrap();
+    let eos = model.token_eos().unwrap();
+    let long = options(
+        1500,
+        SamplingOptions {
+            logit_bias: vec![(eos, f32::NEG_INFINITY)],
+            ..SamplingOptions::greedy()
+        },
+    );
+    let handle = engine
+        .submit(request(&model, demo::DEMO_PROMPT, long))
+        .unwrap();
+    for _ in 0..3 {
+        assert!(matches!(handle.recv(), Some(Ok(Event::Piece(_)))));
+    }
+    assert!(engine.stats().kv_cells_used > 0);
+    drop(handle);
+    wait_until("the cancelled sequence is gone", || {
+        let s = engine.stats();
+        s.active == 0 && s.kv_cells_used == 0
+    });
+}
+
+#[test]
+fn admission_waits_for_room_and_refuses_what_never_fits() {
+    let model = model();
+    let engine = Engine::new(
+        model.clone(),
+        EngineConfig::default()
+            .with_n_ctx(64)
+            .with_n_parallel(2)
+            .with_threads(2)
+            .with_queue(0),
+    )
+    .unwrap();
+    let eos = model.token_eos().unwrap();
+    let long = options(
+        55,
+        SamplingOptions {
+            logit_bias: vec![(eos, f32::NEG_INFINITY)],
+            ..SamplingOptions::greedy()
+        },
+    );
+    let opts = options(40, SamplingOptions::greedy());
+    // 5 + 55 cells reserved: the second (5 + 40) must wait for the first.
+    let first = engine
+        .submit(request(&model, demo::DEMO_PROMPT, long))
+        .unwrap();
+    assert!(matches!(first.recv(), Some(Ok(Event::Piece(_)))));
+    let second = engine
+        .submit(request(&model, demo::DEMO_PROMPT, opts.clone()))
+        .unwrap();
+    let s = engine.stats();
+    assert_eq!((s.active, s.queued), (1, 1), "{s:?}");
+    // n_parallel + queue = 2 requests are in flight: the engine is full.
+    assert!(matches!(
+        engine.submit(request(&model, "Once", opts.clone())),
+        Err(Error::EngineBusy { .. })
+    ));
+    let (text, stats) = finish(first);
+    assert_eq!(stats.stop_reason, StopReason::MaxTokens);
+    assert_eq!(stats.generated_tokens, 55, "{text}");
+    assert_eq!(finish(second).0, demo::DEMO_CONTINUATION);
+    assert!(matches!(
+        engine.submit(request(
+            &model,
+            demo::DEMO_PROMPT,
+            options(60, SamplingOptions::greedy())
+        )),
+        Err(Error::PromptTooLong { .. })
+    ));
+    assert!(matches!(
+        engine.submit(Request::new(Vec::new(), opts.clone())),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        engine.submit(Request::new(vec![Token(1 << 20)], opts)),
+        Err(Error::InvalidToken { .. })
+    ));
+}
+
+#[test]
+fn each_sequence_keeps_its_own_seed_sampler_and_stop_strings() {
+    let model = model();
+    let engine = Engine::new(
+        model.clone(),
+        EngineConfig::default().with_n_ctx(1024).with_threads(2),
+    )
+    .unwrap();
+    let seeded = options(
+        16,
+        SamplingOptions {
+            temperature: 1.5,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 42,
+            ..SamplingOptions::default()
+        },
+    );
+    let stop = GenerateOptions {
+        stop: vec!["tiny mo".into()],
+        ..options(24, SamplingOptions::greedy())
+    };
+    let grammar = options(
+        8,
+        SamplingOptions {
+            grammar: Some(r#"root ::= " there lived""#.into()),
+            ..SamplingOptions::greedy()
+        },
+    );
+    let a = engine
+        .submit(request(&model, "Once upon", seeded.clone()))
+        .unwrap();
+    let b = engine
+        .submit(request(&model, demo::DEMO_PROMPT, stop))
+        .unwrap();
+    let c = engine
+        .submit(request(&model, "Once upon", seeded.clone()))
+        .unwrap();
+    let d = engine
+        .submit(request(&model, demo::DEMO_PROMPT, grammar))
+        .unwrap();
+    let (a, _) = finish(a);
+    let (b, b_stats) = finish(b);
+    let (c, _) = finish(c);
+    let (d, _) = finish(d);
+    assert_eq!(a, c, "the same seed gives the same text");
+    assert_eq!(a, solo(&model, "Once upon", &seeded));
+    assert_eq!(b, " there lived one ");
+    assert_eq!(b_stats.stop_reason, StopReason::StopString);
+    assert_eq!(d, " there lived");
+}
+
+#[test]
+fn the_prompt_cache_reuses_a_shared_prefix() {
+    let model = model();
+    let engine = Engine::new(
+        model.clone(),
+        EngineConfig::default().with_n_ctx(1024).with_threads(2),
+    )
+    .unwrap();
+    let opts = options(24, SamplingOptions::greedy());
+    let prompt = model.tokenize(demo::DEMO_PROMPT, true, false).unwrap();
+    let (first, _) = finish(
+        engine
+            .submit(Request::new(prompt.clone(), opts.clone()))
+            .unwrap(),
+    );
+    assert_eq!(engine.stats().prompt_cache_hits, 0);
+    let (again, _) = finish(
+        engine
+            .submit(Request::new(prompt.clone(), opts.clone()))
+            .unwrap(),
+    );
+    assert_eq!(first, again);
+    let s = engine.stats();
+    assert_eq!(s.prompt_cache_hits, 1);
+    assert_eq!(s.prompt_cache_tokens, prompt.len() as u64 - 1);
+    // A longer prompt sharing the first one's tokens reuses them too.
+    let (longer, _) = finish(
+        engine
+            .submit(request(
+                &model,
+                "Once upon a time there lived",
+                opts.clone(),
+            ))
+            .unwrap(),
+    );
+    assert_eq!(longer, solo(&model, "Once upon a time there lived", &opts));
+    assert_eq!(engine.stats().prompt_cache_hits, 2);
+}
+
+#[test]
+fn handles_work_from_async_code_and_other_threads() {
+    let model = model();
+    let engine = Arc::new(
+        Engine::new(
+            model.clone(),
+            EngineConfig::default().with_n_ctx(1024).with_threads(2),
+        )
+        .unwrap(),
+    );
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let engine = engine.clone();
+            let model = model.clone();
+            std::thread::spawn(move || {
+                let handle = engine
+                    .submit(request(
+                        &model,
+                        demo::DEMO_PROMPT,
+                        options(24, SamplingOptions::greedy()),
+                    ))
+                    .unwrap();
+                // A minimal executor: the future is ready or woken by the engine.
+                let text = futures_lite_block_on(async move {
+                    let mut text = String::new();
+                    while let Some(event) = handle.recv_async().await {
+                        if let Event::Piece(p) = event.unwrap() {
+                            text.push_str(&p.text);
+                        }
+                    }
+                    text
+                });
+                assert_eq!(text, demo::DEMO_CONTINUATION);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// Polls a future to completion on this thread, parking between wake-ups.
+fn futures_lite_block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
