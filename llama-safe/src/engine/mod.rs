@@ -336,7 +336,10 @@ impl Engine {
             cancel: cancel.clone(),
             submitted: Instant::now(),
         };
-        let sent = self.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok());
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok());
         if !sent {
             self.counters.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::EngineStopped);

@@ -1,0 +1,437 @@
+//! Serving benchmark: our server (`examples/server`, on the batching engine)
+//! against llama.cpp's `llama-server`, same model, same threads, same
+//! parallel sequences, closed-loop clients at several concurrencies,
+//! interleaved round by round. Writes JSON and Markdown.
+//!
+//! ```text
+//! cargo build --release --example server
+//! scripts/build-llama-server.sh                 # the peer, outside CI
+//! cargo run --release --bin serve_bench -- --model m.gguf \
+//!     --llama-server target/peers/llama-server --clients 1,2,4,8,16 --rounds 3
+//! ```
+//!
+//! Without `--llama-server` only our server runs (CI does that, small).
+
+use clap::Parser;
+use llama_workspace::bench::serving::{self, percentile, LoadResult};
+use llama_workspace::bench::Summary;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(about = "Closed-loop serving benchmark against llama-server")]
+struct Args {
+    /// The GGUF model both servers load (default: the demo model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Our server binary.
+    #[arg(long, default_value = "target/release/examples/server")]
+    server: PathBuf,
+    /// llama.cpp's llama-server binary; without it only ours runs.
+    #[arg(long)]
+    llama_server: Option<PathBuf>,
+    /// Client counts to run, comma-separated.
+    #[arg(long, default_value = "1,2,4,8,16", value_delimiter = ',')]
+    clients: Vec<usize>,
+    /// Interleaved rounds (each runs every client count on both servers).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Requests each client sends per run.
+    #[arg(long, default_value_t = 3)]
+    requests: usize,
+    /// Tokens per answer (EOS banned).
+    #[arg(long, default_value_t = 48)]
+    max_tokens: u32,
+    /// Threads of each server.
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Parallel sequences of each server.
+    #[arg(long, default_value_t = 4)]
+    parallel: u32,
+    /// KV cells of each server.
+    #[arg(long, default_value_t = 8192)]
+    ctx_size: u32,
+    /// Tokens of the repeated prompt of the prompt-cache check.
+    #[arg(long, default_value_t = 1000)]
+    cache_prompt_tokens: usize,
+    /// Output folder.
+    #[arg(long, default_value = "target/serve_bench")]
+    out: PathBuf,
+}
+
+/// A server process and its address.
+struct Server {
+    name: &'static str,
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn peak_rss_bytes(&self) -> Option<u64> {
+        rss_field(self.child.id(), "VmHWM")
+    }
+}
+
+fn rss_field(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+async fn wait_healthy(base: &str, child: &mut Child) -> Result<(), String> {
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the server exited: {status}"));
+        }
+        if let Ok(r) = client.get(format!("{base}/health")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("{base} not healthy after 120 s"))
+}
+
+async fn start_ours(args: &Args, model: &str, prompt_cache: bool) -> Result<Server, String> {
+    let port = free_port();
+    let mut cmd = Command::new(&args.server);
+    cmd.args(["--model", model, "--quiet", "--port"])
+        .arg(port.to_string())
+        .args(["--threads", &args.threads.to_string()])
+        .args(["--parallel", &args.parallel.to_string()])
+        .args(["--ctx-size", &args.ctx_size.to_string()])
+        .args(["--queue", "64"]);
+    if !prompt_cache {
+        cmd.arg("--no-prompt-cache");
+    }
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", args.server.display()))?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base, &mut child).await?;
+    Ok(Server {
+        name: "ours",
+        child,
+        base,
+    })
+}
+
+async fn start_llama_server(args: &Args, exe: &PathBuf, model: &str) -> Result<Server, String> {
+    let port = free_port();
+    let mut child = Command::new(exe)
+        .args(["-m", model, "--host", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .args([
+            "-t",
+            &args.threads.to_string(),
+            "-tb",
+            &args.threads.to_string(),
+        ])
+        .args(["-np", &args.parallel.to_string()])
+        .args(["-c", &args.ctx_size.to_string()])
+        .args(["--no-webui", "--log-disable"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", exe.display()))?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base, &mut child).await?;
+    Ok(Server {
+        name: "llama-server",
+        child,
+        base,
+    })
+}
+
+/// A distinct prompt per request index.
+fn prompt(i: usize) -> String {
+    const WORDS: [&str; 8] = ["Once", "upon", "a", "time", "there", "lived", "one", "tiny"];
+    let mut p = String::from("Once upon a time");
+    let mut n = i + 1;
+    while n > 0 {
+        p.push(' ');
+        p.push_str(WORDS[n % WORDS.len()]);
+        n /= WORDS.len();
+    }
+    p
+}
+
+#[derive(Serialize)]
+struct Row {
+    clients: usize,
+    ours: Summary,
+    peer: Option<Summary>,
+    ratio: Option<Summary>,
+    ours_ttft_p50: f64,
+    ours_ttft_p95: f64,
+    ours_latency_p50: f64,
+    ours_latency_p95: f64,
+    peer_ttft_p50: Option<f64>,
+    peer_ttft_p95: Option<f64>,
+    peer_latency_p50: Option<f64>,
+    peer_latency_p95: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    threads: u32,
+    parallel: u32,
+    ctx_size: u32,
+    max_tokens: u32,
+    rounds: usize,
+    requests_per_client: usize,
+    ours_llama_cpp: String,
+    peer: Option<String>,
+    rows: Vec<Row>,
+    ours_scaling_8_over_1: Option<Summary>,
+    peak_rss_ours: Option<u64>,
+    peak_rss_peer: Option<u64>,
+    prompt_cache_prompt_tokens: usize,
+    prompt_cache_ttft_cold: f64,
+    prompt_cache_ttft_warm: f64,
+    prompt_cache_ttft_without_cache: f64,
+    runs: Vec<(String, usize, usize, LoadResult)>,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args).await {
+        eprintln!("serve_bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => llama_safe::demo::DemoModel::Moe
+            .cached()
+            .map_err(|e| e.to_string())?,
+    };
+    let model_str = model.to_string_lossy().into_owned();
+    let backend = llama_safe::LlamaBackend::init();
+    let loaded = llama_safe::LlamaModel::load(
+        &backend,
+        &model,
+        &llama_safe::LlamaModelParams::default().with_vocab_only(true),
+    )
+    .map_err(|e| e.to_string())?;
+    let eos = loaded.token_eos().map_or(2, |t| t.0);
+
+    let mut servers = vec![start_ours(&args, &model_str, true).await?];
+    if let Some(exe) = &args.llama_server {
+        servers.push(start_llama_server(&args, exe, &model_str).await?);
+    }
+    // Warm-up: one request each.
+    for s in &servers {
+        serving::run(&s.base, 1, 1, 4, eos, prompt).await?;
+    }
+    let mut runs: Vec<(String, usize, usize, LoadResult)> = Vec::new();
+    for round in 0..args.rounds {
+        for &clients in &args.clients {
+            // Alternate which server goes first, round by round.
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..servers.len()).collect()
+            } else {
+                (0..servers.len()).rev().collect()
+            };
+            for i in order {
+                let s = &servers[i];
+                let offset = (round * 1000 + clients) * 100;
+                let r = serving::run(
+                    &s.base,
+                    clients,
+                    args.requests,
+                    args.max_tokens,
+                    eos,
+                    move |k| prompt(offset + k),
+                )
+                .await?;
+                eprintln!(
+                    "round {round} {:>12} {clients:>2} clients: {:.1} tok/s",
+                    s.name, r.tokens_per_second
+                );
+                runs.push((s.name.to_string(), round, clients, r));
+            }
+        }
+    }
+    let peak_rss_ours = servers[0].peak_rss_bytes();
+    let peak_rss_peer = servers.get(1).and_then(Server::peak_rss_bytes);
+
+    // Prompt cache: the same long prompt twice (cold, then warm), and on a
+    // server without the cache.
+    let long_prompt = "Once upon a time there lived one tiny model with many experts. "
+        .repeat(args.cache_prompt_tokens / 12 + 1);
+    let long_tokens = loaded
+        .tokenize(&long_prompt, true, false)
+        .map_or(0, |t| t.len());
+    let long = long_prompt.clone();
+    let cold = serving::run(&servers[0].base, 1, 1, 4, eos, move |_| long.clone()).await?;
+    let long = long_prompt.clone();
+    let warm = serving::run(&servers[0].base, 1, 1, 4, eos, move |_| long.clone()).await?;
+    drop(servers);
+    let uncached = start_ours(&args, &model_str, false).await?;
+    let long = long_prompt.clone();
+    let _ = serving::run(&uncached.base, 1, 1, 4, eos, move |_| long.clone()).await?;
+    let long = long_prompt.clone();
+    let without = serving::run(&uncached.base, 1, 1, 4, eos, move |_| long.clone()).await?;
+    drop(uncached);
+
+    let rate = |name: &str, clients: usize| -> Vec<f64> {
+        runs.iter()
+            .filter(|(n, _, c, _)| n == name && *c == clients)
+            .map(|(_, _, _, r)| r.tokens_per_second)
+            .collect()
+    };
+    let pooled = |name: &str, clients: usize, f: fn(&LoadResult) -> &Vec<f64>| -> Vec<f64> {
+        runs.iter()
+            .filter(|(n, _, c, _)| n == name && *c == clients)
+            .flat_map(|(_, _, _, r)| f(r).clone())
+            .collect()
+    };
+    let has_peer = args.llama_server.is_some();
+    let rows: Vec<Row> = args
+        .clients
+        .iter()
+        .map(|&clients| {
+            let ours = rate("ours", clients);
+            let peer = rate("llama-server", clients);
+            let ratios: Vec<f64> = ours.iter().zip(&peer).map(|(o, p)| o / p).collect();
+            let (ot, ol) = (
+                pooled("ours", clients, |r| &r.ttft),
+                pooled("ours", clients, |r| &r.latency),
+            );
+            let (pt, pl) = (
+                pooled("llama-server", clients, |r| &r.ttft),
+                pooled("llama-server", clients, |r| &r.latency),
+            );
+            Row {
+                clients,
+                ours: Summary::of(&ours).expect("runs"),
+                peer: Summary::of(&peer),
+                ratio: Summary::of(&ratios),
+                ours_ttft_p50: percentile(&ot, 50.0),
+                ours_ttft_p95: percentile(&ot, 95.0),
+                ours_latency_p50: percentile(&ol, 50.0),
+                ours_latency_p95: percentile(&ol, 95.0),
+                peer_ttft_p50: has_peer.then(|| percentile(&pt, 50.0)),
+                peer_ttft_p95: has_peer.then(|| percentile(&pt, 95.0)),
+                peer_latency_p50: has_peer.then(|| percentile(&pl, 50.0)),
+                peer_latency_p95: has_peer.then(|| percentile(&pl, 95.0)),
+            }
+        })
+        .collect();
+    let scaling: Vec<f64> = rate("ours", 8)
+        .iter()
+        .zip(rate("ours", 1))
+        .map(|(eight, one)| eight / one)
+        .collect();
+    let report = Report {
+        model: model_str,
+        threads: args.threads,
+        parallel: args.parallel,
+        ctx_size: args.ctx_size,
+        max_tokens: args.max_tokens,
+        rounds: args.rounds,
+        requests_per_client: args.requests,
+        ours_llama_cpp: llama_safe::LLAMA_CPP_REVISION.to_string(),
+        peer: args.llama_server.as_ref().map(|p| p.display().to_string()),
+        rows,
+        ours_scaling_8_over_1: Summary::of(&scaling),
+        peak_rss_ours,
+        peak_rss_peer,
+        prompt_cache_prompt_tokens: long_tokens,
+        prompt_cache_ttft_cold: cold.ttft[0],
+        prompt_cache_ttft_warm: warm.ttft[0],
+        prompt_cache_ttft_without_cache: without.ttft[0],
+        runs,
+    };
+    std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(args.out.join("serve.json"), json).map_err(|e| e.to_string())?;
+    let md = markdown(&report);
+    std::fs::write(args.out.join("serve.md"), &md).map_err(|e| e.to_string())?;
+    println!("{md}");
+    Ok(())
+}
+
+fn markdown(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Closed-loop clients, {} rounds interleaved, {} requests per client per run, {} tokens per answer (EOS banned), greedy; {} threads and {} parallel sequences per server, {} KV cells; tokens/s over all clients (mean ± sd (min–max) of the rounds); ratio = ours ÷ llama-server, round by round.\n",
+        r.rounds, r.requests_per_client, r.max_tokens, r.threads, r.parallel, r.ctx_size
+    );
+    let _ = writeln!(md, "| clients | ours tok/s | llama-server tok/s | ratio | ours TTFT p50/p95 ms | llama-server TTFT p50/p95 ms | ours latency p50/p95 ms | llama-server latency p50/p95 ms |");
+    let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let ms = |v: f64| format!("{:.0}", v * 1e3);
+    let pair = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{}/{}", ms(a), ms(b)),
+        _ => "—".into(),
+    };
+    for row in &r.rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {}/{} | {} | {}/{} | {} |",
+            row.clients,
+            row.ours.display(1),
+            row.peer.map_or("—".into(), |s| s.display(1)),
+            row.ratio.map_or("—".into(), |s| s.display(3)),
+            ms(row.ours_ttft_p50),
+            ms(row.ours_ttft_p95),
+            pair(row.peer_ttft_p50, row.peer_ttft_p95),
+            ms(row.ours_latency_p50),
+            ms(row.ours_latency_p95),
+            pair(row.peer_latency_p50, row.peer_latency_p95),
+        );
+    }
+    if let Some(s) = r.ours_scaling_8_over_1 {
+        let _ = writeln!(
+            md,
+            "\nOurs at 8 clients ÷ ours at 1 client: {}.",
+            s.display(2)
+        );
+    }
+    let mib =
+        |b: Option<u64>| b.map_or("—".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+    let _ = writeln!(
+        md,
+        "Peak RSS over the runs: ours {}, llama-server {}.",
+        mib(r.peak_rss_ours),
+        mib(r.peak_rss_peer)
+    );
+    let _ = writeln!(
+        md,
+        "Prompt cache (ours, a repeated prompt of {} tokens): TTFT cold {} ms, repeated {} ms, repeated on a server without the cache {} ms.",
+        r.prompt_cache_prompt_tokens,
+        ms(r.prompt_cache_ttft_cold),
+        ms(r.prompt_cache_ttft_warm),
+        ms(r.prompt_cache_ttft_without_cache)
+    );
+    md
+}
