@@ -9,14 +9,14 @@
 //! curl -N localhost:8080/api/generate -d '{"prompt": "Once upon a time", "temperature": 0}'
 //! ```
 //!
-//! SIGINT or SIGTERM stops taking connections and lets the answers in flight
-//! finish.
+//! SIGINT or SIGTERM stops taking connections, answers queued requests 503
+//! and lets the answers in flight finish within `--shutdown-timeout`.
 
 use clap::Parser;
 use llama_safe::engine::EngineConfig;
 use llama_safe::*;
 use llama_workspace::cli::{run_main, ModelArgs};
-use llama_workspace::server::{serve, AppState};
+use llama_workspace::server::{serve, AppState, Timeouts};
 
 #[derive(Parser, Debug)]
 #[command(about = "Serve a GGUF model over HTTP (OpenAI-style and /api/generate)")]
@@ -46,6 +46,18 @@ struct Args {
     /// with the same tokens (on by default).
     #[arg(long)]
     no_prompt_cache: bool,
+    /// Seconds a client has to send a request's headers (and, on a
+    /// kept-alive connection, the next request's): slow or idle clients are
+    /// closed.
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a client has to send a request's body (408 otherwise).
+    #[arg(long, default_value_t = 30.0)]
+    body_timeout: f64,
+    /// Seconds the streams in flight may take to finish after SIGINT or
+    /// SIGTERM; requests still queued get 503 at once.
+    #[arg(long, default_value_t = 10.0)]
+    shutdown_timeout: f64,
     /// The model name clients use (default: the file name without `.gguf`).
     #[arg(long)]
     alias: Option<String>,
@@ -90,7 +102,13 @@ fn run(args: Args) -> Result<()> {
             "server: {name} on http://{local} ({} parallel sequences, {} KV cells, {threads} threads, queue {})",
             args.parallel, state.n_ctx(), args.queue
         );
-        serve(listener, state, shutdown_signal())
+        let seconds = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
+        let timeouts = Timeouts {
+            header: seconds(args.header_timeout),
+            body: seconds(args.body_timeout),
+            shutdown: seconds(args.shutdown_timeout),
+        };
+        serve(listener, state, shutdown_signal(), timeouts)
             .await
             .map_err(|source| Error::Io { path: local.to_string().into(), source })?;
         eprintln!("server: stopped");
@@ -118,5 +136,5 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    eprintln!("server: shutting down, finishing requests in flight");
+    eprintln!("server: shutting down, finishing the streams in flight");
 }

@@ -2,81 +2,25 @@
 //! streaming and not; every bad input; 429 when full; a dropped stream frees
 //! its context; a bounded load test; /metrics.
 
+mod support;
+
 use futures_util::StreamExt;
-use llama_safe::demo::{DemoModel, DEMO_CONTINUATION, DEMO_PROMPT};
+use llama_safe::demo::{DEMO_CONTINUATION, DEMO_PROMPT};
 use llama_safe::engine::EngineConfig;
-use llama_safe::*;
-use llama_workspace::server::{serve, AppState};
+use llama_workspace::server::Timeouts;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
+use support::{health, post, start, start_with};
 
 /// The demo model's greedy answer to one user message "Once upon a time"
 /// through its chat template (see examples/chat.rs in CI).
 const CHAT_REPLY: &str = " a time there lived one tiny model with many experts.";
 
-struct Server {
-    base: String,
-    state: Arc<AppState>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-async fn start(parallel: u32, queue: usize) -> Server {
-    start_with(
-        EngineConfig::default()
-            .with_n_ctx(4096)
-            .with_n_parallel(parallel)
-            .with_threads(2)
-            .with_queue(queue),
-    )
-    .await
-}
-
-async fn start_with(config: EngineConfig) -> Server {
-    let backend = LlamaBackend::init();
-    let model = LlamaModel::load(
-        &backend,
-        DemoModel::Moe.cached().unwrap(),
-        &LlamaModelParams::default(),
-    )
-    .unwrap();
-    let state = AppState::new(Arc::new(model), "demo", config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(serve(listener, state.clone(), async {
-        let _ = rx.await;
-    }));
-    Server {
-        base,
-        state,
-        stop: Some(tx),
-    }
-}
-
-async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
-}
-
 /// The `data:` payloads of an SSE response.
 async fn sse(base: &str, path: &str, body: Value) -> Vec<String> {
     let r = reqwest::Client::new()
         .post(format!("{base}{path}"))
+        .header("accept", "text/event-stream")
         .json(&body)
         .send()
         .await
@@ -340,15 +284,6 @@ async fn bad_input_gets_4xx_naming_the_field() {
     assert_eq!(status, 200);
 }
 
-async fn health(base: &str) -> Value {
-    reqwest::get(format!("{base}/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn sequences_active(base: &str) -> u64 {
     health(base).await["active"].as_u64().unwrap()
 }
@@ -362,6 +297,7 @@ async fn full_server_answers_429_and_a_dropped_stream_frees_its_context() {
     let client = reqwest::Client::new();
     let r = client
         .post(format!("{b}/api/generate"))
+        .header("accept", "text/event-stream")
         .json(&long)
         .send()
         .await
@@ -478,6 +414,7 @@ async fn sixteen_streams_with_random_disconnects_free_every_cell() {
             .with_threads(2)
             .with_queue(64)
             .with_prompt_cache(false),
+        Timeouts::default(),
     )
     .await;
     let b = s.base.clone();

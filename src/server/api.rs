@@ -71,13 +71,28 @@ pub struct GenRequest {
 /// Which API a body is for (their fields and defaults differ a little).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
-    /// `POST /api/generate`: `prompt`; streams unless `"stream": false`.
+    /// `POST /api/generate` (Ollama's): `prompt`, `options`; streams
+    /// unless `"stream": false`.
     Generate,
+    /// `POST /api/chat` (Ollama's): `messages`, `options`; streams unless
+    /// `"stream": false`.
+    OllamaChat,
     /// `POST /v1/completions`: OpenAI completions.
     Completions,
     /// `POST /v1/chat/completions`: OpenAI chat, `messages`.
     Chat,
 }
+
+impl Api {
+    fn is_ollama(self) -> bool {
+        matches!(self, Api::Generate | Api::OllamaChat)
+    }
+}
+
+/// Most stop strings a request may give.
+pub const MAX_STOP_STRINGS: usize = 16;
+/// Longest stop string, in bytes.
+pub const MAX_STOP_BYTES: usize = 1024;
 
 /// What a body is checked against: the model served and the context size.
 #[derive(Debug, Clone, Copy)]
@@ -120,8 +135,52 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
         }
     }
 
+    // Fields this server does not implement are refused, never ignored.
+    for (field, what) in [
+        ("tools", "tool calling"),
+        ("functions", "function calling"),
+        ("suffix", "fill-in-the-middle"),
+    ] {
+        let present = match obj.get(field) {
+            None | Some(Value::Null) => false,
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::String(s)) => !s.is_empty(),
+            Some(_) => true,
+        };
+        if present {
+            return Err(ApiError::bad(
+                field,
+                format!("`{field}` ({what}) is not supported by this server"),
+            ));
+        }
+    }
+    match obj.get("n").filter(|v| !v.is_null()) {
+        None => {}
+        Some(v) if v.as_u64() == Some(1) => {}
+        Some(_) => {
+            return Err(ApiError::bad(
+                "n",
+                "only `n: 1` is supported: send several requests for several answers",
+            ))
+        }
+    }
+    // Ollama puts the sampling fields in `options`; shimmy-style clients of
+    // /api/generate put them at the top level: `options` wins.
+    let mut merged;
+    let opts = if api.is_ollama() {
+        merged = obj.clone();
+        match obj.get("options") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(o)) => merged.extend(o.clone()),
+            Some(_) => return Err(ApiError::bad("options", "`options` must be an object")),
+        }
+        &merged
+    } else {
+        obj
+    };
+
     let (prompt, messages) = match api {
-        Api::Chat => {
+        Api::Chat | Api::OllamaChat => {
             let list = obj
                 .get("messages")
                 .ok_or_else(|| ApiError::bad("messages", "`messages` is required"))?
@@ -156,16 +215,27 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
     };
 
     let default_max = 256.min(max_tokens_limit);
-    let max_tokens = match obj.get("max_tokens") {
+    // OpenAI's newer name wins over the old one; Ollama's is num_predict.
+    let (field, value) = if api.is_ollama() && opts.contains_key("num_predict") {
+        ("num_predict", opts.get("num_predict"))
+    } else {
+        match obj.get("max_completion_tokens").filter(|v| !v.is_null()) {
+            Some(v) => ("max_completion_tokens", Some(v)),
+            None => ("max_tokens", obj.get("max_tokens")),
+        }
+    };
+    let max_tokens = match value {
         None | Some(Value::Null) => default_max,
+        // Ollama: -1 means "until the context is full".
+        Some(v) if api.is_ollama() && v.as_i64() == Some(-1) => max_tokens_limit,
         Some(v) => {
             let n = v
                 .as_i64()
-                .ok_or_else(|| ApiError::bad("max_tokens", "`max_tokens` must be an integer"))?;
+                .ok_or_else(|| ApiError::bad(field, format!("`{field}` must be an integer")))?;
             if n < 1 || n > i64::from(max_tokens_limit) {
                 return Err(ApiError::bad(
-                    "max_tokens",
-                    format!("`max_tokens` must be between 1 and {max_tokens_limit} (the context size), got {n}"),
+                    field,
+                    format!("`{field}` must be between 1 and {max_tokens_limit} (the context size), got {n}"),
                 ));
             }
             n as u32
@@ -173,16 +243,22 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
     };
 
     let mut sampling = SamplingOptions::default();
-    if let Some(t) = number(obj, "temperature", 0.0, 5.0)? {
+    if let Some(t) = number(opts, "temperature", 0.0, 5.0)? {
         sampling.temperature = t as f32;
     }
-    if let Some(p) = number(obj, "top_p", 0.0, 1.0)? {
+    if let Some(k) = number(opts, "top_k", 0.0, 1e6)? {
+        sampling.top_k = k as i32;
+    }
+    if let Some(p) = number(opts, "repeat_penalty", 0.0, 10.0)? {
+        sampling.repeat_penalty = p as f32;
+    }
+    if let Some(p) = number(opts, "top_p", 0.0, 1.0)? {
         if p == 0.0 {
             return Err(ApiError::bad("top_p", "`top_p` must be above 0"));
         }
         sampling.top_p = p as f32;
     }
-    if let Some(seed) = obj.get("seed").filter(|v| !v.is_null()) {
+    if let Some(seed) = opts.get("seed").filter(|v| !v.is_null()) {
         sampling.seed = seed
             .as_u64()
             .and_then(|s| u32::try_from(s).ok())
@@ -219,11 +295,22 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
             };
             sampling.logit_bias.push((llama_safe::Token(id), b));
         }
+        let banned = sampling
+            .logit_bias
+            .iter()
+            .filter(|(_, b)| *b == f32::NEG_INFINITY)
+            .count();
+        if banned as u32 >= n_vocab {
+            return Err(ApiError::bad(
+                "logit_bias",
+                "every token is banned (-100): there is nothing to generate",
+            ));
+        }
     }
-    let stop = match obj.get("stop") {
+    let stop = match opts.get("stop") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
-        Some(Value::Array(items)) if items.len() <= 16 => items
+        Some(Value::Array(items)) if items.len() <= MAX_STOP_STRINGS => items
             .iter()
             .map(|s| s.as_str().filter(|s| !s.is_empty()).map(String::from))
             .collect::<Option<Vec<_>>>()
@@ -231,12 +318,21 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
         Some(_) => {
             return Err(ApiError::bad(
                 "stop",
-                "`stop` must be a non-empty string or an array of at most 16 of them",
+                format!("`stop` must be a non-empty string or an array of at most {MAX_STOP_STRINGS} of them"),
             ))
         }
     };
+    if let Some(long) = stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::bad(
+            "stop",
+            format!(
+                "a stop string of {} bytes; the most is {MAX_STOP_BYTES}",
+                long.len()
+            ),
+        ));
+    }
     let stream = match obj.get("stream") {
-        None | Some(Value::Null) => api == Api::Generate,
+        None | Some(Value::Null) => api.is_ollama(),
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(ApiError::bad("stream", "`stream` must be true or false")),
     };

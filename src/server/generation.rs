@@ -18,8 +18,9 @@ pub enum GenEvent {
     Piece(Piece),
     /// The end.
     Done(GenerationStats),
-    /// Generation failed after it started.
-    Error(String),
+    /// Generation failed after it started (or, queued, never started:
+    /// 503 when the server is shutting down).
+    Error(StatusCode, String),
 }
 
 /// OpenAI's `finish_reason` for a stop reason.
@@ -122,7 +123,11 @@ pub async fn start(
                         .observe(stats.generation_tokens_per_second);
                     GenEvent::Done(stats)
                 }
-                Err(e) => GenEvent::Error(describe(&e)),
+                Err(Error::EngineStopped) => GenEvent::Error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is shutting down".into(),
+                ),
+                Err(e) => GenEvent::Error(StatusCode::INTERNAL_SERVER_ERROR, describe(&e)),
             };
             if tx.send(event).await.is_err() {
                 // The client is gone: dropping the handle cancels the request.

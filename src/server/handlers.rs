@@ -30,7 +30,7 @@ fn next_id(prefix: &str) -> String {
 }
 
 /// Parses the body and starts the generation; counts the request.
-async fn begin(
+pub(crate) async fn begin(
     state: &Arc<AppState>,
     endpoint: &'static str,
     api: Api,
@@ -60,16 +60,16 @@ async fn begin(
 }
 
 /// Collects a whole answer for a non-streaming response.
-async fn collect(mut rx: mpsc::Receiver<GenEvent>) -> Result<(String, GenerationStats), Response> {
+pub(crate) async fn collect(
+    mut rx: mpsc::Receiver<GenEvent>,
+) -> Result<(String, GenerationStats), Response> {
     let mut text = String::new();
     while let Some(event) = rx.recv().await {
         match event {
             GenEvent::Piece(p) => text.push_str(&p.text),
             GenEvent::Done(stats) => return Ok((text, stats)),
-            GenEvent::Error(message) => {
-                return Err(
-                    ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, message).into_response()
-                )
+            GenEvent::Error(status, message) => {
+                return Err(ApiError::status(status, message).into_response())
             }
         }
     }
@@ -95,7 +95,7 @@ where
         .into_response()
 }
 
-fn stats_json(s: &GenerationStats) -> Value {
+pub(crate) fn stats_json(s: &GenerationStats) -> Value {
     json!({
         "prompt_tokens": s.prompt_tokens,
         "generated_tokens": s.generated_tokens,
@@ -148,9 +148,11 @@ fn error_json(message: String) -> Value {
     json!({"error": {"message": message, "type": "server_error", "param": null}})
 }
 
-/// `POST /api/generate`: `{"prompt", "stream", "max_tokens", ...}`; streams
-/// one `data:` line per piece and a last one with `"done": true` and the stats.
-pub async fn generate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+/// `POST /api/generate` with `Accept: text/event-stream` (the shape
+/// shimmy-style clients read): `{"prompt", "stream", "max_tokens", ...}`;
+/// streams one `data:` line per piece and a last one with `"done": true` and
+/// the stats.
+pub(crate) async fn generate_sse(state: Arc<AppState>, body: Bytes) -> Response {
     let (req, rx) = match begin(&state, "/api/generate", Api::Generate, &body).await {
         Ok(ok) => ok,
         Err(response) => return response,
@@ -168,7 +170,7 @@ pub async fn generate(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
                     "model": model, "response": "", "done": true,
                     "done_reason": finish_reason(s.stop_reason), "stats": stats_json(&s),
                 }),
-                GenEvent::Error(m) => error_json(m),
+                GenEvent::Error(_, m) => error_json(m),
             },
             false,
         );
@@ -204,7 +206,7 @@ pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Res
                     json!({"index": 0, "text": "", "finish_reason": finish_reason(s.stop_reason)}),
                     Some(usage(&s)),
                 ),
-                GenEvent::Error(m) => error_json(m),
+                GenEvent::Error(_, m) => error_json(m),
             },
             true,
         );
@@ -251,7 +253,7 @@ pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
                     json!({"index": 0, "delta": {}, "finish_reason": finish_reason(s.stop_reason)}),
                     Some(usage(&s)),
                 ),
-                GenEvent::Error(m) => error_json(m),
+                GenEvent::Error(_, m) => error_json(m),
             },
             true,
         );
@@ -269,6 +271,20 @@ pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
         .into_response(),
         Err(response) => response,
     }
+}
+
+/// `GET /v1/models`: the one model served, in OpenAI's format.
+pub async fn models(State(state): State<Arc<AppState>>) -> Response {
+    let created = std::fs::metadata(state.model.path())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    Json(json!({
+        "object": "list",
+        "data": [{"id": state.model_name, "object": "model", "created": created, "owned_by": "llama-safe"}],
+    }))
+    .into_response()
 }
 
 /// `GET /health`.

@@ -223,6 +223,8 @@ struct Counters {
     tokens_decoded: AtomicU64,
     prompt_cache_hits: AtomicU64,
     prompt_cache_tokens: AtomicU64,
+    /// Set by [`Engine::close`].
+    closed: AtomicBool,
 }
 
 /// A request on its way to the worker.
@@ -297,6 +299,9 @@ impl Engine {
     /// grammar that does not parse) are the sampler's error; a full queue
     /// is [`Error::EngineBusy`].
     pub fn submit(&self, request: Request) -> Result<Handle> {
+        if self.counters.closed.load(Ordering::SeqCst) {
+            return Err(Error::EngineStopped);
+        }
         if request.prompt.is_empty() {
             return Err(Error::InvalidParameter {
                 name: "prompt",
@@ -374,6 +379,13 @@ impl Engine {
             prompt_cache_hits: c.prompt_cache_hits.load(Ordering::Relaxed),
             prompt_cache_tokens: c.prompt_cache_tokens.load(Ordering::Relaxed),
         }
+    }
+
+    /// Stops taking requests: later `submit`s and the requests still
+    /// waiting get [`Error::EngineStopped`]; the running ones go on. For a
+    /// server's graceful shutdown.
+    pub fn close(&self) {
+        self.counters.closed.store(true, Ordering::SeqCst);
     }
 
     /// Stops taking requests, lets the running and queued ones finish, and

@@ -114,8 +114,14 @@ impl<'m> Worker<'m, '_> {
     }
 
     /// Ends runs whose client cancelled or went away, and drops waiting
-    /// requests nobody wants any more.
+    /// requests nobody wants any more (all of them once the engine is closed).
     fn drop_cancelled(&mut self) {
+        if self.counters.closed.load(Ordering::SeqCst) {
+            for job in self.waiting.drain(..) {
+                self.counters.queued.fetch_sub(1, Ordering::SeqCst);
+                let _ = job.events.send(Err(Error::EngineStopped));
+            }
+        }
         for i in 0..self.slots.len() {
             if self.slots[i].run.as_ref().is_some_and(Run::cancelled) {
                 self.end_run(i);
