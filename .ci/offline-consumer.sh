@@ -62,7 +62,9 @@ rm -rf "$home" && mkdir -p "$home"
 jail=()
 if unshare -n true 2>/dev/null; then jail=(unshare -n); fi
 log="$work/offline-build.log"
-out=$(cd "$dir" && env CARGO_HOME="$home" CARGO_NET_OFFLINE=true \
+# LLAMA_SYS_CACHE_DIR=off: build llama.cpp from the package's own source,
+# not from the machine's shared build of the same pinned source.
+out=$(cd "$dir" && env CARGO_HOME="$home" CARGO_NET_OFFLINE=true LLAMA_SYS_CACHE_DIR=off \
   "${jail[@]}" cargo run -q --release --offline 2>"$log") || {
   echo "offline-consumer: the offline build failed:" >&2; tail -30 "$log" >&2; exit 1
 }

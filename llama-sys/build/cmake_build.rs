@@ -5,7 +5,7 @@ use crate::env;
 use std::path::{Path, PathBuf};
 
 /// What the features and environment ask of the build.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
     pub native: bool,
     pub cuda: Option<CudaOptions>,
@@ -16,18 +16,21 @@ pub struct Options {
 }
 
 /// CUDA specifics.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CudaOptions {
     pub nvcc: PathBuf,
     /// `CMAKE_CUDA_ARCHITECTURES`; `None` keeps upstream's default list.
     pub architectures: Option<String>,
 }
 
-/// Runs CMake configure, build and install; returns the install prefix
-/// (`lib/` and `include/` under it).
-pub fn build(source: &Path, opts: &Options) -> PathBuf {
+/// Runs CMake configure, build and install into `out_dir` (`OUT_DIR` when
+/// `None`); returns the install prefix (`lib/` and `include/` under it).
+pub fn build(source: &Path, opts: &Options, out_dir: Option<&Path>) -> PathBuf {
     let on_off = |b: bool| if b { "ON" } else { "OFF" };
     let mut config = cmake::Config::new(source);
+    if let Some(dir) = out_dir {
+        config.out_dir(dir);
+    }
     // Optimised C++ even when the Rust side is a debug build: an unoptimised
     // ggml is 10-50x slower, which nobody wants from `cargo test`.
     config

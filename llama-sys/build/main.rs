@@ -4,6 +4,7 @@
 //! Everything it reads from the environment goes through `env`; every
 //! failure a user can fix goes through `fail` with a short message.
 
+mod cache;
 mod cmake_build;
 mod env;
 mod fail;
@@ -82,7 +83,7 @@ fn main() {
             .map(Path::to_path_buf)
             .unwrap_or_default()
     });
-    let prefix = cmake_build::build(&source.root, &options);
+    let prefix = build_llama_cpp(&ctx, &pin, &source, &options);
     let link_line = link::emit(&prefix, cuda_root.as_deref(), options.vulkan, options.metal);
     let include_dir = prefix.join("include");
     build_shim(&include_dir);
@@ -106,6 +107,52 @@ fn main() {
         "cargo:rustc-env=LLAMA_SYS_INCLUDE_DIR={}",
         include_dir.display()
     );
+}
+
+/// Builds llama.cpp: the pinned source once per configuration in the shared
+/// cache (see `cache`), a source the user may edit in `OUT_DIR`.
+fn build_llama_cpp(
+    ctx: &Context,
+    pin: &pin::Pin,
+    source: &source::Source,
+    options: &cmake_build::Options,
+) -> PathBuf {
+    let pinned = matches!(
+        source.origin,
+        source::Origin::Packaged | source::Origin::Package
+    );
+    let Some(cache) = cache::dir().filter(|_| pinned) else {
+        return cmake_build::build(&source.root, options, None);
+    };
+    let compilers: Vec<String> = ["CC", "CXX", "CFLAGS", "CXXFLAGS", "CMAKE_GENERATOR"]
+        .iter()
+        .map(|name| format!("{name}={}", env::var(name).unwrap_or_default()))
+        .collect();
+    let description = format!(
+        "llama-sys {version}\nsource {name} {pkg} sha256 {sha}\ntarget {target} host {host}\n\
+         options {options:?}\ncmake {cmake}\n{compilers}\n",
+        version = env::cargo("CARGO_PKG_VERSION"),
+        name = pin.package_name,
+        pkg = pin.package_version,
+        sha = pin.sha256,
+        target = env::cargo("TARGET"),
+        host = env::cargo("HOST"),
+        cmake = tools::cmake_version().unwrap_or_default(),
+        compilers = compilers.join("\n"),
+    );
+    cache::build(&cache, &description, |out| {
+        cmake_build::build(&source.root, options, Some(out))
+    })
+    .unwrap_or_else(|e| {
+        fail(
+            ctx,
+            &e,
+            &[
+                "set LLAMA_SYS_CACHE_DIR to a writable folder, or to `off` to build in OUT_DIR"
+                    .into(),
+            ],
+        )
+    })
 }
 
 /// The committed bindings assume an LP64 target (64-bit pointers and `long`,

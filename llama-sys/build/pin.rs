@@ -16,6 +16,8 @@ pub struct Pin {
     pub package_version: String,
     /// Folder inside the package that holds the llama.cpp tree.
     pub subdir: String,
+    /// SHA-256 of the package's `.crate` file.
+    pub sha256: String,
 }
 
 impl Pin {
@@ -47,6 +49,7 @@ impl Pin {
             package_name: take("package.name")?,
             package_version: take("package.version")?,
             subdir: take("package.subdir")?,
+            sha256: take("package.sha256")?,
         })
     }
 }

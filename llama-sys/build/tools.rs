@@ -28,6 +28,20 @@ pub fn cmake() -> Result<PathBuf, String> {
     }
 }
 
+/// The first line of `cmake --version`, for the build cache's key.
+pub fn cmake_version() -> Option<String> {
+    let cmake = cmake().ok()?;
+    let out = std::process::Command::new(cmake)
+        .arg("--version")
+        .output()
+        .ok()?;
+    String::from_utf8(out.stdout)
+        .ok()?
+        .lines()
+        .next()
+        .map(str::to_string)
+}
+
 /// Install hints for CMake.
 pub fn cmake_help() -> Vec<String> {
     vec![

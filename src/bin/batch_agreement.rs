@@ -101,7 +101,11 @@ fn main() {
             if &solo == b {
                 same += 1;
             } else {
-                let at = solo.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+                let at = solo
+                    .chars()
+                    .zip(b.chars())
+                    .take_while(|(x, y)| x == y)
+                    .count();
                 diverged_at.push(at);
             }
         }
