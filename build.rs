@@ -1,7 +1,7 @@
 //! Builds `bench/greedy.c`, the C baseline of the binding-overhead benchmark
 //! (`src/bin/moe_bench.rs --compare-c`), against the static libraries
 //! llama-sys built, linked exactly as llama-sys links them (its `links`
-//! metadata: DEP_LLAMA_INCLUDE, DEP_LLAMA_LINK_ARGS). Its path reaches the
+//! metadata: DEP_LLAMA_SAFE_INCLUDE, DEP_LLAMA_SAFE_LINK_ARGS). Its path reaches the
 //! examples as LLAMA_C_GREEDY; if it cannot be built, that is said once and
 //! the benchmark runs without the C comparison.
 
@@ -11,8 +11,8 @@ fn main() {
     println!("cargo:rerun-if-changed=bench/greedy.c");
     println!("cargo:rerun-if-changed=build.rs");
     let (Some(include), Some(link_args)) = (
-        std::env::var_os("DEP_LLAMA_INCLUDE"),
-        std::env::var("DEP_LLAMA_LINK_ARGS").ok(),
+        std::env::var_os("DEP_LLAMA_SAFE_INCLUDE"),
+        std::env::var("DEP_LLAMA_SAFE_LINK_ARGS").ok(),
     ) else {
         // docs.rs-style builds of llama-sys build nothing native.
         return;

@@ -32,11 +32,11 @@ for variant in default no-default; do
   [ "$out" = "$sentence" ]
 done
 
-# 2. llama-sys alone, through the raw C API.
+# 2. llama-safe-sys alone, through the raw C API.
 dir="$work/raw"
 rm -rf "$dir"
 cargo new -q --vcs none --name consumer-raw "$dir"
-(cd "$dir" && cargo add -q llama-sys --path "$repo/llama-sys")
+(cd "$dir" && cargo add -q llama-safe-sys --path "$repo/llama-sys")
 cp "$repo/.ci/consumers/raw_main.rs" "$dir/src/main.rs"
 model=$(ls "${LLAMA_SAFE_CACHE_DIR:-$HOME/.cache/llama-safe}"/demo-moe-v*.gguf | tail -1)
 out=$(cd "$dir" && cargo run -q --release -- "$model" "Once upon a time" 2>/dev/null)

@@ -19,10 +19,12 @@ sentence="Once upon a time there lived one tiny model with many experts."
 # 1. Both packages, the -sys one carrying its llama.cpp source. (Built and
 #    run below instead of by `cargo package`'s own verification.)
 "$repo/scripts/package-llama-sys.sh"
-(cd "$repo" && cargo package -q --no-verify --allow-dirty -p llama-sys -p llama-safe)
+(cd "$repo" && cargo package -q --no-verify --allow-dirty -p llama-safe-sys -p llama-safe)
+# What crates.io would take: both, under their names, built from the packages.
+(cd "$repo" && cargo publish -q --dry-run --allow-dirty -p llama-safe-sys -p llama-safe)
 "$repo/scripts/package-llama-sys.sh" --clean
-sys_crate=$(ls "$repo"/target/package/llama-sys-*.crate | tail -1)
-safe_crate=$(ls "$repo"/target/package/llama-safe-*.crate | tail -1)
+sys_crate=$(ls "$repo"/target/package/llama-safe-sys-*.crate | tail -1)
+safe_crate=$(ls "$repo"/target/package/llama-safe-[0-9]*.crate | tail -1)
 size=$(stat -c %s "$sys_crate")
 echo "offline-consumer: $(basename "$sys_crate"): $size bytes ($(( size / 1024 )) KiB), $(tar -tzf "$sys_crate" | grep -c '/llama.cpp/') files of llama.cpp source"
 if [ "$size" -ge $(( 10 * 1024 * 1024 )) ]; then
@@ -31,10 +33,10 @@ fi
 rm -rf "$work/crates" && mkdir -p "$work/crates"
 tar -xzf "$sys_crate" -C "$work/crates"
 tar -xzf "$safe_crate" -C "$work/crates"
-sys_dir=$(ls -d "$work"/crates/llama-sys-*)
-safe_dir=$(ls -d "$work"/crates/llama-safe-*)
+sys_dir=$(ls -d "$work"/crates/llama-safe-sys-*)
+safe_dir=$(ls -d "$work"/crates/llama-safe-[0-9]*)
 
-# 2. A consumer of the packaged llama-safe; the packaged llama-sys stands in
+# 2. A consumer of the packaged llama-safe; the packaged llama-safe-sys stands in
 #    for the registry's (a [patch], as a not-yet-published crate is tested).
 dir="$work/consumer"
 rm -rf "$dir"
@@ -43,7 +45,7 @@ cat >> "$dir/Cargo.toml" <<EOF
 llama-safe = { path = "$safe_dir" }
 
 [patch.crates-io]
-llama-sys = { path = "$sys_dir" }
+llama-safe-sys = { path = "$sys_dir" }
 EOF
 awk '/`simple` is the shortest complete program/ {found=1; next}
      found && /^```rust$/ {inside=1; next}
@@ -73,8 +75,8 @@ echo "offline-consumer (${jail[*]:-no network namespace}, empty CARGO_HOME): $ou
 if grep -q "provisioned llama.cpp" "$log"; then
   echo "offline-consumer: the build script provisioned llama.cpp (network)" >&2; exit 1
 fi
-grep -q "LLAMA_SYS_SOURCE_ORIGIN=package source" "$dir"/target/release/build/llama-sys-*/output || {
-  echo "offline-consumer: llama-sys did not build the source its package carries" >&2; exit 1
+grep -q "LLAMA_SYS_SOURCE_ORIGIN=package source" "$dir"/target/release/build/llama-safe-sys-*/output || {
+  echo "offline-consumer: llama-safe-sys did not build the source its package carries" >&2; exit 1
 }
 [ -z "$(ls -A "$home/registry" 2>/dev/null)" ] || {
   echo "offline-consumer: something wrote to the empty CARGO_HOME's registry" >&2; exit 1

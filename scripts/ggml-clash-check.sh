@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What happens when llama-sys and another crate that links its own ggml
+# What happens when llama-safe-sys and another crate that links its own ggml
 # (whisper-rs-sys, the whisper.cpp bindings) end up in one binary: builds a
 # throwaway project outside the workspace that calls both, and reports the
 # linker's verdict (and, if it links, what runs).
@@ -11,7 +11,7 @@ mkdir -p "$work" && work=$(cd "$work" && pwd)
 rm -rf "$work/clash"
 cargo new -q --vcs none --name ggml-clash "$work/clash"
 cd "$work/clash"
-cargo add -q llama-sys --path "$repo/llama-sys"
+cargo add -q llama-safe-sys --path "$repo/llama-sys"
 cargo add -q whisper-rs-sys@=0.15.0
 cat > src/main.rs <<'RS'
 use std::ffi::CStr;

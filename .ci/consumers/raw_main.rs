@@ -1,7 +1,7 @@
-//! A consumer of `llama-sys` alone: greedy generation through the raw C API.
+//! A consumer of `llama-safe-sys` alone: greedy generation through the raw C API.
 //! Usage: raw-consumer MODEL.gguf PROMPT
 
-use llama_sys::*;
+use llama_safe_sys::*;
 use std::ffi::CString;
 
 fn main() {

@@ -30,7 +30,7 @@ impl LlamaBackend {
             crate::logging::install();
             // SAFETY: called with no other handle alive, under the lock, so
             // init and free never race.
-            unsafe { llama_sys::llama_backend_init() };
+            unsafe { llama_safe_sys::llama_backend_init() };
         }
         *handles += 1;
         LlamaBackend { _private: () }
@@ -45,7 +45,7 @@ impl LlamaBackend {
     /// llama.cpp's system info line: the CPU features and backends built in.
     pub fn system_info(&self) -> String {
         // SAFETY: returns a static NUL-terminated string.
-        unsafe { CStr::from_ptr(llama_sys::llama_print_system_info()) }
+        unsafe { CStr::from_ptr(llama_safe_sys::llama_print_system_info()) }
             .to_string_lossy()
             .trim()
             .to_string()
@@ -54,7 +54,7 @@ impl LlamaBackend {
     /// Whether this build can offload to a GPU.
     pub fn supports_gpu_offload(&self) -> bool {
         // SAFETY: pure query.
-        unsafe { llama_sys::llama_supports_gpu_offload() }
+        unsafe { llama_safe_sys::llama_supports_gpu_offload() }
     }
 }
 
@@ -71,7 +71,7 @@ impl Drop for LlamaBackend {
         *handles -= 1;
         if *handles == 0 {
             // SAFETY: the last handle is gone, under the lock.
-            unsafe { llama_sys::llama_backend_free() };
+            unsafe { llama_safe_sys::llama_backend_free() };
         }
     }
 }
@@ -110,23 +110,23 @@ pub struct Device {
 impl Device {
     /// # Safety
     /// `dev` must be a device from the ggml backend registry.
-    pub(crate) unsafe fn from_raw(dev: llama_sys::ggml_backend_dev_t) -> Device {
+    pub(crate) unsafe fn from_raw(dev: llama_safe_sys::ggml_backend_dev_t) -> Device {
         let (mut free, mut total) = (0usize, 0usize);
         // SAFETY: dev is a registry device (caller); names are static strings.
         unsafe {
-            llama_sys::ggml_backend_dev_memory(dev, &mut free, &mut total);
+            llama_safe_sys::ggml_backend_dev_memory(dev, &mut free, &mut total);
             Device {
-                name: CStr::from_ptr(llama_sys::ggml_backend_dev_name(dev))
+                name: CStr::from_ptr(llama_safe_sys::ggml_backend_dev_name(dev))
                     .to_string_lossy()
                     .into_owned(),
-                description: CStr::from_ptr(llama_sys::ggml_backend_dev_description(dev))
+                description: CStr::from_ptr(llama_safe_sys::ggml_backend_dev_description(dev))
                     .to_string_lossy()
                     .into_owned(),
-                kind: match llama_sys::ggml_backend_dev_type(dev) {
-                    llama_sys::GGML_BACKEND_DEVICE_TYPE_CPU => DeviceKind::Cpu,
-                    llama_sys::GGML_BACKEND_DEVICE_TYPE_GPU => DeviceKind::Gpu,
-                    llama_sys::GGML_BACKEND_DEVICE_TYPE_IGPU => DeviceKind::IntegratedGpu,
-                    llama_sys::GGML_BACKEND_DEVICE_TYPE_ACCEL => DeviceKind::Accelerator,
+                kind: match llama_safe_sys::ggml_backend_dev_type(dev) {
+                    llama_safe_sys::GGML_BACKEND_DEVICE_TYPE_CPU => DeviceKind::Cpu,
+                    llama_safe_sys::GGML_BACKEND_DEVICE_TYPE_GPU => DeviceKind::Gpu,
+                    llama_safe_sys::GGML_BACKEND_DEVICE_TYPE_IGPU => DeviceKind::IntegratedGpu,
+                    llama_safe_sys::GGML_BACKEND_DEVICE_TYPE_ACCEL => DeviceKind::Accelerator,
                     _ => DeviceKind::Other,
                 },
                 memory_free: free as u64,
@@ -137,12 +137,12 @@ impl Device {
 }
 
 /// Finds a device by its name (`CPU`, `CUDA0`, ...).
-pub(crate) fn device_by_name(name: &str) -> Result<llama_sys::ggml_backend_dev_t> {
+pub(crate) fn device_by_name(name: &str) -> Result<llama_safe_sys::ggml_backend_dev_t> {
     let c = std::ffi::CString::new(name).map_err(|_| Error::NulByte {
         what: "a device name",
     })?;
     // SAFETY: c is a valid C string; NULL means not found.
-    let dev = unsafe { llama_sys::ggml_backend_dev_by_name(c.as_ptr()) };
+    let dev = unsafe { llama_safe_sys::ggml_backend_dev_by_name(c.as_ptr()) };
     if dev.is_null() {
         let available: Vec<String> = registry_devices().into_iter().map(|d| d.name).collect();
         return Err(Error::UnknownDevice {
@@ -156,12 +156,12 @@ pub(crate) fn device_by_name(name: &str) -> Result<llama_sys::ggml_backend_dev_t
 /// Every device in the ggml backend registry.
 fn registry_devices() -> Vec<Device> {
     // SAFETY: ggml_backend_dev_count initialises the registry on first use.
-    let count = unsafe { llama_sys::ggml_backend_dev_count() };
+    let count = unsafe { llama_safe_sys::ggml_backend_dev_count() };
     (0..count)
         .map(|i| {
             // SAFETY: i is below the registry's device count, so the device
             // returned is a registry device.
-            unsafe { Device::from_raw(llama_sys::ggml_backend_dev_get(i)) }
+            unsafe { Device::from_raw(llama_safe_sys::ggml_backend_dev_get(i)) }
         })
         .collect()
 }

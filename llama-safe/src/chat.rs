@@ -50,9 +50,9 @@ impl LlamaModel {
             .map_err(|_| Error::NulByte {
                 what: "a chat message",
             })?;
-        let raw: Vec<llama_sys::llama_chat_message> = owned
+        let raw: Vec<llama_safe_sys::llama_chat_message> = owned
             .iter()
-            .map(|(r, c)| llama_sys::llama_chat_message {
+            .map(|(r, c)| llama_safe_sys::llama_chat_message {
                 role: r.as_ptr(),
                 content: c.as_ptr(),
             })
@@ -64,7 +64,7 @@ impl LlamaModel {
             // call; buf is writable for its length; a throw is caught by the
             // firewall.
             let status = unsafe {
-                llama_sys::llama_sys_chat_apply_template(
+                llama_safe_sys::llama_sys_chat_apply_template(
                     template.as_ptr(),
                     raw.as_ptr(),
                     raw.len(),

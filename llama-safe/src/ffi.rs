@@ -17,7 +17,7 @@ pub(crate) fn check(call: &'static str, status: c_int) -> Result<()> {
     // SAFETY: the shim returns a NUL-terminated string owned by this
     // thread, valid until the next wrapper call on this thread; it is
     // copied out at once.
-    let message = unsafe { CStr::from_ptr(llama_sys::llama_sys_last_exception()) }
+    let message = unsafe { CStr::from_ptr(llama_safe_sys::llama_sys_last_exception()) }
         .to_string_lossy()
         .into_owned();
     if message.contains("empty grammar stack") {

@@ -65,4 +65,4 @@ pub use tensor_override::{OverrideTarget, TensorPattern};
 pub use token::{Token, TokenAttrs, Utf8Stream};
 
 /// What is known of the llama.cpp revision this crate was built against.
-pub const LLAMA_CPP_REVISION: &str = llama_sys::LLAMA_CPP_REVISION;
+pub const LLAMA_CPP_REVISION: &str = llama_safe_sys::LLAMA_CPP_REVISION;

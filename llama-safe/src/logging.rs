@@ -59,7 +59,7 @@ pub(crate) fn install() {
     INSTALL.call_once(|| {
         // SAFETY: `callback` is a valid `extern "C"` function for the whole
         // program and ignores its user data, so NULL is fine.
-        unsafe { llama_sys::llama_log_set(Some(callback), std::ptr::null_mut()) };
+        unsafe { llama_safe_sys::llama_log_set(Some(callback), std::ptr::null_mut()) };
     });
 }
 
@@ -98,7 +98,7 @@ pub(crate) fn reason(lines: &[LogLine]) -> String {
 }
 
 unsafe extern "C" fn callback(
-    level: llama_sys::ggml_log_level,
+    level: llama_safe_sys::ggml_log_level,
     text: *const c_char,
     _: *mut c_void,
 ) {
@@ -111,12 +111,12 @@ unsafe extern "C" fn callback(
     let _ = std::panic::catch_unwind(|| handle(level, &text));
 }
 
-fn handle(level: llama_sys::ggml_log_level, text: &str) {
+fn handle(level: llama_safe_sys::ggml_log_level, text: &str) {
     let level = match level {
-        llama_sys::GGML_LOG_LEVEL_ERROR => Some(LogLevel::Error),
-        llama_sys::GGML_LOG_LEVEL_WARN => Some(LogLevel::Warn),
-        llama_sys::GGML_LOG_LEVEL_INFO => Some(LogLevel::Info),
-        llama_sys::GGML_LOG_LEVEL_DEBUG => Some(LogLevel::Debug),
+        llama_safe_sys::GGML_LOG_LEVEL_ERROR => Some(LogLevel::Error),
+        llama_safe_sys::GGML_LOG_LEVEL_WARN => Some(LogLevel::Warn),
+        llama_safe_sys::GGML_LOG_LEVEL_INFO => Some(LogLevel::Info),
+        llama_safe_sys::GGML_LOG_LEVEL_DEBUG => Some(LogLevel::Debug),
         // CONT continues the previous message; NONE is treated the same.
         _ => None,
     };

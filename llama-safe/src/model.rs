@@ -22,7 +22,7 @@ use std::ptr::NonNull;
 /// # Ok::<(), llama_safe::Error>(())
 /// ```
 pub struct LlamaModel {
-    raw: NonNull<llama_sys::llama_model>,
+    raw: NonNull<llama_safe_sys::llama_model>,
     path: PathBuf,
     placement: Placement,
     vocab_only: bool,
@@ -42,7 +42,7 @@ impl Drop for LlamaModel {
     fn drop(&mut self) {
         // SAFETY: raw came from llama_model_load_from_file and is freed once;
         // contexts borrow the model, so none is alive now.
-        unsafe { llama_sys::llama_model_free(self.raw.as_ptr()) };
+        unsafe { llama_safe_sys::llama_model_free(self.raw.as_ptr()) };
     }
 }
 
@@ -85,17 +85,17 @@ impl LlamaModel {
         let (raw, _) = load_checked(file, params, true)?;
         // SAFETY: raw came from llama_model_load_from_file and is freed once,
         // here; nothing else refers to it.
-        unsafe { llama_sys::llama_model_free(raw.as_ptr()) };
+        unsafe { llama_safe_sys::llama_model_free(raw.as_ptr()) };
         Ok(())
     }
 
-    pub(crate) fn as_ptr(&self) -> *mut llama_sys::llama_model {
+    pub(crate) fn as_ptr(&self) -> *mut llama_safe_sys::llama_model {
         self.raw.as_ptr()
     }
 
-    pub(crate) fn vocab(&self) -> *const llama_sys::llama_vocab {
+    pub(crate) fn vocab(&self) -> *const llama_safe_sys::llama_vocab {
         // SAFETY: the model is live; the vocab lives as long as it.
-        unsafe { llama_sys::llama_model_get_vocab(self.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_model_get_vocab(self.raw.as_ptr()) }
     }
 
     /// Whether only the vocabulary was loaded
@@ -124,7 +124,7 @@ impl LlamaModel {
     /// Number of repeating layers (blocks).
     pub fn n_layer(&self) -> u32 {
         // SAFETY: model is live.
-        unsafe { llama_sys::llama_model_n_layer(self.raw.as_ptr()) }.max(0) as u32
+        unsafe { llama_safe_sys::llama_model_n_layer(self.raw.as_ptr()) }.max(0) as u32
     }
 
     /// Experts per MoE layer; 0 for a dense model.
@@ -151,38 +151,38 @@ impl LlamaModel {
     /// Number of parameters.
     pub fn n_params(&self) -> u64 {
         // SAFETY: model is live.
-        unsafe { llama_sys::llama_model_n_params(self.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_model_n_params(self.raw.as_ptr()) }
     }
 
     /// Total bytes of the weights.
     pub fn size_bytes(&self) -> u64 {
         // SAFETY: model is live.
-        unsafe { llama_sys::llama_model_size(self.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_model_size(self.raw.as_ptr()) }
     }
 
     /// Embedding width.
     pub fn n_embd(&self) -> u32 {
         // SAFETY: model is live.
-        unsafe { llama_sys::llama_model_n_embd(self.raw.as_ptr()) }.max(0) as u32
+        unsafe { llama_safe_sys::llama_model_n_embd(self.raw.as_ptr()) }.max(0) as u32
     }
 
     /// Width of the embeddings the model outputs (`n_embd` unless the
     /// architecture projects them, e.g. models with `embedding_length_out`).
     pub fn n_embd_out(&self) -> u32 {
         // SAFETY: model is live.
-        unsafe { llama_sys::llama_model_n_embd_out(self.raw.as_ptr()) }.max(0) as u32
+        unsafe { llama_safe_sys::llama_model_n_embd_out(self.raw.as_ptr()) }.max(0) as u32
     }
 
     /// Vocabulary size.
     pub fn n_vocab(&self) -> u32 {
         // SAFETY: the vocab lives as long as the model.
-        unsafe { llama_sys::llama_vocab_n_tokens(self.vocab()) }.max(0) as u32
+        unsafe { llama_safe_sys::llama_vocab_n_tokens(self.vocab()) }.max(0) as u32
     }
 
     /// Context length the model was trained with.
     pub fn n_ctx_train(&self) -> u32 {
         // SAFETY: model is live.
-        unsafe { llama_sys::llama_model_n_ctx_train(self.raw.as_ptr()) }.max(0) as u32
+        unsafe { llama_safe_sys::llama_model_n_ctx_train(self.raw.as_ptr()) }.max(0) as u32
     }
 
     /// llama.cpp's one-line description, e.g. `llama ?B Q8_0`.
@@ -190,7 +190,7 @@ impl LlamaModel {
         let mut buf = vec![0u8; 256];
         // SAFETY: buf is writable for its length; llama.cpp NUL-terminates.
         let n = unsafe {
-            llama_sys::llama_model_desc(self.raw.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            llama_safe_sys::llama_model_desc(self.raw.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
         };
         buf.truncate(n.clamp(0, 255) as usize);
         String::from_utf8_lossy(&buf).into_owned()
@@ -200,8 +200,9 @@ impl LlamaModel {
     pub fn chat_template(&self) -> Option<String> {
         // SAFETY: model is live; NULL name asks for the default template; the
         // result is NULL or a string owned by the model.
-        let ptr =
-            unsafe { llama_sys::llama_model_chat_template(self.raw.as_ptr(), std::ptr::null()) };
+        let ptr = unsafe {
+            llama_safe_sys::llama_model_chat_template(self.raw.as_ptr(), std::ptr::null())
+        };
         // SAFETY: non-NULL results are NUL-terminated and live with the model.
         (!ptr.is_null()).then(|| {
             unsafe { CStr::from_ptr(ptr) }
@@ -217,7 +218,7 @@ impl LlamaModel {
         loop {
             // SAFETY: key is a C string; buf is writable for its length.
             let n = unsafe {
-                llama_sys::llama_model_meta_val_str(
+                llama_safe_sys::llama_model_meta_val_str(
                     self.raw.as_ptr(),
                     key.as_ptr(),
                     buf.as_mut_ptr().cast(),
@@ -244,7 +245,7 @@ fn load_checked(
     file: &GgufFile,
     params: &LlamaModelParams,
     no_alloc: bool,
-) -> Result<(NonNull<llama_sys::llama_model>, Vec<logging::LogLine>)> {
+) -> Result<(NonNull<llama_safe_sys::llama_model>, Vec<logging::LogLine>)> {
     let path = file.path();
     crate::check::model(file, params)?;
     let block_count = u32::try_from(file.block_count().unwrap_or(0)).unwrap_or(u32::MAX);
@@ -255,7 +256,7 @@ fn load_checked(
         // llama.cpp's memory-fit pass loads this way: no_alloc asserts
         // against mmap (GGML_ASSERT(!ml.no_alloc) in load_tensors).
         raw.no_alloc = true;
-        raw.load_mode = llama_sys::LLAMA_LOAD_MODE_NONE;
+        raw.load_mode = llama_safe_sys::LLAMA_LOAD_MODE_NONE;
         raw.progress_callback = None;
         raw.progress_callback_user_data = std::ptr::null_mut();
     }
@@ -263,7 +264,7 @@ fn load_checked(
     // into `raw_params`, which outlives this call; the values llama.cpp
     // asserts on were checked above.
     let (model, lines) =
-        logging::capture(|| unsafe { llama_sys::llama_model_load_from_file(c.as_ptr(), raw) });
+        logging::capture(|| unsafe { llama_safe_sys::llama_model_load_from_file(c.as_ptr(), raw) });
     match NonNull::new(model) {
         Some(model) => Ok((model, lines)),
         None if raw_params.progress.cancelled => Err(Error::LoadCancelled {

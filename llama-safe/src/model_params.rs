@@ -91,7 +91,7 @@ impl Default for LlamaModelParams {
     /// llama.cpp's defaults (`llama_model_default_params`), no overrides.
     fn default() -> Self {
         // SAFETY: returns a plain struct by value.
-        let d = unsafe { llama_sys::llama_model_default_params() };
+        let d = unsafe { llama_safe_sys::llama_model_default_params() };
         LlamaModelParams {
             n_gpu_layers: d.n_gpu_layers,
             main_gpu: d.main_gpu,
@@ -157,7 +157,7 @@ impl LlamaModelParams {
     /// entries, each finite and non-negative).
     pub fn with_tensor_split(mut self, split: &[f32]) -> Result<Self> {
         // SAFETY: pure function.
-        let max = unsafe { llama_sys::llama_max_devices() };
+        let max = unsafe { llama_safe_sys::llama_max_devices() };
         if split.len() > max {
             return Err(Error::InvalidParameter {
                 name: "tensor_split",
@@ -344,7 +344,7 @@ impl LlamaModelParams {
     pub fn materialize(&self, block_count: u32) -> Result<RawModelParams> {
         let overrides = self.effective_overrides(block_count);
         // SAFETY: pure function.
-        let limit = unsafe { llama_sys::llama_max_tensor_buft_overrides() };
+        let limit = unsafe { llama_safe_sys::llama_max_tensor_buft_overrides() };
         if overrides.len() > limit {
             return Err(Error::TooManyOverrides {
                 count: overrides.len(),
@@ -355,7 +355,7 @@ impl LlamaModelParams {
         let mut buft_overrides = Vec::with_capacity(overrides.len() + 1);
         for (pattern, target) in &overrides {
             let c: CString = pattern.as_c().to_owned();
-            buft_overrides.push(llama_sys::llama_model_tensor_buft_override {
+            buft_overrides.push(llama_safe_sys::llama_model_tensor_buft_override {
                 // The CString's heap buffer does not move when `c` is moved
                 // into `patterns`, so this pointer stays valid while `patterns` lives.
                 pattern: c.as_ptr(),
@@ -363,7 +363,7 @@ impl LlamaModelParams {
             });
             patterns.push(c);
         }
-        buft_overrides.push(llama_sys::llama_model_tensor_buft_override {
+        buft_overrides.push(llama_safe_sys::llama_model_tensor_buft_override {
             pattern: std::ptr::null(),
             buft: std::ptr::null_mut(),
         });
@@ -378,10 +378,10 @@ impl LlamaModelParams {
         for (key, value) in &self.kv_overrides {
             kv.push(kv_override(key, value));
         }
-        kv.push(llama_sys::llama_model_kv_override::default());
+        kv.push(llama_safe_sys::llama_model_kv_override::default());
 
         // SAFETY: pure function.
-        let max_devices = unsafe { llama_sys::llama_max_devices() };
+        let max_devices = unsafe { llama_safe_sys::llama_max_devices() };
         let mut tensor_split = self.tensor_split.clone();
         tensor_split.resize(max_devices.max(1), 0.0);
 
@@ -400,8 +400,8 @@ impl LlamaModelParams {
     }
 }
 
-fn kv_override(key: &str, value: &KvValue) -> llama_sys::llama_model_kv_override {
-    let mut kv = llama_sys::llama_model_kv_override::default();
+fn kv_override(key: &str, value: &KvValue) -> llama_safe_sys::llama_model_kv_override {
+    let mut kv = llama_safe_sys::llama_model_kv_override::default();
     // Lengths were checked by with_kv_override (at most 127 bytes, no NUL),
     // so the zeroed arrays keep a terminating NUL.
     for (dst, src) in kv.key.iter_mut().zip(key.bytes()) {
@@ -409,19 +409,19 @@ fn kv_override(key: &str, value: &KvValue) -> llama_sys::llama_model_kv_override
     }
     match value {
         KvValue::Int(v) => {
-            kv.tag = llama_sys::LLAMA_KV_OVERRIDE_TYPE_INT;
+            kv.tag = llama_safe_sys::LLAMA_KV_OVERRIDE_TYPE_INT;
             kv.__bindgen_anon_1.val_i64 = *v;
         }
         KvValue::Float(v) => {
-            kv.tag = llama_sys::LLAMA_KV_OVERRIDE_TYPE_FLOAT;
+            kv.tag = llama_safe_sys::LLAMA_KV_OVERRIDE_TYPE_FLOAT;
             kv.__bindgen_anon_1.val_f64 = *v;
         }
         KvValue::Bool(v) => {
-            kv.tag = llama_sys::LLAMA_KV_OVERRIDE_TYPE_BOOL;
+            kv.tag = llama_safe_sys::LLAMA_KV_OVERRIDE_TYPE_BOOL;
             kv.__bindgen_anon_1.val_bool = *v;
         }
         KvValue::Str(s) => {
-            kv.tag = llama_sys::LLAMA_KV_OVERRIDE_TYPE_STR;
+            kv.tag = llama_safe_sys::LLAMA_KV_OVERRIDE_TYPE_STR;
             let mut buf = [0 as std::ffi::c_char; 128];
             for (dst, src) in buf.iter_mut().zip(s.bytes()) {
                 *dst = src as std::ffi::c_char;
@@ -481,9 +481,9 @@ unsafe extern "C" fn progress_trampoline(progress: f32, user_data: *mut c_void) 
 pub struct RawModelParams {
     params: LlamaModelParams,
     _patterns: Vec<CString>,
-    buft_overrides: Vec<llama_sys::llama_model_tensor_buft_override>,
-    devices: Vec<llama_sys::ggml_backend_dev_t>,
-    kv: Vec<llama_sys::llama_model_kv_override>,
+    buft_overrides: Vec<llama_safe_sys::llama_model_tensor_buft_override>,
+    devices: Vec<llama_safe_sys::ggml_backend_dev_t>,
+    kv: Vec<llama_safe_sys::llama_model_kv_override>,
     tensor_split: Vec<f32>,
     pub(crate) progress: Box<ProgressState>,
 }
@@ -497,22 +497,22 @@ impl RawModelParams {
 
     /// The C struct. Its pointers point into `self` (heap buffers that never
     /// move), so it is valid for as long as `self` lives.
-    pub fn raw(&mut self) -> llama_sys::llama_model_params {
+    pub fn raw(&mut self) -> llama_safe_sys::llama_model_params {
         // SAFETY: returns a plain struct by value.
-        let mut raw = unsafe { llama_sys::llama_model_default_params() };
+        let mut raw = unsafe { llama_safe_sys::llama_model_default_params() };
         let p = &self.params;
         raw.n_gpu_layers = p.n_gpu_layers;
         raw.main_gpu = p.main_gpu;
         raw.split_mode = match p.split_mode {
-            SplitMode::None => llama_sys::LLAMA_SPLIT_MODE_NONE,
-            SplitMode::Layer => llama_sys::LLAMA_SPLIT_MODE_LAYER,
-            SplitMode::Row => llama_sys::LLAMA_SPLIT_MODE_ROW,
+            SplitMode::None => llama_safe_sys::LLAMA_SPLIT_MODE_NONE,
+            SplitMode::Layer => llama_safe_sys::LLAMA_SPLIT_MODE_LAYER,
+            SplitMode::Row => llama_safe_sys::LLAMA_SPLIT_MODE_ROW,
         };
         raw.load_mode = match p.load_mode {
-            LoadMode::Auto => llama_sys::LLAMA_LOAD_MODE_AUTO,
-            LoadMode::Read => llama_sys::LLAMA_LOAD_MODE_NONE,
-            LoadMode::Mmap => llama_sys::LLAMA_LOAD_MODE_MMAP,
-            LoadMode::MmapLocked => llama_sys::LLAMA_LOAD_MODE_MMAP_MLOCK,
+            LoadMode::Auto => llama_safe_sys::LLAMA_LOAD_MODE_AUTO,
+            LoadMode::Read => llama_safe_sys::LLAMA_LOAD_MODE_NONE,
+            LoadMode::Mmap => llama_safe_sys::LLAMA_LOAD_MODE_MMAP,
+            LoadMode::MmapLocked => llama_safe_sys::LLAMA_LOAD_MODE_MMAP_MLOCK,
         };
         raw.vocab_only = p.vocab_only;
         raw.check_tensors = p.check_tensors;

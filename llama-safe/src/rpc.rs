@@ -153,7 +153,7 @@ impl LlamaBackend {
         // aborts on failure) finds it; the returned registry lives for the
         // process.
         let (reg, lines) =
-            logging::capture(|| unsafe { llama_sys::ggml_backend_rpc_add_server(c.as_ptr()) });
+            logging::capture(|| unsafe { llama_safe_sys::ggml_backend_rpc_add_server(c.as_ptr()) });
         if reg.is_null() {
             return Err(rpc_error(
                 endpoint,
@@ -164,9 +164,9 @@ impl LlamaBackend {
         // visible to the device list and to model loading, once per endpoint
         // (guarded by REGISTERED).
         let devices: Vec<Device> = unsafe {
-            llama_sys::ggml_backend_register(reg);
-            (0..llama_sys::ggml_backend_reg_dev_count(reg))
-                .map(|i| Device::from_raw(llama_sys::ggml_backend_reg_dev_get(reg, i)))
+            llama_safe_sys::ggml_backend_register(reg);
+            (0..llama_safe_sys::ggml_backend_reg_dev_count(reg))
+                .map(|i| Device::from_raw(llama_safe_sys::ggml_backend_reg_dev_get(reg, i)))
                 .collect()
         };
         registered.insert(
@@ -227,7 +227,7 @@ pub fn serve(
             what: "device name",
         })?;
         // SAFETY: c is NUL-terminated; the name is a registered local device.
-        raw.push(unsafe { llama_sys::ggml_backend_dev_by_name(c.as_ptr()) });
+        raw.push(unsafe { llama_safe_sys::ggml_backend_dev_by_name(c.as_ptr()) });
     }
     let c_endpoint = CString::new(endpoint).map_err(|_| Error::NulByte { what: "endpoint" })?;
     let c_cache = match cache_dir {
@@ -237,7 +237,7 @@ pub fn serve(
     // SAFETY: every pointer is valid for the call, which only returns when
     // the server cannot start; the devices are registry devices.
     unsafe {
-        llama_sys::ggml_backend_rpc_start_server(
+        llama_safe_sys::ggml_backend_rpc_start_server(
             c_endpoint.as_ptr(),
             c_cache.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
             threads.max(1) as usize,

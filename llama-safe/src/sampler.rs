@@ -121,7 +121,7 @@ pub struct Sampler<'model> {
 /// model's lifetime, so a sampler may still be dropped after its model (at
 /// the end of a scope, say) while any *use* after the model is gone does not
 /// compile.
-struct Chain(NonNull<llama_sys::llama_sampler>);
+struct Chain(NonNull<llama_safe_sys::llama_sampler>);
 
 // SAFETY: the chain is owned and only used through `&mut Sampler`; the
 // model it refers to is Sync.
@@ -133,7 +133,7 @@ impl Drop for Chain {
         // once; the chain frees the samplers added to it. Freeing reads no
         // vocabulary (llama_sampler_grammar_free only deletes its own
         // grammar), so it is sound after the model is gone.
-        unsafe { llama_sys::llama_sampler_free(self.0.as_ptr()) };
+        unsafe { llama_safe_sys::llama_sampler_free(self.0.as_ptr()) };
     }
 }
 
@@ -163,7 +163,9 @@ impl<'model> Sampler<'model> {
         // SAFETY: returns a plain struct; the chain is owned by the Sampler
         // from here on, so an early return frees it in Drop.
         let chain = unsafe {
-            llama_sys::llama_sampler_chain_init(llama_sys::llama_sampler_chain_default_params())
+            llama_safe_sys::llama_sampler_chain_init(
+                llama_safe_sys::llama_sampler_chain_default_params(),
+            )
         };
         let mut sampler = Sampler {
             chain: Chain(NonNull::new(chain).ok_or_else(|| Error::InvalidParameter {
@@ -184,7 +186,7 @@ impl<'model> Sampler<'model> {
             // as long as 'model, which the sampler borrows; NULL means a
             // parse error, a throw is caught by the firewall.
             let (status, lines) = crate::logging::capture(|| unsafe {
-                llama_sys::llama_sys_sampler_init_grammar(
+                llama_safe_sys::llama_sys_sampler_init_grammar(
                     model.vocab(),
                     text.as_ptr(),
                     c"root".as_ptr(),
@@ -203,7 +205,7 @@ impl<'model> Sampler<'model> {
         if o.repeat_penalty != 1.0 || o.frequency_penalty != 0.0 || o.presence_penalty != 0.0 {
             // SAFETY: plain constructor.
             sampler.add(unsafe {
-                llama_sys::llama_sampler_init_penalties(
+                llama_safe_sys::llama_sampler_init_penalties(
                     n_vocab,
                     o.penalty_last_n,
                     o.repeat_penalty,
@@ -213,17 +215,17 @@ impl<'model> Sampler<'model> {
             });
         }
         if !o.logit_bias.is_empty() {
-            let biases: Vec<llama_sys::llama_logit_bias> = o
+            let biases: Vec<llama_safe_sys::llama_logit_bias> = o
                 .logit_bias
                 .iter()
-                .map(|(t, b)| llama_sys::llama_logit_bias {
+                .map(|(t, b)| llama_safe_sys::llama_logit_bias {
                     token: t.0,
                     bias: *b,
                 })
                 .collect();
             // SAFETY: biases is valid for its length; llama.cpp copies it.
             sampler.add(unsafe {
-                llama_sys::llama_sampler_init_logit_bias(
+                llama_safe_sys::llama_sampler_init_logit_bias(
                     n_vocab,
                     biases.len() as i32,
                     biases.as_ptr(),
@@ -232,33 +234,33 @@ impl<'model> Sampler<'model> {
         }
         if o.temperature <= 0.0 {
             // SAFETY: plain constructor.
-            sampler.add(unsafe { llama_sys::llama_sampler_init_greedy() });
+            sampler.add(unsafe { llama_safe_sys::llama_sampler_init_greedy() });
             return Ok(sampler);
         }
         // SAFETY (all below): plain constructors.
         unsafe {
             if o.top_k > 0 {
-                sampler.add(llama_sys::llama_sampler_init_top_k(o.top_k));
+                sampler.add(llama_safe_sys::llama_sampler_init_top_k(o.top_k));
             }
             if o.typical_p < 1.0 {
-                sampler.add(llama_sys::llama_sampler_init_typical(o.typical_p, 1));
+                sampler.add(llama_safe_sys::llama_sampler_init_typical(o.typical_p, 1));
             }
             if o.top_p < 1.0 {
-                sampler.add(llama_sys::llama_sampler_init_top_p(o.top_p, 1));
+                sampler.add(llama_safe_sys::llama_sampler_init_top_p(o.top_p, 1));
             }
             if o.min_p > 0.0 {
-                sampler.add(llama_sys::llama_sampler_init_min_p(o.min_p, 1));
+                sampler.add(llama_safe_sys::llama_sampler_init_min_p(o.min_p, 1));
             }
-            sampler.add(llama_sys::llama_sampler_init_temp(o.temperature));
-            sampler.add(llama_sys::llama_sampler_init_dist(o.seed));
+            sampler.add(llama_safe_sys::llama_sampler_init_temp(o.temperature));
+            sampler.add(llama_safe_sys::llama_sampler_init_dist(o.seed));
         }
         Ok(sampler)
     }
 
-    fn add(&mut self, s: *mut llama_sys::llama_sampler) {
+    fn add(&mut self, s: *mut llama_safe_sys::llama_sampler) {
         if !s.is_null() {
             // SAFETY: the chain takes ownership of s.
-            unsafe { llama_sys::llama_sampler_chain_add(self.chain.0.as_ptr(), s) };
+            unsafe { llama_safe_sys::llama_sampler_chain_add(self.chain.0.as_ptr(), s) };
         }
     }
 
@@ -292,7 +294,7 @@ impl<'model> Sampler<'model> {
         // llama.cpp's asserts on them hold; a throw (a grammar dead end) is
         // caught by the firewall.
         let status = unsafe {
-            llama_sys::llama_sys_sampler_sample(
+            llama_safe_sys::llama_sys_sampler_sample(
                 self.chain.0.as_ptr(),
                 ctx.as_ptr(),
                 i as i32,
@@ -311,13 +313,14 @@ impl<'model> Sampler<'model> {
         self.model.check_token(token)?;
         // SAFETY: the chain is live and the token in the vocabulary; a throw
         // (a grammar rejecting the token) is caught by the firewall.
-        let status = unsafe { llama_sys::llama_sys_sampler_accept(self.chain.0.as_ptr(), token.0) };
+        let status =
+            unsafe { llama_safe_sys::llama_sys_sampler_accept(self.chain.0.as_ptr(), token.0) };
         crate::ffi::check("llama_sampler_accept", status)
     }
 
     /// Forgets the tokens seen (penalties, grammar state).
     pub fn reset(&mut self) {
         // SAFETY: the chain is live.
-        unsafe { llama_sys::llama_sampler_reset(self.chain.0.as_ptr()) };
+        unsafe { llama_safe_sys::llama_sampler_reset(self.chain.0.as_ptr()) };
     }
 }

@@ -25,14 +25,14 @@ impl std::fmt::Display for OverrideTarget {
 
 impl OverrideTarget {
     /// The ggml buffer type for this target.
-    pub(crate) fn buffer_type(&self) -> Result<llama_sys::ggml_backend_buffer_type_t> {
+    pub(crate) fn buffer_type(&self) -> Result<llama_safe_sys::ggml_backend_buffer_type_t> {
         match self {
             // SAFETY: returns ggml's static CPU buffer type.
-            OverrideTarget::Cpu => Ok(unsafe { llama_sys::ggml_backend_cpu_buffer_type() }),
+            OverrideTarget::Cpu => Ok(unsafe { llama_safe_sys::ggml_backend_cpu_buffer_type() }),
             OverrideTarget::Device(name) => {
                 let dev = crate::backend::device_by_name(name)?;
                 // SAFETY: dev is a registry device.
-                Ok(unsafe { llama_sys::ggml_backend_dev_buffer_type(dev) })
+                Ok(unsafe { llama_safe_sys::ggml_backend_dev_buffer_type(dev) })
             }
         }
     }
@@ -75,8 +75,9 @@ impl TensorPattern {
         crate::pattern_limits::check(pattern).map_err(invalid)?;
         let mut err = [0 as c_char; 256];
         // SAFETY: c is a C string; err is writable for its length.
-        let ok =
-            unsafe { llama_sys::llama_sys_regex_check(c.as_ptr(), err.as_mut_ptr(), err.len()) };
+        let ok = unsafe {
+            llama_safe_sys::llama_sys_regex_check(c.as_ptr(), err.as_mut_ptr(), err.len())
+        };
         if ok != 1 {
             // SAFETY: the shim NUL-terminates err.
             let reason = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }
@@ -123,7 +124,7 @@ impl TensorPattern {
         // SAFETY: both are C strings; the pattern compiled in `new`, within
         // bounds that keep std::regex's recursion and backtracking small
         // for a text of at most 63 bytes.
-        unsafe { llama_sys::llama_sys_regex_search(self.c.as_ptr(), name.as_ptr()) == 1 }
+        unsafe { llama_safe_sys::llama_sys_regex_search(self.c.as_ptr(), name.as_ptr()) == 1 }
     }
 }
 

@@ -25,7 +25,7 @@ impl LlamaModel {
             // SAFETY: text is valid for len bytes (no NUL needed); out is
             // writable for its length; a throw is caught by the firewall.
             let status = unsafe {
-                llama_sys::llama_sys_tokenize(
+                llama_safe_sys::llama_sys_tokenize(
                     self.vocab(),
                     text.as_ptr().cast(),
                     len,
@@ -63,7 +63,7 @@ impl LlamaModel {
             // indexes its tables with it); buf is writable for its length; a
             // throw is caught by the firewall.
             let status = unsafe {
-                llama_sys::llama_sys_token_to_piece(
+                llama_safe_sys::llama_sys_token_to_piece(
                     self.vocab(),
                     token.0,
                     buf.as_mut_ptr().cast(),
@@ -103,20 +103,26 @@ impl LlamaModel {
     /// The start-of-sequence token, if the vocabulary has one.
     pub fn token_bos(&self) -> Option<Token> {
         // SAFETY: the vocab lives with the model.
-        Some(Token(unsafe { llama_sys::llama_vocab_bos(self.vocab()) })).filter(|t| t.0 >= 0)
+        Some(Token(unsafe {
+            llama_safe_sys::llama_vocab_bos(self.vocab())
+        }))
+        .filter(|t| t.0 >= 0)
     }
 
     /// The end-of-sequence token, if the vocabulary has one.
     pub fn token_eos(&self) -> Option<Token> {
         // SAFETY: the vocab lives with the model.
-        Some(Token(unsafe { llama_sys::llama_vocab_eos(self.vocab()) })).filter(|t| t.0 >= 0)
+        Some(Token(unsafe {
+            llama_safe_sys::llama_vocab_eos(self.vocab())
+        }))
+        .filter(|t| t.0 >= 0)
     }
 
     /// Whether `token` ends generation (EOS, EOT and the like).
     pub fn is_eog(&self, token: Token) -> bool {
         // SAFETY: the vocab lives with the model; the lookup is a set
         // membership test, fine for any id.
-        unsafe { llama_sys::llama_vocab_is_eog(self.vocab(), token.0) }
+        unsafe { llama_safe_sys::llama_vocab_is_eog(self.vocab(), token.0) }
     }
 
     /// Whether `token` is a control token (false outside the vocabulary).
@@ -138,7 +144,7 @@ impl LlamaModel {
     pub fn token_attrs(&self, token: Token) -> Result<TokenAttrs> {
         self.check_token(token)?;
         // SAFETY: the token is in the vocabulary (checked above).
-        let raw = unsafe { llama_sys::llama_vocab_get_attr(self.vocab(), token.0) };
+        let raw = unsafe { llama_safe_sys::llama_vocab_get_attr(self.vocab(), token.0) };
         Ok(TokenAttrs(raw))
     }
 
@@ -147,7 +153,8 @@ impl LlamaModel {
     /// `none` or `no_vocab` has none.
     pub(crate) fn check_vocab(&self) -> Result<()> {
         // SAFETY: the vocab lives with the model.
-        if unsafe { llama_sys::llama_vocab_type(self.vocab()) } == llama_sys::LLAMA_VOCAB_TYPE_NONE
+        if unsafe { llama_safe_sys::llama_vocab_type(self.vocab()) }
+            == llama_safe_sys::LLAMA_VOCAB_TYPE_NONE
         {
             return Err(Error::Unsupported {
                 reason: "the model has no tokenizer (tokenizer.ggml.model is none)".into(),
@@ -164,15 +171,15 @@ impl LlamaModel {
         // SAFETY: the vocab lives with the model; these read plain fields.
         let (kind, add_bos, add_eos, bos, eos, sep) = unsafe {
             (
-                llama_sys::llama_vocab_type(vocab),
-                llama_sys::llama_vocab_get_add_bos(vocab),
-                llama_sys::llama_vocab_get_add_eos(vocab),
-                llama_sys::llama_vocab_bos(vocab),
-                llama_sys::llama_vocab_eos(vocab),
-                llama_sys::llama_vocab_sep(vocab),
+                llama_safe_sys::llama_vocab_type(vocab),
+                llama_safe_sys::llama_vocab_get_add_bos(vocab),
+                llama_safe_sys::llama_vocab_get_add_eos(vocab),
+                llama_safe_sys::llama_vocab_bos(vocab),
+                llama_safe_sys::llama_vocab_eos(vocab),
+                llama_safe_sys::llama_vocab_sep(vocab),
             )
         };
-        let wpm = kind == llama_sys::LLAMA_VOCAB_TYPE_WPM;
+        let wpm = kind == llama_safe_sys::LLAMA_VOCAB_TYPE_WPM;
         let missing = if (add_bos || wpm) && bos < 0 {
             Some("BOS")
         } else if add_eos && !wpm && eos < 0 {
@@ -212,25 +219,25 @@ pub struct TokenAttrs(pub u32);
 
 impl TokenAttrs {
     /// The vocabulary's unknown token.
-    pub const UNKNOWN: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_UNKNOWN);
+    pub const UNKNOWN: TokenAttrs = TokenAttrs(llama_safe_sys::LLAMA_TOKEN_ATTR_UNKNOWN);
     /// An unused entry.
-    pub const UNUSED: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_UNUSED);
+    pub const UNUSED: TokenAttrs = TokenAttrs(llama_safe_sys::LLAMA_TOKEN_ATTR_UNUSED);
     /// An ordinary piece of text.
-    pub const NORMAL: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_NORMAL);
+    pub const NORMAL: TokenAttrs = TokenAttrs(llama_safe_sys::LLAMA_TOKEN_ATTR_NORMAL);
     /// A control token (BOS, EOS, chat markers).
-    pub const CONTROL: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_CONTROL);
+    pub const CONTROL: TokenAttrs = TokenAttrs(llama_safe_sys::LLAMA_TOKEN_ATTR_CONTROL);
     /// A token added by the model's authors.
-    pub const USER_DEFINED: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_USER_DEFINED);
+    pub const USER_DEFINED: TokenAttrs = TokenAttrs(llama_safe_sys::LLAMA_TOKEN_ATTR_USER_DEFINED);
     /// A single raw byte (byte fallback).
-    pub const BYTE: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_BYTE);
+    pub const BYTE: TokenAttrs = TokenAttrs(llama_safe_sys::LLAMA_TOKEN_ATTR_BYTE);
     /// Text that is normalised before matching.
-    pub const NORMALIZED: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_NORMALIZED);
+    pub const NORMALIZED: TokenAttrs = TokenAttrs(llama_safe_sys::LLAMA_TOKEN_ATTR_NORMALIZED);
     /// Strips whitespace on its left.
-    pub const LSTRIP: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_LSTRIP);
+    pub const LSTRIP: TokenAttrs = TokenAttrs(llama_safe_sys::LLAMA_TOKEN_ATTR_LSTRIP);
     /// Strips whitespace on its right.
-    pub const RSTRIP: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_RSTRIP);
+    pub const RSTRIP: TokenAttrs = TokenAttrs(llama_safe_sys::LLAMA_TOKEN_ATTR_RSTRIP);
     /// Matches only as a whole word.
-    pub const SINGLE_WORD: TokenAttrs = TokenAttrs(llama_sys::LLAMA_TOKEN_ATTR_SINGLE_WORD);
+    pub const SINGLE_WORD: TokenAttrs = TokenAttrs(llama_safe_sys::LLAMA_TOKEN_ATTR_SINGLE_WORD);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: TokenAttrs) -> bool {

@@ -90,7 +90,7 @@ fn main() {
 
     generate_bindings(&ctx, &include_dir, &out_dir);
 
-    // `links = "llama"` metadata, visible to dependents as DEP_LLAMA_*.
+    // `links = "llama_safe"` metadata, visible to dependents as DEP_LLAMA_SAFE_*.
     println!("cargo:include={}", include_dir.display());
     println!("cargo:lib={}", prefix.join("lib").display());
     println!("cargo:root={}", source.root.display());

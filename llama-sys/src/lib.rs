@@ -7,7 +7,7 @@
 //!
 //! ```
 //! // SAFETY: llama_print_system_info returns a static NUL-terminated string.
-//! let info = unsafe { std::ffi::CStr::from_ptr(llama_sys::llama_print_system_info()) };
+//! let info = unsafe { std::ffi::CStr::from_ptr(llama_safe_sys::llama_print_system_info()) };
 //! assert!(!info.to_bytes().is_empty());
 //! ```
 

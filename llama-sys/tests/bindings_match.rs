@@ -9,11 +9,11 @@ use std::path::Path;
 
 #[test]
 fn committed_bindings_match_the_pinned_header() {
-    if llama_sys::LLAMA_CPP_SOURCE != "pinned package" {
+    if llama_safe_sys::LLAMA_CPP_SOURCE != "pinned package" {
         eprintln!(
             "skipped: built from {} ({}), not the pinned source",
-            llama_sys::LLAMA_CPP_SOURCE,
-            llama_sys::LLAMA_CPP_REVISION
+            llama_safe_sys::LLAMA_CPP_SOURCE,
+            llama_safe_sys::LLAMA_CPP_REVISION
         );
         return;
     }

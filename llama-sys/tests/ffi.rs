@@ -1,7 +1,7 @@
 //! The raw API against the pinned llama.cpp: backend, devices, defaults and
 //! the GGUF reader, with files written by the test itself.
 
-use llama_sys::*;
+use llama_safe_sys::*;
 use std::ffi::{CStr, CString};
 use std::io::Write;
 use std::sync::Once;

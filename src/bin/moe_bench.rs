@@ -262,7 +262,11 @@ fn meta(args: &Args, spec: &RunSpec) -> Result<Meta> {
         model: spec.model.display().to_string(),
         model_bytes,
         model_sha256: format!("{:x}", hasher.finalize()),
-        llama_cpp_revision: format!("{} ({})", LLAMA_CPP_REVISION, llama_sys::LLAMA_CPP_SOURCE),
+        llama_cpp_revision: format!(
+            "{} ({})",
+            LLAMA_CPP_REVISION,
+            llama_safe_sys::LLAMA_CPP_SOURCE
+        ),
         features,
         cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),

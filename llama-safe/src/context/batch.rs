@@ -135,13 +135,13 @@ impl Batch {
     ///
     /// The view only lives for the call: the pointer table for the sequence
     /// ids is built here and dropped after `f` returns.
-    pub(crate) fn with_raw<R>(&self, f: impl FnOnce(llama_sys::llama_batch) -> R) -> R {
+    pub(crate) fn with_raw<R>(&self, f: impl FnOnce(llama_safe_sys::llama_batch) -> R) -> R {
         let mut seq_ptrs: Vec<*mut i32> =
             self.seq_ids.iter().map(|s| s.as_ptr().cast_mut()).collect();
         // llama.cpp only reads a batch passed to llama_decode (it copies the
         // entries into its own storage), so the `*mut` casts of shared
         // buffers are never written through.
-        let raw = llama_sys::llama_batch {
+        let raw = llama_safe_sys::llama_batch {
             n_tokens: self.tokens.len() as i32,
             token: self.tokens.as_ptr().cast_mut(),
             embd: std::ptr::null_mut(),

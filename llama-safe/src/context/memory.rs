@@ -13,7 +13,7 @@ impl LlamaContext<'_> {
     /// Clears the KV cache of every sequence.
     pub fn clear(&mut self) {
         // SAFETY: the memory handle lives with the context.
-        unsafe { llama_sys::llama_memory_clear(self.memory(), true) };
+        unsafe { llama_safe_sys::llama_memory_clear(self.memory(), true) };
         self.outputs.clear();
     }
 
@@ -42,7 +42,7 @@ impl LlamaContext<'_> {
         let (p0, p1) = positions(&range)?;
         // SAFETY: the sequence id is checked (or -1, "any"); positions are
         // non-negative or -1 ("open").
-        Ok(unsafe { llama_sys::llama_memory_seq_rm(self.memory(), seq, p0, p1) })
+        Ok(unsafe { llama_safe_sys::llama_memory_seq_rm(self.memory(), seq, p0, p1) })
     }
 
     /// Makes the cells of `src` in `range` also belong to `dst` (no copy of
@@ -65,7 +65,7 @@ impl LlamaContext<'_> {
         }
         // SAFETY: ids checked; positions as in seq_remove; a partial copy
         // across streams, which llama.cpp asserts against, is ruled out above.
-        unsafe { llama_sys::llama_memory_seq_cp(self.memory(), src, dst, p0, p1) };
+        unsafe { llama_safe_sys::llama_memory_seq_cp(self.memory(), src, dst, p0, p1) };
         Ok(())
     }
 
@@ -79,7 +79,7 @@ impl LlamaContext<'_> {
         for other in (0..self.n_seq_max() as i32).filter(|&s| s != keep) {
             // SAFETY: every id below n_seq_max is valid; removing a whole
             // sequence never fails.
-            unsafe { llama_sys::llama_memory_seq_rm(self.memory(), other, -1, -1) };
+            unsafe { llama_safe_sys::llama_memory_seq_rm(self.memory(), other, -1, -1) };
         }
         Ok(())
     }
@@ -90,7 +90,7 @@ impl LlamaContext<'_> {
         let seq = self.check_seq("seq", seq)?;
         let (p0, p1) = positions(&range)?;
         // SAFETY: id checked.
-        let max = unsafe { llama_sys::llama_memory_seq_pos_max(self.memory(), seq) };
+        let max = unsafe { llama_safe_sys::llama_memory_seq_pos_max(self.memory(), seq) };
         if i64::from(max) + i64::from(delta) > i64::from(i32::MAX) {
             // llama.cpp adds the delta to an int32 position without a check
             // (signed overflow in C++).
@@ -100,14 +100,14 @@ impl LlamaContext<'_> {
             });
         }
         // SAFETY: the memory handle lives with the context.
-        if !unsafe { llama_sys::llama_memory_can_shift(self.memory()) } {
+        if !unsafe { llama_safe_sys::llama_memory_can_shift(self.memory()) } {
             return Err(Error::InvalidParameter {
                 name: "seq_shift",
                 reason: "this model's KV cache cannot shift positions".into(),
             });
         }
         // SAFETY: id checked, positions as in seq_remove.
-        unsafe { llama_sys::llama_memory_seq_add(self.memory(), seq, p0, p1, delta) };
+        unsafe { llama_safe_sys::llama_memory_seq_add(self.memory(), seq, p0, p1, delta) };
         Ok(())
     }
 
@@ -116,7 +116,7 @@ impl LlamaContext<'_> {
     pub fn seq_pos_min(&self, seq: u32) -> Option<u32> {
         let seq = self.check_seq("seq", seq).ok()?;
         // SAFETY: id checked.
-        let p = unsafe { llama_sys::llama_memory_seq_pos_min(self.memory(), seq) };
+        let p = unsafe { llama_safe_sys::llama_memory_seq_pos_min(self.memory(), seq) };
         u32::try_from(p).ok()
     }
 
@@ -125,7 +125,7 @@ impl LlamaContext<'_> {
     pub fn seq_pos_max(&self, seq: u32) -> Option<u32> {
         let seq = self.check_seq("seq", seq).ok()?;
         // SAFETY: id checked.
-        let p = unsafe { llama_sys::llama_memory_seq_pos_max(self.memory(), seq) };
+        let p = unsafe { llama_safe_sys::llama_memory_seq_pos_max(self.memory(), seq) };
         u32::try_from(p).ok()
     }
 

@@ -77,7 +77,7 @@ impl DecodeError {
 /// the model takes `&mut self`. Many contexts over one shared
 /// [`LlamaModel`] (which is `Send + Sync`) may run in parallel.
 pub struct LlamaContext<'model> {
-    raw: NonNull<llama_sys::llama_context>,
+    raw: NonNull<llama_safe_sys::llama_context>,
     model: &'model LlamaModel,
     /// Batch indices whose outputs the last decode kept.
     outputs: Vec<usize>,
@@ -96,7 +96,7 @@ impl Drop for LlamaContext<'_> {
     fn drop(&mut self) {
         // SAFETY: raw came from llama_init_from_model and is freed once; the
         // abort callback box is dropped after this, when nothing calls it.
-        unsafe { llama_sys::llama_free(self.raw.as_ptr()) };
+        unsafe { llama_safe_sys::llama_free(self.raw.as_ptr()) };
     }
 }
 
@@ -151,7 +151,7 @@ impl<'model> LlamaContext<'model> {
         // abort data pointer stays valid while the context lives (the box
         // moves into it and is dropped after llama_free).
         let (raw, lines) = logging::capture(|| unsafe {
-            llama_sys::llama_init_from_model(model.as_ptr(), raw_params)
+            llama_safe_sys::llama_init_from_model(model.as_ptr(), raw_params)
         });
         let raw = NonNull::new(raw).ok_or_else(|| Error::Context {
             reason: logging::reason(&lines),
@@ -174,19 +174,19 @@ impl<'model> LlamaContext<'model> {
     /// Context size in tokens (llama.cpp may round the size asked for up).
     pub fn n_ctx(&self) -> u32 {
         // SAFETY: the context is live.
-        unsafe { llama_sys::llama_n_ctx(self.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_n_ctx(self.raw.as_ptr()) }
     }
 
     /// Largest batch one `decode` call takes.
     pub fn n_batch(&self) -> u32 {
         // SAFETY: the context is live.
-        unsafe { llama_sys::llama_n_batch(self.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_n_batch(self.raw.as_ptr()) }
     }
 
     /// Physical micro-batch size.
     pub fn n_ubatch(&self) -> u32 {
         // SAFETY: the context is live.
-        unsafe { llama_sys::llama_n_ubatch(self.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_n_ubatch(self.raw.as_ptr()) }
     }
 
     /// Whether the context computes embeddings.
@@ -203,13 +203,13 @@ impl<'model> LlamaContext<'model> {
     /// Number of sequences a batch may address (ids `0..n_seq_max`).
     pub fn n_seq_max(&self) -> u32 {
         // SAFETY: the context is live.
-        unsafe { llama_sys::llama_n_seq_max(self.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_n_seq_max(self.raw.as_ptr()) }
     }
 
     /// The pooling in effect (the model's, unless chosen in the params).
     pub fn pooling(&self) -> Pooling {
         // SAFETY: the context is live.
-        Pooling::from_raw(unsafe { llama_sys::llama_pooling_type(self.raw.as_ptr()) })
+        Pooling::from_raw(unsafe { llama_safe_sys::llama_pooling_type(self.raw.as_ptr()) })
     }
 
     /// Tokens in the KV cache of sequence 0, i.e. the next position of
@@ -223,8 +223,8 @@ impl<'model> LlamaContext<'model> {
     pub(crate) fn decode_limit(&self) -> u32 {
         // SAFETY: the context and model are live.
         let whole_ubatch = unsafe {
-            !llama_sys::llama_get_causal_attn(self.raw.as_ptr())
-                || llama_sys::llama_model_has_encoder(self.model.as_ptr())
+            !llama_safe_sys::llama_get_causal_attn(self.raw.as_ptr())
+                || llama_safe_sys::llama_model_has_encoder(self.model.as_ptr())
         };
         if whole_ubatch {
             self.n_ubatch()
@@ -291,7 +291,7 @@ impl<'model> LlamaContext<'model> {
         // checks above rule out its asserts on batch size and sequence ids;
         // a throw (say, std::bad_alloc) is caught by the firewall.
         let thrown = batch.with_raw(|raw| unsafe {
-            llama_sys::llama_sys_decode(self.raw.as_ptr(), raw, &mut status)
+            llama_safe_sys::llama_sys_decode(self.raw.as_ptr(), raw, &mut status)
         });
         crate::ffi::check("llama_decode", thrown)?;
         if let Some(e) = DecodeError::from_status(status) {
@@ -330,7 +330,7 @@ impl<'model> LlamaContext<'model> {
         // n_vocab floats for it, valid until the next decode, which needs
         // `&mut self` and so cannot overlap this borrow.
         unsafe {
-            let ptr = llama_sys::llama_get_logits_ith(self.raw.as_ptr(), i as i32);
+            let ptr = llama_safe_sys::llama_get_logits_ith(self.raw.as_ptr(), i as i32);
             (!ptr.is_null()).then(|| std::slice::from_raw_parts(ptr, n))
         }
     }
@@ -347,7 +347,7 @@ impl<'model> LlamaContext<'model> {
         // and the output buffer are sized by hparams.n_embd_out()), valid
         // until the next `&mut self` call.
         unsafe {
-            let ptr = llama_sys::llama_get_embeddings_ith(self.raw.as_ptr(), i as i32);
+            let ptr = llama_safe_sys::llama_get_embeddings_ith(self.raw.as_ptr(), i as i32);
             (!ptr.is_null()).then(|| std::slice::from_raw_parts(ptr, n))
         }
     }
@@ -362,25 +362,24 @@ impl<'model> LlamaContext<'model> {
         let n = match self.pooling() {
             Pooling::None | Pooling::Model => return None,
             // SAFETY: the model is live.
-            Pooling::Rank => {
-                unsafe { llama_sys::llama_model_n_cls_out(self.model.as_ptr()) }.max(1) as usize
-            }
+            Pooling::Rank => unsafe { llama_safe_sys::llama_model_n_cls_out(self.model.as_ptr()) }
+                .max(1) as usize,
             _ => self.model.n_embd_out() as usize,
         };
         // SAFETY: llama.cpp returns NULL for a sequence the last decode did
         // not pool, else n floats valid until the next `&mut self` call.
         unsafe {
-            let ptr = llama_sys::llama_get_embeddings_seq(self.raw.as_ptr(), seq as i32);
+            let ptr = llama_safe_sys::llama_get_embeddings_seq(self.raw.as_ptr(), seq as i32);
             (!ptr.is_null()).then(|| std::slice::from_raw_parts(ptr, n))
         }
     }
 
-    pub(crate) fn as_ptr(&mut self) -> *mut llama_sys::llama_context {
+    pub(crate) fn as_ptr(&mut self) -> *mut llama_safe_sys::llama_context {
         self.raw.as_ptr()
     }
 
-    fn memory(&self) -> llama_sys::llama_memory_t {
+    fn memory(&self) -> llama_safe_sys::llama_memory_t {
         // SAFETY: the context is live; its memory handle lives with it.
-        unsafe { llama_sys::llama_get_memory(self.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_get_memory(self.raw.as_ptr()) }
     }
 }

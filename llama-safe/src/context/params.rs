@@ -26,7 +26,7 @@ pub type AbortCallback = Arc<dyn Fn() -> bool + Send + Sync>;
 /// ```
 #[derive(Clone)]
 pub struct ContextParams {
-    pub(crate) raw: llama_sys::llama_context_params,
+    pub(crate) raw: llama_safe_sys::llama_context_params,
     pub(crate) abort: Option<AbortCallback>,
 }
 
@@ -42,7 +42,7 @@ impl Default for ContextParams {
     /// llama.cpp's defaults (`llama_context_default_params`).
     fn default() -> Self {
         // SAFETY: returns a plain struct by value.
-        let raw = unsafe { llama_sys::llama_context_default_params() };
+        let raw = unsafe { llama_safe_sys::llama_context_default_params() };
         ContextParams { raw, abort: None }
     }
 }
@@ -124,9 +124,9 @@ impl ContextParams {
     /// Flash attention: `None` lets llama.cpp decide.
     pub fn with_flash_attention(mut self, enabled: Option<bool>) -> Self {
         self.raw.flash_attn_type = match enabled {
-            None => llama_sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
-            Some(false) => llama_sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
-            Some(true) => llama_sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            None => llama_safe_sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
+            Some(false) => llama_safe_sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+            Some(true) => llama_safe_sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
         };
         self
     }
@@ -201,27 +201,27 @@ pub enum KvCacheType {
 }
 
 impl KvCacheType {
-    const ALL: [(KvCacheType, llama_sys::ggml_type); 9] = [
-        (KvCacheType::F32, llama_sys::GGML_TYPE_F32),
-        (KvCacheType::F16, llama_sys::GGML_TYPE_F16),
-        (KvCacheType::BF16, llama_sys::GGML_TYPE_BF16),
-        (KvCacheType::Q8_0, llama_sys::GGML_TYPE_Q8_0),
-        (KvCacheType::Q4_0, llama_sys::GGML_TYPE_Q4_0),
-        (KvCacheType::Q4_1, llama_sys::GGML_TYPE_Q4_1),
-        (KvCacheType::Q5_0, llama_sys::GGML_TYPE_Q5_0),
-        (KvCacheType::Q5_1, llama_sys::GGML_TYPE_Q5_1),
-        (KvCacheType::Iq4Nl, llama_sys::GGML_TYPE_IQ4_NL),
+    const ALL: [(KvCacheType, llama_safe_sys::ggml_type); 9] = [
+        (KvCacheType::F32, llama_safe_sys::GGML_TYPE_F32),
+        (KvCacheType::F16, llama_safe_sys::GGML_TYPE_F16),
+        (KvCacheType::BF16, llama_safe_sys::GGML_TYPE_BF16),
+        (KvCacheType::Q8_0, llama_safe_sys::GGML_TYPE_Q8_0),
+        (KvCacheType::Q4_0, llama_safe_sys::GGML_TYPE_Q4_0),
+        (KvCacheType::Q4_1, llama_safe_sys::GGML_TYPE_Q4_1),
+        (KvCacheType::Q5_0, llama_safe_sys::GGML_TYPE_Q5_0),
+        (KvCacheType::Q5_1, llama_safe_sys::GGML_TYPE_Q5_1),
+        (KvCacheType::Iq4Nl, llama_safe_sys::GGML_TYPE_IQ4_NL),
     ];
 
-    fn to_raw(self) -> llama_sys::ggml_type {
+    fn to_raw(self) -> llama_safe_sys::ggml_type {
         Self::ALL
             .iter()
             .find(|(t, _)| *t == self)
             .map(|(_, raw)| *raw)
-            .unwrap_or(llama_sys::GGML_TYPE_F16)
+            .unwrap_or(llama_safe_sys::GGML_TYPE_F16)
     }
 
-    fn from_raw(raw: llama_sys::ggml_type) -> Option<KvCacheType> {
+    fn from_raw(raw: llama_safe_sys::ggml_type) -> Option<KvCacheType> {
         Self::ALL.iter().find(|(_, r)| *r == raw).map(|(t, _)| *t)
     }
 }
@@ -245,24 +245,24 @@ pub enum Pooling {
 }
 
 impl Pooling {
-    fn to_raw(self) -> llama_sys::llama_pooling_type {
+    fn to_raw(self) -> llama_safe_sys::llama_pooling_type {
         match self {
-            Pooling::Model => llama_sys::LLAMA_POOLING_TYPE_UNSPECIFIED,
-            Pooling::None => llama_sys::LLAMA_POOLING_TYPE_NONE,
-            Pooling::Mean => llama_sys::LLAMA_POOLING_TYPE_MEAN,
-            Pooling::Cls => llama_sys::LLAMA_POOLING_TYPE_CLS,
-            Pooling::Last => llama_sys::LLAMA_POOLING_TYPE_LAST,
-            Pooling::Rank => llama_sys::LLAMA_POOLING_TYPE_RANK,
+            Pooling::Model => llama_safe_sys::LLAMA_POOLING_TYPE_UNSPECIFIED,
+            Pooling::None => llama_safe_sys::LLAMA_POOLING_TYPE_NONE,
+            Pooling::Mean => llama_safe_sys::LLAMA_POOLING_TYPE_MEAN,
+            Pooling::Cls => llama_safe_sys::LLAMA_POOLING_TYPE_CLS,
+            Pooling::Last => llama_safe_sys::LLAMA_POOLING_TYPE_LAST,
+            Pooling::Rank => llama_safe_sys::LLAMA_POOLING_TYPE_RANK,
         }
     }
 
-    pub(crate) fn from_raw(raw: llama_sys::llama_pooling_type) -> Pooling {
+    pub(crate) fn from_raw(raw: llama_safe_sys::llama_pooling_type) -> Pooling {
         match raw {
-            llama_sys::LLAMA_POOLING_TYPE_NONE => Pooling::None,
-            llama_sys::LLAMA_POOLING_TYPE_MEAN => Pooling::Mean,
-            llama_sys::LLAMA_POOLING_TYPE_CLS => Pooling::Cls,
-            llama_sys::LLAMA_POOLING_TYPE_LAST => Pooling::Last,
-            llama_sys::LLAMA_POOLING_TYPE_RANK => Pooling::Rank,
+            llama_safe_sys::LLAMA_POOLING_TYPE_NONE => Pooling::None,
+            llama_safe_sys::LLAMA_POOLING_TYPE_MEAN => Pooling::Mean,
+            llama_safe_sys::LLAMA_POOLING_TYPE_CLS => Pooling::Cls,
+            llama_safe_sys::LLAMA_POOLING_TYPE_LAST => Pooling::Last,
+            llama_safe_sys::LLAMA_POOLING_TYPE_RANK => Pooling::Rank,
             _ => Pooling::Model,
         }
     }

@@ -22,7 +22,7 @@ impl LlamaContext<'_> {
     /// Size in bytes of the state as it is now.
     pub fn state_size(&mut self) -> usize {
         // SAFETY: the context is live.
-        unsafe { llama_sys::llama_state_get_size(self.as_ptr()) }
+        unsafe { llama_safe_sys::llama_state_get_size(self.as_ptr()) }
     }
 
     /// The whole state as bytes.
@@ -40,7 +40,7 @@ impl LlamaContext<'_> {
         // SAFETY: payload is writable for its length; llama.cpp writes at
         // most that many bytes and returns how many it wrote (0 on error).
         let n = unsafe {
-            llama_sys::llama_state_get_data(self.as_ptr(), payload.as_mut_ptr(), payload.len())
+            llama_safe_sys::llama_state_get_data(self.as_ptr(), payload.as_mut_ptr(), payload.len())
         };
         finish_save(buf, n, Kind::Context)
     }
@@ -53,7 +53,9 @@ impl LlamaContext<'_> {
         let (n, lines) = crate::logging::capture(|| {
             // SAFETY: bytes is readable for its length; llama.cpp bounds
             // every read by it and returns 0 on malformed data.
-            unsafe { llama_sys::llama_state_set_data(self.as_ptr(), bytes.as_ptr(), bytes.len()) }
+            unsafe {
+                llama_safe_sys::llama_state_set_data(self.as_ptr(), bytes.as_ptr(), bytes.len())
+            }
         });
         if n == 0 {
             return Err(Error::State {
@@ -67,12 +69,12 @@ impl LlamaContext<'_> {
     pub fn save_seq_state(&mut self, seq: u32) -> Result<Vec<u8>> {
         let seq = self.check_seq("seq", seq)?;
         // SAFETY: the context is live and the sequence id checked.
-        let size = unsafe { llama_sys::llama_state_seq_get_size(self.as_ptr(), seq) };
+        let size = unsafe { llama_safe_sys::llama_state_seq_get_size(self.as_ptr(), seq) };
         let mut buf = vec![0u8; HEADER_LEN + size];
         let payload = &mut buf[HEADER_LEN..];
         // SAFETY: payload is writable for its length.
         let n = unsafe {
-            llama_sys::llama_state_seq_get_data(
+            llama_safe_sys::llama_state_seq_get_data(
                 self.as_ptr(),
                 payload.as_mut_ptr(),
                 payload.len(),
@@ -91,7 +93,12 @@ impl LlamaContext<'_> {
         let (n, lines) = crate::logging::capture(|| {
             // SAFETY: bytes is readable for its length; id checked.
             unsafe {
-                llama_sys::llama_state_seq_set_data(self.as_ptr(), bytes.as_ptr(), bytes.len(), seq)
+                llama_safe_sys::llama_state_seq_set_data(
+                    self.as_ptr(),
+                    bytes.as_ptr(),
+                    bytes.len(),
+                    seq,
+                )
             }
         });
         if n == 0 {
@@ -111,7 +118,12 @@ impl LlamaContext<'_> {
         let (ok, lines) = crate::logging::capture(|| {
             // SAFETY: c is a NUL-terminated path, ids readable for its length.
             unsafe {
-                llama_sys::llama_state_save_file(self.as_ptr(), c.as_ptr(), ids.as_ptr(), ids.len())
+                llama_safe_sys::llama_state_save_file(
+                    self.as_ptr(),
+                    c.as_ptr(),
+                    ids.as_ptr(),
+                    ids.len(),
+                )
             }
         });
         if !ok {
@@ -142,7 +154,7 @@ impl LlamaContext<'_> {
             // SAFETY: c is a NUL-terminated path; ids is writable for the
             // capacity passed, which llama.cpp checks before writing.
             unsafe {
-                llama_sys::llama_state_load_file(
+                llama_safe_sys::llama_state_load_file(
                     self.as_ptr(),
                     c.as_ptr(),
                     ids.as_mut_ptr(),

@@ -26,7 +26,7 @@ pub struct TensorInfo {
 /// ```
 pub struct GgufFile {
     path: PathBuf,
-    ctx: NonNull<llama_sys::gguf_context>,
+    ctx: NonNull<llama_safe_sys::gguf_context>,
 }
 
 // SAFETY: the gguf context is only read after it is created, and
@@ -38,7 +38,7 @@ unsafe impl Sync for GgufFile {}
 impl Drop for GgufFile {
     fn drop(&mut self) {
         // SAFETY: ctx came from gguf_init_from_file and is freed once.
-        unsafe { llama_sys::gguf_free(self.ctx.as_ptr()) };
+        unsafe { llama_safe_sys::gguf_free(self.ctx.as_ptr()) };
     }
 }
 
@@ -106,13 +106,13 @@ impl GgufFile {
         let c = c_path(path)?;
         // ggml logs why a file is rejected: route it through us first.
         logging::install();
-        let params = llama_sys::gguf_init_params {
+        let params = llama_safe_sys::gguf_init_params {
             no_alloc: true,
             ctx: std::ptr::null_mut(),
         };
         // SAFETY: `c` is a valid C string; with ctx NULL no tensor data is read.
         let (ctx, lines) =
-            logging::capture(|| unsafe { llama_sys::gguf_init_from_file(c.as_ptr(), params) });
+            logging::capture(|| unsafe { llama_safe_sys::gguf_init_from_file(c.as_ptr(), params) });
         let ctx = NonNull::new(ctx).ok_or_else(|| Error::InvalidGguf {
             path: path.to_path_buf(),
             reason: logging::reason(&lines),
@@ -134,17 +134,17 @@ impl GgufFile {
         // SAFETY: ctx is live; indices are below gguf_get_n_tensors; names
         // and type names are NUL-terminated strings owned by gguf/ggml.
         unsafe {
-            (0..llama_sys::gguf_get_n_tensors(ctx))
+            (0..llama_safe_sys::gguf_get_n_tensors(ctx))
                 .map(|i| TensorInfo {
-                    name: CStr::from_ptr(llama_sys::gguf_get_tensor_name(ctx, i))
+                    name: CStr::from_ptr(llama_safe_sys::gguf_get_tensor_name(ctx, i))
                         .to_string_lossy()
                         .into_owned(),
-                    ggml_type: CStr::from_ptr(llama_sys::ggml_type_name(
-                        llama_sys::gguf_get_tensor_type(ctx, i),
+                    ggml_type: CStr::from_ptr(llama_safe_sys::ggml_type_name(
+                        llama_safe_sys::gguf_get_tensor_type(ctx, i),
                     ))
                     .to_string_lossy()
                     .into_owned(),
-                    bytes: llama_sys::gguf_get_tensor_size(ctx, i) as u64,
+                    bytes: llama_safe_sys::gguf_get_tensor_size(ctx, i) as u64,
                 })
                 .collect()
         }
@@ -155,7 +155,7 @@ impl GgufFile {
             what: "a metadata key",
         })?;
         // SAFETY: ctx is live and c a valid C string.
-        let id = unsafe { llama_sys::gguf_find_key(self.ctx.as_ptr(), c.as_ptr()) };
+        let id = unsafe { llama_safe_sys::gguf_find_key(self.ctx.as_ptr(), c.as_ptr()) };
         if id < 0 {
             return Err(Error::Metadata {
                 key: key.into(),
@@ -176,13 +176,13 @@ impl GgufFile {
         let ctx = self.ctx.as_ptr();
         // SAFETY: id is a valid key index; the type is checked before reading.
         unsafe {
-            if llama_sys::gguf_get_kv_type(ctx, id) != llama_sys::GGUF_TYPE_STRING {
+            if llama_safe_sys::gguf_get_kv_type(ctx, id) != llama_safe_sys::GGUF_TYPE_STRING {
                 return Err(Error::Metadata {
                     key: key.into(),
                     reason: "not a string".into(),
                 });
             }
-            Ok(CStr::from_ptr(llama_sys::gguf_get_val_str(ctx, id))
+            Ok(CStr::from_ptr(llama_safe_sys::gguf_get_val_str(ctx, id))
                 .to_string_lossy()
                 .into_owned())
         }
@@ -198,15 +198,21 @@ impl GgufFile {
         };
         // SAFETY: id is a valid key index; each getter matches the checked type.
         let value: i128 = unsafe {
-            match llama_sys::gguf_get_kv_type(ctx, id) {
-                llama_sys::GGUF_TYPE_UINT8 => llama_sys::gguf_get_val_u8(ctx, id).into(),
-                llama_sys::GGUF_TYPE_INT8 => llama_sys::gguf_get_val_i8(ctx, id).into(),
-                llama_sys::GGUF_TYPE_UINT16 => llama_sys::gguf_get_val_u16(ctx, id).into(),
-                llama_sys::GGUF_TYPE_INT16 => llama_sys::gguf_get_val_i16(ctx, id).into(),
-                llama_sys::GGUF_TYPE_UINT32 => llama_sys::gguf_get_val_u32(ctx, id).into(),
-                llama_sys::GGUF_TYPE_INT32 => llama_sys::gguf_get_val_i32(ctx, id).into(),
-                llama_sys::GGUF_TYPE_UINT64 => llama_sys::gguf_get_val_u64(ctx, id).into(),
-                llama_sys::GGUF_TYPE_INT64 => llama_sys::gguf_get_val_i64(ctx, id).into(),
+            match llama_safe_sys::gguf_get_kv_type(ctx, id) {
+                llama_safe_sys::GGUF_TYPE_UINT8 => llama_safe_sys::gguf_get_val_u8(ctx, id).into(),
+                llama_safe_sys::GGUF_TYPE_INT8 => llama_safe_sys::gguf_get_val_i8(ctx, id).into(),
+                llama_safe_sys::GGUF_TYPE_UINT16 => {
+                    llama_safe_sys::gguf_get_val_u16(ctx, id).into()
+                }
+                llama_safe_sys::GGUF_TYPE_INT16 => llama_safe_sys::gguf_get_val_i16(ctx, id).into(),
+                llama_safe_sys::GGUF_TYPE_UINT32 => {
+                    llama_safe_sys::gguf_get_val_u32(ctx, id).into()
+                }
+                llama_safe_sys::GGUF_TYPE_INT32 => llama_safe_sys::gguf_get_val_i32(ctx, id).into(),
+                llama_safe_sys::GGUF_TYPE_UINT64 => {
+                    llama_safe_sys::gguf_get_val_u64(ctx, id).into()
+                }
+                llama_safe_sys::GGUF_TYPE_INT64 => llama_safe_sys::gguf_get_val_i64(ctx, id).into(),
                 _ => return Err(bad("not an integer")),
             }
         };
@@ -219,9 +225,11 @@ impl GgufFile {
         let ctx = self.ctx.as_ptr();
         // SAFETY: id is a valid key index; each getter matches the checked type.
         unsafe {
-            match llama_sys::gguf_get_kv_type(ctx, id) {
-                llama_sys::GGUF_TYPE_FLOAT32 => Ok(llama_sys::gguf_get_val_f32(ctx, id).into()),
-                llama_sys::GGUF_TYPE_FLOAT64 => Ok(llama_sys::gguf_get_val_f64(ctx, id)),
+            match llama_safe_sys::gguf_get_kv_type(ctx, id) {
+                llama_safe_sys::GGUF_TYPE_FLOAT32 => {
+                    Ok(llama_safe_sys::gguf_get_val_f32(ctx, id).into())
+                }
+                llama_safe_sys::GGUF_TYPE_FLOAT64 => Ok(llama_safe_sys::gguf_get_val_f64(ctx, id)),
                 _ => self.get_u64(key).map(|v| v as f64),
             }
         }
@@ -241,27 +249,33 @@ impl GgufFile {
         // the array's data is read; the data holds `n` elements of the
         // checked element type.
         unsafe {
-            if llama_sys::gguf_get_kv_type(ctx, id) != llama_sys::GGUF_TYPE_ARRAY {
+            if llama_safe_sys::gguf_get_kv_type(ctx, id) != llama_safe_sys::GGUF_TYPE_ARRAY {
                 return self.get_u64(key).map(|v| vec![v]);
             }
-            let n = llama_sys::gguf_get_arr_n(ctx, id);
-            let data = llama_sys::gguf_get_arr_data(ctx, id);
+            let n = llama_safe_sys::gguf_get_arr_n(ctx, id);
+            let data = llama_safe_sys::gguf_get_arr_data(ctx, id);
             let read = |i: usize| -> Option<i128> {
-                Some(match llama_sys::gguf_get_arr_type(ctx, id) {
-                    llama_sys::GGUF_TYPE_UINT8 => (*data.cast::<u8>().add(i)).into(),
-                    llama_sys::GGUF_TYPE_INT8 => (*data.cast::<i8>().add(i)).into(),
-                    llama_sys::GGUF_TYPE_UINT16 => {
+                Some(match llama_safe_sys::gguf_get_arr_type(ctx, id) {
+                    llama_safe_sys::GGUF_TYPE_UINT8 => (*data.cast::<u8>().add(i)).into(),
+                    llama_safe_sys::GGUF_TYPE_INT8 => (*data.cast::<i8>().add(i)).into(),
+                    llama_safe_sys::GGUF_TYPE_UINT16 => {
                         data.cast::<u16>().add(i).read_unaligned().into()
                     }
-                    llama_sys::GGUF_TYPE_INT16 => data.cast::<i16>().add(i).read_unaligned().into(),
-                    llama_sys::GGUF_TYPE_UINT32 => {
+                    llama_safe_sys::GGUF_TYPE_INT16 => {
+                        data.cast::<i16>().add(i).read_unaligned().into()
+                    }
+                    llama_safe_sys::GGUF_TYPE_UINT32 => {
                         data.cast::<u32>().add(i).read_unaligned().into()
                     }
-                    llama_sys::GGUF_TYPE_INT32 => data.cast::<i32>().add(i).read_unaligned().into(),
-                    llama_sys::GGUF_TYPE_UINT64 => {
+                    llama_safe_sys::GGUF_TYPE_INT32 => {
+                        data.cast::<i32>().add(i).read_unaligned().into()
+                    }
+                    llama_safe_sys::GGUF_TYPE_UINT64 => {
                         data.cast::<u64>().add(i).read_unaligned().into()
                     }
-                    llama_sys::GGUF_TYPE_INT64 => data.cast::<i64>().add(i).read_unaligned().into(),
+                    llama_safe_sys::GGUF_TYPE_INT64 => {
+                        data.cast::<i64>().add(i).read_unaligned().into()
+                    }
                     _ => return None,
                 })
             };
@@ -282,16 +296,16 @@ impl GgufFile {
         // its strings (NUL-terminated, owned by the context, which `self`
         // keeps alive) are read.
         unsafe {
-            if llama_sys::gguf_get_kv_type(ctx, id) != llama_sys::GGUF_TYPE_ARRAY
-                || llama_sys::gguf_get_arr_type(ctx, id) != llama_sys::GGUF_TYPE_STRING
+            if llama_safe_sys::gguf_get_kv_type(ctx, id) != llama_safe_sys::GGUF_TYPE_ARRAY
+                || llama_safe_sys::gguf_get_arr_type(ctx, id) != llama_safe_sys::GGUF_TYPE_STRING
             {
                 return Err(Error::Metadata {
                     key: key.into(),
                     reason: "not a string array".into(),
                 });
             }
-            Ok((0..llama_sys::gguf_get_arr_n(ctx, id))
-                .map(|i| CStr::from_ptr(llama_sys::gguf_get_arr_str(ctx, id, i)).to_bytes())
+            Ok((0..llama_safe_sys::gguf_get_arr_n(ctx, id))
+                .map(|i| CStr::from_ptr(llama_safe_sys::gguf_get_arr_str(ctx, id, i)).to_bytes())
                 .collect())
         }
     }
@@ -299,7 +313,7 @@ impl GgufFile {
     /// The file's alignment of tensor data (`general.alignment`, 32 by default).
     pub fn alignment(&self) -> u64 {
         // SAFETY: ctx is live.
-        unsafe { llama_sys::gguf_get_alignment(self.ctx.as_ptr()) as u64 }
+        unsafe { llama_safe_sys::gguf_get_alignment(self.ctx.as_ptr()) as u64 }
     }
 
     /// Where each tensor's data lies in the file: `(name, start, bytes)`,
@@ -308,15 +322,15 @@ impl GgufFile {
         let ctx = self.ctx.as_ptr();
         // SAFETY: ctx is live; indices are below gguf_get_n_tensors.
         unsafe {
-            let base = llama_sys::gguf_get_data_offset(ctx) as u64;
-            (0..llama_sys::gguf_get_n_tensors(ctx))
+            let base = llama_safe_sys::gguf_get_data_offset(ctx) as u64;
+            (0..llama_safe_sys::gguf_get_n_tensors(ctx))
                 .map(|i| {
                     (
-                        CStr::from_ptr(llama_sys::gguf_get_tensor_name(ctx, i))
+                        CStr::from_ptr(llama_safe_sys::gguf_get_tensor_name(ctx, i))
                             .to_string_lossy()
                             .into_owned(),
-                        base.saturating_add(llama_sys::gguf_get_tensor_offset(ctx, i) as u64),
-                        llama_sys::gguf_get_tensor_size(ctx, i) as u64,
+                        base.saturating_add(llama_safe_sys::gguf_get_tensor_offset(ctx, i) as u64),
+                        llama_safe_sys::gguf_get_tensor_size(ctx, i) as u64,
                     )
                 })
                 .collect()
