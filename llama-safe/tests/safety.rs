@@ -436,13 +436,10 @@ fn absurd_thread_counts_are_clamped() {
     });
 }
 
-#[test]
-fn embeddings_are_sized_by_n_embd_out() {
-    // Slices of n_embd floats over llama.cpp's n_embd_out were read out of
-    // bounds; here the two agree, and the slice follows n_embd_out.
-    let model = default_model();
+/// A context in embeddings mode (no pooling) that has decoded "Once upon".
+fn embeddings_of_once_upon(model: &LlamaModel) -> LlamaContext<'_> {
     let mut ctx = LlamaContext::new(
-        &model,
+        model,
         &ctx_params()
             .with_embeddings(true)
             .with_pooling(Pooling::None),
@@ -450,6 +447,15 @@ fn embeddings_are_sized_by_n_embd_out() {
     .unwrap();
     ctx.decode(&model.tokenize("Once upon", true, false).unwrap())
         .unwrap();
+    ctx
+}
+
+#[test]
+fn embeddings_are_sized_by_n_embd_out() {
+    // Slices of n_embd floats over llama.cpp's n_embd_out were read out of
+    // bounds; here the two agree, and the slice follows n_embd_out.
+    let model = default_model();
+    let ctx = embeddings_of_once_upon(&model);
     assert_eq!(
         ctx.embeddings_ith(0).unwrap().len(),
         model.n_embd_out() as usize
@@ -660,15 +666,7 @@ fn an_embedding_width_override_does_not_read_out_of_bounds() {
                     .with_kv_override("llama.embedding_length_out", KvValue::Int(width))
                     .unwrap();
                 let model = load_with(&params).unwrap();
-                let mut ctx = LlamaContext::new(
-                    &model,
-                    &ctx_params()
-                        .with_embeddings(true)
-                        .with_pooling(Pooling::None),
-                )
-                .unwrap();
-                ctx.decode(&model.tokenize("Once upon", true, false).unwrap())
-                    .unwrap();
+                let ctx = embeddings_of_once_upon(&model);
                 assert_eq!(model.n_embd_out(), width as u32);
                 assert_eq!(ctx.embeddings_ith(0).unwrap().len(), width as usize);
             }

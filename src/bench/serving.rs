@@ -128,6 +128,26 @@ pub async fn run(
     Ok(result)
 }
 
+/// A distinct prompt for request `i`: the demo prompt and a few of its
+/// words, `i` written in base 8 with them.
+///
+/// ```
+/// use llama_workspace::bench::serving::prompt;
+/// assert_ne!(prompt(1), prompt(2));
+/// assert!(prompt(7).starts_with("Once upon a time"));
+/// ```
+pub fn prompt(i: usize) -> String {
+    const WORDS: [&str; 8] = ["Once", "upon", "a", "time", "there", "lived", "one", "tiny"];
+    let mut p = String::from("Once upon a time");
+    let mut n = i + 1;
+    while n > 0 {
+        p.push(' ');
+        p.push_str(WORDS[n % WORDS.len()]);
+        n /= WORDS.len();
+    }
+    p
+}
+
 /// The `p`-th percentile (0..=100) of `values`, nearest rank.
 ///
 /// ```

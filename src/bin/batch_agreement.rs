@@ -10,6 +10,7 @@
 use clap::Parser;
 use llama_safe::engine::{Engine, EngineConfig, Request};
 use llama_safe::*;
+use llama_workspace::bench::serving::prompt;
 use llama_workspace::cli::run_main;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,18 +33,6 @@ struct Args {
     /// Threads.
     #[arg(long, default_value_t = 2)]
     threads: u32,
-}
-
-fn prompt(i: usize) -> String {
-    const WORDS: [&str; 8] = ["Once", "upon", "a", "time", "there", "lived", "one", "tiny"];
-    let mut p = String::from("Once upon a time");
-    let mut n = i + 1;
-    while n > 0 {
-        p.push(' ');
-        p.push_str(WORDS[n % WORDS.len()]);
-        n /= WORDS.len();
-    }
-    p
 }
 
 fn main() {

@@ -13,7 +13,7 @@
 //! Without `--llama-server` only our server runs (CI does that, small).
 
 use clap::Parser;
-use llama_workspace::bench::serving::{self, percentile, LoadResult};
+use llama_workspace::bench::serving::{self, percentile, prompt, LoadResult};
 use llama_workspace::bench::Summary;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -163,19 +163,6 @@ async fn start_llama_server(args: &Args, exe: &PathBuf, model: &str) -> Result<S
         child,
         base,
     })
-}
-
-/// A distinct prompt per request index.
-fn prompt(i: usize) -> String {
-    const WORDS: [&str; 8] = ["Once", "upon", "a", "time", "there", "lived", "one", "tiny"];
-    let mut p = String::from("Once upon a time");
-    let mut n = i + 1;
-    while n > 0 {
-        p.push(' ');
-        p.push_str(WORDS[n % WORDS.len()]);
-        n /= WORDS.len();
-    }
-    p
 }
 
 #[derive(Serialize)]
