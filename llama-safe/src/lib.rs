@@ -60,7 +60,7 @@ pub use model_params::{KvValue, LlamaModelParams, LoadMode, RawModelParams, Spli
 pub use moe::MoeMode;
 pub use placement::Placement;
 pub use plan::{MoeFit, MoeOffload, Plan};
-pub use sampler::{Sampler, SamplingOptions};
+pub use sampler::{Sampler, SamplerStage, SamplingOptions};
 pub use tensor_override::{OverrideTarget, TensorPattern};
 pub use token::{Token, TokenAttrs, Utf8Stream};
 

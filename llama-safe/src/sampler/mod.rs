@@ -4,8 +4,10 @@ use crate::context::LlamaContext;
 use crate::error::{Error, Result};
 use crate::model::LlamaModel;
 use crate::token::Token;
-use std::ffi::CString;
 use std::ptr::NonNull;
+
+mod stage;
+pub use stage::SamplerStage;
 
 /// How the next token is chosen. `temperature <= 0` means greedy.
 ///
@@ -39,6 +41,9 @@ pub struct SamplingOptions {
     pub logit_bias: Vec<(Token, f32)>,
     /// A GBNF grammar the output must follow (root rule `root`).
     pub grammar: Option<String>,
+    /// A chain of your own, in the order given: when not empty it replaces
+    /// every field above (see [`SamplerStage`]).
+    pub chain: Vec<SamplerStage>,
 }
 
 impl Default for SamplingOptions {
@@ -58,11 +63,75 @@ impl Default for SamplingOptions {
             seed: 0xFFFF_FFFF,
             logit_bias: Vec::new(),
             grammar: None,
+            chain: Vec::new(),
         }
     }
 }
 
 impl SamplingOptions {
+    /// A chain of your own, in this order (the last stage picks the token).
+    pub fn chain(stages: Vec<SamplerStage>) -> Self {
+        SamplingOptions {
+            chain: stages,
+            ..Self::default()
+        }
+    }
+
+    /// The stages these options make: [`chain`](Self::chain) if set, else
+    /// the preset: grammar, penalties, logit biases, then greedy, or top-k,
+    /// typical, top-p, min-p, temperature and a seeded draw.
+    pub fn stages(&self) -> Vec<SamplerStage> {
+        if !self.chain.is_empty() {
+            return self.chain.clone();
+        }
+        let mut stages = Vec::new();
+        if let Some(grammar) = &self.grammar {
+            stages.push(SamplerStage::Grammar(grammar.clone()));
+        }
+        if self.repeat_penalty != 1.0
+            || self.frequency_penalty != 0.0
+            || self.presence_penalty != 0.0
+        {
+            stages.push(SamplerStage::Penalties {
+                last_n: self.penalty_last_n,
+                repeat: self.repeat_penalty,
+                frequency: self.frequency_penalty,
+                presence: self.presence_penalty,
+            });
+        }
+        if !self.logit_bias.is_empty() {
+            stages.push(SamplerStage::LogitBias(self.logit_bias.clone()));
+        }
+        if self.temperature <= 0.0 {
+            stages.push(SamplerStage::Greedy);
+            return stages;
+        }
+        if self.top_k > 0 {
+            stages.push(SamplerStage::TopK(self.top_k));
+        }
+        if self.typical_p < 1.0 {
+            stages.push(SamplerStage::Typical {
+                p: self.typical_p,
+                min_keep: 1,
+            });
+        }
+        if self.top_p < 1.0 {
+            stages.push(SamplerStage::TopP {
+                p: self.top_p,
+                min_keep: 1,
+            });
+        }
+        if self.min_p > 0.0 {
+            stages.push(SamplerStage::MinP {
+                p: self.min_p,
+                min_keep: 1,
+            });
+        }
+        stages.push(SamplerStage::Temperature(self.temperature));
+        stages.push(SamplerStage::Dist { seed: self.seed });
+        stages
+    }
+
     /// Greedy decoding: deterministic, the most likely token each step.
     pub fn greedy() -> Self {
         SamplingOptions {
@@ -144,22 +213,33 @@ impl std::fmt::Debug for Sampler<'_> {
 }
 
 impl<'model> Sampler<'model> {
-    /// Builds the chain for `options` over `model`'s vocabulary. A grammar
-    /// that does not parse is [`Error::InvalidParameter`] with llama.cpp's
-    /// reason; a logit bias on a token outside the vocabulary is
-    /// [`Error::InvalidToken`].
+    /// Builds the chain for `options` over `model`'s vocabulary: the
+    /// preset made of its fields, or its own [`chain`](SamplingOptions::chain).
+    /// A grammar that does not parse is [`Error::InvalidParameter`] with
+    /// llama.cpp's reason; a logit bias on a token outside the vocabulary is
+    /// [`Error::InvalidToken`]; a chain that does not end with exactly one
+    /// selecting stage, or a stage parameter out of range, is
+    /// [`Error::InvalidParameter`].
+    ///
+    /// ```
+    /// use llama_safe::{demo::DemoModel, LlamaBackend, LlamaModel, Sampler, SamplerStage, SamplingOptions};
+    /// let backend = LlamaBackend::init();
+    /// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
+    /// let options = SamplingOptions::chain(vec![
+    ///     SamplerStage::Dry { multiplier: 0.8, base: 1.75, allowed_length: 2, last_n: 256, breakers: vec!["\n".into()] },
+    ///     SamplerStage::TopNSigma(1.0),
+    ///     SamplerStage::Xtc { probability: 0.5, threshold: 0.1, min_keep: 1, seed: 7 },
+    ///     SamplerStage::Temperature(0.8),
+    ///     SamplerStage::MirostatV2 { tau: 5.0, eta: 0.1, seed: 7 },
+    /// ]);
+    /// let sampler = Sampler::new(&model, &options)?;
+    /// // A chain must end with a stage that picks the token:
+    /// assert!(Sampler::new(&model, &SamplingOptions::chain(vec![SamplerStage::TopK(5)])).is_err());
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
     pub fn new(model: &'model LlamaModel, options: &SamplingOptions) -> Result<Sampler<'model>> {
-        let n_vocab = model.n_vocab() as i32;
-        if let Some((t, _)) = options
-            .logit_bias
-            .iter()
-            .find(|(t, _)| t.0 < 0 || t.0 >= n_vocab)
-        {
-            return Err(Error::InvalidToken {
-                token: t.0,
-                n_vocab: n_vocab as u32,
-            });
-        }
+        let stages = options.stages();
+        stage::check(model, &stages)?;
         // SAFETY: returns a plain struct; the chain is owned by the Sampler
         // from here on, so an early return frees it in Drop.
         let chain = unsafe {
@@ -174,85 +254,9 @@ impl<'model> Sampler<'model> {
             })?),
             model,
         };
-        let o = options;
-        if let Some(grammar) = &o.grammar {
-            // The grammar sampler renders every token of the vocabulary.
-            model.check_vocab()?;
-            let text = CString::new(grammar.as_str()).map_err(|_| Error::NulByte {
-                what: "the grammar",
-            })?;
-            let mut g = std::ptr::null_mut();
-            // SAFETY: both strings are valid C strings and the vocab lives
-            // as long as 'model, which the sampler borrows; NULL means a
-            // parse error, a throw is caught by the firewall.
-            let (status, lines) = crate::logging::capture(|| unsafe {
-                llama_safe_sys::llama_sys_sampler_init_grammar(
-                    model.vocab(),
-                    text.as_ptr(),
-                    c"root".as_ptr(),
-                    &mut g,
-                )
-            });
-            crate::ffi::check("llama_sampler_init_grammar", status)?;
-            if g.is_null() {
-                return Err(Error::InvalidParameter {
-                    name: "grammar",
-                    reason: crate::logging::reason(&lines),
-                });
-            }
-            sampler.add(g);
-        }
-        if o.repeat_penalty != 1.0 || o.frequency_penalty != 0.0 || o.presence_penalty != 0.0 {
-            // SAFETY: plain constructor.
-            sampler.add(unsafe {
-                llama_safe_sys::llama_sampler_init_penalties(
-                    n_vocab,
-                    o.penalty_last_n,
-                    o.repeat_penalty,
-                    o.frequency_penalty,
-                    o.presence_penalty,
-                )
-            });
-        }
-        if !o.logit_bias.is_empty() {
-            let biases: Vec<llama_safe_sys::llama_logit_bias> = o
-                .logit_bias
-                .iter()
-                .map(|(t, b)| llama_safe_sys::llama_logit_bias {
-                    token: t.0,
-                    bias: *b,
-                })
-                .collect();
-            // SAFETY: biases is valid for its length; llama.cpp copies it.
-            sampler.add(unsafe {
-                llama_safe_sys::llama_sampler_init_logit_bias(
-                    n_vocab,
-                    biases.len() as i32,
-                    biases.as_ptr(),
-                )
-            });
-        }
-        if o.temperature <= 0.0 {
-            // SAFETY: plain constructor.
-            sampler.add(unsafe { llama_safe_sys::llama_sampler_init_greedy() });
-            return Ok(sampler);
-        }
-        // SAFETY (all below): plain constructors.
-        unsafe {
-            if o.top_k > 0 {
-                sampler.add(llama_safe_sys::llama_sampler_init_top_k(o.top_k));
-            }
-            if o.typical_p < 1.0 {
-                sampler.add(llama_safe_sys::llama_sampler_init_typical(o.typical_p, 1));
-            }
-            if o.top_p < 1.0 {
-                sampler.add(llama_safe_sys::llama_sampler_init_top_p(o.top_p, 1));
-            }
-            if o.min_p > 0.0 {
-                sampler.add(llama_safe_sys::llama_sampler_init_min_p(o.min_p, 1));
-            }
-            sampler.add(llama_safe_sys::llama_sampler_init_temp(o.temperature));
-            sampler.add(llama_safe_sys::llama_sampler_init_dist(o.seed));
+        for stage in &stages {
+            let raw = stage::init(model, stage)?;
+            sampler.add(raw);
         }
         Ok(sampler)
     }
