@@ -1,8 +1,10 @@
 //! llama.cpp's log, routed to the [`log`] crate.
 //!
-//! We use `log` rather than `tracing` because every Rust logger (env_logger,
-//! simple_logger, and tracing itself through `tracing-log`) consumes it, and a
-//! C library's lines carry no spans that `tracing` could use. Messages use the
+//! We use `log` because every Rust logger (env_logger, simple_logger, and
+//! tracing itself through `tracing-log`) consumes it; with the `tracing`
+//! feature the lines are also `tracing` events (target `llama_cpp`), inside
+//! the crate's spans (`llama_load`, `llama_decode`, `llama_generate`,
+//! `llama_engine_step`). Messages use the
 //! target `llama_cpp`; nothing is printed unless the application installs a
 //! logger. The callback is installed once per process, null-checks its
 //! input, and never unwinds into C.
@@ -174,4 +176,11 @@ fn emit(line: Option<LogLine>) {
         LogLevel::Debug => log::Level::Debug,
     };
     log::log!(target: TARGET, log_level, "{}", line.text);
+    #[cfg(feature = "tracing")]
+    match line.level {
+        LogLevel::Error => tracing::error!(target: "llama_cpp", "{}", line.text),
+        LogLevel::Warn => tracing::warn!(target: "llama_cpp", "{}", line.text),
+        LogLevel::Info => tracing::info!(target: "llama_cpp", "{}", line.text),
+        LogLevel::Debug => tracing::debug!(target: "llama_cpp", "{}", line.text),
+    }
 }

@@ -66,6 +66,8 @@ impl LlamaModel {
         params: &LlamaModelParams,
     ) -> Result<LlamaModel> {
         let path = path.as_ref();
+        #[cfg(feature = "tracing")]
+        let _span = tracing::info_span!("llama_load", path = %path.display()).entered();
         let file = GgufFile::open(path)?;
         let (raw, lines) = load_checked(&file, params, false)?;
         let placement = Placement::from_log(&lines, &file.tensors());
@@ -214,27 +216,41 @@ impl LlamaModel {
     /// A metadata value as a string, by key.
     pub fn meta(&self, key: &str) -> Option<String> {
         let key = CString::new(key).ok()?;
-        let mut buf = vec![0u8; 256];
-        loop {
-            // SAFETY: key is a C string; buf is writable for its length.
-            let n = unsafe {
-                llama_safe_sys::llama_model_meta_val_str(
-                    self.raw.as_ptr(),
-                    key.as_ptr(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            if n < 0 {
-                return None;
-            }
-            let n = n as usize;
-            if n < buf.len() {
-                buf.truncate(n);
-                return Some(String::from_utf8_lossy(&buf).into_owned());
-            }
-            buf.resize(n + 1, 0);
-        }
+        // SAFETY: key is a C string; buf is writable for len bytes.
+        read_c_string(|buf, len| unsafe {
+            llama_safe_sys::llama_model_meta_val_str(self.raw.as_ptr(), key.as_ptr(), buf, len)
+        })
+    }
+
+    /// Every metadata key with its value as a string, in file order
+    /// (arrays, such as the vocabulary, are left out, as llama.cpp keeps
+    /// only scalars).
+    ///
+    /// ```
+    /// use llama_safe::{demo::DemoModel, LlamaBackend, LlamaModel};
+    /// let backend = LlamaBackend::init();
+    /// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
+    /// let meta = model.metadata();
+    /// assert!(meta.iter().any(|(k, v)| k == "general.architecture" && v == "llama"));
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn metadata(&self) -> Vec<(String, String)> {
+        let raw = self.raw.as_ptr();
+        // SAFETY: the model is live.
+        let n = unsafe { llama_safe_sys::llama_model_meta_count(raw) }.max(0);
+        (0..n)
+            .filter_map(|i| {
+                // SAFETY: i is below the count; buf is writable for len bytes.
+                let key = read_c_string(|buf, len| unsafe {
+                    llama_safe_sys::llama_model_meta_key_by_index(raw, i, buf, len)
+                })?;
+                // SAFETY: as above.
+                let value = read_c_string(|buf, len| unsafe {
+                    llama_safe_sys::llama_model_meta_val_str_by_index(raw, i, buf, len)
+                })?;
+                Some((key, value))
+            })
+            .collect()
     }
 }
 
@@ -274,5 +290,20 @@ fn load_checked(
             path: path.to_path_buf(),
             reason: logging::reason(&lines),
         }),
+    }
+}
+
+/// Reads a string through a llama.cpp call that writes at most `len` bytes
+/// (NUL included) and returns the full length, or a negative number when
+/// there is nothing; grows the buffer until the string fits.
+fn read_c_string(mut call: impl FnMut(*mut std::ffi::c_char, usize) -> i32) -> Option<String> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        let n = usize::try_from(call(buf.as_mut_ptr().cast(), buf.len())).ok()?;
+        if n < buf.len() {
+            buf.truncate(n);
+            return Some(String::from_utf8_lossy(&buf).into_owned());
+        }
+        buf.resize(n + 1, 0);
     }
 }

@@ -269,6 +269,8 @@ impl<'model> LlamaContext<'model> {
     /// decode's limit, sequence ids below `n_seq_max`); llama.cpp's own
     /// checks come back as [`DecodeError`].
     pub fn decode_batch(&mut self, batch: &Batch) -> Result<()> {
+        #[cfg(feature = "tracing")]
+        let _span = tracing::debug_span!("llama_decode", tokens = batch.len()).entered();
         if batch.is_empty() {
             return Err(DecodeError::InvalidBatch.into());
         }

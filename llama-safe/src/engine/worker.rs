@@ -274,6 +274,8 @@ impl<'m> Worker<'m, '_> {
     /// Decodes the batch, then samples every sequence with logits in it.
     fn step(&mut self) {
         let n = self.batch.len() as u64;
+        #[cfg(feature = "tracing")]
+        let _span = tracing::debug_span!("llama_engine_step", tokens = n).entered();
         let decoded = self.ctx.decode_batch(&self.batch);
         self.counters.decodes.fetch_add(1, Ordering::Relaxed);
         self.counters.last_batch_tokens.store(n, Ordering::Relaxed);

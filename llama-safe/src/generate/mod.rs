@@ -118,6 +118,8 @@ pub struct Generation<'c, 'm> {
     generated: usize,
     finished: bool,
     queue: std::collections::VecDeque<Event>,
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 impl LlamaModel {
@@ -150,6 +152,10 @@ impl LlamaModel {
                 what: "the generation",
             });
         }
+        #[cfg(feature = "tracing")]
+        let span = tracing::info_span!("llama_generate", max_tokens = options.max_tokens);
+        #[cfg(feature = "tracing")]
+        let _entered = span.clone().entered();
         let start = Instant::now();
         let add_bos = options.add_bos && ctx.n_past() == 0;
         let tokens = self.tokenize(prompt, add_bos, options.parse_special)?;
@@ -182,6 +188,8 @@ impl LlamaModel {
             generated: 0,
             finished: false,
             queue: Default::default(),
+            #[cfg(feature = "tracing")]
+            span,
         })
     }
 }
@@ -278,6 +286,8 @@ impl Iterator for Generation<'_, '_> {
     type Item = Result<Event>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        #[cfg(feature = "tracing")]
+        let _entered = self.span.clone().entered();
         loop {
             if let Some(event) = self.queue.pop_front() {
                 return Some(Ok(event));
