@@ -167,6 +167,57 @@ impl DemoModel {
     }
 }
 
+/// A LoRA adapter for [`DemoModel::Moe`] (and `Dense`) that changes one
+/// step of its sentence in a known way: after "tiny" it says "many" instead
+/// of "model", so the continuation of [`DEMO_PROMPT`] becomes
+/// `" there lived one tiny many experts."`. Rank 1, on `output.weight`.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoLora;
+
+impl DemoLora {
+    /// What the demo model continues [`DEMO_PROMPT`] with, the adapter on.
+    pub const CONTINUATION: &'static str = " there lived one tiny many experts.";
+
+    /// Writes the adapter to `path`.
+    pub fn write(path: &Path) -> Result<()> {
+        let n_embd = u64::from(SyntheticMoe::DEMO.n_embd);
+        let vocab = Vocab::new();
+        let n_vocab = vocab.tokens.len() as u64;
+        // After "tiny" (word 7 of the sentence, one-hot direction 7 of the
+        // hidden state), move the logits from "model" to "many".
+        let k = SENTENCE.iter().position(|w| *w == "tiny").expect("tiny");
+        let mut a = vec![0f32; n_embd as usize];
+        a[k] = 1.0;
+        let mut b = vec![0f32; n_vocab as usize];
+        b[vocab.id("▁many")] = 4.0;
+        b[vocab.id("▁model")] = -4.0;
+        let mut w = GgufWriter::new();
+        w.meta("general.architecture", MetaValue::Str("llama".into()))
+            .meta("general.type", MetaValue::Str("adapter".into()))
+            .meta("adapter.type", MetaValue::Str("lora".into()))
+            // alpha / rank = 1: the scale given at apply time is the scale.
+            .meta("adapter.lora.alpha", MetaValue::F32(1.0));
+        w.tensor("output.weight.lora_a", &[n_embd, 1], GgmlType::F32, &a)?;
+        w.tensor("output.weight.lora_b", &[1, n_vocab], GgmlType::F32, &b)?;
+        w.write_to(path)
+    }
+
+    /// The adapter's path in the cache folder (as for
+    /// [`DemoModel::cached`]), writing it on first use.
+    pub fn cached() -> Result<PathBuf> {
+        let dir = cache_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(format!("demo-lora-v{VERSION}.gguf"));
+        if !path.is_file() {
+            Self::write(&path)?;
+        }
+        Ok(path)
+    }
+}
+
 fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LLAMA_SAFE_CACHE_DIR") {
         return PathBuf::from(dir);

@@ -230,6 +230,15 @@ pub enum Error {
         /// What and why.
         reason: String,
     },
+    /// A LoRA adapter could not be loaded (another architecture, tensors
+    /// of the wrong shape, not an adapter).
+    #[error("LoRA adapter {path}: {reason}")]
+    Lora {
+        /// The path concerned.
+        path: PathBuf,
+        /// What went wrong, in llama.cpp's words.
+        reason: String,
+    },
     /// The engine's queue is full; retry later.
     #[error("the engine's queue is full ({queued} requests waiting)")]
     EngineBusy {

@@ -85,6 +85,9 @@ pub struct LlamaContext<'model> {
     kv_unified: bool,
     /// Kept alive (at a stable address) as long as llama.cpp may call it.
     _abort: Option<Box<AbortCallback>>,
+    /// The LoRA adapters applied, kept alive while llama.cpp refers to them
+    /// (dropped after `llama_free`).
+    pub(crate) loras: Vec<std::sync::Arc<dyn Send + Sync>>,
 }
 
 // SAFETY: a llama_context may move between threads; it refers only to its
@@ -163,6 +166,7 @@ impl<'model> LlamaContext<'model> {
             embeddings: params.raw.embeddings,
             kv_unified: params.raw.kv_unified,
             _abort: abort,
+            loras: Vec::new(),
         })
     }
 

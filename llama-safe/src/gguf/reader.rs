@@ -165,6 +165,13 @@ impl GgufFile {
         Ok(id)
     }
 
+    /// The GGUF type id of `key`'s value (`GGUF_TYPE_*`), if present.
+    pub(crate) fn value_type(&self, key: &str) -> Option<llama_safe_sys::gguf_type> {
+        let id = self.key_id(key).ok()?;
+        // SAFETY: id is a valid key index.
+        Some(unsafe { llama_safe_sys::gguf_get_kv_type(self.ctx.as_ptr(), id) })
+    }
+
     /// Whether the metadata has `key`.
     pub fn has(&self, key: &str) -> bool {
         self.key_id(key).is_ok()
