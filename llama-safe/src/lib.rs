@@ -25,7 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
-mod chat;
+pub mod chat;
 pub mod check;
 pub mod context;
 pub mod demo;
@@ -50,7 +50,7 @@ pub mod tensor_override;
 mod token;
 
 pub use backend::{Device, DeviceKind, LlamaBackend};
-pub use chat::ChatMessage;
+pub use chat::{ChatMessage, Tool, ToolCall};
 pub use context::batch::Batch;
 pub use context::params::{AbortCallback, ContextParams, KvCacheType, Pooling};
 pub use context::{DecodeError, LlamaContext};

@@ -1,0 +1,289 @@
+//! Chat templates: turning messages (and tool definitions) into a prompt
+//! with the model's own template.
+//!
+//! The template is the GGUF's `tokenizer.chat_template`, a Jinja template,
+//! rendered with [minijinja](https://docs.rs/minijinja) and the helpers real
+//! templates use: Python string and dict methods (`strip`, `startswith`,
+//! `items`, ...), `tojson`, `raise_exception`, `strftime_now`, `bos_token`
+//! and `eos_token`. llama.cpp's built-in implementations of the common
+//! templates are the fallback: for a model with no template, or a template
+//! the renderer cannot run (without tools).
+
+mod builtin;
+
+use crate::error::{Error, Result};
+use crate::model::LlamaModel;
+use serde::Serialize;
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+    /// Tools the assistant called in this message.
+    pub tool_calls: Vec<ToolCall>,
+    /// For a `tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// A message with `role` and `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+            ..Default::default()
+        }
+    }
+
+    /// An assistant message that calls tools.
+    pub fn tool_calls(calls: Vec<ToolCall>) -> Self {
+        ChatMessage {
+            role: "assistant".into(),
+            tool_calls: calls,
+            ..Default::default()
+        }
+    }
+
+    /// A tool's result, answering call `id`.
+    pub fn tool_result(id: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: "tool".into(),
+            content: content.into(),
+            tool_call_id: Some(id.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// A call of a tool by the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// The call's id (answered by a `tool` message with the same id).
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// Its arguments (a JSON object).
+    pub arguments: serde_json::Value,
+}
+
+/// A tool the model may call, as OpenAI's API describes a function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// Its parameters, as a JSON schema.
+    pub parameters: serde_json::Value,
+}
+
+/// Most template instructions one rendering may run.
+const FUEL: u64 = 5_000_000;
+
+/// A message as templates expect it (OpenAI's shape).
+#[derive(Serialize)]
+struct TemplateMessage<'a> {
+    role: &'a str,
+    content: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+/// Renders a Jinja chat `template` (see the [module docs](self)).
+///
+/// ```
+/// use llama_safe::chat::{render, ChatMessage};
+/// let chatml = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content.strip() }}<|im_end|>\n{% endfor %}\
+///               {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+/// let text = render(chatml, &[ChatMessage::new("user", " Hi ")], &[], true, "<s>", "</s>")?;
+/// assert_eq!(text, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+/// # Ok::<(), llama_safe::Error>(())
+/// ```
+pub fn render(
+    template: &str,
+    messages: &[ChatMessage],
+    tools: &[Tool],
+    add_generation_prompt: bool,
+    bos_token: &str,
+    eos_token: &str,
+) -> Result<String> {
+    let fail = |e: minijinja::Error| Error::ChatTemplate {
+        reason: format!("{e:#}"),
+    };
+    let mut env = minijinja::Environment::new();
+    // A template comes from a model file: bound its work, so a hostile one
+    // cannot hang the caller (real templates use a few thousand steps, a
+    // 10,000-message chat a few hundred thousand).
+    env.set_fuel(Some(FUEL));
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |message: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                message,
+            ))
+        },
+    );
+    env.add_function("strftime_now", strftime_now);
+    env.add_template("chat", template).map_err(fail)?;
+    let messages: Vec<TemplateMessage<'_>> = messages
+        .iter()
+        .map(|m| TemplateMessage {
+            role: &m.role,
+            content: &m.content,
+            tool_calls: m
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments},
+                    })
+                })
+                .collect(),
+            tool_call_id: m.tool_call_id.as_deref(),
+        })
+        .collect();
+    let tools: Vec<serde_json::Value> = tools
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+            })
+        })
+        .collect();
+    let context = minijinja::context! {
+        messages => minijinja::Value::from(minijinja::value::Serde(&messages)),
+        tools => if tools.is_empty() {
+            minijinja::Value::from(())
+        } else {
+            minijinja::Value::from(minijinja::value::Serde(&tools))
+        },
+        add_generation_prompt => add_generation_prompt,
+        bos_token => bos_token,
+        eos_token => eos_token,
+    };
+    env.get_template("chat")
+        .and_then(|t| t.render(context))
+        .map_err(fail)
+}
+
+/// Formats `messages` with llama.cpp's built-in implementation of the
+/// template `template` names (`chatml`, `llama3`, `gemma`, ...) or looks
+/// like: what [`LlamaModel::apply_chat_template`] falls back to.
+pub fn render_builtin(
+    template: &str,
+    messages: &[ChatMessage],
+    add_assistant: bool,
+) -> Result<String> {
+    builtin::apply(template, messages, add_assistant)
+}
+
+/// `strftime_now(format)`: today's date (UTC) in a `strftime` format;
+/// `%d`, `%m`, `%Y`, `%b` and `%B` are what templates use.
+fn strftime_now(format: String) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let name = MONTHS[(month - 1) as usize];
+    format
+        .replace("%d", &format!("{day:02}"))
+        .replace("%m", &format!("{month:02}"))
+        .replace("%Y", &year.to_string())
+        .replace("%B", name)
+        .replace("%b", &name[..3])
+}
+
+impl LlamaModel {
+    /// Formats `messages` with the model's chat template, ending with the
+    /// assistant's turn when `add_assistant` is set: the template rendered
+    /// with [`render`], or llama.cpp's built-in version of it when the
+    /// renderer cannot run it. `bos_token` is empty where tokenizing the
+    /// prompt adds BOS anyway.
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_assistant: bool,
+    ) -> Result<String> {
+        self.apply_chat_template_with_tools(messages, &[], add_assistant)
+    }
+
+    /// As [`apply_chat_template`](Self::apply_chat_template), with tool
+    /// definitions for the template (which needs a Jinja template that
+    /// renders them; llama.cpp's built-ins know no tools).
+    pub fn apply_chat_template_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        add_assistant: bool,
+    ) -> Result<String> {
+        let template = self.chat_template();
+        let token_text = |t: Option<crate::Token>| {
+            t.and_then(|t| self.token_bytes(t, true).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        // Tokenizing the prompt adds BOS where the vocabulary asks for it, so
+        // the template must not write it too (llama.cpp's built-ins do not).
+        // SAFETY: the vocab lives with the model.
+        let adds_bos = unsafe { llama_safe_sys::llama_vocab_get_add_bos(self.vocab()) };
+        let bos = if adds_bos {
+            String::new()
+        } else {
+            token_text(self.token_bos())
+        };
+        let rendered = template.as_deref().map(|t| {
+            render(
+                t,
+                messages,
+                tools,
+                add_assistant,
+                &bos,
+                &token_text(self.token_eos()),
+            )
+        });
+        match (rendered, template) {
+            (Some(Ok(text)), _) => Ok(text),
+            (Some(Err(e)), _) if !tools.is_empty() => Err(e),
+            (Some(Err(_)), Some(t)) => render_builtin(&t, messages, add_assistant),
+            _ if !tools.is_empty() => Err(Error::ChatTemplate {
+                reason: "the model has no chat template to render tools with".into(),
+            }),
+            _ => Err(Error::ChatTemplate {
+                reason: "the model has no chat template".into(),
+            }),
+        }
+    }
+}
