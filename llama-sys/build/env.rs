@@ -4,9 +4,18 @@
 use std::ffi::OsString;
 
 /// Reads `name`, telling cargo to rerun the build script when it changes.
+/// The target-prefixed form (`X86_64_UNKNOWN_LINUX_GNU_LLAMA_CPP_DIR` for a
+/// build for that target) wins over the plain one, as openssl-sys does, so a
+/// cross build can set one value per target.
 pub fn var_os(name: &str) -> Option<OsString> {
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let prefixed = format!(
+        "{}_{name}",
+        target.to_ascii_uppercase().replace(['-', '.'], "_")
+    );
+    println!("cargo:rerun-if-env-changed={prefixed}");
     println!("cargo:rerun-if-env-changed={name}");
-    std::env::var_os(name)
+    std::env::var_os(&prefixed).or_else(|| std::env::var_os(name))
 }
 
 /// Reads `name` as UTF-8; a value that is not UTF-8 is treated as unset.

@@ -70,7 +70,39 @@ impl DecodeError {
 }
 
 /// One inference stream over a model (or several, with sequence ids and
-/// [`Batch`]). It borrows the model, so the model outlives it.
+/// [`Batch`]). It borrows the model, so the model outlives it; these do not
+/// compile:
+///
+/// ```compile_fail
+/// use llama_safe::{demo::DemoModel, ContextParams, LlamaBackend, LlamaContext, LlamaModel};
+/// let backend = LlamaBackend::init();
+/// let ctx = {
+///     let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
+///     LlamaContext::new(&model, &ContextParams::default())?
+/// }; // error: `model` does not live long enough
+/// # Ok::<(), llama_safe::Error>(())
+/// ```
+///
+/// Logits borrow the context until the next decode overwrites them:
+///
+/// ```compile_fail
+/// use llama_safe::{demo::DemoModel, ContextParams, LlamaBackend, LlamaContext, LlamaModel};
+/// let backend = LlamaBackend::init();
+/// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
+/// let mut ctx = LlamaContext::new(&model, &ContextParams::default())?;
+/// ctx.decode(&model.tokenize("Once", true, false)?)?;
+/// let logits = ctx.logits();
+/// ctx.decode(&model.tokenize(" upon", false, false)?)?; // error: `ctx` is borrowed
+/// println!("{}", logits[0]);
+/// # Ok::<(), llama_safe::Error>(())
+/// ```
+///
+/// A context is not `Sync`:
+///
+/// ```compile_fail
+/// fn shared<T: Sync>() {}
+/// shared::<llama_safe::LlamaContext<'static>>();
+/// ```
 ///
 /// `Send` (move it to a worker thread) but not `Sync`: llama.cpp contexts
 /// are not safe to use from two threads at once, and every call that runs
