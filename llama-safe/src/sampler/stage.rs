@@ -68,7 +68,7 @@ pub enum SamplerStage {
     },
     /// Repetition, frequency and presence penalties over the last tokens.
     Penalties {
-        /// Tokens looked back over (0: none, at most [`MAX_LAST_N`]).
+        /// Tokens looked back over (0: none, at most 2^20).
         last_n: i32,
         /// Repetition penalty (1.0: off).
         repeat: f32,
@@ -86,8 +86,7 @@ pub enum SamplerStage {
         base: f32,
         /// Repeats shorter than this go unpenalised.
         allowed_length: i32,
-        /// Tokens looked back over (0 turns the stage off; at most
-        /// [`MAX_LAST_N`]).
+        /// Tokens looked back over (0 turns the stage off; at most 2^20).
         last_n: i32,
         /// Texts that end a repeated sequence (e.g. `"\n"`).
         breakers: Vec<String>,
