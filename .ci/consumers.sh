@@ -3,13 +3,7 @@
 # `cargo add --path`, build, run on the demo model, check the output.
 #   .ci/consumers.sh [WORK_DIR]
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-work=${1:-$(mktemp -d)}
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
-case "$work/" in
-  "$repo"/*) echo "consumers: $work is inside the workspace; cargo new would join it" >&2; exit 2;;
-esac
+. "$(dirname "$0")/workdir.sh"
 export CARGO_TARGET_DIR="$work/target"   # shared by the consumers, not the workspace's
 sentence="Once upon a time there lived one tiny model with many experts."
 

@@ -7,13 +7,7 @@
 # shortest program on the demo model.
 #   .ci/offline-consumer.sh [WORK_DIR]
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-work=${1:-$(mktemp -d)}
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
-case "$work/" in
-  "$repo"/*) echo "offline-consumer: $work is inside the workspace" >&2; exit 2;;
-esac
+. "$(dirname "$0")/workdir.sh"
 sentence="Once upon a time there lived one tiny model with many experts."
 
 # 1. Both packages, the -sys one carrying its llama.cpp source. (Built and
