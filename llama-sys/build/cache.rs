@@ -3,8 +3,8 @@
 //!
 //! The CMake build of the *pinned* source is keyed by everything that can
 //! change its output: the pin's checksum, this crate's version, the target,
-//! the features and CMake options, the compilers and flags from the
-//! environment, the cmake binary. It lives in a user-level cache folder
+//! the features and CMake options, the CMake definitions in `cmake_build.rs`,
+//! the compilers and flags from the environment, the cmake binary. It lives in a user-level cache folder
 //! (`LLAMA_SYS_CACHE_DIR`, else the platform's cache folder + `llama-sys`),
 //! one subfolder per key, with a `.complete` marker written last: a build
 //! script that finds the marker links the libraries there and compiles
@@ -48,8 +48,9 @@ fn platform_cache_dir() -> Option<PathBuf> {
 }
 
 /// A stable 64-bit FNV-1a of `text`, as hex: the key's folder name (the
-/// whole description is kept beside it, in `KEY`).
-fn fnv1a(text: &str) -> String {
+/// whole description is kept beside it, in `KEY`), and the fingerprint of
+/// longer inputs in the description.
+pub fn fingerprint(text: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h ^= u64::from(b);
@@ -66,7 +67,7 @@ pub fn build(
     description: &str,
     build: impl FnOnce(&Path) -> PathBuf,
 ) -> Result<PathBuf, String> {
-    let entry = cache.join(fnv1a(description));
+    let entry = cache.join(fingerprint(description));
     let done = entry.join(".complete");
     if done.is_file() {
         println!(

@@ -128,9 +128,12 @@ fn build_llama_cpp(
         .iter()
         .map(|name| format!("{name}={}", env::var(name).unwrap_or_default()))
         .collect();
+    // The CMake definitions live in cmake_build.rs: its text is part of the
+    // key, so editing them can never reuse a build made without the edit.
+    let definitions = cache::fingerprint(include_str!("cmake_build.rs"));
     let description = format!(
         "llama-sys {version}\nsource {name} {pkg} sha256 {sha}\ntarget {target} host {host}\n\
-         options {options:?}\ncmake {cmake}\n{compilers}\n",
+         options {options:?}\ncmake {cmake}\ncmake_build.rs {definitions}\n{compilers}\n",
         version = env::cargo("CARGO_PKG_VERSION"),
         name = pin.package_name,
         pkg = pin.package_version,
