@@ -189,13 +189,12 @@ impl LlamaModel {
 
     /// llama.cpp's one-line description, e.g. `llama ?B Q8_0`.
     pub fn description(&self) -> String {
-        let mut buf = vec![0u8; 256];
-        // SAFETY: buf is writable for its length; llama.cpp NUL-terminates.
-        let n = unsafe {
-            llama_safe_sys::llama_model_desc(self.raw.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
-        buf.truncate(n.clamp(0, 255) as usize);
-        String::from_utf8_lossy(&buf).into_owned()
+        // SAFETY: buf is writable for len bytes; llama.cpp NUL-terminates
+        // and returns the full length.
+        read_c_string(|buf, len| unsafe {
+            llama_safe_sys::llama_model_desc(self.raw.as_ptr(), buf, len)
+        })
+        .unwrap_or_default()
     }
 
     /// The default chat template, if the file has one.

@@ -89,6 +89,18 @@ impl Api {
     }
 }
 
+/// The sampling fields read from Ollama's `options` (or, failing that, the
+/// top level of the body).
+const OLLAMA_OPTIONS: [&str; 7] = [
+    "temperature",
+    "top_k",
+    "repeat_penalty",
+    "top_p",
+    "seed",
+    "stop",
+    "num_predict",
+];
+
 /// Most stop strings a request may give.
 pub const MAX_STOP_STRINGS: usize = 16;
 /// Longest stop string, in bytes.
@@ -165,15 +177,23 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
         }
     }
     // Ollama puts the sampling fields in `options`; shimmy-style clients of
-    // /api/generate put them at the top level: `options` wins.
-    let mut merged;
+    // /api/generate put them at the top level: `options` wins. Only those
+    // fields are copied, not the body (whose prompt may be megabytes).
+    let merged;
     let opts = if api.is_ollama() {
-        merged = obj.clone();
-        match obj.get("options") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(o)) => merged.extend(o.clone()),
+        let empty = Map::new();
+        let options = match obj.get("options") {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(o)) => o,
             Some(_) => return Err(ApiError::bad("options", "`options` must be an object")),
-        }
+        };
+        merged = OLLAMA_OPTIONS
+            .iter()
+            .filter_map(|&key| {
+                let value = options.get(key).or_else(|| obj.get(key))?;
+                Some((key.to_string(), value.clone()))
+            })
+            .collect::<Map<String, Value>>();
         &merged
     } else {
         obj

@@ -136,9 +136,7 @@ impl<'m> Run<'m> {
 
     fn finish(&mut self, reason: StopReason, token: Token) -> Outcome {
         if reason != StopReason::StopString {
-            let rest = self.utf8.finish();
-            let (mut tail, _) = self.stop.push(&rest);
-            tail.push_str(&self.stop.finish());
+            let tail = self.stop.finish_with(&self.utf8.finish());
             self.piece(token, tail);
         }
         let _ = self.job.events.send(Ok(Event::Done(self.stats(reason))));
@@ -146,31 +144,17 @@ impl<'m> Run<'m> {
     }
 
     fn stats(&self, stop_reason: StopReason) -> GenerationStats {
-        let start = self.job.submitted;
         let prompt_done = self.prompt_done.unwrap_or(self.admitted);
-        let prompt_time = prompt_done.saturating_duration_since(self.admitted);
-        let generation_time = self
-            .last_token
-            .map_or(Duration::ZERO, |t| t.saturating_duration_since(prompt_done));
-        let rate = |n: usize, d: Duration| {
-            if d.is_zero() {
-                0.0
-            } else {
-                n as f64 / d.as_secs_f64()
-            }
-        };
-        let prompt_tokens = self.job.request.prompt.len();
-        GenerationStats {
-            prompt_tokens,
-            generated_tokens: self.generated,
-            time_to_first_token: self
-                .first_token
-                .map_or(Duration::ZERO, |t| t.saturating_duration_since(start)),
-            prompt_time,
-            generation_time,
-            prompt_tokens_per_second: rate(prompt_tokens, prompt_time),
-            generation_tokens_per_second: rate(self.generated, generation_time),
+        GenerationStats::measured(
+            self.job.request.prompt.len(),
+            self.generated,
+            self.first_token.map_or(Duration::ZERO, |t| {
+                t.saturating_duration_since(self.job.submitted)
+            }),
+            prompt_done.saturating_duration_since(self.admitted),
+            self.last_token
+                .map_or(Duration::ZERO, |t| t.saturating_duration_since(prompt_done)),
             stop_reason,
-        }
+        )
     }
 }

@@ -93,6 +93,37 @@ pub struct GenerationStats {
     pub stop_reason: StopReason,
 }
 
+impl GenerationStats {
+    /// Stats from counts and times, with the rates derived (0 for a zero
+    /// time).
+    pub(crate) fn measured(
+        prompt_tokens: usize,
+        generated_tokens: usize,
+        time_to_first_token: Duration,
+        prompt_time: Duration,
+        generation_time: Duration,
+        stop_reason: StopReason,
+    ) -> GenerationStats {
+        let rate = |n: usize, d: Duration| {
+            if d.is_zero() {
+                0.0
+            } else {
+                n as f64 / d.as_secs_f64()
+            }
+        };
+        GenerationStats {
+            prompt_tokens,
+            generated_tokens,
+            time_to_first_token,
+            prompt_time,
+            generation_time,
+            prompt_tokens_per_second: rate(prompt_tokens, prompt_time),
+            generation_tokens_per_second: rate(generated_tokens, generation_time),
+            stop_reason,
+        }
+    }
+}
+
 /// What [`Generation`] yields.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -196,25 +227,14 @@ impl LlamaModel {
 
 impl Generation<'_, '_> {
     fn stats(&self, stop_reason: StopReason) -> GenerationStats {
-        let prompt_time = self.prompt_done - self.start;
-        let generation_time = self.last_token - self.prompt_done;
-        let rate = |n: usize, d: Duration| {
-            if d.is_zero() {
-                0.0
-            } else {
-                n as f64 / d.as_secs_f64()
-            }
-        };
-        GenerationStats {
-            prompt_tokens: self.prompt_tokens,
-            generated_tokens: self.generated,
-            time_to_first_token: self.first_token.map_or(Duration::ZERO, |t| t - self.start),
-            prompt_time,
-            generation_time,
-            prompt_tokens_per_second: rate(self.prompt_tokens, prompt_time),
-            generation_tokens_per_second: rate(self.generated, generation_time),
+        GenerationStats::measured(
+            self.prompt_tokens,
+            self.generated,
+            self.first_token.map_or(Duration::ZERO, |t| t - self.start),
+            self.prompt_done - self.start,
+            self.last_token - self.prompt_done,
             stop_reason,
-        }
+        )
     }
 
     fn finish(&mut self, reason: StopReason, token: Token) -> Vec<Event> {
@@ -222,10 +242,7 @@ impl Generation<'_, '_> {
         let mut events = Vec::new();
         let mut tail = String::new();
         if reason != StopReason::StopString {
-            let rest = self.utf8.finish();
-            let (emit, _) = self.stop.push(&rest);
-            tail.push_str(&emit);
-            tail.push_str(&self.stop.finish());
+            tail = self.stop.finish_with(&self.utf8.finish());
         }
         if !tail.is_empty() {
             events.push(Event::Piece(Piece {

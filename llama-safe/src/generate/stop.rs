@@ -97,6 +97,15 @@ impl StopMatcher {
     pub(crate) fn finish(&mut self) -> String {
         std::mem::take(&mut self.held)
     }
+
+    /// The end of the text after a last `rest` (the UTF-8 stream's
+    /// leftover): what `rest` releases, cut at a stop string if one
+    /// completes in it, then whatever is still held back.
+    pub(crate) fn finish_with(&mut self, rest: &str) -> String {
+        let (mut tail, _) = self.push(rest);
+        tail.push_str(&self.finish());
+        tail
+    }
 }
 
 #[cfg(test)]
