@@ -32,6 +32,7 @@ rm -rf "$dir"
 cargo new -q --vcs none --name consumer-raw "$dir"
 (cd "$dir" && cargo add -q llama-safe-sys --path "$repo/llama-sys")
 cp "$repo/.ci/consumers/raw_main.rs" "$dir/src/main.rs"
+cp "$repo/.ci/consumers/raw_generate.rs" "$dir/src/"
 model=$(ls "${LLAMA_SAFE_CACHE_DIR:-$HOME/.cache/llama-safe}"/demo-moe-v*.gguf | tail -1)
 out=$(cd "$dir" && cargo run -q --release -- "$model" "Once upon a time" 2>/dev/null)
 echo "consumer-raw: $out"

@@ -144,8 +144,9 @@ impl DemoModel {
 
     /// The model's path in the cache folder, writing it on first use.
     ///
-    /// The folder is `LLAMA_SAFE_CACHE_DIR` if set, else
-    /// `$XDG_CACHE_HOME/llama-safe`, else `~/.cache/llama-safe`, else the
+    /// The folder is `LLAMA_SAFE_CACHE_DIR` if set, else `llama-safe` in the
+    /// user's cache folder (`$XDG_CACHE_HOME` or `~/.cache` on Linux,
+    /// `~/Library/Caches` on macOS, Local AppData on Windows), else in the
     /// system temp folder.
     ///
     /// ```
@@ -222,13 +223,9 @@ fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LLAMA_SAFE_CACHE_DIR") {
         return PathBuf::from(dir);
     }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("llama-safe");
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        return PathBuf::from(home).join(".cache").join("llama-safe");
-    }
-    std::env::temp_dir().join("llama-safe")
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("llama-safe")
 }
 
 /// splitmix64: a tiny deterministic generator for the small weights.

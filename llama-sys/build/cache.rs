@@ -5,7 +5,7 @@
 //! change its output: the pin's checksum, this crate's version, the target,
 //! the features and CMake options, the CMake definitions in `cmake_build.rs`,
 //! the compilers and flags from the environment, the cmake binary. It lives in a user-level cache folder
-//! (`LLAMA_SYS_CACHE_DIR`, else the platform's cache folder + `llama-sys`),
+//! (`LLAMA_SYS_CACHE_DIR`, else the user's cache folder + `llama-sys`),
 //! one subfolder per key, with a `.complete` marker written last: a build
 //! script that finds the marker links the libraries there and compiles
 //! nothing. A file lock makes concurrent builds of one key wait for each
@@ -28,23 +28,17 @@ pub fn dir() -> Option<PathBuf> {
     }
 }
 
-/// `$XDG_CACHE_HOME` or `~/.cache` on Linux and other Unixes,
-/// `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows.
+/// The user's cache folder (the `dirs` crate: `$XDG_CACHE_HOME` or
+/// `~/.cache` on Linux and other Unixes, `~/Library/Caches` on macOS, the
+/// Local AppData known folder on Windows).
 ///
-/// The cache belongs to the machine running the build, so `cfg!` (the host,
-/// in a build script) is right here, unlike for facts about the target.
+/// The cache belongs to the machine running the build, so the host's folder
+/// (what `dirs` returns in a build script) is the right one here.
 fn platform_cache_dir() -> Option<PathBuf> {
-    let home = || env::var_os("HOME").map(PathBuf::from);
-    if cfg!(windows) {
-        env::var_os("LOCALAPPDATA").map(PathBuf::from)
-    } else if cfg!(target_os = "macos") {
-        home().map(|h| h.join("Library").join("Caches"))
-    } else {
-        env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .or_else(|| home().map(|h| h.join(".cache")))
-    }
+    // dirs reads these; registering them reruns the build when they change.
+    env::var_os("XDG_CACHE_HOME");
+    env::var_os("HOME");
+    dirs::cache_dir()
 }
 
 /// A stable 64-bit FNV-1a of `text`, as hex: the key's folder name (the

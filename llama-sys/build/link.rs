@@ -1,42 +1,78 @@
-//! Telling rustc what to link: the static llama.cpp libraries in dependency
-//! order, then what they need from the system (OpenMP, the C++ runtime, the
-//! GPU libraries).
+//! Telling rustc what to link: the llama.cpp libraries in dependency order
+//! (static archives, a prebuilt install's shared libraries, or the
+//! `dynamic` feature's one shared library), then what they need from the
+//! system (OpenMP, the C++ runtime, the GPU libraries).
 
 use crate::env;
 use std::path::Path;
 
-/// The link lines emitted, kept so that a C program can be linked the same
-/// way (published as `links` metadata, see `main.rs`).
+/// The link lines: cargo's, and the same as C compiler arguments (published
+/// as `links` metadata, see `main.rs`), kept until [`LinkLine::print`].
 #[derive(Default)]
 pub struct LinkLine {
+    cargo: Vec<String>,
     args: Vec<String>,
+    /// The part of `args` that is not the llama.cpp libraries themselves.
+    system: Vec<String>,
 }
 
 impl LinkLine {
     fn search(&mut self, dir: &Path) {
-        println!("cargo:rustc-link-search=native={}", dir.display());
+        self.cargo
+            .push(format!("cargo:rustc-link-search=native={}", dir.display()));
         self.args.push(format!("-L{}", dir.display()));
+        self.system.push(format!("-L{}", dir.display()));
     }
 
+    /// Where the llama.cpp libraries are: `rust` for rustc (the prefixed
+    /// copies when symbols are isolated), `c` for C programs.
+    fn search_archives(&mut self, rust: &Path, c: &Path) {
+        self.cargo
+            .push(format!("cargo:rustc-link-search=native={}", rust.display()));
+        self.args.push(format!("-L{}", c.display()));
+    }
+
+    /// One of llama.cpp's own libraries.
+    fn archive(&mut self, kind: &str, name: &str) {
+        self.cargo
+            .push(format!("cargo:rustc-link-lib={kind}={name}"));
+        self.args.push(format!("-l{name}"));
+    }
+
+    /// A library of the system.
     fn lib(&mut self, kind: Option<&str>, name: &str) {
-        match kind {
-            Some(kind) => println!("cargo:rustc-link-lib={kind}={name}"),
-            None => println!("cargo:rustc-link-lib={name}"),
-        }
-        self.args.push(match kind {
+        self.cargo.push(match kind {
+            Some(kind) => format!("cargo:rustc-link-lib={kind}={name}"),
+            None => format!("cargo:rustc-link-lib={name}"),
+        });
+        let arg = match kind {
             Some("framework") => format!("-framework {name}"),
             _ => format!("-l{name}"),
-        });
+        };
+        self.args.push(arg.clone());
+        self.system.push(arg);
+    }
+
+    /// Tells cargo.
+    pub fn print(&self) {
+        for line in &self.cargo {
+            println!("{line}");
+        }
     }
 
     /// The same libraries as C compiler arguments, `|`-separated.
     pub fn c_args(&self) -> String {
         self.args.join("|")
     }
+
+    /// What the libraries need from the system, as C compiler arguments.
+    pub fn system_args(&self) -> &[String] {
+        &self.system
+    }
 }
 
 /// The static libraries in link order: each may use those after it.
-const LIBRARY_ORDER: &[&str] = &[
+pub const LIBRARY_ORDER: &[&str] = &[
     "llama",
     "ggml",
     "ggml-cpu",
@@ -48,26 +84,83 @@ const LIBRARY_ORDER: &[&str] = &[
     "ggml-base",
 ];
 
-/// Emits the link lines for an install prefix built by `cmake_build`.
-pub fn emit(prefix: &Path, cuda_root: Option<&Path>, vulkan: bool, metal: bool) -> LinkLine {
+/// How the llama.cpp libraries are linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Static archives (CMake's install, or their symbol-prefixed copies):
+    /// rustc also links what they need from the system.
+    Static,
+    /// A prebuilt install's shared libraries, which name their own
+    /// dependencies (OpenMP, CUDA, ...).
+    Shared,
+    /// The one shared library of the `dynamic` feature (see `dynamic.rs`).
+    Combined,
+}
+
+/// Where OpenMP's link flags come from, for static archives.
+#[derive(Clone, Copy)]
+pub enum OpenMp<'a> {
+    /// A CMake build's `CMakeCache.txt` (the libraries CMake found).
+    CmakeCache(&'a Path),
+    /// An install without its build folder: on or off, per its ggml config;
+    /// the compiler's usual runtime is linked (`gomp` for GCC).
+    Enabled(bool),
+}
+
+/// Everything `emit` links.
+#[derive(Clone, Copy)]
+pub struct Libraries<'a> {
+    /// The folder rustc links from.
+    pub rust_dir: &'a Path,
+    /// The folder C programs link from (the unprefixed archives).
+    pub c_dir: &'a Path,
+    pub kind: Kind,
+    pub openmp: OpenMp<'a>,
+    pub cuda_root: Option<&'a Path>,
+    pub vulkan: bool,
+    pub metal: bool,
+}
+
+/// Emits the link lines; returns them for C programs too.
+pub fn emit(libs: &Libraries) -> LinkLine {
     let mut line = LinkLine::default();
-    let lib_dir = prefix.join("lib");
-    line.search(&lib_dir);
+    line.search_archives(libs.rust_dir, libs.c_dir);
     let msvc = env::target_cfg("target_env") == "msvc";
-    for name in LIBRARY_ORDER {
-        let file = if msvc {
-            format!("{name}.lib")
-        } else {
-            format!("lib{name}.a")
-        };
-        if lib_dir.join(file).is_file() {
-            line.lib(Some("static"), name);
+    match libs.kind {
+        Kind::Combined => line.archive("dylib", crate::dynamic::LIBRARY),
+        Kind::Static | Kind::Shared => {
+            let shared = libs.kind == Kind::Shared;
+            for name in LIBRARY_ORDER {
+                let file = if msvc {
+                    format!("{name}.lib")
+                } else {
+                    crate::prebuilt::library_file(name, shared)
+                };
+                if libs.rust_dir.join(file).is_file() {
+                    line.archive(if shared { "dylib" } else { "static" }, name);
+                }
+            }
         }
     }
+    if libs.kind == Kind::Static {
+        system_libraries(&mut line, libs);
+    }
+    // The shim (C++) needs the C++ runtime however llama.cpp is linked.
+    cxx_runtime(&mut line);
+    line
+}
 
-    openmp(&mut line, &prefix.join("build").join("CMakeCache.txt"));
-
-    if let Some(root) = cuda_root {
+/// What static archives need from the system: OpenMP, the GPU libraries.
+fn system_libraries(line: &mut LinkLine, libs: &Libraries) {
+    match libs.openmp {
+        OpenMp::CmakeCache(cache) => openmp(line, cache),
+        OpenMp::Enabled(true) => {
+            let gnu = env::target_cfg("target_env") == "gnu";
+            line.lib(None, if gnu { "gomp" } else { "omp" });
+        }
+        OpenMp::Enabled(false) => {}
+    }
+    if let Some(root) = libs.cuda_root {
         for sub in ["lib64", "lib", "lib/x64", "lib64/stubs", "lib/stubs"] {
             let dir = root.join(sub);
             if dir.is_dir() {
@@ -78,7 +171,7 @@ pub fn emit(prefix: &Path, cuda_root: Option<&Path>, vulkan: bool, metal: bool) 
             line.lib(None, lib);
         }
     }
-    if vulkan {
+    if libs.vulkan {
         let name = if env::target_cfg("target_os") == "windows" {
             "vulkan-1"
         } else {
@@ -86,13 +179,11 @@ pub fn emit(prefix: &Path, cuda_root: Option<&Path>, vulkan: bool, metal: bool) 
         };
         line.lib(None, name);
     }
-    if metal {
+    if libs.metal {
         for framework in ["Foundation", "Metal", "MetalKit", "Accelerate"] {
             line.lib(Some("framework"), framework);
         }
     }
-    cxx_runtime(&mut line);
-    line
 }
 
 /// Links the OpenMP runtime CMake found for ggml-cpu, read from its cache

@@ -6,11 +6,15 @@
 
 mod cache;
 mod cmake_build;
+mod dynamic;
 mod env;
 mod fail;
 mod link;
+mod link_names;
 mod pin;
+mod prebuilt;
 mod source;
+mod symbols;
 mod tools;
 
 #[cfg(feature = "bindgen")]
@@ -25,6 +29,7 @@ fn main() {
     println!("cargo:rerun-if-changed=shim");
     println!("cargo::rustc-check-cfg=cfg(llama_sys_generated_bindings)");
     println!("cargo::rustc-check-cfg=cfg(llama_sys_no_native)");
+    println!("cargo::rustc-check-cfg=cfg(llama_sys_prefixed)");
 
     let manifest_dir = PathBuf::from(env::cargo("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::cargo("OUT_DIR"));
@@ -68,14 +73,78 @@ fn main() {
         )
     });
     ctx.revision = format!("{} ({})", source.revision, source.origin.as_str());
-    println!(
-        "llama-sys: building llama.cpp {} from {} ({})",
-        source.revision,
-        source.root.display(),
-        source.origin.as_str()
-    );
+    let prebuilt = env::var_os("LLAMA_SYS_PREBUILT_DIR").map(|dir| {
+        prebuilt::open(Path::new(&dir), &source.root).unwrap_or_else(|e| {
+            fail(
+                &ctx,
+                &e,
+                &[
+                    "point LLAMA_SYS_PREBUILT_DIR at the install prefix (`cmake --install`) \
+                   of a build of the pinned llama.cpp, or unset it to build from source"
+                        .into(),
+                ],
+            )
+        })
+    });
+    let linked = match &prebuilt {
+        Some(prebuilt) => link_prebuilt(&ctx, prebuilt, &out_dir),
+        None => {
+            println!(
+                "llama-sys: building llama.cpp {} from {} ({})",
+                source.revision,
+                source.root.display(),
+                source.origin.as_str()
+            );
+            link_source(&ctx, &pin, &source, &out_dir)
+        }
+    };
+    let include_dir = linked.prefix.join("include");
+    build_shim(&include_dir);
+    if let Some((tools, isolated)) = &linked.isolated {
+        let shim = out_dir.join("libllama_sys_shim.a");
+        symbols::rewrite_references(tools, &isolated.map, &shim)
+            .unwrap_or_else(|e| fail(&ctx, &e, &[]));
+        println!("cargo:rustc-cfg=llama_sys_prefixed");
+        println!("cargo:symbol-prefix={}", symbols::PREFIX);
+    }
 
-    let options = options(&ctx);
+    generate_bindings(&ctx, &include_dir, &out_dir);
+
+    // `links = "llama_safe"` metadata, visible to dependents as DEP_LLAMA_SAFE_*.
+    println!("cargo:include={}", include_dir.display());
+    println!("cargo:lib={}", linked.c_lib_dir.display());
+    println!("cargo:root={}", source.root.display());
+    println!("cargo:revision={}", source.revision);
+    // The libraries above as C compiler arguments (`|`-separated), so a C
+    // program can link llama.cpp as Rust does, with its unprefixed names
+    // (the workspace's C benchmark).
+    println!("cargo:link-args={}", linked.c_line.c_args());
+    let origin = match &prebuilt {
+        Some(p) => format!("LLAMA_SYS_PREBUILT_DIR ({})", p.prefix.display()),
+        None => source.origin.as_str().to_string(),
+    };
+    println!("cargo:rustc-env=LLAMA_SYS_REVISION={}", source.revision);
+    println!("cargo:rustc-env=LLAMA_SYS_SOURCE_ORIGIN={origin}");
+    println!(
+        "cargo:rustc-env=LLAMA_SYS_INCLUDE_DIR={}",
+        include_dir.display()
+    );
+}
+
+/// What the build script linked.
+struct Linked {
+    /// The install prefix (`include/` under it).
+    prefix: PathBuf,
+    /// The unprefixed libraries and their link line, for C programs.
+    c_lib_dir: PathBuf,
+    c_line: link::LinkLine,
+    /// The symbol map, when symbols were prefixed.
+    isolated: Option<(symbols::Tools, symbols::Isolated)>,
+}
+
+/// Builds llama.cpp from `source` and links it.
+fn link_source(ctx: &Context, pin: &pin::Pin, source: &source::Source, out_dir: &Path) -> Linked {
+    let options = options(ctx);
     let cuda_root = options.cuda.as_ref().map(|c| {
         c.nvcc
             .parent()
@@ -83,30 +152,124 @@ fn main() {
             .map(Path::to_path_buf)
             .unwrap_or_default()
     });
-    let prefix = build_llama_cpp(&ctx, &pin, &source, &options);
-    let link_line = link::emit(&prefix, cuda_root.as_deref(), options.vulkan, options.metal);
-    let include_dir = prefix.join("include");
-    build_shim(&include_dir);
+    let prefix = build_llama_cpp(ctx, pin, source, &options);
+    let cache = prefix.join("build").join("CMakeCache.txt");
+    let libs = link::Libraries {
+        rust_dir: &prefix.join("lib"),
+        c_dir: &prefix.join("lib"),
+        kind: link::Kind::Static,
+        openmp: link::OpenMp::CmakeCache(&cache),
+        cuda_root: cuda_root.as_deref(),
+        vulkan: options.vulkan,
+        metal: options.metal,
+    };
+    link_static(ctx, prefix.clone(), libs, out_dir)
+}
 
-    generate_bindings(&ctx, &include_dir, &out_dir);
+/// Links an existing install (`LLAMA_SYS_PREBUILT_DIR`), checked for the
+/// features this build asks for.
+fn link_prebuilt(ctx: &Context, prebuilt: &prebuilt::Prebuilt, out_dir: &Path) -> Linked {
+    println!(
+        "llama-sys: linking the prebuilt llama.cpp in {} ({} libraries)",
+        prebuilt.prefix.display(),
+        if prebuilt.shared { "shared" } else { "static" }
+    );
+    for (feature, option) in [
+        ("cuda", "GGML_CUDA"),
+        ("vulkan", "GGML_VULKAN"),
+        ("metal", "GGML_METAL"),
+        ("rpc", "GGML_RPC"),
+    ] {
+        if env::feature(feature) && !prebuilt.has(option) {
+            fail(
+                ctx,
+                &format!(
+                    "the `{feature}` feature is on, but the prebuilt llama.cpp in {} was built \
+                     without {option}",
+                    prebuilt.prefix.display()
+                ),
+                &[format!(
+                    "rebuild it with -D{option}=ON, or build without `--features {feature}`"
+                )],
+            );
+        }
+    }
+    if prebuilt.shared {
+        let dir = prebuilt::link_into(prebuilt, out_dir).unwrap_or_else(|e| fail(ctx, &e, &[]));
+        let libs = link::Libraries {
+            rust_dir: &dir,
+            c_dir: &prebuilt.lib_dir,
+            kind: link::Kind::Shared,
+            openmp: link::OpenMp::Enabled(false),
+            cuda_root: None,
+            vulkan: false,
+            metal: false,
+        };
+        let line = link::emit(&libs);
+        line.print();
+        return Linked {
+            prefix: prebuilt.prefix.clone(),
+            c_lib_dir: prebuilt.lib_dir.clone(),
+            c_line: line,
+            isolated: None,
+        };
+    }
+    let cuda_root = prebuilt.has("GGML_CUDA").then(|| {
+        tools::cuda_toolkit()
+            .unwrap_or_else(|e| fail(ctx, &e, &tools::cuda_help()))
+            .0
+    });
+    let libs = link::Libraries {
+        rust_dir: &prebuilt.lib_dir,
+        c_dir: &prebuilt.lib_dir,
+        kind: link::Kind::Static,
+        openmp: link::OpenMp::Enabled(prebuilt.has("GGML_OPENMP_ENABLED")),
+        cuda_root: cuda_root.as_deref(),
+        vulkan: prebuilt.has("GGML_VULKAN"),
+        metal: prebuilt.has("GGML_METAL"),
+    };
+    link_static(ctx, prebuilt.prefix.clone(), libs, out_dir)
+}
 
-    // `links = "llama_safe"` metadata, visible to dependents as DEP_LLAMA_SAFE_*.
-    println!("cargo:include={}", include_dir.display());
-    println!("cargo:lib={}", prefix.join("lib").display());
-    println!("cargo:root={}", source.root.display());
-    println!("cargo:revision={}", source.revision);
-    // The libraries above as C compiler arguments (`|`-separated), so a C
-    // program can link exactly what Rust links (the workspace's C benchmark).
-    println!("cargo:link-args={}", link_line.c_args());
-    println!("cargo:rustc-env=LLAMA_SYS_REVISION={}", source.revision);
-    println!(
-        "cargo:rustc-env=LLAMA_SYS_SOURCE_ORIGIN={}",
-        source.origin.as_str()
-    );
-    println!(
-        "cargo:rustc-env=LLAMA_SYS_INCLUDE_DIR={}",
-        include_dir.display()
-    );
+/// Links static archives: prefixed copies when symbols are isolated, all in
+/// one shared library with the `dynamic` feature. `libs` names the
+/// unprefixed archives.
+fn link_static(ctx: &Context, prefix: PathBuf, libs: link::Libraries, out_dir: &Path) -> Linked {
+    let c_line = link::emit(&libs);
+    let isolated = isolate_symbols(ctx, libs.c_dir, out_dir);
+    let archive_dir = isolated
+        .as_ref()
+        .map_or_else(|| libs.c_dir.to_path_buf(), |(_, i)| i.lib_dir.clone());
+    let rust_libs = link::Libraries {
+        rust_dir: &archive_dir,
+        ..libs
+    };
+    let rust_line = link::emit(&rust_libs);
+    if env::feature("dynamic") {
+        if let Some(why) = dynamic::unsupported() {
+            fail(ctx, &why, &["build without `--features dynamic`".into()]);
+        }
+        let dir = dynamic::build(&archive_dir, &rust_line, out_dir)
+            .unwrap_or_else(|e| fail(ctx, &e, &["build without `--features dynamic`".into()]));
+        println!(
+            "llama-sys: llama.cpp linked as one shared library in {}",
+            dir.display()
+        );
+        let combined = link::Libraries {
+            rust_dir: &dir,
+            kind: link::Kind::Combined,
+            ..rust_libs
+        };
+        link::emit(&combined).print();
+    } else {
+        rust_line.print();
+    }
+    Linked {
+        c_lib_dir: libs.c_dir.to_path_buf(),
+        prefix,
+        c_line,
+        isolated,
+    }
 }
 
 /// Builds llama.cpp: the pinned source once per configuration in the shared
@@ -156,6 +319,45 @@ fn build_llama_cpp(
             ],
         )
     })
+}
+
+/// Prefixed copies of the static libraries in `lib_dir` (see `symbols`), or
+/// `None` when isolation does not apply here (said once, as a warning when
+/// a tool is missing).
+fn isolate_symbols(
+    ctx: &Context,
+    lib_dir: &Path,
+    out_dir: &Path,
+) -> Option<(symbols::Tools, symbols::Isolated)> {
+    if let Some(why) = symbols::skip_reason() {
+        println!("llama-sys: symbols not prefixed: {why}");
+        return None;
+    }
+    let tools = match symbols::Tools::find() {
+        Ok(tools) => tools,
+        Err(e) => {
+            println!(
+                "cargo:warning=llama-sys: symbols not prefixed ({e}); this binary cannot also \
+                 link another copy of ggml or llama.cpp. Install binutils, or set \
+                 LLAMA_SYS_ISOLATE_SYMBOLS=0 to silence this."
+            );
+            return None;
+        }
+    };
+    let isolated =
+        symbols::isolate(&tools, lib_dir, &out_dir.join("isolated")).unwrap_or_else(|e| {
+            fail(
+                ctx,
+                &e,
+                &["set LLAMA_SYS_ISOLATE_SYMBOLS=0 to link the libraries unprefixed".into()],
+            )
+        });
+    println!(
+        "llama-sys: {} symbols prefixed with {}",
+        isolated.renamed,
+        symbols::PREFIX
+    );
+    Some((tools, isolated))
 }
 
 /// The committed bindings assume an LP64 target (64-bit pointers and `long`,
@@ -238,8 +440,7 @@ fn generate_bindings(ctx: &Context, include_dir: &Path, out_dir: &Path) {
             ])
         });
     let path = out_dir.join("bindings.rs");
-    bindings
-        .write_to_file(&path)
+    std::fs::write(&path, link_names::add_link_names(&bindings.to_string()))
         .unwrap_or_else(|e| fail(ctx, &format!("cannot write {}: {e}", path.display()), &[]));
     println!("cargo:rustc-cfg=llama_sys_generated_bindings");
 }

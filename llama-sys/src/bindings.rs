@@ -259,24 +259,31 @@ pub type ggml_abort_callback = ::std::option::Option<
 pub type ggml_guid = [u8; 16usize];
 pub type ggml_guid_t = *mut ggml_guid;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_time_init")]
     pub fn ggml_time_init();
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_time_us")]
     pub fn ggml_time_us() -> i64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_nbytes")]
     pub fn ggml_nbytes(tensor: *const ggml_tensor) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_blck_size")]
     pub fn ggml_blck_size(type_: ggml_type) -> i64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_type_size")]
     pub fn ggml_type_size(type_: ggml_type) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_row_size")]
     pub fn ggml_row_size(type_: ggml_type, ne: i64) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_type_name")]
     pub fn ggml_type_name(type_: ggml_type) -> *const ::std::os::raw::c_char;
 }
 pub type ggml_log_callback = ::std::option::Option<
@@ -287,6 +294,7 @@ pub type ggml_log_callback = ::std::option::Option<
     ),
 >;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_log_set")]
     pub fn ggml_log_set(
         log_callback: ggml_log_callback,
         user_data: *mut ::std::os::raw::c_void,
@@ -312,18 +320,21 @@ pub struct ggml_backend {
 }
 pub type ggml_backend_t = *mut ggml_backend;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_alloc_ctx_tensors_from_buft_size")]
     pub fn ggml_backend_alloc_ctx_tensors_from_buft_size(
         ctx: *mut ggml_context,
         buft: ggml_backend_buffer_type_t,
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_alloc_ctx_tensors_from_buft")]
     pub fn ggml_backend_alloc_ctx_tensors_from_buft(
         ctx: *mut ggml_context,
         buft: ggml_backend_buffer_type_t,
     ) -> *mut ggml_backend_buffer;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_alloc_ctx_tensors")]
     pub fn ggml_backend_alloc_ctx_tensors(
         ctx: *mut ggml_context,
         backend: ggml_backend_t,
@@ -349,17 +360,20 @@ pub struct ggml_backend_device {
 }
 pub type ggml_backend_dev_t = *mut ggml_backend_device;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buft_name")]
     pub fn ggml_backend_buft_name(
         buft: ggml_backend_buffer_type_t,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buft_alloc_buffer")]
     pub fn ggml_backend_buft_alloc_buffer(
         buft: ggml_backend_buffer_type_t,
         size: usize,
     ) -> ggml_backend_buffer_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buft_alloc_buffer_n")]
     pub fn ggml_backend_buft_alloc_buffer_n(
         buft: ggml_backend_buffer_type_t,
         tensors: *mut *mut ggml_tensor,
@@ -367,18 +381,22 @@ unsafe extern "C" {
     ) -> ggml_backend_buffer_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buft_get_alignment")]
     pub fn ggml_backend_buft_get_alignment(buft: ggml_backend_buffer_type_t) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buft_get_max_size")]
     pub fn ggml_backend_buft_get_max_size(buft: ggml_backend_buffer_type_t) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buft_get_alloc_size")]
     pub fn ggml_backend_buft_get_alloc_size(
         buft: ggml_backend_buffer_type_t,
         tensor: *const ggml_tensor,
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buft_get_alloc_size_n")]
     pub fn ggml_backend_buft_get_alloc_size_n(
         buft: ggml_backend_buffer_type_t,
         tensors: *mut *mut ggml_tensor,
@@ -386,9 +404,11 @@ unsafe extern "C" {
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buft_is_host")]
     pub fn ggml_backend_buft_is_host(buft: ggml_backend_buffer_type_t) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buft_get_device")]
     pub fn ggml_backend_buft_get_device(
         buft: ggml_backend_buffer_type_t,
     ) -> ggml_backend_dev_t;
@@ -398,94 +418,117 @@ pub const GGML_BACKEND_BUFFER_USAGE_WEIGHTS: ggml_backend_buffer_usage = 1;
 pub const GGML_BACKEND_BUFFER_USAGE_COMPUTE: ggml_backend_buffer_usage = 2;
 pub type ggml_backend_buffer_usage = ::std::os::raw::c_uint;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_name")]
     pub fn ggml_backend_buffer_name(
         buffer: ggml_backend_buffer_t,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_free")]
     pub fn ggml_backend_buffer_free(buffer: ggml_backend_buffer_t);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_get_base")]
     pub fn ggml_backend_buffer_get_base(
         buffer: ggml_backend_buffer_t,
     ) -> *mut ::std::os::raw::c_void;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_get_size")]
     pub fn ggml_backend_buffer_get_size(buffer: ggml_backend_buffer_t) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_init_tensor")]
     pub fn ggml_backend_buffer_init_tensor(
         buffer: ggml_backend_buffer_t,
         tensor: *mut ggml_tensor,
     ) -> ggml_status;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_get_alignment")]
     pub fn ggml_backend_buffer_get_alignment(buffer: ggml_backend_buffer_t) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_get_max_size")]
     pub fn ggml_backend_buffer_get_max_size(buffer: ggml_backend_buffer_t) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_get_alloc_size")]
     pub fn ggml_backend_buffer_get_alloc_size(
         buffer: ggml_backend_buffer_t,
         tensor: *const ggml_tensor,
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_clear")]
     pub fn ggml_backend_buffer_clear(buffer: ggml_backend_buffer_t, value: u8);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_is_host")]
     pub fn ggml_backend_buffer_is_host(buffer: ggml_backend_buffer_t) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_set_usage")]
     pub fn ggml_backend_buffer_set_usage(
         buffer: ggml_backend_buffer_t,
         usage: ggml_backend_buffer_usage,
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_get_usage")]
     pub fn ggml_backend_buffer_get_usage(
         buffer: ggml_backend_buffer_t,
     ) -> ggml_backend_buffer_usage;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_get_type")]
     pub fn ggml_backend_buffer_get_type(
         buffer: ggml_backend_buffer_t,
     ) -> ggml_backend_buffer_type_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_buffer_reset")]
     pub fn ggml_backend_buffer_reset(buffer: ggml_backend_buffer_t);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_tensor_copy")]
     pub fn ggml_backend_tensor_copy(src: *const ggml_tensor, dst: *mut ggml_tensor);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_guid")]
     pub fn ggml_backend_guid(backend: ggml_backend_t) -> ggml_guid_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_name")]
     pub fn ggml_backend_name(backend: ggml_backend_t) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_free")]
     pub fn ggml_backend_free(backend: ggml_backend_t);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_get_default_buffer_type")]
     pub fn ggml_backend_get_default_buffer_type(
         backend: ggml_backend_t,
     ) -> ggml_backend_buffer_type_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_alloc_buffer")]
     pub fn ggml_backend_alloc_buffer(
         backend: ggml_backend_t,
         size: usize,
     ) -> ggml_backend_buffer_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_get_alignment")]
     pub fn ggml_backend_get_alignment(backend: ggml_backend_t) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_get_max_size")]
     pub fn ggml_backend_get_max_size(backend: ggml_backend_t) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_tensor_set_async")]
     pub fn ggml_backend_tensor_set_async(
         backend: ggml_backend_t,
         tensor: *mut ggml_tensor,
@@ -495,6 +538,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_tensor_get_async")]
     pub fn ggml_backend_tensor_get_async(
         backend: ggml_backend_t,
         tensor: *const ggml_tensor,
@@ -504,6 +548,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_tensor_set_2d_async")]
     pub fn ggml_backend_tensor_set_2d_async(
         backend: ggml_backend_t,
         tensor: *mut ggml_tensor,
@@ -516,6 +561,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_tensor_get_2d_async")]
     pub fn ggml_backend_tensor_get_2d_async(
         backend: ggml_backend_t,
         tensor: *const ggml_tensor,
@@ -528,6 +574,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_tensor_set")]
     pub fn ggml_backend_tensor_set(
         tensor: *mut ggml_tensor,
         data: *const ::std::os::raw::c_void,
@@ -536,6 +583,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_tensor_get")]
     pub fn ggml_backend_tensor_get(
         tensor: *const ggml_tensor,
         data: *mut ::std::os::raw::c_void,
@@ -544,6 +592,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_tensor_set_2d")]
     pub fn ggml_backend_tensor_set_2d(
         tensor: *mut ggml_tensor,
         data: *const ::std::os::raw::c_void,
@@ -555,6 +604,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_tensor_get_2d")]
     pub fn ggml_backend_tensor_get_2d(
         tensor: *const ggml_tensor,
         data: *mut ::std::os::raw::c_void,
@@ -566,6 +616,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_tensor_memset")]
     pub fn ggml_backend_tensor_memset(
         tensor: *mut ggml_tensor,
         value: u8,
@@ -574,57 +625,67 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_synchronize")]
     pub fn ggml_backend_synchronize(backend: ggml_backend_t);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_graph_plan_create")]
     pub fn ggml_backend_graph_plan_create(
         backend: ggml_backend_t,
         cgraph: *mut ggml_cgraph,
     ) -> ggml_backend_graph_plan_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_graph_plan_free")]
     pub fn ggml_backend_graph_plan_free(
         backend: ggml_backend_t,
         plan: ggml_backend_graph_plan_t,
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_graph_plan_compute")]
     pub fn ggml_backend_graph_plan_compute(
         backend: ggml_backend_t,
         plan: ggml_backend_graph_plan_t,
     ) -> ggml_status;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_graph_compute")]
     pub fn ggml_backend_graph_compute(
         backend: ggml_backend_t,
         cgraph: *mut ggml_cgraph,
     ) -> ggml_status;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_graph_compute_async")]
     pub fn ggml_backend_graph_compute_async(
         backend: ggml_backend_t,
         cgraph: *mut ggml_cgraph,
     ) -> ggml_status;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_supports_op")]
     pub fn ggml_backend_supports_op(
         backend: ggml_backend_t,
         op: *const ggml_tensor,
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_supports_buft")]
     pub fn ggml_backend_supports_buft(
         backend: ggml_backend_t,
         buft: ggml_backend_buffer_type_t,
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_offload_op")]
     pub fn ggml_backend_offload_op(
         backend: ggml_backend_t,
         op: *const ggml_tensor,
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_tensor_copy_async")]
     pub fn ggml_backend_tensor_copy_async(
         backend_src: ggml_backend_t,
         backend_dst: ggml_backend_t,
@@ -633,24 +694,30 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_get_device")]
     pub fn ggml_backend_get_device(backend: ggml_backend_t) -> ggml_backend_dev_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_event_new")]
     pub fn ggml_backend_event_new(device: ggml_backend_dev_t) -> ggml_backend_event_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_event_free")]
     pub fn ggml_backend_event_free(event: ggml_backend_event_t);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_event_record")]
     pub fn ggml_backend_event_record(
         event: ggml_backend_event_t,
         backend: ggml_backend_t,
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_event_synchronize")]
     pub fn ggml_backend_event_synchronize(event: ggml_backend_event_t);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_event_wait")]
     pub fn ggml_backend_event_wait(backend: ggml_backend_t, event: ggml_backend_event_t);
 }
 pub const GGML_BACKEND_DEVICE_TYPE_CPU: ggml_backend_dev_type = 0;
@@ -743,16 +810,19 @@ impl Default for ggml_backend_dev_props {
     }
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_name")]
     pub fn ggml_backend_dev_name(
         device: ggml_backend_dev_t,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_description")]
     pub fn ggml_backend_dev_description(
         device: ggml_backend_dev_t,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_memory")]
     pub fn ggml_backend_dev_memory(
         device: ggml_backend_dev_t,
         free: *mut usize,
@@ -760,36 +830,43 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_type")]
     pub fn ggml_backend_dev_type(device: ggml_backend_dev_t) -> ggml_backend_dev_type;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_get_props")]
     pub fn ggml_backend_dev_get_props(
         device: ggml_backend_dev_t,
         props: *mut ggml_backend_dev_props,
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_backend_reg")]
     pub fn ggml_backend_dev_backend_reg(
         device: ggml_backend_dev_t,
     ) -> ggml_backend_reg_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_init")]
     pub fn ggml_backend_dev_init(
         device: ggml_backend_dev_t,
         params: *const ::std::os::raw::c_char,
     ) -> ggml_backend_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_buffer_type")]
     pub fn ggml_backend_dev_buffer_type(
         device: ggml_backend_dev_t,
     ) -> ggml_backend_buffer_type_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_host_buffer_type")]
     pub fn ggml_backend_dev_host_buffer_type(
         device: ggml_backend_dev_t,
     ) -> ggml_backend_buffer_type_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_buffer_from_host_ptr")]
     pub fn ggml_backend_dev_buffer_from_host_ptr(
         device: ggml_backend_dev_t,
         ptr: *mut ::std::os::raw::c_void,
@@ -798,38 +875,45 @@ unsafe extern "C" {
     ) -> ggml_backend_buffer_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_supports_op")]
     pub fn ggml_backend_dev_supports_op(
         device: ggml_backend_dev_t,
         op: *const ggml_tensor,
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_supports_buft")]
     pub fn ggml_backend_dev_supports_buft(
         device: ggml_backend_dev_t,
         buft: ggml_backend_buffer_type_t,
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_offload_op")]
     pub fn ggml_backend_dev_offload_op(
         device: ggml_backend_dev_t,
         op: *const ggml_tensor,
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_reg_name")]
     pub fn ggml_backend_reg_name(
         reg: ggml_backend_reg_t,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_reg_dev_count")]
     pub fn ggml_backend_reg_dev_count(reg: ggml_backend_reg_t) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_reg_dev_get")]
     pub fn ggml_backend_reg_dev_get(
         reg: ggml_backend_reg_t,
         index: usize,
     ) -> ggml_backend_dev_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_reg_get_proc_address")]
     pub fn ggml_backend_reg_get_proc_address(
         reg: ggml_backend_reg_t,
         name: *const ::std::os::raw::c_char,
@@ -903,61 +987,77 @@ pub type ggml_backend_get_features_t = ::std::option::Option<
     unsafe extern "C" fn(reg: ggml_backend_reg_t) -> *mut ggml_backend_feature,
 >;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_register")]
     pub fn ggml_backend_register(reg: ggml_backend_reg_t);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_device_register")]
     pub fn ggml_backend_device_register(device: ggml_backend_dev_t);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_reg_count")]
     pub fn ggml_backend_reg_count() -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_reg_get")]
     pub fn ggml_backend_reg_get(index: usize) -> ggml_backend_reg_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_reg_by_name")]
     pub fn ggml_backend_reg_by_name(
         name: *const ::std::os::raw::c_char,
     ) -> ggml_backend_reg_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_count")]
     pub fn ggml_backend_dev_count() -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_get")]
     pub fn ggml_backend_dev_get(index: usize) -> ggml_backend_dev_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_by_name")]
     pub fn ggml_backend_dev_by_name(
         name: *const ::std::os::raw::c_char,
     ) -> ggml_backend_dev_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_dev_by_type")]
     pub fn ggml_backend_dev_by_type(type_: ggml_backend_dev_type) -> ggml_backend_dev_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_init_by_name")]
     pub fn ggml_backend_init_by_name(
         name: *const ::std::os::raw::c_char,
         params: *const ::std::os::raw::c_char,
     ) -> ggml_backend_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_init_by_type")]
     pub fn ggml_backend_init_by_type(
         type_: ggml_backend_dev_type,
         params: *const ::std::os::raw::c_char,
     ) -> ggml_backend_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_init_best")]
     pub fn ggml_backend_init_best() -> ggml_backend_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_load")]
     pub fn ggml_backend_load(path: *const ::std::os::raw::c_char) -> ggml_backend_reg_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_unload")]
     pub fn ggml_backend_unload(reg: ggml_backend_reg_t);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_load_all")]
     pub fn ggml_backend_load_all();
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_load_all_from_path")]
     pub fn ggml_backend_load_all_from_path(dir_path: *const ::std::os::raw::c_char);
 }
 #[repr(C)]
@@ -974,6 +1074,7 @@ pub type ggml_backend_sched_eval_callback = ::std::option::Option<
     ) -> bool,
 >;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_new")]
     pub fn ggml_backend_sched_new(
         backends: *mut ggml_backend_t,
         bufts: *mut ggml_backend_buffer_type_t,
@@ -984,9 +1085,11 @@ unsafe extern "C" {
     ) -> ggml_backend_sched_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_free")]
     pub fn ggml_backend_sched_free(sched: ggml_backend_sched_t);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_reserve_size")]
     pub fn ggml_backend_sched_reserve_size(
         sched: ggml_backend_sched_t,
         measure_graph: *mut ggml_cgraph,
@@ -994,45 +1097,53 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_reserve")]
     pub fn ggml_backend_sched_reserve(
         sched: ggml_backend_sched_t,
         measure_graph: *mut ggml_cgraph,
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_get_n_backends")]
     pub fn ggml_backend_sched_get_n_backends(
         sched: ggml_backend_sched_t,
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_get_backend")]
     pub fn ggml_backend_sched_get_backend(
         sched: ggml_backend_sched_t,
         i: ::std::os::raw::c_int,
     ) -> ggml_backend_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_get_n_splits")]
     pub fn ggml_backend_sched_get_n_splits(
         sched: ggml_backend_sched_t,
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_get_n_copies")]
     pub fn ggml_backend_sched_get_n_copies(
         sched: ggml_backend_sched_t,
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_get_buffer_type")]
     pub fn ggml_backend_sched_get_buffer_type(
         sched: ggml_backend_sched_t,
         backend: ggml_backend_t,
     ) -> ggml_backend_buffer_type_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_get_buffer_size")]
     pub fn ggml_backend_sched_get_buffer_size(
         sched: ggml_backend_sched_t,
         backend: ggml_backend_t,
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_set_tensor_backend")]
     pub fn ggml_backend_sched_set_tensor_backend(
         sched: ggml_backend_sched_t,
         node: *mut ggml_tensor,
@@ -1040,42 +1151,50 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_get_tensor_backend")]
     pub fn ggml_backend_sched_get_tensor_backend(
         sched: ggml_backend_sched_t,
         node: *mut ggml_tensor,
     ) -> ggml_backend_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_split_graph")]
     pub fn ggml_backend_sched_split_graph(
         sched: ggml_backend_sched_t,
         graph: *mut ggml_cgraph,
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_alloc_graph")]
     pub fn ggml_backend_sched_alloc_graph(
         sched: ggml_backend_sched_t,
         graph: *mut ggml_cgraph,
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_graph_compute")]
     pub fn ggml_backend_sched_graph_compute(
         sched: ggml_backend_sched_t,
         graph: *mut ggml_cgraph,
     ) -> ggml_status;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_graph_compute_async")]
     pub fn ggml_backend_sched_graph_compute_async(
         sched: ggml_backend_sched_t,
         graph: *mut ggml_cgraph,
     ) -> ggml_status;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_synchronize")]
     pub fn ggml_backend_sched_synchronize(sched: ggml_backend_sched_t);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_reset")]
     pub fn ggml_backend_sched_reset(sched: ggml_backend_sched_t);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_sched_set_eval_callback")]
     pub fn ggml_backend_sched_set_eval_callback(
         sched: ggml_backend_sched_t,
         callback: ggml_backend_sched_eval_callback,
@@ -1092,6 +1211,7 @@ pub const GGML_BACKEND_SPLIT_AXIS_NONE: ggml_backend_meta_split_axis = 98;
 pub const GGML_BACKEND_SPLIT_AXIS_UNKNOWN: ggml_backend_meta_split_axis = 99;
 pub type ggml_backend_meta_split_axis = ::std::os::raw::c_uint;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_meta_split_axis_name")]
     pub fn ggml_backend_meta_split_axis_name(
         split_axis: ggml_backend_meta_split_axis,
     ) -> *const ::std::os::raw::c_char;
@@ -1141,6 +1261,7 @@ pub type ggml_backend_meta_get_split_state_t = ::std::option::Option<
     ) -> ggml_backend_meta_split_state,
 >;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_meta_device")]
     pub fn ggml_backend_meta_device(
         devs: *mut ggml_backend_dev_t,
         n_devs: usize,
@@ -1187,12 +1308,14 @@ impl Default for ggml_backend_graph_copy {
     }
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_graph_copy")]
     pub fn ggml_backend_graph_copy(
         backend: ggml_backend_t,
         graph: *mut ggml_cgraph,
     ) -> ggml_backend_graph_copy;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_graph_copy_free")]
     pub fn ggml_backend_graph_copy_free(copy: ggml_backend_graph_copy);
 }
 pub type ggml_backend_eval_callback = ::std::option::Option<
@@ -1204,6 +1327,7 @@ pub type ggml_backend_eval_callback = ::std::option::Option<
     ) -> bool,
 >;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_compare_graph_backend")]
     pub fn ggml_backend_compare_graph_backend(
         backend1: ggml_backend_t,
         backend2: ggml_backend_t,
@@ -1215,6 +1339,7 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_tensor_alloc")]
     pub fn ggml_backend_tensor_alloc(
         buffer: ggml_backend_buffer_t,
         tensor: *mut ggml_tensor,
@@ -1222,15 +1347,18 @@ unsafe extern "C" {
     ) -> ggml_status;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_view_init")]
     pub fn ggml_backend_view_init(tensor: *mut ggml_tensor) -> ggml_status;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_cpu_buffer_from_ptr")]
     pub fn ggml_backend_cpu_buffer_from_ptr(
         ptr: *mut ::std::os::raw::c_void,
         size: usize,
     ) -> ggml_backend_buffer_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_cpu_buffer_type")]
     pub fn ggml_backend_cpu_buffer_type() -> ggml_backend_buffer_type_t;
 }
 pub const GGML_NUMA_STRATEGY_DISABLED: ggml_numa_strategy = 0;
@@ -1241,27 +1369,33 @@ pub const GGML_NUMA_STRATEGY_MIRROR: ggml_numa_strategy = 4;
 pub const GGML_NUMA_STRATEGY_COUNT: ggml_numa_strategy = 5;
 pub type ggml_numa_strategy = ::std::os::raw::c_uint;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_cpu_init")]
     pub fn ggml_cpu_init();
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_cpu_init")]
     pub fn ggml_backend_cpu_init() -> ggml_backend_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_is_cpu")]
     pub fn ggml_backend_is_cpu(backend: ggml_backend_t) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_cpu_set_n_threads")]
     pub fn ggml_backend_cpu_set_n_threads(
         backend_cpu: ggml_backend_t,
         n_threads: ::std::os::raw::c_int,
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_cpu_set_threadpool")]
     pub fn ggml_backend_cpu_set_threadpool(
         backend_cpu: ggml_backend_t,
         threadpool: ggml_threadpool_t,
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_cpu_set_abort_callback")]
     pub fn ggml_backend_cpu_set_abort_callback(
         backend_cpu: ggml_backend_t,
         abort_callback: ggml_abort_callback,
@@ -1269,9 +1403,11 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_cpu_set_use_ref")]
     pub fn ggml_backend_cpu_set_use_ref(backend_cpu: ggml_backend_t, use_ref: bool);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_cpu_reg")]
     pub fn ggml_backend_cpu_reg() -> ggml_backend_reg_t;
 }
 #[repr(C)]
@@ -1444,21 +1580,25 @@ pub type gguf_reader_callback_t = ::std::option::Option<
     ) -> usize,
 >;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_init_empty")]
     pub fn gguf_init_empty() -> *mut gguf_context;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_init_from_file_ptr")]
     pub fn gguf_init_from_file_ptr(
         file: *mut FILE,
         params: gguf_init_params,
     ) -> *mut gguf_context;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_init_from_file")]
     pub fn gguf_init_from_file(
         fname: *const ::std::os::raw::c_char,
         params: gguf_init_params,
     ) -> *mut gguf_context;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_init_from_buffer")]
     pub fn gguf_init_from_buffer(
         data: *const ::std::os::raw::c_void,
         size: usize,
@@ -1466,6 +1606,7 @@ unsafe extern "C" {
     ) -> *mut gguf_context;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_init_from_callback")]
     pub fn gguf_init_from_callback(
         callback: gguf_reader_callback_t,
         userdata: *mut ::std::os::raw::c_void,
@@ -1475,96 +1616,122 @@ unsafe extern "C" {
     ) -> *mut gguf_context;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_free")]
     pub fn gguf_free(ctx: *mut gguf_context);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_type_name")]
     pub fn gguf_type_name(type_: gguf_type) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_version")]
     pub fn gguf_get_version(ctx: *const gguf_context) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_alignment")]
     pub fn gguf_get_alignment(ctx: *const gguf_context) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_data_offset")]
     pub fn gguf_get_data_offset(ctx: *const gguf_context) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_n_kv")]
     pub fn gguf_get_n_kv(ctx: *const gguf_context) -> i64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_find_key")]
     pub fn gguf_find_key(
         ctx: *const gguf_context,
         key: *const ::std::os::raw::c_char,
     ) -> i64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_key")]
     pub fn gguf_get_key(
         ctx: *const gguf_context,
         key_id: i64,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_kv_type")]
     pub fn gguf_get_kv_type(ctx: *const gguf_context, key_id: i64) -> gguf_type;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_arr_type")]
     pub fn gguf_get_arr_type(ctx: *const gguf_context, key_id: i64) -> gguf_type;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_val_u8")]
     pub fn gguf_get_val_u8(ctx: *const gguf_context, key_id: i64) -> u8;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_val_i8")]
     pub fn gguf_get_val_i8(ctx: *const gguf_context, key_id: i64) -> i8;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_val_u16")]
     pub fn gguf_get_val_u16(ctx: *const gguf_context, key_id: i64) -> u16;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_val_i16")]
     pub fn gguf_get_val_i16(ctx: *const gguf_context, key_id: i64) -> i16;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_val_u32")]
     pub fn gguf_get_val_u32(ctx: *const gguf_context, key_id: i64) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_val_i32")]
     pub fn gguf_get_val_i32(ctx: *const gguf_context, key_id: i64) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_val_f32")]
     pub fn gguf_get_val_f32(ctx: *const gguf_context, key_id: i64) -> f32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_val_u64")]
     pub fn gguf_get_val_u64(ctx: *const gguf_context, key_id: i64) -> u64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_val_i64")]
     pub fn gguf_get_val_i64(ctx: *const gguf_context, key_id: i64) -> i64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_val_f64")]
     pub fn gguf_get_val_f64(ctx: *const gguf_context, key_id: i64) -> f64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_val_bool")]
     pub fn gguf_get_val_bool(ctx: *const gguf_context, key_id: i64) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_val_str")]
     pub fn gguf_get_val_str(
         ctx: *const gguf_context,
         key_id: i64,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_val_data")]
     pub fn gguf_get_val_data(
         ctx: *const gguf_context,
         key_id: i64,
     ) -> *const ::std::os::raw::c_void;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_arr_n")]
     pub fn gguf_get_arr_n(ctx: *const gguf_context, key_id: i64) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_arr_data")]
     pub fn gguf_get_arr_data(
         ctx: *const gguf_context,
         key_id: i64,
     ) -> *const ::std::os::raw::c_void;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_arr_str")]
     pub fn gguf_get_arr_str(
         ctx: *const gguf_context,
         key_id: i64,
@@ -1572,39 +1739,48 @@ unsafe extern "C" {
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_n_tensors")]
     pub fn gguf_get_n_tensors(ctx: *const gguf_context) -> i64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_find_tensor")]
     pub fn gguf_find_tensor(
         ctx: *const gguf_context,
         name: *const ::std::os::raw::c_char,
     ) -> i64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_tensor_offset")]
     pub fn gguf_get_tensor_offset(ctx: *const gguf_context, tensor_id: i64) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_tensor_name")]
     pub fn gguf_get_tensor_name(
         ctx: *const gguf_context,
         tensor_id: i64,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_tensor_ne")]
     pub fn gguf_get_tensor_ne(ctx: *const gguf_context, tensor_id: i64) -> *const i64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_tensor_type")]
     pub fn gguf_get_tensor_type(ctx: *const gguf_context, tensor_id: i64) -> ggml_type;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_tensor_size")]
     pub fn gguf_get_tensor_size(ctx: *const gguf_context, tensor_id: i64) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_remove_key")]
     pub fn gguf_remove_key(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
     ) -> i64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_val_u8")]
     pub fn gguf_set_val_u8(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1612,6 +1788,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_val_i8")]
     pub fn gguf_set_val_i8(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1619,6 +1796,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_val_u16")]
     pub fn gguf_set_val_u16(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1626,6 +1804,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_val_i16")]
     pub fn gguf_set_val_i16(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1633,6 +1812,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_val_u32")]
     pub fn gguf_set_val_u32(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1640,6 +1820,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_val_i32")]
     pub fn gguf_set_val_i32(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1647,6 +1828,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_val_f32")]
     pub fn gguf_set_val_f32(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1654,6 +1836,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_val_u64")]
     pub fn gguf_set_val_u64(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1661,6 +1844,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_val_i64")]
     pub fn gguf_set_val_i64(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1668,6 +1852,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_val_f64")]
     pub fn gguf_set_val_f64(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1675,6 +1860,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_val_bool")]
     pub fn gguf_set_val_bool(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1682,6 +1868,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_val_str")]
     pub fn gguf_set_val_str(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1689,6 +1876,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_arr_data")]
     pub fn gguf_set_arr_data(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1698,6 +1886,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_arr_str")]
     pub fn gguf_set_arr_str(
         ctx: *mut gguf_context,
         key: *const ::std::os::raw::c_char,
@@ -1706,12 +1895,15 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_kv")]
     pub fn gguf_set_kv(ctx: *mut gguf_context, src: *const gguf_context);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_add_tensor")]
     pub fn gguf_add_tensor(ctx: *mut gguf_context, tensor: *const ggml_tensor);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_tensor_type")]
     pub fn gguf_set_tensor_type(
         ctx: *mut gguf_context,
         name: *const ::std::os::raw::c_char,
@@ -1719,6 +1911,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_set_tensor_data")]
     pub fn gguf_set_tensor_data(
         ctx: *mut gguf_context,
         name: *const ::std::os::raw::c_char,
@@ -1726,6 +1919,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_write_to_file_ptr")]
     pub fn gguf_write_to_file_ptr(
         ctx: *const gguf_context,
         file: *mut FILE,
@@ -1733,6 +1927,7 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_write_to_file")]
     pub fn gguf_write_to_file(
         ctx: *const gguf_context,
         fname: *const ::std::os::raw::c_char,
@@ -1740,9 +1935,11 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_meta_size")]
     pub fn gguf_get_meta_size(ctx: *const gguf_context) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_gguf_get_meta_data")]
     pub fn gguf_get_meta_data(
         ctx: *const gguf_context,
         data: *mut ::std::os::raw::c_void,
@@ -1847,6 +2044,7 @@ pub const LLAMA_FTYPE_MOSTLY_Q2_0: llama_ftype = 41;
 pub const LLAMA_FTYPE_GUESSED: llama_ftype = 1024;
 pub type llama_ftype = ::std::os::raw::c_uint;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_ftype_name")]
     pub fn llama_ftype_name(ftype: llama_ftype) -> *const ::std::os::raw::c_char;
 }
 pub const LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED: llama_rope_scaling_type = -1;
@@ -1872,6 +2070,7 @@ pub const LLAMA_FLASH_ATTN_TYPE_DISABLED: llama_flash_attn_type = 0;
 pub const LLAMA_FLASH_ATTN_TYPE_ENABLED: llama_flash_attn_type = 1;
 pub type llama_flash_attn_type = ::std::os::raw::c_int;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_flash_attn_type_name")]
     pub fn llama_flash_attn_type_name(
         flash_attn_type: llama_flash_attn_type,
     ) -> *const ::std::os::raw::c_char;
@@ -1889,11 +2088,13 @@ pub const LLAMA_LOAD_MODE_MMAP_MLOCK: llama_load_mode = 3;
 pub const LLAMA_LOAD_MODE_DIRECT_IO: llama_load_mode = 4;
 pub type llama_load_mode = ::std::os::raw::c_int;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_load_mode_name")]
     pub fn llama_load_mode_name(
         load_mode: llama_load_mode,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_load_mode_from_str")]
     pub fn llama_load_mode_from_str(
         str_: *const ::std::os::raw::c_char,
     ) -> llama_load_mode;
@@ -2645,30 +2846,39 @@ pub struct llama_adapter_lora {
     _unused: [u8; 0],
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_version")]
     pub fn llama_version() -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_default_params")]
     pub fn llama_model_default_params() -> llama_model_params;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_context_default_params")]
     pub fn llama_context_default_params() -> llama_context_params;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_chain_default_params")]
     pub fn llama_sampler_chain_default_params() -> llama_sampler_chain_params;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_quantize_default_params")]
     pub fn llama_model_quantize_default_params() -> llama_model_quantize_params;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_backend_init")]
     pub fn llama_backend_init();
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_backend_free")]
     pub fn llama_backend_free();
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_numa_init")]
     pub fn llama_numa_init(numa: ggml_numa_strategy);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_attach_threadpool")]
     pub fn llama_attach_threadpool(
         ctx: *mut llama_context,
         threadpool: ggml_threadpool_t,
@@ -2676,12 +2886,14 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_detach_threadpool")]
     pub fn llama_detach_threadpool(ctx: *mut llama_context);
 }
 pub type llama_model_set_tensor_data_t = ::std::option::Option<
     unsafe extern "C" fn(tensor: *mut ggml_tensor, userdata: *mut ::std::os::raw::c_void),
 >;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_init_from_user")]
     pub fn llama_model_init_from_user(
         metadata: *mut gguf_context,
         set_tensor_data: llama_model_set_tensor_data_t,
@@ -2690,24 +2902,28 @@ unsafe extern "C" {
     ) -> *mut llama_model;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_load_model_from_file")]
     pub fn llama_load_model_from_file(
         path_model: *const ::std::os::raw::c_char,
         params: llama_model_params,
     ) -> *mut llama_model;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_load_from_file")]
     pub fn llama_model_load_from_file(
         path_model: *const ::std::os::raw::c_char,
         params: llama_model_params,
     ) -> *mut llama_model;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_load_from_file_ptr")]
     pub fn llama_model_load_from_file_ptr(
         file: *mut FILE,
         params: llama_model_params,
     ) -> *mut llama_model;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_load_from_splits")]
     pub fn llama_model_load_from_splits(
         paths: *mut *const ::std::os::raw::c_char,
         n_paths: usize,
@@ -2715,150 +2931,195 @@ unsafe extern "C" {
     ) -> *mut llama_model;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_save_to_file")]
     pub fn llama_model_save_to_file(
         model: *const llama_model,
         path_model: *const ::std::os::raw::c_char,
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_free_model")]
     pub fn llama_free_model(model: *mut llama_model);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_free")]
     pub fn llama_model_free(model: *mut llama_model);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_init_from_model")]
     pub fn llama_init_from_model(
         model: *mut llama_model,
         params: llama_context_params,
     ) -> *mut llama_context;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_new_context_with_model")]
     pub fn llama_new_context_with_model(
         model: *mut llama_model,
         params: llama_context_params,
     ) -> *mut llama_context;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_free")]
     pub fn llama_free(ctx: *mut llama_context);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_time_us")]
     pub fn llama_time_us() -> i64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_max_devices")]
     pub fn llama_max_devices() -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_max_parallel_sequences")]
     pub fn llama_max_parallel_sequences() -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_max_tensor_buft_overrides")]
     pub fn llama_max_tensor_buft_overrides() -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_supports_mmap")]
     pub fn llama_supports_mmap() -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_supports_mlock")]
     pub fn llama_supports_mlock() -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_supports_gpu_offload")]
     pub fn llama_supports_gpu_offload() -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_supports_rpc")]
     pub fn llama_supports_rpc() -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_n_ctx")]
     pub fn llama_n_ctx(ctx: *const llama_context) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_n_ctx_seq")]
     pub fn llama_n_ctx_seq(ctx: *const llama_context) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_n_batch")]
     pub fn llama_n_batch(ctx: *const llama_context) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_n_ubatch")]
     pub fn llama_n_ubatch(ctx: *const llama_context) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_n_seq_max")]
     pub fn llama_n_seq_max(ctx: *const llama_context) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_n_rs_seq")]
     pub fn llama_n_rs_seq(ctx: *const llama_context) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_n_ctx_train")]
     pub fn llama_n_ctx_train(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_n_embd")]
     pub fn llama_n_embd(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_n_layer")]
     pub fn llama_n_layer(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_n_head")]
     pub fn llama_n_head(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_n_vocab")]
     pub fn llama_n_vocab(vocab: *const llama_vocab) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_model")]
     pub fn llama_get_model(ctx: *const llama_context) -> *const llama_model;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_memory")]
     pub fn llama_get_memory(ctx: *const llama_context) -> llama_memory_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_pooling_type")]
     pub fn llama_pooling_type(ctx: *const llama_context) -> llama_pooling_type;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_get_vocab")]
     pub fn llama_model_get_vocab(model: *const llama_model) -> *const llama_vocab;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_rope_type")]
     pub fn llama_model_rope_type(model: *const llama_model) -> llama_rope_type;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_n_ctx_train")]
     pub fn llama_model_n_ctx_train(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_n_embd")]
     pub fn llama_model_n_embd(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_n_embd_inp")]
     pub fn llama_model_n_embd_inp(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_n_embd_out")]
     pub fn llama_model_n_embd_out(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_n_layer")]
     pub fn llama_model_n_layer(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_n_layer_nextn")]
     pub fn llama_model_n_layer_nextn(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_n_head")]
     pub fn llama_model_n_head(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_n_head_kv")]
     pub fn llama_model_n_head_kv(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_n_swa")]
     pub fn llama_model_n_swa(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_rope_freq_scale_train")]
     pub fn llama_model_rope_freq_scale_train(model: *const llama_model) -> f32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_n_cls_out")]
     pub fn llama_model_n_cls_out(model: *const llama_model) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_cls_label")]
     pub fn llama_model_cls_label(
         model: *const llama_model,
         i: u32,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_type")]
     pub fn llama_vocab_type(vocab: *const llama_vocab) -> llama_vocab_type;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_n_tokens")]
     pub fn llama_vocab_n_tokens(vocab: *const llama_vocab) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_meta_val_str")]
     pub fn llama_model_meta_val_str(
         model: *const llama_model,
         key: *const ::std::os::raw::c_char,
@@ -2867,14 +3128,17 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_meta_count")]
     pub fn llama_model_meta_count(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_meta_key_str")]
     pub fn llama_model_meta_key_str(
         key: llama_model_meta_key,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_meta_key_by_index")]
     pub fn llama_model_meta_key_by_index(
         model: *const llama_model,
         i: i32,
@@ -2883,6 +3147,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_meta_val_str_by_index")]
     pub fn llama_model_meta_val_str_by_index(
         model: *const llama_model,
         i: i32,
@@ -2891,6 +3156,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_desc")]
     pub fn llama_model_desc(
         model: *const llama_model,
         buf: *mut ::std::os::raw::c_char,
@@ -2898,39 +3164,50 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_ftype")]
     pub fn llama_model_ftype(model: *const llama_model) -> llama_ftype;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_size")]
     pub fn llama_model_size(model: *const llama_model) -> u64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_chat_template")]
     pub fn llama_model_chat_template(
         model: *const llama_model,
         name: *const ::std::os::raw::c_char,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_n_params")]
     pub fn llama_model_n_params(model: *const llama_model) -> u64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_has_encoder")]
     pub fn llama_model_has_encoder(model: *const llama_model) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_has_decoder")]
     pub fn llama_model_has_decoder(model: *const llama_model) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_decoder_start_token")]
     pub fn llama_model_decoder_start_token(model: *const llama_model) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_is_recurrent")]
     pub fn llama_model_is_recurrent(model: *const llama_model) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_is_hybrid")]
     pub fn llama_model_is_hybrid(model: *const llama_model) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_is_diffusion")]
     pub fn llama_model_is_diffusion(model: *const llama_model) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_model_quantize")]
     pub fn llama_model_quantize(
         fname_inp: *const ::std::os::raw::c_char,
         fname_out: *const ::std::os::raw::c_char,
@@ -2938,18 +3215,21 @@ unsafe extern "C" {
     ) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_adapter_lora_init")]
     pub fn llama_adapter_lora_init(
         model: *mut llama_model,
         path_lora: *const ::std::os::raw::c_char,
     ) -> *mut llama_adapter_lora;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_adapter_lora_init_from_file_ptr")]
     pub fn llama_adapter_lora_init_from_file_ptr(
         model: *mut llama_model,
         file: *mut FILE,
     ) -> *mut llama_adapter_lora;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_adapter_meta_val_str")]
     pub fn llama_adapter_meta_val_str(
         adapter: *const llama_adapter_lora,
         key: *const ::std::os::raw::c_char,
@@ -2958,9 +3238,11 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_adapter_meta_count")]
     pub fn llama_adapter_meta_count(adapter: *const llama_adapter_lora) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_adapter_meta_key_by_index")]
     pub fn llama_adapter_meta_key_by_index(
         adapter: *const llama_adapter_lora,
         i: i32,
@@ -2969,6 +3251,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_adapter_meta_val_str_by_index")]
     pub fn llama_adapter_meta_val_str_by_index(
         adapter: *const llama_adapter_lora,
         i: i32,
@@ -2977,19 +3260,23 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_adapter_lora_free")]
     pub fn llama_adapter_lora_free(adapter: *mut llama_adapter_lora);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_adapter_get_alora_n_invocation_tokens")]
     pub fn llama_adapter_get_alora_n_invocation_tokens(
         adapter: *const llama_adapter_lora,
     ) -> u64;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_adapter_get_alora_invocation_tokens")]
     pub fn llama_adapter_get_alora_invocation_tokens(
         adapter: *const llama_adapter_lora,
     ) -> *const llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_set_adapters_lora")]
     pub fn llama_set_adapters_lora(
         ctx: *mut llama_context,
         adapters: *mut *mut llama_adapter_lora,
@@ -2998,6 +3285,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_set_adapter_cvec")]
     pub fn llama_set_adapter_cvec(
         ctx: *mut llama_context,
         data: *const f32,
@@ -3008,9 +3296,11 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_memory_clear")]
     pub fn llama_memory_clear(mem: llama_memory_t, data: bool);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_memory_seq_rm")]
     pub fn llama_memory_seq_rm(
         mem: llama_memory_t,
         seq_id: llama_seq_id,
@@ -3019,6 +3309,7 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_memory_seq_cp")]
     pub fn llama_memory_seq_cp(
         mem: llama_memory_t,
         seq_id_src: llama_seq_id,
@@ -3028,9 +3319,11 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_memory_seq_keep")]
     pub fn llama_memory_seq_keep(mem: llama_memory_t, seq_id: llama_seq_id);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_memory_seq_add")]
     pub fn llama_memory_seq_add(
         mem: llama_memory_t,
         seq_id: llama_seq_id,
@@ -3040,6 +3333,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_memory_seq_div")]
     pub fn llama_memory_seq_div(
         mem: llama_memory_t,
         seq_id: llama_seq_id,
@@ -3049,27 +3343,33 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_memory_seq_pos_min")]
     pub fn llama_memory_seq_pos_min(
         mem: llama_memory_t,
         seq_id: llama_seq_id,
     ) -> llama_pos;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_memory_seq_pos_max")]
     pub fn llama_memory_seq_pos_max(
         mem: llama_memory_t,
         seq_id: llama_seq_id,
     ) -> llama_pos;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_memory_can_shift")]
     pub fn llama_memory_can_shift(mem: llama_memory_t) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_state_get_size")]
     pub fn llama_state_get_size(ctx: *mut llama_context) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_state_size")]
     pub fn llama_get_state_size(ctx: *mut llama_context) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_state_get_data")]
     pub fn llama_state_get_data(
         ctx: *mut llama_context,
         dst: *mut u8,
@@ -3077,9 +3377,11 @@ unsafe extern "C" {
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_copy_state_data")]
     pub fn llama_copy_state_data(ctx: *mut llama_context, dst: *mut u8) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_state_set_data")]
     pub fn llama_state_set_data(
         ctx: *mut llama_context,
         src: *const u8,
@@ -3087,9 +3389,11 @@ unsafe extern "C" {
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_set_state_data")]
     pub fn llama_set_state_data(ctx: *mut llama_context, src: *const u8) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_state_load_file")]
     pub fn llama_state_load_file(
         ctx: *mut llama_context,
         path_session: *const ::std::os::raw::c_char,
@@ -3099,6 +3403,7 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_load_session_file")]
     pub fn llama_load_session_file(
         ctx: *mut llama_context,
         path_session: *const ::std::os::raw::c_char,
@@ -3108,6 +3413,7 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_state_save_file")]
     pub fn llama_state_save_file(
         ctx: *mut llama_context,
         path_session: *const ::std::os::raw::c_char,
@@ -3116,6 +3422,7 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_save_session_file")]
     pub fn llama_save_session_file(
         ctx: *mut llama_context,
         path_session: *const ::std::os::raw::c_char,
@@ -3124,12 +3431,14 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_state_seq_get_size")]
     pub fn llama_state_seq_get_size(
         ctx: *mut llama_context,
         seq_id: llama_seq_id,
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_state_seq_get_data")]
     pub fn llama_state_seq_get_data(
         ctx: *mut llama_context,
         dst: *mut u8,
@@ -3138,6 +3447,7 @@ unsafe extern "C" {
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_state_seq_set_data")]
     pub fn llama_state_seq_set_data(
         ctx: *mut llama_context,
         src: *const u8,
@@ -3146,6 +3456,7 @@ unsafe extern "C" {
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_state_seq_save_file")]
     pub fn llama_state_seq_save_file(
         ctx: *mut llama_context,
         filepath: *const ::std::os::raw::c_char,
@@ -3155,6 +3466,7 @@ unsafe extern "C" {
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_state_seq_load_file")]
     pub fn llama_state_seq_load_file(
         ctx: *mut llama_context,
         filepath: *const ::std::os::raw::c_char,
@@ -3166,6 +3478,7 @@ unsafe extern "C" {
 }
 pub type llama_state_seq_flags = u32;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_state_seq_get_size_ext")]
     pub fn llama_state_seq_get_size_ext(
         ctx: *mut llama_context,
         seq_id: llama_seq_id,
@@ -3173,6 +3486,7 @@ unsafe extern "C" {
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_state_seq_get_data_ext")]
     pub fn llama_state_seq_get_data_ext(
         ctx: *mut llama_context,
         dst: *mut u8,
@@ -3182,6 +3496,7 @@ unsafe extern "C" {
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_state_seq_set_data_ext")]
     pub fn llama_state_seq_set_data_ext(
         ctx: *mut llama_context,
         src: *const u8,
@@ -3191,18 +3506,23 @@ unsafe extern "C" {
     ) -> usize;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_get_one")]
     pub fn llama_batch_get_one(tokens: *mut llama_token, n_tokens: i32) -> llama_batch;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_init")]
     pub fn llama_batch_init(n_tokens: i32, embd: i32, n_seq_max: i32) -> llama_batch;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_free")]
     pub fn llama_batch_free(batch: llama_batch);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_encode")]
     pub fn llama_encode(ctx: *mut llama_context, batch: llama_batch) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_decode")]
     pub fn llama_decode(ctx: *mut llama_context, batch: llama_batch) -> i32;
 }
 #[repr(C)]
@@ -3241,18 +3561,23 @@ impl Default for llama_embd {
     }
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_ext_init")]
     pub fn llama_batch_ext_init(ctx: *mut llama_context) -> *mut llama_batch_ext;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_ext_free")]
     pub fn llama_batch_ext_free(batch: *mut llama_batch_ext);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_ext_clear")]
     pub fn llama_batch_ext_clear(batch: *mut llama_batch_ext);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_ext_add")]
     pub fn llama_batch_ext_add(batch: *mut llama_batch_ext, seq_id: llama_seq_id) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_ext_add_token")]
     pub fn llama_batch_ext_add_token(
         batch: *mut llama_batch_ext,
         seq_id: llama_seq_id,
@@ -3260,6 +3585,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_ext_add_embd")]
     pub fn llama_batch_ext_add_embd(
         batch: *mut llama_batch_ext,
         seq_id: llama_seq_id,
@@ -3267,6 +3593,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_ext_add_seq")]
     pub fn llama_batch_ext_add_seq(
         batch: *mut llama_batch_ext,
         idx: i32,
@@ -3274,6 +3601,7 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_ext_set_embd_token")]
     pub fn llama_batch_ext_set_embd_token(
         batch: *mut llama_batch_ext,
         idx: i32,
@@ -3281,6 +3609,7 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_ext_set_embd_state")]
     pub fn llama_batch_ext_set_embd_state(
         batch: *mut llama_batch_ext,
         idx: i32,
@@ -3288,6 +3617,7 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_ext_set_output_embd")]
     pub fn llama_batch_ext_set_output_embd(
         batch: *mut llama_batch_ext,
         idx: i32,
@@ -3295,6 +3625,7 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_ext_set_output_logits")]
     pub fn llama_batch_ext_set_output_logits(
         batch: *mut llama_batch_ext,
         idx: i32,
@@ -3302,6 +3633,7 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_batch_ext_set_pos")]
     pub fn llama_batch_ext_set_pos(
         batch: *mut llama_batch_ext,
         idx: i32,
@@ -3309,6 +3641,7 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_process")]
     pub fn llama_process(
         ctx: *mut llama_context,
         type_: llama_process_type,
@@ -3316,6 +3649,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_set_n_threads")]
     pub fn llama_set_n_threads(
         ctx: *mut llama_context,
         n_threads: i32,
@@ -3323,24 +3657,31 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_n_threads")]
     pub fn llama_n_threads(ctx: *mut llama_context) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_n_threads_batch")]
     pub fn llama_n_threads_batch(ctx: *mut llama_context) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_set_embeddings")]
     pub fn llama_set_embeddings(ctx: *mut llama_context, embeddings: bool);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_set_causal_attn")]
     pub fn llama_set_causal_attn(ctx: *mut llama_context, causal_attn: bool);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_causal_attn")]
     pub fn llama_get_causal_attn(ctx: *const llama_context) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_set_warmup")]
     pub fn llama_set_warmup(ctx: *mut llama_context, warmup: bool);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_set_abort_callback")]
     pub fn llama_set_abort_callback(
         ctx: *mut llama_context,
         abort_callback: ggml_abort_callback,
@@ -3348,198 +3689,255 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_synchronize")]
     pub fn llama_synchronize(ctx: *mut llama_context);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_logits")]
     pub fn llama_get_logits(ctx: *mut llama_context) -> *mut f32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_logits_ith")]
     pub fn llama_get_logits_ith(ctx: *mut llama_context, i: i32) -> *mut f32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_embeddings")]
     pub fn llama_get_embeddings(ctx: *mut llama_context) -> *mut f32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_embeddings_ith")]
     pub fn llama_get_embeddings_ith(ctx: *mut llama_context, i: i32) -> *mut f32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_embeddings_seq")]
     pub fn llama_get_embeddings_seq(
         ctx: *mut llama_context,
         seq_id: llama_seq_id,
     ) -> *mut f32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_sampled_token_ith")]
     pub fn llama_get_sampled_token_ith(ctx: *mut llama_context, i: i32) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_sampled_probs_ith")]
     pub fn llama_get_sampled_probs_ith(ctx: *mut llama_context, i: i32) -> *mut f32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_sampled_probs_count_ith")]
     pub fn llama_get_sampled_probs_count_ith(ctx: *mut llama_context, i: i32) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_sampled_logits_ith")]
     pub fn llama_get_sampled_logits_ith(ctx: *mut llama_context, i: i32) -> *mut f32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_sampled_logits_count_ith")]
     pub fn llama_get_sampled_logits_count_ith(ctx: *mut llama_context, i: i32) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_sampled_candidates_ith")]
     pub fn llama_get_sampled_candidates_ith(
         ctx: *mut llama_context,
         i: i32,
     ) -> *mut llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_get_sampled_candidates_count_ith")]
     pub fn llama_get_sampled_candidates_count_ith(
         ctx: *mut llama_context,
         i: i32,
     ) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_get_text")]
     pub fn llama_vocab_get_text(
         vocab: *const llama_vocab,
         token: llama_token,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_get_score")]
     pub fn llama_vocab_get_score(vocab: *const llama_vocab, token: llama_token) -> f32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_get_attr")]
     pub fn llama_vocab_get_attr(
         vocab: *const llama_vocab,
         token: llama_token,
     ) -> llama_token_attr;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_is_eog")]
     pub fn llama_vocab_is_eog(vocab: *const llama_vocab, token: llama_token) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_is_control")]
     pub fn llama_vocab_is_control(vocab: *const llama_vocab, token: llama_token) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_bos")]
     pub fn llama_vocab_bos(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_eos")]
     pub fn llama_vocab_eos(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_eot")]
     pub fn llama_vocab_eot(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_sep")]
     pub fn llama_vocab_sep(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_nl")]
     pub fn llama_vocab_nl(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_pad")]
     pub fn llama_vocab_pad(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_mask")]
     pub fn llama_vocab_mask(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_get_add_bos")]
     pub fn llama_vocab_get_add_bos(vocab: *const llama_vocab) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_get_add_eos")]
     pub fn llama_vocab_get_add_eos(vocab: *const llama_vocab) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_get_add_sep")]
     pub fn llama_vocab_get_add_sep(vocab: *const llama_vocab) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_get_suppress_tokens")]
     pub fn llama_vocab_get_suppress_tokens(
         vocab: *const llama_vocab,
         n_suppress_tokens: *mut i32,
     ) -> *const llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_fim_pre")]
     pub fn llama_vocab_fim_pre(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_fim_suf")]
     pub fn llama_vocab_fim_suf(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_fim_mid")]
     pub fn llama_vocab_fim_mid(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_fim_pad")]
     pub fn llama_vocab_fim_pad(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_fim_rep")]
     pub fn llama_vocab_fim_rep(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_fim_sep")]
     pub fn llama_vocab_fim_sep(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_get_text")]
     pub fn llama_token_get_text(
         vocab: *const llama_vocab,
         token: llama_token,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_get_score")]
     pub fn llama_token_get_score(vocab: *const llama_vocab, token: llama_token) -> f32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_get_attr")]
     pub fn llama_token_get_attr(
         vocab: *const llama_vocab,
         token: llama_token,
     ) -> llama_token_attr;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_is_eog")]
     pub fn llama_token_is_eog(vocab: *const llama_vocab, token: llama_token) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_is_control")]
     pub fn llama_token_is_control(vocab: *const llama_vocab, token: llama_token) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_bos")]
     pub fn llama_token_bos(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_eos")]
     pub fn llama_token_eos(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_eot")]
     pub fn llama_token_eot(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_cls")]
     pub fn llama_token_cls(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_sep")]
     pub fn llama_token_sep(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_nl")]
     pub fn llama_token_nl(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_pad")]
     pub fn llama_token_pad(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_add_bos_token")]
     pub fn llama_add_bos_token(vocab: *const llama_vocab) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_add_eos_token")]
     pub fn llama_add_eos_token(vocab: *const llama_vocab) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_fim_pre")]
     pub fn llama_token_fim_pre(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_fim_suf")]
     pub fn llama_token_fim_suf(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_fim_mid")]
     pub fn llama_token_fim_mid(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_fim_pad")]
     pub fn llama_token_fim_pad(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_fim_rep")]
     pub fn llama_token_fim_rep(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_fim_sep")]
     pub fn llama_token_fim_sep(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_vocab_cls")]
     pub fn llama_vocab_cls(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_tokenize")]
     pub fn llama_tokenize(
         vocab: *const llama_vocab,
         text: *const ::std::os::raw::c_char,
@@ -3551,6 +3949,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_token_to_piece")]
     pub fn llama_token_to_piece(
         vocab: *const llama_vocab,
         token: llama_token,
@@ -3561,6 +3960,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_detokenize")]
     pub fn llama_detokenize(
         vocab: *const llama_vocab,
         tokens: *const llama_token,
@@ -3572,6 +3972,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_chat_apply_template")]
     pub fn llama_chat_apply_template(
         tmpl: *const ::std::os::raw::c_char,
         chat: *const llama_chat_message,
@@ -3582,6 +3983,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_chat_builtin_templates")]
     pub fn llama_chat_builtin_templates(
         output: *mut *const ::std::os::raw::c_char,
         len: usize,
@@ -3747,6 +4149,7 @@ impl Default for llama_sampler {
     }
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_set_sampler")]
     pub fn llama_set_sampler(
         ctx: *mut llama_context,
         seq_id: llama_seq_id,
@@ -3754,82 +4157,103 @@ unsafe extern "C" {
     ) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init")]
     pub fn llama_sampler_init(
         iface: *mut llama_sampler_i,
         ctx: llama_sampler_context_t,
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_name")]
     pub fn llama_sampler_name(
         smpl: *const llama_sampler,
     ) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_accept")]
     pub fn llama_sampler_accept(smpl: *mut llama_sampler, token: llama_token);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_apply")]
     pub fn llama_sampler_apply(
         smpl: *mut llama_sampler,
         cur_p: *mut llama_token_data_array,
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_reset")]
     pub fn llama_sampler_reset(smpl: *mut llama_sampler);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_clone")]
     pub fn llama_sampler_clone(smpl: *const llama_sampler) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_copy")]
     pub fn llama_sampler_copy(src: *const llama_sampler, dst: *mut llama_sampler);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_free")]
     pub fn llama_sampler_free(smpl: *mut llama_sampler);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_chain_init")]
     pub fn llama_sampler_chain_init(
         params: llama_sampler_chain_params,
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_chain_add")]
     pub fn llama_sampler_chain_add(chain: *mut llama_sampler, smpl: *mut llama_sampler);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_chain_get")]
     pub fn llama_sampler_chain_get(
         chain: *mut llama_sampler,
         i: i32,
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_chain_n")]
     pub fn llama_sampler_chain_n(chain: *const llama_sampler) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_chain_remove")]
     pub fn llama_sampler_chain_remove(
         chain: *mut llama_sampler,
         i: i32,
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_greedy")]
     pub fn llama_sampler_init_greedy() -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_dist")]
     pub fn llama_sampler_init_dist(seed: u32) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_top_k")]
     pub fn llama_sampler_init_top_k(k: i32) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_top_p")]
     pub fn llama_sampler_init_top_p(p: f32, min_keep: usize) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_min_p")]
     pub fn llama_sampler_init_min_p(p: f32, min_keep: usize) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_typical")]
     pub fn llama_sampler_init_typical(p: f32, min_keep: usize) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_temp")]
     pub fn llama_sampler_init_temp(t: f32) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_temp_ext")]
     pub fn llama_sampler_init_temp_ext(
         t: f32,
         delta: f32,
@@ -3837,6 +4261,7 @@ unsafe extern "C" {
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_xtc")]
     pub fn llama_sampler_init_xtc(
         p: f32,
         t: f32,
@@ -3845,9 +4270,11 @@ unsafe extern "C" {
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_top_n_sigma")]
     pub fn llama_sampler_init_top_n_sigma(n: f32) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_mirostat")]
     pub fn llama_sampler_init_mirostat(
         n_vocab: i32,
         seed: u32,
@@ -3857,6 +4284,7 @@ unsafe extern "C" {
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_mirostat_v2")]
     pub fn llama_sampler_init_mirostat_v2(
         seed: u32,
         tau: f32,
@@ -3864,6 +4292,7 @@ unsafe extern "C" {
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_grammar")]
     pub fn llama_sampler_init_grammar(
         vocab: *const llama_vocab,
         grammar_str: *const ::std::os::raw::c_char,
@@ -3871,6 +4300,7 @@ unsafe extern "C" {
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_grammar_lazy")]
     pub fn llama_sampler_init_grammar_lazy(
         vocab: *const llama_vocab,
         grammar_str: *const ::std::os::raw::c_char,
@@ -3882,6 +4312,7 @@ unsafe extern "C" {
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_grammar_lazy_patterns")]
     pub fn llama_sampler_init_grammar_lazy_patterns(
         vocab: *const llama_vocab,
         grammar_str: *const ::std::os::raw::c_char,
@@ -3893,6 +4324,7 @@ unsafe extern "C" {
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_penalties")]
     pub fn llama_sampler_init_penalties(
         n_vocab: i32,
         penalty_last_n: i32,
@@ -3902,6 +4334,7 @@ unsafe extern "C" {
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_dry")]
     pub fn llama_sampler_init_dry(
         vocab: *const llama_vocab,
         dry_multiplier: f32,
@@ -3913,6 +4346,7 @@ unsafe extern "C" {
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_adaptive_p")]
     pub fn llama_sampler_init_adaptive_p(
         target: f32,
         decay: f32,
@@ -3920,6 +4354,7 @@ unsafe extern "C" {
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_logit_bias")]
     pub fn llama_sampler_init_logit_bias(
         n_vocab: i32,
         n_logit_bias: i32,
@@ -3927,12 +4362,15 @@ unsafe extern "C" {
     ) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_init_infill")]
     pub fn llama_sampler_init_infill(vocab: *const llama_vocab) -> *mut llama_sampler;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_get_seed")]
     pub fn llama_sampler_get_seed(smpl: *const llama_sampler) -> u32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_sampler_sample")]
     pub fn llama_sampler_sample(
         smpl: *mut llama_sampler,
         ctx: *mut llama_context,
@@ -3940,6 +4378,7 @@ unsafe extern "C" {
     ) -> llama_token;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_split_path")]
     pub fn llama_split_path(
         split_path: *mut ::std::os::raw::c_char,
         maxlen: usize,
@@ -3949,6 +4388,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_split_prefix")]
     pub fn llama_split_prefix(
         split_prefix: *mut ::std::os::raw::c_char,
         maxlen: usize,
@@ -3958,15 +4398,18 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_print_system_info")]
     pub fn llama_print_system_info() -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_log_get")]
     pub fn llama_log_get(
         log_callback: *mut ggml_log_callback,
         user_data: *mut *mut ::std::os::raw::c_void,
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_log_set")]
     pub fn llama_log_set(
         log_callback: ggml_log_callback,
         user_data: *mut ::std::os::raw::c_void,
@@ -4035,21 +4478,27 @@ const _: () = {
     ][::std::mem::offset_of!(llama_perf_sampler_data, n_sample) - 8usize];
 };
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_perf_context")]
     pub fn llama_perf_context(ctx: *const llama_context) -> llama_perf_context_data;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_perf_context_print")]
     pub fn llama_perf_context_print(ctx: *const llama_context);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_perf_context_reset")]
     pub fn llama_perf_context_reset(ctx: *mut llama_context);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_perf_sampler")]
     pub fn llama_perf_sampler(chain: *const llama_sampler) -> llama_perf_sampler_data;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_perf_sampler_print")]
     pub fn llama_perf_sampler_print(chain: *const llama_sampler);
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_perf_sampler_reset")]
     pub fn llama_perf_sampler_reset(chain: *mut llama_sampler);
 }
 pub type llama_opt_param_filter = ::std::option::Option<
@@ -4059,6 +4508,7 @@ pub type llama_opt_param_filter = ::std::option::Option<
     ) -> bool,
 >;
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_opt_param_filter_all")]
     pub fn llama_opt_param_filter_all(
         tensor: *const ggml_tensor,
         userdata: *mut ::std::os::raw::c_void,
@@ -4109,6 +4559,7 @@ impl Default for llama_opt_params {
     }
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_opt_init")]
     pub fn llama_opt_init(
         lctx: *mut llama_context,
         model: *mut llama_model,
@@ -4116,6 +4567,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_llama_opt_epoch")]
     pub fn llama_opt_epoch(
         lctx: *mut llama_context,
         dataset: ggml_opt_dataset_t,
@@ -4127,21 +4579,25 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_rpc_init")]
     pub fn ggml_backend_rpc_init(
         endpoint: *const ::std::os::raw::c_char,
         device: u32,
     ) -> ggml_backend_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_is_rpc")]
     pub fn ggml_backend_is_rpc(backend: ggml_backend_t) -> bool;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_rpc_buffer_type")]
     pub fn ggml_backend_rpc_buffer_type(
         endpoint: *const ::std::os::raw::c_char,
         device: u32,
     ) -> ggml_backend_buffer_type_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_rpc_get_device_memory")]
     pub fn ggml_backend_rpc_get_device_memory(
         endpoint: *const ::std::os::raw::c_char,
         device: u32,
@@ -4150,6 +4606,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_rpc_start_server")]
     pub fn ggml_backend_rpc_start_server(
         endpoint: *const ::std::os::raw::c_char,
         cache_dir: *const ::std::os::raw::c_char,
@@ -4159,9 +4616,11 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_rpc_reg")]
     pub fn ggml_backend_rpc_reg() -> ggml_backend_reg_t;
 }
 unsafe extern "C" {
+    #[cfg_attr(llama_sys_prefixed, link_name = "llama_safe_ggml_backend_rpc_add_server")]
     pub fn ggml_backend_rpc_add_server(
         endpoint: *const ::std::os::raw::c_char,
     ) -> ggml_backend_reg_t;

@@ -2,7 +2,9 @@
 //! built from a pinned source tree with CMake.
 //!
 //! Everything here is `unsafe` C API: use the `llama-safe` crate for a safe
-//! interface. The bindings cover `llama.h`, `gguf.h` and the ggml backend
+//! interface. On ELF targets the static libraries' symbols carry the prefix
+//! `llama_safe_` (the bindings link to those names), so a binary can also
+//! link another copy of ggml or llama.cpp. The bindings cover `llama.h`, `gguf.h` and the ggml backend
 //! API (`ggml-backend.h`, `ggml-cpu.h`, `ggml-rpc.h`).
 //!
 //! ```
@@ -32,8 +34,9 @@ pub use bindings::*;
 /// `git describe` for a checkout, or the pin's description for the package.
 pub const LLAMA_CPP_REVISION: &str = env!("LLAMA_SYS_REVISION");
 
-/// Where the llama.cpp source came from: `LLAMA_CPP_DIR`,
-/// `vendor/llama.cpp` or `pinned package`.
+/// Where the llama.cpp that was linked came from: `LLAMA_CPP_DIR`,
+/// `package source`, `vendor/llama.cpp`, `pinned package`, or
+/// `LLAMA_SYS_PREBUILT_DIR (<path>)` for an existing build.
 pub const LLAMA_CPP_SOURCE: &str = env!("LLAMA_SYS_SOURCE_ORIGIN");
 
 extern "C" {

@@ -4,6 +4,8 @@
 
 #[path = "../build/bindgen_config.rs"]
 mod bindgen_config;
+#[path = "../build/link_names.rs"]
+mod link_names;
 
 use std::path::Path;
 
@@ -33,7 +35,7 @@ fn committed_bindings_match_the_pinned_header() {
         }
         Ok(result) => result.expect("bindgen failed on the pinned header"),
     };
-    let generated = bindings.to_string();
+    let generated = link_names::add_link_names(&bindings.to_string());
     let committed = std::fs::read_to_string(manifest.join("src/bindings.rs")).unwrap();
     if generated != committed {
         let out = std::env::temp_dir().join("llama-sys-bindings.generated.rs");

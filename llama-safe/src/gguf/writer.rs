@@ -169,23 +169,26 @@ impl GgufWriter {
         out
     }
 
-    /// Writes the file to `path` (through a temporary file and a rename, so
-    /// a reader never sees half a file).
+    /// Writes the file to `path` (through a temporary file in the same
+    /// folder and a rename, so a reader never sees half a file; the
+    /// temporary file is removed if anything fails).
     pub fn write_to(&self, path: &Path) -> Result<()> {
         let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
         };
-        // A name of its own per call (not just per process): two threads
-        // writing the same file, as tests do on a fresh cache, must not share
-        // one temp file. The rename makes whichever finishes last win whole.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        // A temporary file of its own per call: two threads writing the same
+        // file, as tests do on a fresh cache, never share one, and the rename
+        // makes whichever finishes last win whole.
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
         file.write_all(&self.to_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        file.as_file().sync_all().map_err(io)?;
+        file.persist(path).map_err(|e| io(e.error))?;
+        Ok(())
     }
 }
 

@@ -1,0 +1,21 @@
+// The README's shortest program, as a function: greedy text through
+// llama-safe (its own llama.cpp, symbols prefixed) on `path`.
+
+fn ours(path: &std::path::Path, prompt: &str) -> llama_safe::Result<String> {
+    use llama_safe::*;
+    let backend = LlamaBackend::init();
+    let model = LlamaModel::load(&backend, path, &LlamaModelParams::default())?;
+    let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(2048))?;
+    let options = GenerateOptions {
+        max_tokens: 32,
+        sampling: SamplingOptions::greedy(),
+        ..Default::default()
+    };
+    let mut text = prompt.to_string();
+    for event in model.generate(&mut ctx, prompt, &options)? {
+        if let Event::Piece(piece) = event? {
+            text.push_str(&piece.text);
+        }
+    }
+    Ok(text)
+}
