@@ -1,5 +1,6 @@
 //! Command-line flags shared by the examples: which model to load and how to
-//! place it (`--model`, `--cpu-moe`, `--n-cpu-moe`, `--n-gpu-layers`, ...),
+//! place it (`--model`, `--cpu-moe`, `--n-cpu-moe`, `--n-cpu-ffn`,
+//! `--n-gpu-layers`, ...),
 //! and sampling.
 
 use clap::Args;
@@ -19,6 +20,9 @@ pub struct ModelArgs {
     /// Keep the expert tensors of the first N layers in host memory (llama.cpp's --n-cpu-moe).
     #[arg(long, value_name = "N")]
     pub n_cpu_moe: Option<u32>,
+    /// Keep the dense FFN weights of the first N layers in host memory (llama.cpp's --n-cpu-ffn).
+    #[arg(long, value_name = "N")]
+    pub n_cpu_ffn: Option<u32>,
     /// Layers to put on the GPU (999: all).
     #[arg(long, short = 'g', default_value_t = 999)]
     pub n_gpu_layers: u32,
@@ -54,6 +58,9 @@ impl ModelArgs {
             params = params.with_cpu_moe_all();
         } else if let Some(n) = self.n_cpu_moe {
             params = params.with_n_cpu_moe(n);
+        }
+        if let Some(n) = self.n_cpu_ffn {
+            params = params.with_n_cpu_ffn(n);
         }
         if self.no_mmap {
             params = params.with_load_mode(LoadMode::Read);

@@ -34,6 +34,75 @@ const PROJECTING_ARCHS: [&str; 7] = [
     "lfm2moe",
 ];
 
+/// Architectures whose graph asserts `n_embd_head == n_rot` and that the
+/// key and value heads are as wide (`GGML_ASSERT(n_embd_head ==
+/// hparams.n_embd_head_k())` in `src/models/*.cpp`, reached when the first
+/// graph is built); llama's loader also throws for the first itself.
+const ROT_IS_HEAD_ARCHS: [&str; 62] = [
+    "apertus",
+    "arcee",
+    "arctic",
+    "baichuan",
+    "chameleon",
+    "codeshell",
+    "cogvlm",
+    "cohere2moe",
+    "dbrx",
+    "deci",
+    "deepseek",
+    "dots1",
+    "dream",
+    "ernie4_5",
+    "ernie4_5-moe",
+    "exaone",
+    "exaone-moe",
+    "exaone4",
+    "falcon",
+    "granite",
+    "granite_swa",
+    "graniteswitch",
+    "grok",
+    "grovemoe",
+    "hunyuan-moe",
+    "hunyuan_vl",
+    "hy_v3",
+    "internlm2",
+    "jais2",
+    "llada",
+    "llada-moe",
+    "llama",
+    "llama4",
+    "maincoder",
+    "mellum",
+    "minimax-01",
+    "minimax-m2",
+    "minimax-m3",
+    "mistral3",
+    "nemotron",
+    "olmo",
+    "olmo2",
+    "olmoe",
+    "orion",
+    "paddleocr",
+    "pangu-embedded",
+    "plamo",
+    "pockettts",
+    "qwen2",
+    "qwen2moe",
+    "qwen2vl",
+    "qwen3",
+    "qwen3moe",
+    "qwen3vl",
+    "qwen3vlmoe",
+    "rnd1",
+    "seed_oss",
+    "smallthinker",
+    "smollm3",
+    "starcoder2",
+    "talkie",
+    "xverse",
+];
+
 /// Metadata as the loader reads it: the file's values under the overrides.
 struct Meta<'a> {
     file: &'a GgufFile,
@@ -277,6 +346,10 @@ fn hparams(meta: &Meta<'_>, arch: &str) -> std::result::Result<(), Rejection> {
         }
     }
 
+    if ROT_IS_HEAD_ARCHS.contains(&arch) {
+        head_sizes(meta, arch)?;
+    }
+
     // GGML_ASSERT(hparams.rope_scaling_type_train != LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED)
     if let Some(scaling) = meta.str(&key("rope.scaling.type")) {
         if !ROPE_SCALING_TYPES.contains(&scaling.as_str()) {
@@ -298,6 +371,42 @@ fn hparams(meta: &Meta<'_>, arch: &str) -> std::result::Result<(), Rejection> {
                 return fail(name, format!("{eps} is not a finite value >= 0"));
             }
         }
+    }
+    Ok(())
+}
+
+/// For [`ROT_IS_HEAD_ARCHS`]: the rope dimension and the value head size
+/// must equal the key head size, each computed as `load_hparams` does
+/// (`key_length`, `value_length`, `rope.dimension_count`, else
+/// `embedding_length / head_count` of the first layer).
+fn head_sizes(meta: &Meta<'_>, arch: &str) -> std::result::Result<(), Rejection> {
+    let key = |name: &str| format!("{arch}.{name}");
+    let n_embd = meta.u64(&key("embedding_length")).unwrap_or(0);
+    let n_head = meta
+        .u64_list(&key("attention.head_count"))
+        .and_then(|heads| heads.first().copied())
+        .unwrap_or(0);
+    if n_head == 0 {
+        return Ok(()); // no attention heads: no rope
+    }
+    let head_k = meta
+        .u64(&key("attention.key_length"))
+        .unwrap_or(n_embd / n_head);
+    let head_v = meta
+        .u64(&key("attention.value_length"))
+        .unwrap_or(n_embd / n_head);
+    let rot = meta.u64(&key("rope.dimension_count")).unwrap_or(head_k);
+    if head_v != head_k {
+        return Err((
+            key("attention.value_length"),
+            format!("{head_v} differs from the key head size {head_k}, which {arch} requires"),
+        ));
+    }
+    if rot != head_k {
+        return Err((
+            key("rope.dimension_count"),
+            format!("{rot} differs from the head size {head_k}, which {arch} requires"),
+        ));
     }
     Ok(())
 }

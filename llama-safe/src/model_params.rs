@@ -84,6 +84,7 @@ pub struct LlamaModelParams {
     kv_overrides: Vec<(String, KvValue)>,
     overrides: Vec<(TensorPattern, OverrideTarget)>,
     moe: MoeMode,
+    cpu_ffn_blocks: u32,
     progress: Option<Progress>,
 }
 
@@ -105,6 +106,7 @@ impl Default for LlamaModelParams {
             kv_overrides: Vec::new(),
             overrides: Vec::new(),
             moe: MoeMode::None,
+            cpu_ffn_blocks: 0,
             progress: None,
         }
     }
@@ -128,6 +130,7 @@ impl std::fmt::Debug for LlamaModelParams {
             .field("kv_overrides", &self.kv_overrides)
             .field("tensor_overrides", &overrides)
             .field("moe", &self.moe)
+            .field("cpu_ffn_blocks", &self.cpu_ffn_blocks)
             .field("progress_callback", &self.progress.is_some())
             .finish()
     }
@@ -291,6 +294,34 @@ impl LlamaModelParams {
         self
     }
 
+    /// Keeps the dense feed-forward weights of the first `n` blocks
+    /// (`blk.0` to `blk.{n-1}`: `ffn_up`, `ffn_down`, `ffn_gate`, weights and
+    /// biases) in host memory, like llama.cpp's `--n-cpu-ffn n`: one pattern
+    /// `blk\.i\.ffn_(up|down|gate)\.` per block (one for all blocks when
+    /// `n` reaches the layer count; `n == 0` is none).
+    ///
+    /// For dense models, or the dense leading blocks of a MoE model; expert
+    /// tensors (`*_exps`), shared experts (`*_shexp`) and the router never
+    /// match. It combines with [`with_cpu_moe_all`](Self::with_cpu_moe_all)
+    /// and [`with_n_cpu_moe`](Self::with_n_cpu_moe): the tensors each moves
+    /// are disjoint.
+    ///
+    /// ```
+    /// let params = llama_safe::LlamaModelParams::default().with_n_cpu_ffn(2);
+    /// assert_eq!(params.materialize(8)?.override_count(), 2);
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn with_n_cpu_ffn(mut self, n: u32) -> Self {
+        self.cpu_ffn_blocks = n;
+        self
+    }
+
+    /// The blocks whose dense FFN [`with_n_cpu_ffn`](Self::with_n_cpu_ffn)
+    /// keeps in host memory.
+    pub fn n_cpu_ffn(&self) -> u32 {
+        self.cpu_ffn_blocks
+    }
+
     /// How the weights will be read.
     pub fn load_mode(&self) -> LoadMode {
         self.load_mode
@@ -317,13 +348,22 @@ impl LlamaModelParams {
     }
 
     /// The full override list llama.cpp will get for a model of
-    /// `block_count` layers: explicit overrides first, then the MoE patterns.
+    /// `block_count` layers: explicit overrides first, then the MoE patterns,
+    /// then the dense-FFN ones.
     pub fn effective_overrides(&self, block_count: u32) -> Vec<(TensorPattern, OverrideTarget)> {
-        let moe = self.moe.patterns(block_count).into_iter().map(|p| {
-            let pattern = TensorPattern::new(&p).expect("the built-in MoE patterns compile");
-            (pattern, OverrideTarget::Cpu)
-        });
-        self.overrides.iter().cloned().chain(moe).collect()
+        let built_in = self
+            .moe
+            .patterns(block_count)
+            .into_iter()
+            .chain(crate::moe::dense_ffn_patterns(
+                self.cpu_ffn_blocks,
+                block_count,
+            ))
+            .map(|p| {
+                let pattern = TensorPattern::new(&p).expect("the built-in patterns compile");
+                (pattern, OverrideTarget::Cpu)
+            });
+        self.overrides.iter().cloned().chain(built_in).collect()
     }
 
     /// Builds the raw `llama_model_params` for one load of a model with

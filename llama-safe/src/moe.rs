@@ -19,6 +19,31 @@ pub fn layer_pattern(layer: u32) -> String {
     format!(r"blk\.{layer}{ALL_EXPERTS_PATTERN}")
 }
 
+/// Every dense feed-forward weight of every layer (llama.cpp's
+/// `LLM_FFN_DENSE_REGEX`): `ffn_up`, `ffn_down`, `ffn_gate` followed by a
+/// dot, so never `*_exps` or `*_shexp`.
+pub const DENSE_FFN_PATTERN: &str = r"\.ffn_(up|down|gate)\.";
+
+/// The patterns of `--n-cpu-ffn n` for a model of `block_count` layers:
+/// one per block `0..n` (`blk\.i\.ffn_(up|down|gate)\.`), or the one
+/// [`DENSE_FFN_PATTERN`] when `n` covers every block.
+///
+/// ```
+/// use llama_safe::moe::dense_ffn_patterns;
+/// assert_eq!(dense_ffn_patterns(1, 4), [r"blk\.0\.ffn_(up|down|gate)\."]);
+/// assert_eq!(dense_ffn_patterns(9, 4), [r"\.ffn_(up|down|gate)\."]);
+/// assert!(dense_ffn_patterns(0, 4).is_empty());
+/// ```
+pub fn dense_ffn_patterns(n: u32, block_count: u32) -> Vec<String> {
+    match n {
+        0 => Vec::new(),
+        n if n >= block_count => vec![DENSE_FFN_PATTERN.to_string()],
+        n => (0..n)
+            .map(|layer| format!(r"blk\.{layer}{DENSE_FFN_PATTERN}"))
+            .collect(),
+    }
+}
+
 /// Where the MoE expert tensors go; one mode at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MoeMode {

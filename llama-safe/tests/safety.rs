@@ -193,11 +193,18 @@ fn logit_bias_outside_the_vocabulary_is_a_typed_error() {
 // --- Values llama.cpp asserts on ---------------------------------------------
 
 fn override_rejected(key: &str, value: KvValue) -> Error {
+    override_rejected_in(&moe_path(), key, value)
+}
+
+/// `plan` and `load` of `path` with `key` overridden both give
+/// `InvalidModel` for that key.
+fn override_rejected_in(path: &std::path::Path, key: &str, value: KvValue) -> Error {
     let params = LlamaModelParams::default()
         .with_kv_override(key, value)
         .unwrap();
-    let planned = params.plan(moe_path());
-    let loaded = load_with(&params);
+    let planned = params.plan(path);
+    let backend = LlamaBackend::init();
+    let loaded = LlamaModel::load(&backend, path, &params);
     match (planned, loaded) {
         (Err(Error::InvalidModel { key: k1, .. }), Err(e @ Error::InvalidModel { .. })) => {
             assert_eq!(k1, key);
@@ -235,6 +242,25 @@ fn hparams_that_abort_the_loader_are_invalid_model() {
             ] {
                 let e = override_rejected(key, value);
                 assert!(e.to_string().contains(key), "{e}");
+            }
+        },
+    );
+}
+
+#[test]
+fn a_rope_dimension_other_than_the_head_size_is_invalid_model() {
+    // qwen3moe, deepseek and 60 more architectures assert
+    // `n_embd_head == n_rot` when their graph is built (the first decode);
+    // llama's loader throws for it itself.
+    in_child(
+        "a_rope_dimension_other_than_the_head_size_is_invalid_model",
+        LIMIT,
+        || {
+            let path = llama_safe::demo::Family::Qwen3Moe.cached().unwrap();
+            for rot in [8, 32] {
+                let key = "qwen3moe.rope.dimension_count";
+                let e = override_rejected_in(&path, key, KvValue::Int(rot));
+                assert!(e.to_string().contains("head size 16"), "{e}");
             }
         },
     );

@@ -9,6 +9,10 @@
 //! of [`DEMO_PROMPT`] continues with [`DEMO_CONTINUATION`]. The dense variant
 //! has the same vocabulary and sentence with a plain FFN instead of experts.
 
+mod family;
+
+pub use family::Family;
+
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufWriter, MetaValue};
 use std::path::{Path, PathBuf};
@@ -155,16 +159,7 @@ impl DemoModel {
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
     pub fn cached(self) -> Result<PathBuf> {
-        let dir = cache_dir();
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let path = dir.join(self.file_name());
-        if !path.is_file() {
-            self.write(&path)?;
-        }
-        Ok(path)
+        cached_file(&self.file_name(), |path| self.write(path))
     }
 }
 
@@ -206,17 +201,22 @@ impl DemoLora {
     /// The adapter's path in the cache folder (as for
     /// [`DemoModel::cached`]), writing it on first use.
     pub fn cached() -> Result<PathBuf> {
-        let dir = cache_dir();
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let path = dir.join(format!("demo-lora-v{VERSION}.gguf"));
-        if !path.is_file() {
-            Self::write(&path)?;
-        }
-        Ok(path)
+        cached_file(&format!("demo-lora-v{VERSION}.gguf"), Self::write)
     }
+}
+
+/// `file` in the cache folder, written by `write` when it is not there yet.
+fn cached_file(file: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+    let dir = cache_dir();
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let path = dir.join(file);
+    if !path.is_file() {
+        write(&path)?;
+    }
+    Ok(path)
 }
 
 fn cache_dir() -> PathBuf {
@@ -300,31 +300,45 @@ impl Vocab {
 }
 
 fn build(kind: DemoModel, shape: &SyntheticMoe) -> Result<GgufWriter> {
+    build_family(kind, Family::Mixtral, shape)
+}
+
+/// The writer for `kind` laid out as `family` (the dense demo model is
+/// llama-style only): the shared vocabulary, next-word table and attention,
+/// then each block's feed-forward as `family` has it.
+fn build_family(kind: DemoModel, family: Family, shape: &SyntheticMoe) -> Result<GgufWriter> {
     let n_embd = u64::from(shape.n_embd);
-    let n_ff = u64::from(shape.n_ff);
     let n_expert = u64::from(shape.n_expert);
     let n_layer = u64::from(shape.n_layer);
     let vocab = Vocab::new();
     let n_vocab = vocab.tokens.len() as u64;
     let mut rng = Rng(0x5EED_0001);
     let mut w = GgufWriter::new();
-    let arch = "llama";
-    let name = match kind {
-        DemoModel::Moe if *shape != SyntheticMoe::DEMO => "llama-safe synthetic MoE",
-        DemoModel::Moe => "llama-safe demo MoE",
-        DemoModel::Dense => "llama-safe demo dense",
+    let arch = family.arch();
+    let key = |name: &str| format!("{arch}.{name}");
+    let name = match (kind, family) {
+        (DemoModel::Moe, Family::Mixtral) if *shape == SyntheticMoe::DEMO => {
+            "llama-safe demo MoE".to_string()
+        }
+        // The architecture, not `Family::name`: llama.cpp's vocabulary loader
+        // treats a model named "phi-3..." as having Phi-3's special tokens.
+        (DemoModel::Moe, _) => format!("llama-safe synthetic {arch}"),
+        (DemoModel::Dense, _) => "llama-safe demo dense".to_string(),
     };
     w.meta("general.architecture", MetaValue::Str(arch.into()))
-        .meta("general.name", MetaValue::Str(name.into()))
-        .meta("llama.context_length", MetaValue::U32(N_CTX as u32))
-        .meta("llama.embedding_length", MetaValue::U32(shape.n_embd))
-        .meta("llama.block_count", MetaValue::U32(shape.n_layer))
-        .meta("llama.feed_forward_length", MetaValue::U32(shape.n_ff))
-        .meta("llama.attention.head_count", MetaValue::U32(shape.n_head))
-        .meta("llama.attention.head_count_kv", MetaValue::U32(shape.n_head))
-        .meta("llama.rope.dimension_count", MetaValue::U32(shape.n_embd / shape.n_head))
-        .meta("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5))
-        .meta("llama.vocab_size", MetaValue::U32(n_vocab as u32))
+        .meta("general.name", MetaValue::Str(name))
+        .meta(&key("context_length"), MetaValue::U32(N_CTX as u32))
+        .meta(&key("embedding_length"), MetaValue::U32(shape.n_embd))
+        .meta(&key("block_count"), MetaValue::U32(shape.n_layer))
+        .meta(&key("feed_forward_length"), MetaValue::U32(shape.n_ff))
+        .meta(&key("attention.head_count"), MetaValue::U32(shape.n_head))
+        .meta(&key("attention.head_count_kv"), MetaValue::U32(shape.n_head))
+        .meta(
+            &key("rope.dimension_count"),
+            MetaValue::U32(shape.n_embd / shape.n_head),
+        )
+        .meta(&key("attention.layer_norm_rms_epsilon"), MetaValue::F32(1e-5))
+        .meta(&key("vocab_size"), MetaValue::U32(n_vocab as u32))
         .meta("tokenizer.ggml.model", MetaValue::Str("llama".into()))
         .meta("tokenizer.ggml.tokens", MetaValue::StrArray(vocab.tokens.clone()))
         .meta("tokenizer.ggml.scores", MetaValue::F32Array(vocab.scores.clone()))
@@ -341,11 +355,12 @@ fn build(kind: DemoModel, shape: &SyntheticMoe) -> Result<GgufWriter> {
             ),
         );
     if kind == DemoModel::Moe {
-        w.meta("llama.expert_count", MetaValue::U32(shape.n_expert))
+        w.meta(&key("expert_count"), MetaValue::U32(shape.n_expert))
             .meta(
-                "llama.expert_used_count",
+                &key("expert_used_count"),
                 MetaValue::U32(shape.n_expert_used),
             );
+        family.metadata(&mut w, shape);
     }
 
     // Next-word table: word k of the sentence is the one-hot direction k of
@@ -377,80 +392,51 @@ fn build(kind: DemoModel, shape: &SyntheticMoe) -> Result<GgufWriter> {
         &vec![1.0; n_embd as usize],
     )?;
     w.tensor("output.weight", &[n_embd, n_vocab], GgmlType::F32, &output)?;
+    family.output_extras(&mut w, n_embd, n_vocab)?;
 
+    let mut tensors = family::Tensors {
+        w: &mut w,
+        rng: &mut rng,
+    };
     for layer in 0..n_layer {
         let t = |name: &str| format!("blk.{layer}.{name}.weight");
-        let square = n_embd * n_embd;
-        w.tensor(
-            &t("attn_norm"),
-            &[n_embd],
-            GgmlType::F32,
-            &vec![1.0; n_embd as usize],
-        )?;
+        tensors.ones(&t("attn_norm"), n_embd)?;
         for name in ["attn_q", "attn_k", "attn_v", "attn_output"] {
-            w.tensor(
-                &t(name),
-                &[n_embd, n_embd],
-                GgmlType::F16,
-                &rng.fill(square, 0.02),
-            )?;
+            tensors.random(&t(name), &[n_embd, n_embd], GgmlType::F16, 0.02)?;
         }
-        w.tensor(
-            &t("ffn_norm"),
-            &[n_embd],
-            GgmlType::F32,
-            &vec![1.0; n_embd as usize],
-        )?;
-        match kind {
-            DemoModel::Moe => {
-                let experts = n_embd * n_ff * n_expert;
-                w.tensor(
-                    &t("ffn_gate_inp"),
-                    &[n_embd, n_expert],
-                    GgmlType::F32,
-                    &rng.fill(n_embd * n_expert, 0.1),
-                )?;
-                w.tensor(
-                    &t("ffn_gate_exps"),
-                    &[n_embd, n_ff, n_expert],
-                    shape.expert_type,
-                    &rng.fill(experts, 0.02),
-                )?;
-                w.tensor(
-                    &t("ffn_up_exps"),
-                    &[n_embd, n_ff, n_expert],
-                    shape.expert_type,
-                    &rng.fill(experts, 0.02),
-                )?;
-                w.tensor(
-                    &t("ffn_down_exps"),
-                    &[n_ff, n_embd, n_expert],
-                    shape.expert_type,
-                    &rng.fill(experts, 0.02),
-                )?;
+        family.attention_extras(&mut tensors, layer, shape)?;
+        if family.has_ffn_norm() {
+            tensors.ones(&t("ffn_norm"), n_embd)?;
+        }
+        let ffn = match kind {
+            DemoModel::Dense => family::Ffn::Dense,
+            DemoModel::Moe => family.ffn(layer),
+        };
+        match ffn {
+            family::Ffn::Dense => {
+                let dims = [
+                    [n_embd, u64::from(shape.n_ff)],
+                    [n_embd, u64::from(shape.n_ff)],
+                    [u64::from(shape.n_ff), n_embd],
+                ];
+                for (name, dims) in ["ffn_gate", "ffn_up", "ffn_down"].iter().zip(dims) {
+                    tensors.random(&t(name), &dims, GgmlType::Q8_0, 0.02)?;
+                }
             }
-            DemoModel::Dense => {
-                let dense = n_embd * n_ff;
-                w.tensor(
-                    &t("ffn_gate"),
-                    &[n_embd, n_ff],
-                    GgmlType::Q8_0,
-                    &rng.fill(dense, 0.02),
-                )?;
-                w.tensor(
-                    &t("ffn_up"),
-                    &[n_embd, n_ff],
-                    GgmlType::Q8_0,
-                    &rng.fill(dense, 0.02),
-                )?;
-                w.tensor(
-                    &t("ffn_down"),
-                    &[n_ff, n_embd],
-                    GgmlType::Q8_0,
-                    &rng.fill(dense, 0.02),
-                )?;
+            family::Ffn::Experts => {
+                tensors.random(&t("ffn_gate_inp"), &[n_embd, n_expert], GgmlType::F32, 0.1)?;
+                let n_ff = u64::from(shape.n_ff);
+                let dims = [
+                    [n_embd, n_ff, n_expert],
+                    [n_embd, n_ff, n_expert],
+                    [n_ff, n_embd, n_expert],
+                ];
+                for (name, dims) in family::EXPERT_TENSORS.iter().zip(dims) {
+                    tensors.random(&t(name), &dims, shape.expert_type, 0.02)?;
+                }
             }
         }
+        family.ffn_extras(&mut tensors, layer, ffn, shape)?;
     }
     Ok(w)
 }
