@@ -6,6 +6,10 @@
 //!     --n-gpu-layers 999 --cpu-moe --prompt "Explain mixture of experts"
 //! ```
 //!
+//! `--fit-device-memory 20G` picks `--n-cpu-moe` itself: the smallest `n`
+//! whose weights, KV cache and compute buffers on the accelerators fit
+//! (dry runs of llama.cpp's loader and context, see `MoeOffload::fit`).
+//!
 //! The generated text goes to stdout; progress, placement and stats go to
 //! stderr, so the text can be piped.
 
@@ -34,6 +38,11 @@ struct Args {
     /// Format the prompt with the model's chat template as a user message.
     #[arg(long)]
     chat: bool,
+    /// Pick --n-cpu-moe so that weights, KV cache and compute buffers on the
+    /// accelerators fit SIZE (bytes, or with K, M, G, T: 24G, 512M).
+    #[arg(long, value_name = "SIZE", value_parser = llama_workspace::cli::parse_size,
+          conflicts_with_all = ["cpu_moe", "n_cpu_moe"])]
+    fit_device_memory: Option<u64>,
 }
 
 fn main() {
@@ -41,13 +50,16 @@ fn main() {
     run_main(|| run(args));
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(mut args: Args) -> Result<()> {
     let backend = LlamaBackend::init();
-    let model = args.model.load(&backend)?;
     let threads = args.model.threads();
     let ctx_params = ContextParams::default()
         .with_n_ctx(args.ctx_size)
         .with_threads(threads);
+    if let Some(budget) = args.fit_device_memory {
+        args.model.n_cpu_moe = Some(fit(&args.model, budget, &ctx_params)?);
+    }
+    let model = args.model.load(&backend)?;
     let mut ctx = LlamaContext::new(&model, &ctx_params)?;
 
     let prompt = args.prompt.unwrap_or_else(|| DEMO_PROMPT.into());
@@ -79,4 +91,44 @@ fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `--n-cpu-moe` that `--fit-device-memory` picks, and why, on stderr.
+fn fit(model: &ModelArgs, budget: u64, ctx: &ContextParams) -> Result<u32> {
+    let path = model.path()?;
+    let params = model.params();
+    let fit = MoeOffload::fit(&path, budget, None, &params, ctx)?;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let sum = |f: fn(&context::MemoryUse) -> u64| -> u64 {
+        fit.memory.iter().filter(|u| !u.host).map(f).sum()
+    };
+    if fit.device_bytes == 0 {
+        eprintln!(
+            "fit: nothing goes to an accelerator with these settings (no GPU or RPC device): \
+             --n-cpu-moe 0"
+        );
+        return Ok(0);
+    }
+    eprintln!(
+        "fit: --n-cpu-moe {}: {:.1} MiB on the accelerators (weights {:.1}, KV cache {:.1}, \
+         compute {:.1}) within {:.1} MiB; {} dry runs",
+        fit.n_cpu_moe,
+        mib(fit.device_bytes),
+        mib(sum(|u| u.model_bytes)),
+        mib(sum(|u| u.context_bytes)),
+        mib(sum(|u| u.compute_bytes)),
+        mib(budget),
+        fit.dry_runs
+    );
+    if fit.n_cpu_moe > 0 {
+        let fewer = params
+            .with_n_cpu_moe(fit.n_cpu_moe - 1)
+            .memory_plan(&path, ctx)?;
+        eprintln!(
+            "fit: --n-cpu-moe {} would need {:.1} MiB",
+            fit.n_cpu_moe - 1,
+            mib(context::device_bytes(&fewer, None))
+        );
+    }
+    Ok(fit.n_cpu_moe)
 }

@@ -8,6 +8,42 @@ use llama_safe::demo::DemoModel;
 use llama_safe::*;
 use std::path::PathBuf;
 
+/// Parses a byte size: a number, optionally followed by K, M, G or T
+/// (powers of 1024; `KiB`, `GB` and the like accepted too).
+///
+/// ```
+/// use llama_workspace::cli::parse_size;
+/// assert_eq!(parse_size("24G"), Ok(24 << 30));
+/// assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+/// assert_eq!(parse_size("1000"), Ok(1000));
+/// assert!(parse_size("lots").is_err());
+/// ```
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 24G, 512M)"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches(['B', 'I'])
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (K, M, G or T)")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 /// Model and placement flags, the same as llama.cpp's where they overlap.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {

@@ -1,8 +1,11 @@
 //! llama.cpp's RPC backend on loopback (feature `rpc`): an `rpc_server`
 //! process serves this machine's CPU; the demo model loads with its layers on
 //! the remote device (and, separately, with the experts kept local) and gives
-//! the same greedy sentence as a local run. Bad endpoints are typed errors
-//! within the timeout, never a hang or an abort.
+//! the same greedy sentence as a local run; for every model family and
+//! `n_cpu_moe`, the bytes on the device (weights, KV cache, compute buffers)
+//! are what `memory_plan`'s dry run predicted, and `MoeOffload::fit` picks
+//! `n` from them. Bad endpoints are typed errors within the timeout, never a
+//! hang or an abort.
 //!
 //! Needs the example built in the same profile first:
 //! `cargo build --features rpc --example rpc_server` (`.ci/run` does it).
@@ -142,7 +145,7 @@ fn bad_endpoints_are_typed_errors_within_the_timeout() {
 }
 
 #[test]
-fn layers_on_an_rpc_device_give_the_local_sentence() {
+fn layers_on_an_rpc_device_give_the_local_sentence_and_fit_predicts_its_bytes() {
     // Declared first, so it is dropped (killed) last: llama.cpp aborts the
     // process if its RPC server goes away while a model still uses it.
     let (_server, endpoint) = start_server();
@@ -189,4 +192,80 @@ fn layers_on_an_rpc_device_give_the_local_sentence() {
     let buffers = experts_local.placement().bytes_by_buffer();
     assert!(buffers.keys().any(|k| k.starts_with("RPC")), "{buffers:?}");
     assert_eq!(greedy_text(&experts_local, DEMO_PROMPT), local);
+    drop(experts_local);
+
+    // In this test, not one of its own: a device stays registered for the
+    // life of the process, and once its server is gone llama.cpp aborts the
+    // next load that queries it; and two servers started at once could get
+    // the same port from `free_port`.
+    fit_predicts_the_bytes_on_the_rpc_device_for_every_family(&backend, rpc);
+}
+
+/// The RPC device stands in for a GPU: weights, KV cache and compute
+/// buffers on it are what a dry run predicts, for each model family and
+/// offload, and `MoeOffload::fit` picks n from those figures.
+fn fit_predicts_the_bytes_on_the_rpc_device_for_every_family(backend: &LlamaBackend, rpc: &str) {
+    let rpc = rpc.to_string();
+    let params = LlamaModelParams::default()
+        .with_n_gpu_layers(999)
+        .with_devices(&[rpc.as_str()]);
+    let ctx = ContextParams::default().with_n_ctx(256).with_threads(1);
+    for family in llama_safe::demo::Family::ALL {
+        let path = family.cached().unwrap();
+        let mut device = Vec::new();
+        for n in 0..=4 {
+            let params = params.clone().with_n_cpu_moe(n);
+            let predicted = params.memory_plan(&path, &ctx).unwrap();
+            let model = LlamaModel::load(backend, &path, &params).unwrap();
+            let real = LlamaContext::new(&model, &ctx)
+                .unwrap()
+                .memory_breakdown()
+                .unwrap();
+            let (p, r) = (
+                context::device_bytes(&predicted, Some(&rpc)),
+                context::device_bytes(&real, Some(&rpc)),
+            );
+            assert_eq!(
+                p,
+                r,
+                "{} n_cpu_moe({n}): {predicted:?} vs {real:?}",
+                family.name()
+            );
+            // Weights on the device are everything but the experts moved
+            // and the token embeddings (llama.cpp keeps the input layer on
+            // the host), give or take the buffer's alignment padding.
+            let plan = params.plan(&path).unwrap();
+            let embeddings: u64 = llama_safe::gguf::GgufFile::open(&path)
+                .unwrap()
+                .tensors()
+                .iter()
+                .filter(|t| t.name == "token_embd.weight")
+                .map(|t| t.bytes)
+                .sum();
+            let weights: u64 = real
+                .iter()
+                .filter(|u| u.device.as_deref() == Some(rpc.as_str()))
+                .map(|u| u.model_bytes)
+                .sum();
+            let expected = plan.total_bytes - plan.moved_bytes() - embeddings;
+            assert!(
+                weights >= expected && weights - expected <= 32 * 64,
+                "{}: {weights} bytes of weights on the device, {expected} expected",
+                family.name()
+            );
+            device.push(r);
+        }
+        assert!(device.windows(2).all(|w| w[1] <= w[0]), "{device:?}");
+        assert!(device[4] < device[0], "{}: {device:?}", family.name());
+        // A budget of exactly the bytes at n = 2 picks the smallest n that
+        // fits it; one byte less needs more blocks on the host.
+        let fit = MoeOffload::fit(&path, device[2], Some(&rpc), &params, &ctx).unwrap();
+        let smallest = device.iter().position(|&d| d <= device[2]).unwrap() as u32;
+        assert_eq!(fit.n_cpu_moe, smallest, "{}", family.name());
+        assert_eq!(fit.device_bytes, device[smallest as usize]);
+        match MoeOffload::fit(&path, device[4] - 1, Some(&rpc), &params, &ctx) {
+            Err(Error::BudgetTooSmall { needed, .. }) => assert_eq!(needed, device[4]),
+            other => panic!("{}: {other:?}", family.name()),
+        }
+    }
 }

@@ -91,6 +91,45 @@ impl LlamaModel {
         Ok(())
     }
 
+    /// A dry run of a load with `params` and a context with `ctx_params`
+    /// (`no_alloc`, as llama.cpp's `--fit` does it): what they would
+    /// allocate, per buffer type, without reading or allocating weights.
+    pub(crate) fn dry_memory(
+        file: &GgufFile,
+        params: &LlamaModelParams,
+        ctx_params: &crate::ContextParams,
+    ) -> Result<Vec<crate::context::MemoryUse>> {
+        struct Freed<T>(NonNull<T>, unsafe extern "C" fn(*mut T));
+        impl<T> Drop for Freed<T> {
+            fn drop(&mut self) {
+                // SAFETY: the pointer came from its constructor and is freed
+                // once, here (the context before the model: declared after).
+                unsafe { (self.1)(self.0.as_ptr()) }
+            }
+        }
+        if params.vocab_only() {
+            return Err(Error::Unsupported {
+                reason: "a context needs weights; these params load vocabulary only".into(),
+            });
+        }
+        let (raw, _) = load_checked(file, params, true)?;
+        let model = Freed(raw, llama_safe_sys::llama_model_free);
+        // SAFETY: the model is live until `model` drops, after the context;
+        // the params are plain values (no callbacks: a dry run computes
+        // nothing, so the abort callback is not passed).
+        let (ctx, lines) = logging::capture(|| unsafe {
+            let mut raw_params = ctx_params.raw;
+            raw_params.abort_callback = None;
+            raw_params.abort_callback_data = std::ptr::null_mut();
+            llama_safe_sys::llama_init_from_model(model.0.as_ptr(), raw_params)
+        });
+        let ctx = NonNull::new(ctx).ok_or_else(|| Error::Context {
+            reason: logging::reason(&lines),
+        })?;
+        let ctx = Freed(ctx, llama_safe_sys::llama_free);
+        crate::context::breakdown::of_raw(ctx.0.as_ptr())
+    }
+
     pub(crate) fn as_ptr(&self) -> *mut llama_safe_sys::llama_model {
         self.raw.as_ptr()
     }

@@ -1,6 +1,10 @@
-//! Dry runs from GGUF metadata alone: which tensors the overrides would
-//! move, and the smallest `n_cpu_moe` that fits a VRAM budget.
+//! Dry runs: which tensors the overrides would move (from the GGUF tensor
+//! table), what a load and a context would allocate where (llama.cpp's
+//! loader and context with `no_alloc`), and the smallest `n_cpu_moe` whose
+//! weights, KV cache and compute buffers fit an accelerator's memory.
 
+use crate::context::params::ContextParams;
+use crate::context::{device_bytes, host_bytes, MemoryUse};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::model_params::LlamaModelParams;
@@ -128,46 +132,111 @@ impl LlamaModelParams {
 pub struct MoeFit {
     /// The smallest `n` for [`LlamaModelParams::with_n_cpu_moe`] that fits.
     pub n_cpu_moe: u32,
-    /// Weight bytes left for the device with that `n`.
+    /// Bytes on the accelerators with that `n`: weights, KV cache and
+    /// compute buffers.
     pub device_bytes: u64,
-    /// Expert bytes kept in host memory with that `n`.
+    /// Bytes in host memory with that `n`, counted the same way.
     pub host_bytes: u64,
+    /// The whole breakdown with that `n`, per buffer type.
+    pub memory: Vec<MemoryUse>,
+    /// Dry runs it took (each a `no_alloc` load and context).
+    pub dry_runs: u32,
 }
 
-/// Sizing MoE offload against a VRAM budget.
+/// Sizing MoE offload against an accelerator's memory.
 #[derive(Debug, Clone, Copy)]
 pub struct MoeOffload;
 
+impl LlamaModelParams {
+    /// What a load with these params and a context with `ctx` would
+    /// allocate, per buffer type: weights, KV cache and compute buffers,
+    /// from a dry run of llama.cpp's loader and context (`no_alloc`, as its
+    /// `--fit` does; no weights are read). On devices this is exactly what a
+    /// real load and [`LlamaContext::memory_breakdown`](crate::LlamaContext::memory_breakdown)
+    /// report.
+    ///
+    /// ```
+    /// use llama_safe::{context::host_bytes, demo::DemoModel, ContextParams, LlamaModelParams};
+    /// let uses = LlamaModelParams::default()
+    ///     .memory_plan(DemoModel::Moe.cached()?, &ContextParams::default().with_n_ctx(256))?;
+    /// assert!(host_bytes(&uses) > 0);
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn memory_plan(
+        &self,
+        path: impl AsRef<Path>,
+        ctx: &ContextParams,
+    ) -> Result<Vec<MemoryUse>> {
+        let file = GgufFile::open(path)?;
+        crate::backend::LlamaBackend::init();
+        crate::model::LlamaModel::dry_memory(&file, self, ctx)
+    }
+}
+
 impl MoeOffload {
-    /// The smallest `n_cpu_moe` whose remaining weights fit `vram_budget_bytes`,
-    /// assuming every layer is on the GPU (`n_gpu_layers` at or above the
-    /// layer count). Only weights count: leave room in the budget for the KV
-    /// cache and compute buffers of your context size.
-    pub fn fit(path: impl AsRef<Path>, vram_budget_bytes: u64) -> Result<MoeFit> {
-        let plan = LlamaModelParams::default().with_cpu_moe_all().plan(path)?;
-        let mut per_layer: BTreeMap<u32, u64> = BTreeMap::new();
-        for t in &plan.moved {
-            if let Some(layer) = moe::tensor_layer(&t.name) {
-                *per_layer.entry(layer).or_insert(0) += t.bytes;
+    /// The smallest `n_cpu_moe` for which everything a load with `params`
+    /// and a context with `ctx` put on the accelerators (weights, KV cache
+    /// and compute buffers, for that context size, batch and cache type)
+    /// fits `device_budget_bytes`, with `device` naming one device
+    /// (`CUDA0`, `RPC0`) or `None` for all of them.
+    ///
+    /// Each candidate is a dry run ([`LlamaModelParams::memory_plan`]); the
+    /// device bytes fall as `n` grows, so a binary search needs about
+    /// `log2(layers)` of them. `params`' own MoE mode is replaced by
+    /// `with_n_cpu_moe(n)`. More than the budget even with every expert on
+    /// the host is [`Error::BudgetTooSmall`].
+    ///
+    /// ```
+    /// use llama_safe::{demo::DemoModel, ContextParams, LlamaModelParams, MoeOffload};
+    /// let ctx = ContextParams::default().with_n_ctx(256);
+    /// // A CPU-only build puts nothing on a device: n = 0 fits any budget.
+    /// let fit = MoeOffload::fit(DemoModel::Moe.cached()?, 0, None, &LlamaModelParams::default(), &ctx)?;
+    /// assert_eq!((fit.n_cpu_moe, fit.device_bytes), (0, 0));
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn fit(
+        path: impl AsRef<Path>,
+        device_budget_bytes: u64,
+        device: Option<&str>,
+        params: &LlamaModelParams,
+        ctx: &ContextParams,
+    ) -> Result<MoeFit> {
+        let path = path.as_ref();
+        let block_count = {
+            let file = GgufFile::open(path)?;
+            u32::try_from(file.block_count().unwrap_or(0)).unwrap_or(u32::MAX)
+        };
+        let mut dry_runs = 0;
+        let mut measure = |n: u32| -> Result<Vec<MemoryUse>> {
+            dry_runs += 1;
+            params.clone().with_n_cpu_moe(n).memory_plan(path, ctx)
+        };
+        let fits = |uses: &[MemoryUse]| device_bytes(uses, device) <= device_budget_bytes;
+        // Smallest n in lo..=hi that fits, knowing hi fits.
+        let (mut lo, mut hi) = (0u32, block_count);
+        let mut best = measure(hi)?;
+        if !fits(&best) {
+            return Err(Error::BudgetTooSmall {
+                needed: device_bytes(&best, device),
+                budget: device_budget_bytes,
+            });
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let uses = measure(mid)?;
+            if fits(&uses) {
+                hi = mid;
+                best = uses;
+            } else {
+                lo = mid + 1;
             }
         }
-        let mut host = 0u64;
-        for n in 0..=plan.block_count {
-            if n > 0 {
-                host += per_layer.get(&(n - 1)).copied().unwrap_or(0);
-            }
-            let device = plan.total_bytes - host;
-            if device <= vram_budget_bytes {
-                return Ok(MoeFit {
-                    n_cpu_moe: n,
-                    device_bytes: device,
-                    host_bytes: host,
-                });
-            }
-        }
-        Err(Error::BudgetTooSmall {
-            needed: plan.total_bytes - host,
-            budget: vram_budget_bytes,
+        Ok(MoeFit {
+            n_cpu_moe: hi,
+            device_bytes: device_bytes(&best, device),
+            host_bytes: host_bytes(&best),
+            memory: best,
+            dry_runs,
         })
     }
 }

@@ -208,22 +208,34 @@ fn explicit_overrides_come_first_and_last_moe_call_wins() {
 }
 
 #[test]
-fn fit_picks_the_smallest_n_that_fits() {
-    let plan = LlamaModelParams::default()
-        .with_cpu_moe_all()
-        .plan(moe_path())
+fn fit_counts_weights_kv_and_compute_and_a_cpu_build_has_no_device_bytes() {
+    // Without an accelerator everything is host memory: n = 0 fits any
+    // budget, and the host side counts the KV cache and compute buffers
+    // besides the weights. (tests/rpc.rs checks fit against a real device.)
+    let ctx = ContextParams::default().with_n_ctx(256);
+    let params = LlamaModelParams::default();
+    let fit = MoeOffload::fit(moe_path(), 0, None, &params, &ctx).unwrap();
+    assert_eq!((fit.n_cpu_moe, fit.device_bytes), (0, 0));
+    let weights = params.plan(moe_path()).unwrap().total_bytes;
+    let kv: u64 = fit.memory.iter().map(|u| u.context_bytes).sum();
+    let compute: u64 = fit.memory.iter().map(|u| u.compute_bytes).sum();
+    assert!(kv > 0 && compute > 0, "{:?}", fit.memory);
+    assert_eq!(fit.host_bytes, weights + kv + compute);
+    // The dry run predicts what a real load and context allocate (the real
+    // load's weights are in a `CPU_Mapped` buffer, the dry run's in `CPU`).
+    let backend = LlamaBackend::init();
+    let model = LlamaModel::load(&backend, moe_path(), &params).unwrap();
+    let real = LlamaContext::new(&model, &ctx)
+        .unwrap()
+        .memory_breakdown()
         .unwrap();
-    let per_layer = plan.moved_bytes() / 4;
-    let total = plan.total_bytes;
-    assert_eq!(MoeOffload::fit(moe_path(), total).unwrap().n_cpu_moe, 0);
-    let fit = MoeOffload::fit(moe_path(), total - per_layer - 1).unwrap();
-    assert_eq!(fit.n_cpu_moe, 2);
-    assert_eq!(fit.device_bytes, total - 2 * per_layer);
-    assert!(fit.device_bytes < total - per_layer);
-    let fit = MoeOffload::fit(moe_path(), total - 4 * per_layer).unwrap();
-    assert_eq!(fit.n_cpu_moe, 4);
-    match MoeOffload::fit(moe_path(), total - 4 * per_layer - 1) {
-        Err(Error::BudgetTooSmall { needed, .. }) => assert_eq!(needed, total - 4 * per_layer),
-        other => panic!("{other:?}"),
-    }
+    let sums = |uses: &[context::MemoryUse]| {
+        (
+            uses.iter().map(|u| u.model_bytes).sum::<u64>(),
+            uses.iter().map(|u| u.context_bytes).sum::<u64>(),
+            uses.iter().map(|u| u.compute_bytes).sum::<u64>(),
+            context::host_bytes(uses),
+        )
+    };
+    assert_eq!(sums(&real), sums(&fit.memory));
 }

@@ -99,7 +99,7 @@ fn main() {
         }
     };
     let include_dir = linked.prefix.join("include");
-    build_shim(&include_dir);
+    build_shim(&include_dir, &source.root);
     if let Some((tools, isolated)) = &linked.isolated {
         let shim = out_dir.join("libllama_sys_shim.a");
         symbols::rewrite_references(tools, &isolated.map, &shim)
@@ -417,9 +417,15 @@ fn options(ctx: &Context) -> cmake_build::Options {
 
 /// Compiles the C++ shims llama-safe uses: `shim/regex.cpp` (std::regex
 /// checks) and `shim/firewall.cpp` (entry points that may throw, wrapped so
-/// no C++ exception reaches Rust).
-fn build_shim(include_dir: &Path) {
-    cc::Build::new()
+/// no C++ exception reaches Rust, and the memory breakdown of
+/// `src/llama-ext.h`, when the source has it).
+fn build_shim(include_dir: &Path, source_root: &Path) {
+    let mut build = cc::Build::new();
+    let ext = source_root.join("src");
+    if ext.join("llama-ext.h").is_file() {
+        build.include(&ext).define("LLAMA_SYS_HAVE_EXT", None);
+    }
+    build
         .cpp(true)
         .std("c++17")
         .include(include_dir)

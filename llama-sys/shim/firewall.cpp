@@ -92,3 +92,60 @@ int llama_sys_decode(llama_context * ctx, llama_batch batch, int32_t * out) {
 }
 
 } // extern "C"
+
+// --- Memory breakdown ---------------------------------------------------------
+//
+// llama_get_memory_breakdown (src/llama-ext.h, a C++ API returning a std::map)
+// as a C array: per buffer type, the bytes of weights, context memory (KV
+// cache, recurrent state) and compute buffers, as llama.cpp's own --fit and
+// memory report count them. With a context on a model loaded `no_alloc`, the
+// figures are what a real load would allocate.
+
+#include "ggml-backend.h"
+
+#ifdef LLAMA_SYS_HAVE_EXT
+#include "llama-ext.h"
+#endif
+
+extern "C" {
+
+struct llama_sys_memory_use {
+    const char * buffer_type;   // ggml_backend_buft_name, owned by ggml
+    ggml_backend_dev_t device;  // NULL when the buffer type has none
+    int32_t is_host;
+    uint64_t model;
+    uint64_t context;
+    uint64_t compute;
+};
+
+// Writes up to `cap` entries into `out` and their number (which may exceed
+// `cap`) into `*n`. Returns 0, 1 when llama.cpp threw (see
+// llama_sys_last_exception), 2 when the llama.cpp built has no breakdown API.
+int llama_sys_memory_breakdown(const llama_context * ctx, llama_sys_memory_use * out, size_t cap, size_t * n) {
+#ifdef LLAMA_SYS_HAVE_EXT
+    return guarded([&] {
+        const llama_memory_breakdown breakdown = llama_get_memory_breakdown(ctx);
+        size_t i = 0;
+        for (const auto & [buft, mb] : breakdown) {
+            if (i < cap) {
+                out[i].buffer_type = ggml_backend_buft_name(buft);
+                out[i].device = ggml_backend_buft_get_device(buft);
+                out[i].is_host = ggml_backend_buft_is_host(buft) ? 1 : 0;
+                out[i].model = mb.model;
+                out[i].context = mb.context;
+                out[i].compute = mb.compute;
+            }
+            i++;
+        }
+        *n = i;
+    });
+#else
+    (void) ctx;
+    (void) out;
+    (void) cap;
+    *n = 0;
+    return 2;
+#endif
+}
+
+} // extern "C"

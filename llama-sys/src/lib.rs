@@ -57,6 +57,39 @@ extern "C" {
     ) -> core::ffi::c_int;
 }
 
+/// One buffer type's share of a context's memory, as
+/// [`llama_sys_memory_breakdown`] reports it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct llama_sys_memory_use {
+    /// `ggml_backend_buft_name`, owned by ggml (valid while the backend is).
+    pub buffer_type: *const core::ffi::c_char,
+    /// The buffer type's device, or NULL.
+    pub device: ggml_backend_dev_t,
+    /// 1 for host memory.
+    pub is_host: i32,
+    /// Bytes of weights.
+    pub model: u64,
+    /// Bytes of context memory (KV cache, recurrent state).
+    pub context: u64,
+    /// Bytes of compute buffers.
+    pub compute: u64,
+}
+
+extern "C" {
+    /// llama.cpp's per-buffer-type memory breakdown of `ctx` (weights,
+    /// context memory, compute buffers; what its `--fit` counts): writes up
+    /// to `cap` entries into `out` and their number into `*n`. Returns 0, 1
+    /// when llama.cpp threw (message in [`llama_sys_last_exception`]), 2
+    /// when the llama.cpp built has no breakdown API (`src/llama-ext.h`).
+    pub fn llama_sys_memory_breakdown(
+        ctx: *const llama_context,
+        out: *mut llama_sys_memory_use,
+        cap: usize,
+        n: *mut usize,
+    ) -> core::ffi::c_int;
+}
+
 // The exception firewall (`shim/firewall.cpp`): llama.cpp entry points that
 // can let a C++ exception escape, wrapped so that none reaches Rust (which
 // would abort the process). Each returns 0 when the wrapped call returned,

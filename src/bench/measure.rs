@@ -29,6 +29,51 @@ pub struct RunSpec {
     pub no_mmap: bool,
     /// Ban the end-of-sequence token, so every run generates `max_tokens`.
     pub ignore_eos: bool,
+    /// An RPC server (`host:port`) whose device gets the layers, standing
+    /// in for a GPU; its memory is measured (see [`DeviceUse`]).
+    #[serde(default)]
+    pub rpc: Option<String>,
+    /// The RPC server's process id, to read its resident memory.
+    #[serde(default)]
+    pub rpc_pid: Option<u32>,
+}
+
+/// What one run put on the accelerator (the RPC device), from llama.cpp's
+/// memory breakdown of the context, and what a dry run predicted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceUse {
+    /// The device (`RPC0`).
+    pub device: String,
+    /// Weight bytes on it.
+    pub model_bytes: u64,
+    /// KV cache bytes on it.
+    pub context_bytes: u64,
+    /// Compute buffer bytes on it.
+    pub compute_bytes: u64,
+    /// What `LlamaModelParams::memory_plan` predicted for it before the load.
+    pub predicted_bytes: u64,
+    /// Host-memory bytes of the same breakdown (weights, KV, compute).
+    pub host_bytes: u64,
+    /// The RPC server's resident memory before this run's load, bytes.
+    pub server_rss_idle: Option<u64>,
+    /// The RPC server's resident memory with the model loaded and the
+    /// context created, bytes.
+    pub server_rss_loaded: Option<u64>,
+}
+
+impl DeviceUse {
+    /// Weights, KV cache and compute buffers on the device.
+    pub fn total(&self) -> u64 {
+        self.model_bytes + self.context_bytes + self.compute_bytes
+    }
+}
+
+/// A process's resident memory (`VmRSS`), bytes (Linux).
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Memory a GPU device had in use before and after the load.
@@ -79,6 +124,9 @@ pub struct RunResult {
     pub peak_rss_bytes: Option<u64>,
     /// GPU devices' memory in use (none on a CPU-only build).
     pub devices: Vec<DeviceMemory>,
+    /// The RPC device's share, when the run used one.
+    #[serde(default)]
+    pub device_use: Option<DeviceUse>,
 }
 
 /// The process's peak resident memory from `/proc/self/status` (Linux).
@@ -112,11 +160,39 @@ fn gpu_memory(backend: &LlamaBackend) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
+/// The first device of the RPC server at `endpoint`.
+#[cfg(feature = "rpc")]
+fn rpc_device(backend: &LlamaBackend, endpoint: &str) -> Result<String> {
+    let devices = backend.add_rpc_server(endpoint)?;
+    devices
+        .first()
+        .map(|d| d.name.clone())
+        .ok_or_else(|| Error::Unsupported {
+            reason: format!("the RPC server at {endpoint} offers no device"),
+        })
+}
+
+#[cfg(not(feature = "rpc"))]
+fn rpc_device(_: &LlamaBackend, _: &str) -> Result<String> {
+    Err(Error::Unsupported {
+        reason: "an RPC device needs the `rpc` feature".into(),
+    })
+}
+
 /// One run of the Rust path (high-level `generate`, greedy) in this process.
 pub fn run_rust(spec: &RunSpec, config: &Config) -> Result<RunResult> {
     let backend = LlamaBackend::init();
     let before = gpu_memory(&backend);
+    let server_rss_idle = spec.rpc_pid.and_then(rss_of);
     let mut params = LlamaModelParams::default().with_n_gpu_layers(spec.n_gpu_layers);
+    let rpc_device = match &spec.rpc {
+        Some(endpoint) => {
+            let name = rpc_device(&backend, endpoint)?;
+            params = params.with_devices(&[name.as_str()]);
+            Some(name)
+        }
+        None => None,
+    };
     params = match config {
         Config::CpuMoe => params.with_cpu_moe_all(),
         Config::NCpuMoe(k) => params.with_n_cpu_moe(*k),
@@ -125,14 +201,40 @@ pub fn run_rust(spec: &RunSpec, config: &Config) -> Result<RunResult> {
     if spec.no_mmap {
         params = params.with_load_mode(LoadMode::Read);
     }
-    let start = Instant::now();
-    let model = LlamaModel::load(&backend, &spec.model, &params)?;
-    let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let ctx_params = ContextParams::default()
         .with_n_ctx(spec.ctx_size)
         .with_threads(spec.threads);
+    let predicted = match &rpc_device {
+        Some(_) => Some(params.memory_plan(&spec.model, &ctx_params)?),
+        None => None,
+    };
+    let start = Instant::now();
+    let model = LlamaModel::load(&backend, &spec.model, &params)?;
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let mut ctx = LlamaContext::new(&model, &ctx_params)?;
     let after = gpu_memory(&backend);
+    let device_use = match (&rpc_device, &predicted) {
+        (Some(device), Some(predicted)) => {
+            let real = ctx.memory_breakdown()?;
+            let on = |f: fn(&context::MemoryUse) -> u64| -> u64 {
+                real.iter()
+                    .filter(|u| u.device.as_deref() == Some(device.as_str()) && !u.host)
+                    .map(f)
+                    .sum()
+            };
+            Some(DeviceUse {
+                device: device.clone(),
+                model_bytes: on(|u| u.model_bytes),
+                context_bytes: on(|u| u.context_bytes),
+                compute_bytes: on(|u| u.compute_bytes),
+                predicted_bytes: context::device_bytes(predicted, Some(device)),
+                host_bytes: context::host_bytes(&real),
+                server_rss_idle,
+                server_rss_loaded: spec.rpc_pid.and_then(rss_of),
+            })
+        }
+        _ => None,
+    };
 
     let mut sampling = SamplingOptions::greedy();
     if spec.ignore_eos {
@@ -185,6 +287,7 @@ pub fn run_rust(spec: &RunSpec, config: &Config) -> Result<RunResult> {
                 },
             )
             .collect(),
+        device_use,
     })
 }
 
@@ -240,5 +343,6 @@ pub fn run_c(exe: &Path, spec: &RunSpec) -> std::result::Result<RunResult, Strin
         moved_bytes: 0,
         peak_rss_bytes: c.peak_rss_bytes,
         devices: Vec::new(),
+        device_use: None,
     })
 }

@@ -2,7 +2,7 @@
 //! summaries; written as JSON, a Markdown table and an SVG chart.
 
 use super::config::Config;
-use super::measure::RunResult;
+use super::measure::{DeviceUse, RunResult};
 use super::stats::Summary;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -166,6 +166,7 @@ impl Report {
                 opt(&c.peak_rss_mib, 1)
             );
         }
+        s.push_str(&self.device_table());
         if let Some(o) = &self.overhead {
             let _ = writeln!(
                 s,
@@ -175,6 +176,65 @@ impl Report {
                 o.generation_tps_ratio.display(3),
                 o.load_ms_ratio.display(3),
                 o.generation_tps_ratio.n
+            );
+        }
+        s
+    }
+
+    /// The accelerator table, for runs that put layers on an RPC device:
+    /// bytes on it (weights, KV cache, compute buffers; llama.cpp's memory
+    /// breakdown), what the dry run predicted and its error, host bytes, and
+    /// the RPC server's resident memory growth. Empty without such runs.
+    fn device_table(&self) -> String {
+        let mut s = String::new();
+        let mut header = false;
+        for c in &self.summaries {
+            let uses: Vec<&DeviceUse> = self
+                .runs
+                .iter()
+                .filter(|r| r.config == c.config)
+                .filter_map(|r| r.device_use.as_ref())
+                .collect();
+            let Some(first) = uses.first() else { continue };
+            if !header {
+                header = true;
+                let _ = writeln!(
+                    s,
+                    "\nOn the device `{}` (MiB; mean ± sd (min–max) over the runs):\n",
+                    first.device
+                );
+                s.push_str("| config | device total | weights | KV cache | compute | predicted | prediction error | host (weights+KV+compute) | RPC server RSS growth |\n");
+                s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+            }
+            let of = |f: &dyn Fn(&DeviceUse) -> f64| {
+                Summary::of(&uses.iter().map(|u| f(u)).collect::<Vec<_>>())
+                    .map_or("—".into(), |x| x.display(1))
+            };
+            let mib = |b: u64| b as f64 / MIB;
+            let growth: Vec<f64> = uses
+                .iter()
+                .filter_map(|u| Some(u.server_rss_loaded? as f64 - u.server_rss_idle? as f64))
+                .map(|b| b / MIB)
+                .collect();
+            let error = Summary::of(
+                &uses
+                    .iter()
+                    .map(|u| 100.0 * (u.predicted_bytes as f64 / u.total().max(1) as f64 - 1.0))
+                    .collect::<Vec<_>>(),
+            )
+            .map_or("—".into(), |x| format!("{} %", x.display(2)));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                c.config,
+                of(&|u| mib(u.total())),
+                of(&|u| mib(u.model_bytes)),
+                of(&|u| mib(u.context_bytes)),
+                of(&|u| mib(u.compute_bytes)),
+                of(&|u| mib(u.predicted_bytes)),
+                error,
+                of(&|u| mib(u.host_bytes)),
+                Summary::of(&growth).map_or("—".into(), |x| x.display(1)),
             );
         }
         s

@@ -6,6 +6,10 @@
 //! cargo run --release --bin moe_bench                           # demo model
 //! cargo run --release --bin moe_bench -- --model model.gguf \
 //!     --configs baseline,cpu-moe,n-cpu-moe=8,c --runs 5 --max-tokens 64 --out bench-out
+//! # An RPC server as the accelerator (feature rpc): a fresh one per run,
+//! # every layer on its device; reports the bytes on it and fit's prediction.
+//! cargo build --release --features rpc --example rpc_server --bin moe_bench
+//! target/release/moe_bench --model model.gguf --rpc-server target/release/examples/rpc_server
 //! ```
 //!
 //! Run it with the machine otherwise idle: llama.cpp's threads spin, and a
@@ -62,6 +66,20 @@ struct Args {
     /// every run generates exactly --max-tokens).
     #[arg(long)]
     stop_at_eos: bool,
+    /// Start this `rpc_server` (the example) on loopback for every run and
+    /// put the layers on its device (needs the `rpc` feature): the device
+    /// stands in for a GPU, and its bytes are measured.
+    #[arg(long)]
+    rpc_server: Option<PathBuf>,
+    /// Threads of the RPC server.
+    #[arg(long, default_value_t = 1)]
+    rpc_threads: u32,
+    /// Internal: the RPC endpoint of a child run.
+    #[arg(long, hide = true)]
+    rpc: Option<String>,
+    /// Internal: the RPC server's pid, for its resident memory.
+    #[arg(long, hide = true)]
+    rpc_pid: Option<u32>,
     /// Folder for bench.json, bench.md and bench.svg.
     #[arg(long, default_value = "target/moe_bench")]
     out: PathBuf,
@@ -91,6 +109,8 @@ fn run(args: Args) -> Result<()> {
         n_gpu_layers: args.n_gpu_layers,
         no_mmap: args.no_mmap,
         ignore_eos: !args.stop_at_eos,
+        rpc: args.rpc.clone(),
+        rpc_pid: args.rpc_pid,
     };
     if let Some(child) = &args.child {
         let config = Config::parse(child).map_err(invalid("child"))?;
@@ -218,6 +238,16 @@ fn one_run(
     if args.stop_at_eos {
         cmd.arg("--stop-at-eos");
     }
+    // Declared before the run, so the server outlives the child's model.
+    let _server = match &args.rpc_server {
+        Some(exe) => {
+            let server = RpcServer::start(exe, args.rpc_threads)?;
+            cmd.args(["--rpc", &server.endpoint])
+                .args(["--rpc-pid", &server.child.id().to_string()]);
+            Some(server)
+        }
+        None => None,
+    };
     let out = cmd.output().map_err(io(Path::new("child process")))?;
     if !out.status.success() {
         return Err(failed(format!(
@@ -227,6 +257,52 @@ fn one_run(
         )));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| failed(format!("unreadable child output: {e}")))
+}
+
+/// An `rpc_server` on a free loopback port, killed on drop.
+struct RpcServer {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl RpcServer {
+    fn start(exe: &Path, threads: u32) -> Result<RpcServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(io(Path::new("127.0.0.1:0")))?
+            .port();
+        let child = Command::new(exe)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--threads", &threads.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(io(exe))?;
+        let mut server = RpcServer {
+            child,
+            endpoint: format!("127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(&server.endpoint).is_err() {
+            let exited = server.child.try_wait().map_err(io(exe))?.is_some();
+            if exited || std::time::Instant::now() > deadline {
+                return Err(invalid("rpc-server")(format!(
+                    "{} did not start listening on {}",
+                    exe.display(),
+                    server.endpoint
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn meta(args: &Args, spec: &RunSpec) -> Result<Meta> {

@@ -5,10 +5,13 @@
 //! ```text
 //! cargo run --release --bin synthetic_moe -- --out moe-0.8g.gguf \
 //!     --layers 8 --embd 1024 --ff 1024 --experts 32 --used 4
+//! # shaped like Qwen3-30B-A3B (48 blocks, 128 experts, 8 used), narrower:
+//! cargo run --release --bin synthetic_moe -- --out qwen3moe-3g.gguf --family qwen3moe \
+//!     --layers 48 --embd 768 --ff 192 --experts 128 --used 8 --heads 8
 //! ```
 
 use clap::Parser;
-use llama_safe::demo::SyntheticMoe;
+use llama_safe::demo::{Family, SyntheticMoe};
 use llama_safe::gguf::GgmlType;
 use llama_workspace::cli::run_main;
 use std::path::PathBuf;
@@ -40,6 +43,19 @@ struct Args {
     /// Store experts as F16 instead of Q8_0.
     #[arg(long)]
     f16_experts: bool,
+    /// Tensor layout: llama (Mixtral), qwen3moe, phimoe, deepseek or gpt-oss.
+    #[arg(long, default_value = "llama", value_parser = parse_family)]
+    family: Family,
+}
+
+fn parse_family(arch: &str) -> Result<Family, String> {
+    Family::ALL
+        .into_iter()
+        .find(|f| f.arch() == arch)
+        .ok_or_else(|| {
+            let known: Vec<&str> = Family::ALL.iter().map(|f| f.arch()).collect();
+            format!("unknown family {arch:?}; one of {}", known.join(", "))
+        })
 }
 
 fn main() {
@@ -59,11 +75,12 @@ fn main() {
             },
         };
         eprintln!(
-            "writing {} ({:.1} MiB of experts)",
+            "writing {} ({}, {:.1} MiB of experts)",
             args.out.display(),
+            args.family.name(),
             shape.expert_bytes() as f64 / (1024.0 * 1024.0)
         );
-        shape.write(&args.out)?;
+        args.family.write(&shape, &args.out)?;
         let size = std::fs::metadata(&args.out).map_or(0, |m| m.len());
         eprintln!("wrote {} bytes", size);
         Ok(())

@@ -7,9 +7,12 @@
 //! - `state`: saving and restoring the context state.
 
 pub mod batch;
+pub(crate) mod breakdown;
 mod memory;
 pub mod params;
 mod state;
+
+pub use breakdown::{device_bytes, host_bytes, MemoryUse};
 
 use crate::error::{Error, Result};
 use crate::logging;
