@@ -147,17 +147,7 @@ fn plan_equals_the_load_placement() {
         ] {
             let plan = params.plan(&path).unwrap();
             let model = LlamaModel::load(&backend, &path, &params).unwrap();
-            let planned: BTreeSet<(String, u64)> = plan
-                .moved
-                .iter()
-                .map(|t| (t.name.clone(), t.bytes))
-                .collect();
-            let loaded: BTreeSet<(String, u64)> = model
-                .placement()
-                .moved
-                .iter()
-                .map(|t| (t.name.clone(), t.bytes))
-                .collect();
+            let (planned, loaded) = (planned_moves(&plan), loaded_moves(&model));
             assert_eq!(planned, loaded, "{} {params:?}", family.name());
             assert_eq!(plan.total_bytes, model.size_bytes(), "{}", family.name());
             let first_moe_block = family.leading_dense_blocks();

@@ -144,17 +144,7 @@ fn plan_predicts_exactly_what_the_load_reports() {
     for params in cases {
         let plan = params.plan(moe_path()).unwrap();
         let model = LlamaModel::load(&backend, moe_path(), &params).unwrap();
-        let planned: BTreeSet<(String, u64)> = plan
-            .moved
-            .iter()
-            .map(|t| (t.name.clone(), t.bytes))
-            .collect();
-        let loaded: BTreeSet<(String, u64)> = model
-            .placement()
-            .moved
-            .iter()
-            .map(|t| (t.name.clone(), t.bytes))
-            .collect();
+        let (planned, loaded) = (planned_moves(&plan), loaded_moves(&model));
         assert_eq!(planned, loaded, "{params:?}");
         assert_eq!(plan.moved_bytes(), model.placement().moved_bytes());
         assert_eq!(plan.total_bytes, model.size_bytes());

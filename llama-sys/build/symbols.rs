@@ -149,12 +149,15 @@ pub struct Isolated {
     pub renamed: usize,
 }
 
-/// Writes prefixed copies of the `*.a` archives of `lib_dir` into `dest`.
+/// Writes prefixed copies of the llama.cpp and ggml archives of `lib_dir`
+/// (those `link` links, and no others: a symbol map that also named what an
+/// unlinked archive defines would rename references nothing then resolves)
+/// into `dest`.
 pub fn isolate(tools: &Tools, lib_dir: &Path, dest: &Path) -> Result<Isolated, String> {
-    let archives: Vec<PathBuf> = std::fs::read_dir(lib_dir)
-        .map_err(|e| format!("cannot read {}: {e}", lib_dir.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "a"))
+    let archives: Vec<PathBuf> = crate::link::LIBRARY_ORDER
+        .iter()
+        .map(|name| lib_dir.join(format!("lib{name}.a")))
+        .filter(|p| p.is_file())
         .collect();
     if archives.is_empty() {
         return Err(format!("no static libraries in {}", lib_dir.display()));

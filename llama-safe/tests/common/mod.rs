@@ -53,3 +53,21 @@ pub fn moved_names(model: &LlamaModel) -> Vec<String> {
         .map(|t| t.name.clone())
         .collect()
 }
+
+/// The tensors a plan says its overrides move, with their bytes.
+pub fn planned_moves(plan: &Plan) -> std::collections::BTreeSet<(String, u64)> {
+    plan.moved
+        .iter()
+        .map(|t| (t.name.clone(), t.bytes))
+        .collect()
+}
+
+/// The tensors a load's overrides moved, with their bytes.
+pub fn loaded_moves(model: &LlamaModel) -> std::collections::BTreeSet<(String, u64)> {
+    model
+        .placement()
+        .moved
+        .iter()
+        .map(|t| (t.name.clone(), t.bytes))
+        .collect()
+}
