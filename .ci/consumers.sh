@@ -15,11 +15,7 @@ for variant in default no-default; do
   cargo new -q --vcs none --name "consumer-safe-$variant" "$dir"
   flags=(); [ "$variant" = no-default ] && flags=(--no-default-features)
   (cd "$dir" && cargo add -q llama-safe --path "$repo/llama-safe" "${flags[@]}")
-  # The ```rust block right after "`simple` is the shortest complete program".
-  awk '/`simple` is the shortest complete program/ {found=1; next}
-       found && /^```rust$/ {inside=1; next}
-       inside && /^```$/ {exit}
-       inside {print}' "$repo/README.md" > "$dir/src/main.rs"
+  readme_simple > "$dir/src/main.rs"
   grep -q "fn main" "$dir/src/main.rs"
   out=$(cd "$dir" && cargo run -q --release 2>/dev/null)
   echo "consumer-safe-$variant: $out"

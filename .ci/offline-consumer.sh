@@ -41,10 +41,7 @@ llama-safe = { path = "$safe_dir" }
 [patch.crates-io]
 llama-safe-sys = { path = "$sys_dir" }
 EOF
-awk '/`simple` is the shortest complete program/ {found=1; next}
-     found && /^```rust$/ {inside=1; next}
-     inside && /^```$/ {exit}
-     inside {print}' "$repo/README.md" > "$dir/src/main.rs"
+readme_simple > "$dir/src/main.rs"
 
 # 3. Vendor everything from the registry, once, online (what a user does
 #    before going offline).

@@ -23,11 +23,7 @@ dir="$work/prebuilt"
 rm -rf "$dir"
 cargo new -q --vcs none --name prebuilt-consumer "$dir"
 (cd "$dir" && cargo add -q llama-safe --path "$repo/llama-safe")
-awk '/`simple` is the shortest complete program/ {found=1; next}
-     found && /^```rust$/ {inside=1; next}
-     inside && /^```$/ {exit}
-     inside {print}' "$repo/README.md" > "$dir/src/main.rs"
-build_log() { sed -n 's/^llama-sys: //p' "$CARGO_TARGET_DIR"/release/build/llama-safe-sys-*/output | grep -E "prebuilt|one shared library" || true; }
+readme_simple > "$dir/src/main.rs"
 
 # 1. Static.
 out=$(cd "$dir" && LLAMA_SYS_PREBUILT_DIR="$prefix" CMAKE=/bin/false cargo run -q --release 2>/dev/null)

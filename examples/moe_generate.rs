@@ -99,9 +99,7 @@ fn fit(model: &ModelArgs, budget: u64, ctx: &ContextParams) -> Result<u32> {
     let params = model.params();
     let fit = MoeOffload::fit(&path, budget, None, &params, ctx)?;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let sum = |f: fn(&context::MemoryUse) -> u64| -> u64 {
-        fit.memory.iter().filter(|u| !u.host).map(f).sum()
-    };
+    let on = context::device_totals(&fit.memory, None);
     if fit.device_bytes == 0 {
         eprintln!(
             "fit: nothing goes to an accelerator with these settings (no GPU or RPC device): \
@@ -114,9 +112,9 @@ fn fit(model: &ModelArgs, budget: u64, ctx: &ContextParams) -> Result<u32> {
          compute {:.1}) within {:.1} MiB; {} dry runs",
         fit.n_cpu_moe,
         mib(fit.device_bytes),
-        mib(sum(|u| u.model_bytes)),
-        mib(sum(|u| u.context_bytes)),
-        mib(sum(|u| u.compute_bytes)),
+        mib(on.model_bytes),
+        mib(on.context_bytes),
+        mib(on.compute_bytes),
         mib(budget),
         fit.dry_runs
     );

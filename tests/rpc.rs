@@ -16,20 +16,11 @@ mod common;
 use common::greedy_text;
 use llama_safe::demo::{DemoModel, DEMO_CONTINUATION, DEMO_PROMPT};
 use llama_safe::*;
+use llama_workspace::bench::process::{self, RpcServer};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn rpc_server_exe() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -49,45 +40,17 @@ fn rpc_server_exe() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    process::free_port().unwrap()
 }
 
-fn start_server() -> (Server, String) {
-    let port = free_port();
-    let child = Command::new(rpc_server_exe())
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--threads",
-            "1",
-        ])
-        .stdout(Stdio::from(
-            std::fs::File::create("/tmp/rpc-server.log").unwrap(),
-        ))
-        .stderr(Stdio::from(
-            std::fs::File::create("/tmp/rpc-server.err").unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    // Ready when it accepts a connection (one that closes at once is fine:
-    // the server serves its clients one after the other).
-    let endpoint = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&endpoint).is_err() {
-        assert!(server.0.try_wait().unwrap().is_none(), "rpc_server exited");
-        assert!(
-            Instant::now() < deadline,
-            "rpc_server did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn start_server() -> (RpcServer, String) {
+    let server = RpcServer::start(
+        &rpc_server_exe(),
+        1,
+        Some(std::path::Path::new("/tmp/rpc-server.log")),
+    )
+    .unwrap();
+    let endpoint = server.endpoint.clone();
     (server, endpoint)
 }
 
@@ -242,11 +205,7 @@ fn fit_predicts_the_bytes_on_the_rpc_device_for_every_family(backend: &LlamaBack
                 .filter(|t| t.name == "token_embd.weight")
                 .map(|t| t.bytes)
                 .sum();
-            let weights: u64 = real
-                .iter()
-                .filter(|u| u.device.as_deref() == Some(rpc.as_str()))
-                .map(|u| u.model_bytes)
-                .sum();
+            let weights = context::device_totals(&real, Some(&rpc)).model_bytes;
             let expected = plan.total_bytes - plan.moved_bytes() - embeddings;
             assert!(
                 weights >= expected && weights - expected <= 32 * 64,

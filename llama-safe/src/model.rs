@@ -302,7 +302,7 @@ fn load_checked(
 ) -> Result<(NonNull<llama_safe_sys::llama_model>, Vec<logging::LogLine>)> {
     let path = file.path();
     crate::check::model(file, params)?;
-    let block_count = u32::try_from(file.block_count().unwrap_or(0)).unwrap_or(u32::MAX);
+    let block_count = file.layer_count();
     let mut raw_params = params.materialize(block_count)?;
     let c = c_path(path)?;
     let mut raw = raw_params.raw();

@@ -94,7 +94,7 @@ impl LlamaModelParams {
         let file = GgufFile::open(path)?;
         crate::backend::LlamaBackend::init();
         crate::model::LlamaModel::dry_load(&file, self)?;
-        let block_count = u32::try_from(file.block_count().unwrap_or(0)).unwrap_or(u32::MAX);
+        let block_count = file.layer_count();
         let overrides = self.effective_overrides(block_count);
         let tensors = file.tensors();
         let experts = TensorPattern::new(moe::ALL_EXPERTS_PATTERN)?;
@@ -201,15 +201,15 @@ impl MoeOffload {
         params: &LlamaModelParams,
         ctx: &ContextParams,
     ) -> Result<MoeFit> {
-        let path = path.as_ref();
-        let block_count = {
-            let file = GgufFile::open(path)?;
-            u32::try_from(file.block_count().unwrap_or(0)).unwrap_or(u32::MAX)
-        };
+        // One parse of the file for every dry run.
+        let file = GgufFile::open(path)?;
+        crate::backend::LlamaBackend::init();
+        let block_count = file.layer_count();
         let mut dry_runs = 0;
         let mut measure = |n: u32| -> Result<Vec<MemoryUse>> {
             dry_runs += 1;
-            params.clone().with_n_cpu_moe(n).memory_plan(path, ctx)
+            let params = params.clone().with_n_cpu_moe(n);
+            crate::model::LlamaModel::dry_memory(&file, &params, ctx)
         };
         let fits = |uses: &[MemoryUse]| device_bytes(uses, device) <= device_budget_bytes;
         // Smallest n in lo..=hi that fits, knowing hi fits.

@@ -12,7 +12,7 @@
 //!
 //! ELF targets only (Linux, the BSDs); elsewhere the feature is an error.
 
-use crate::link::{LinkLine, LIBRARY_ORDER};
+use crate::link::LinkLine;
 use std::path::{Path, PathBuf};
 
 /// The library's name for the linker (`-l`).
@@ -20,12 +20,8 @@ pub const LIBRARY: &str = "llama_safe_sys";
 
 /// Why the feature cannot be used for this target, if it cannot.
 pub fn unsupported() -> Option<String> {
-    let os = crate::env::target_cfg("target_os");
-    let elf = !matches!(
-        os.as_str(),
-        "macos" | "ios" | "tvos" | "watchos" | "visionos" | "windows"
-    );
-    (!elf).then(|| format!("the `dynamic` feature builds ELF shared libraries; {os} is not ELF"))
+    crate::env::non_elf_os()
+        .map(|os| format!("the `dynamic` feature builds ELF shared libraries; {os} is not ELF"))
 }
 
 /// Links the archives of `archive_dir` (everything in them: `--whole-archive`)
@@ -35,11 +31,7 @@ pub fn build(archive_dir: &Path, line: &LinkLine, out_dir: &Path) -> Result<Path
     let dir = out_dir.join("dynamic");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let library = dir.join(format!("lib{LIBRARY}.so"));
-    let archives: Vec<PathBuf> = LIBRARY_ORDER
-        .iter()
-        .map(|name| archive_dir.join(format!("lib{name}.a")))
-        .filter(|p| p.is_file())
-        .collect();
+    let archives = crate::link::archives(archive_dir);
     let compiler = cc::Build::new()
         .cpp(true)
         .cargo_metadata(false)

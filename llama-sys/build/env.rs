@@ -45,6 +45,18 @@ pub fn target_cfg(name: &str) -> String {
     std::env::var(format!("CARGO_CFG_{}", name.to_ascii_uppercase())).unwrap_or_default()
 }
 
+/// The target's OS when it does not use ELF objects (Apple's Mach-O,
+/// Windows' COFF), `None` for ELF targets (Linux, Android, the BSDs): symbol
+/// prefixing and the `dynamic` feature handle ELF only.
+pub fn non_elf_os() -> Option<String> {
+    let os = target_cfg("target_os");
+    matches!(
+        os.as_str(),
+        "macos" | "ios" | "tvos" | "watchos" | "visionos" | "windows"
+    )
+    .then_some(os)
+}
+
 /// Whether a cargo feature of this crate is enabled.
 pub fn feature(name: &str) -> bool {
     let var = format!(

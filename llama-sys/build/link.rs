@@ -4,7 +4,7 @@
 //! system (OpenMP, the C++ runtime, the GPU libraries).
 
 use crate::env;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The link lines: cargo's, and the same as C compiler arguments (published
 /// as `links` metadata, see `main.rs`), kept until [`LinkLine::print`].
@@ -83,6 +83,15 @@ pub const LIBRARY_ORDER: &[&str] = &[
     "ggml-rpc",
     "ggml-base",
 ];
+
+/// The static archives of `LIBRARY_ORDER` present in `dir`, in that order.
+pub fn archives(dir: &Path) -> Vec<PathBuf> {
+    LIBRARY_ORDER
+        .iter()
+        .map(|name| dir.join(format!("lib{name}.a")))
+        .filter(|p| p.is_file())
+        .collect()
+}
 
 /// How the llama.cpp libraries are linked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,14 +33,7 @@ pub fn skip_reason() -> Option<String> {
     if env::var(name).is_some() && !env::flag(name) {
         return Some("LLAMA_SYS_ISOLATE_SYMBOLS is off".into());
     }
-    let os = env::target_cfg("target_os");
-    if matches!(
-        os.as_str(),
-        "macos" | "ios" | "tvos" | "watchos" | "visionos" | "windows"
-    ) {
-        return Some(format!("{os} is not an ELF target"));
-    }
-    None
+    env::non_elf_os().map(|os| format!("{os} is not an ELF target"))
 }
 
 /// The binutils-style tools: `LLAMA_SYS_NM`/`NM`,
@@ -53,7 +46,7 @@ pub struct Tools {
 }
 
 impl Tools {
-    /// Finds both tools, or says which is missing.
+    /// Finds the three tools, or says which is missing.
     pub fn find() -> Result<Tools, String> {
         let pick = |vars: [&str; 2], names: [&str; 2]| {
             vars.iter()
@@ -77,7 +70,7 @@ impl Tools {
 
     /// The global symbols the archives define (strong, weak and unique),
     /// and the signatures of their COMDAT groups.
-    fn renamed(&self, archives: &[PathBuf]) -> Result<BTreeSet<String>, String> {
+    fn renamed(&self, archives: &[&Path]) -> Result<BTreeSet<String>, String> {
         let symbols = run(&self.nm, &["-g", "--defined-only", "-P"], archives)?;
         // `-P`: "name type value size"; archive member headers end in ':'.
         let defined = symbols.lines().filter_map(|line| {
@@ -101,38 +94,26 @@ impl Tools {
 
     /// Rewrites `input` into `output` with the `old new` pairs of `map`.
     fn redefine(&self, map: &Path, input: &Path, output: &Path) -> Result<(), String> {
-        let out = Command::new(&self.objcopy)
-            .arg(format!("--redefine-syms={}", map.display()))
-            .arg(input)
-            .arg(output)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.objcopy.display()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} failed on {}: {}",
-                self.objcopy.display(),
-                input.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        let option = format!("--redefine-syms={}", map.display());
+        run(&self.objcopy, &[&option], &[input, output]).map(drop)
     }
 }
 
-/// Runs `tool args archives`, returning its standard output.
-fn run(tool: &Path, args: &[&str], archives: &[PathBuf]) -> Result<String, String> {
+/// Runs `tool args files`, returning its standard output.
+fn run(tool: &Path, args: &[&str], files: &[&Path]) -> Result<String, String> {
     let out = Command::new(tool)
         .args(args)
-        .args(archives)
+        .args(files)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
+        let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         Err(format!(
-            "{} failed: {}",
+            "{} failed on {}: {}",
             tool.display(),
+            files.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
@@ -154,15 +135,12 @@ pub struct Isolated {
 /// unlinked archive defines would rename references nothing then resolves)
 /// into `dest`.
 pub fn isolate(tools: &Tools, lib_dir: &Path, dest: &Path) -> Result<Isolated, String> {
-    let archives: Vec<PathBuf> = crate::link::LIBRARY_ORDER
-        .iter()
-        .map(|name| lib_dir.join(format!("lib{name}.a")))
-        .filter(|p| p.is_file())
-        .collect();
+    let archives = crate::link::archives(lib_dir);
     if archives.is_empty() {
         return Err(format!("no static libraries in {}", lib_dir.display()));
     }
-    let symbols = tools.renamed(&archives)?;
+    let paths: Vec<&Path> = archives.iter().map(PathBuf::as_path).collect();
+    let symbols = tools.renamed(&paths)?;
     std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
     let map = dest.join("symbols.map");
     let text: String = symbols
@@ -171,7 +149,9 @@ pub fn isolate(tools: &Tools, lib_dir: &Path, dest: &Path) -> Result<Isolated, S
         .collect();
     std::fs::write(&map, text).map_err(|e| format!("cannot write {}: {e}", map.display()))?;
     for archive in &archives {
-        let name = archive.file_name().expect("read_dir entries have names");
+        let name = archive
+            .file_name()
+            .expect("archive paths end in a file name");
         tools.redefine(&map, archive, &dest.join(name))?;
     }
     Ok(Isolated {

@@ -69,11 +69,8 @@ impl DeviceUse {
 }
 
 /// A process's resident memory (`VmRSS`), bytes (Linux).
-pub fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+fn rss_of(pid: u32) -> Option<u64> {
+    super::process::status_bytes(Some(pid), "VmRSS")
 }
 
 /// Memory a GPU device had in use before and after the load.
@@ -131,10 +128,7 @@ pub struct RunResult {
 
 /// The process's peak resident memory from `/proc/self/status` (Linux).
 pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    super::process::status_bytes(None, "VmHWM")
 }
 
 fn rate(n: usize, ms: f64) -> f64 {
@@ -216,17 +210,12 @@ pub fn run_rust(spec: &RunSpec, config: &Config) -> Result<RunResult> {
     let device_use = match (&rpc_device, &predicted) {
         (Some(device), Some(predicted)) => {
             let real = ctx.memory_breakdown()?;
-            let on = |f: fn(&context::MemoryUse) -> u64| -> u64 {
-                real.iter()
-                    .filter(|u| u.device.as_deref() == Some(device.as_str()) && !u.host)
-                    .map(f)
-                    .sum()
-            };
+            let on = context::device_totals(&real, Some(device));
             Some(DeviceUse {
                 device: device.clone(),
-                model_bytes: on(|u| u.model_bytes),
-                context_bytes: on(|u| u.context_bytes),
-                compute_bytes: on(|u| u.compute_bytes),
+                model_bytes: on.model_bytes,
+                context_bytes: on.context_bytes,
+                compute_bytes: on.compute_bytes,
                 predicted_bytes: context::device_bytes(predicted, Some(device)),
                 host_bytes: context::host_bytes(&real),
                 server_rss_idle,

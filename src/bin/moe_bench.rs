@@ -19,6 +19,7 @@ use clap::Parser;
 use llama_safe::demo::DEMO_PROMPT;
 use llama_safe::*;
 use llama_workspace::bench::measure::{run_c, run_rust, RunSpec};
+use llama_workspace::bench::process::RpcServer;
 use llama_workspace::bench::report::{Meta, Report};
 use llama_workspace::bench::{Config, RunResult};
 use llama_workspace::cli::run_main;
@@ -241,9 +242,10 @@ fn one_run(
     // Declared before the run, so the server outlives the child's model.
     let _server = match &args.rpc_server {
         Some(exe) => {
-            let server = RpcServer::start(exe, args.rpc_threads)?;
+            let server =
+                RpcServer::start(exe, args.rpc_threads, None).map_err(invalid("rpc-server"))?;
             cmd.args(["--rpc", &server.endpoint])
-                .args(["--rpc-pid", &server.child.id().to_string()]);
+                .args(["--rpc-pid", &server.pid().to_string()]);
             Some(server)
         }
         None => None,
@@ -257,52 +259,6 @@ fn one_run(
         )));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| failed(format!("unreadable child output: {e}")))
-}
-
-/// An `rpc_server` on a free loopback port, killed on drop.
-struct RpcServer {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl RpcServer {
-    fn start(exe: &Path, threads: u32) -> Result<RpcServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(io(Path::new("127.0.0.1:0")))?
-            .port();
-        let child = Command::new(exe)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--threads", &threads.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(io(exe))?;
-        let mut server = RpcServer {
-            child,
-            endpoint: format!("127.0.0.1:{port}"),
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(&server.endpoint).is_err() {
-            let exited = server.child.try_wait().map_err(io(exe))?.is_some();
-            if exited || std::time::Instant::now() > deadline {
-                return Err(invalid("rpc-server")(format!(
-                    "{} did not start listening on {}",
-                    exe.display(),
-                    server.endpoint
-                )));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Ok(server)
-    }
-}
-
-impl Drop for RpcServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn meta(args: &Args, spec: &RunSpec) -> Result<Meta> {

@@ -13,6 +13,7 @@
 //! Without `--llama-server` only our server runs (CI does that, small).
 
 use clap::Parser;
+use llama_workspace::bench::process;
 use llama_workspace::bench::serving::{self, percentile, prompt, LoadResult};
 use llama_workspace::bench::Summary;
 use serde::Serialize;
@@ -77,22 +78,12 @@ impl Drop for Server {
 
 impl Server {
     fn peak_rss_bytes(&self) -> Option<u64> {
-        rss_field(self.child.id(), "VmHWM")
+        process::status_bytes(Some(self.child.id()), "VmHWM")
     }
 }
 
-fn rss_field(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    process::free_port().expect("a free loopback port")
 }
 
 async fn wait_healthy(base: &str, child: &mut Child) -> Result<(), String> {

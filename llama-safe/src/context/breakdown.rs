@@ -31,14 +31,40 @@ impl MemoryUse {
     }
 }
 
-/// Bytes in device (non-host) buffers: the accelerator memory of a
-/// breakdown, optionally of one device only.
-pub fn device_bytes(uses: &[MemoryUse], device: Option<&str>) -> u64 {
+/// Weights, context memory and compute buffers, summed over buffer types.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryTotals {
+    /// Bytes of model weights.
+    pub model_bytes: u64,
+    /// Bytes of context memory: the KV cache or recurrent state.
+    pub context_bytes: u64,
+    /// Bytes of compute buffers.
+    pub compute_bytes: u64,
+}
+
+impl MemoryTotals {
+    /// The three together.
+    pub fn total(&self) -> u64 {
+        self.model_bytes + self.context_bytes + self.compute_bytes
+    }
+}
+
+/// The device (non-host) buffers of a breakdown, summed: the accelerator
+/// memory, of one device or (`None`) of all of them.
+pub fn device_totals(uses: &[MemoryUse], device: Option<&str>) -> MemoryTotals {
     uses.iter()
         .filter(|u| !u.host)
         .filter(|u| device.is_none() || u.device.as_deref() == device)
-        .map(MemoryUse::total)
-        .sum()
+        .fold(MemoryTotals::default(), |sum, u| MemoryTotals {
+            model_bytes: sum.model_bytes + u.model_bytes,
+            context_bytes: sum.context_bytes + u.context_bytes,
+            compute_bytes: sum.compute_bytes + u.compute_bytes,
+        })
+}
+
+/// Bytes in device (non-host) buffers, of one device or of all of them.
+pub fn device_bytes(uses: &[MemoryUse], device: Option<&str>) -> u64 {
+    device_totals(uses, device).total()
 }
 
 /// Bytes in host buffers.

@@ -12,7 +12,7 @@ mod memory;
 pub mod params;
 mod state;
 
-pub use breakdown::{device_bytes, host_bytes, MemoryUse};
+pub use breakdown::{device_bytes, device_totals, host_bytes, MemoryTotals, MemoryUse};
 
 use crate::error::{Error, Result};
 use crate::logging;

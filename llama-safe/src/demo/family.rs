@@ -182,20 +182,15 @@ impl Family {
 
     /// Tensors of the output head beyond `output_norm.weight` and
     /// `output.weight`.
-    pub(super) fn output_extras(self, w: &mut GgufWriter, n_embd: u64, n_vocab: u64) -> Result<()> {
+    pub(super) fn output_extras(
+        self,
+        t: &mut Tensors<'_>,
+        n_embd: u64,
+        n_vocab: u64,
+    ) -> Result<()> {
         if self == Family::PhiMoe {
-            w.tensor(
-                "output_norm.bias",
-                &[n_embd],
-                GgmlType::F32,
-                &vec![0.0; n_embd as usize],
-            )?;
-            w.tensor(
-                "output.bias",
-                &[n_vocab],
-                GgmlType::F32,
-                &vec![0.0; n_vocab as usize],
-            )?;
+            t.zeros("output_norm.bias", n_embd)?;
+            t.zeros("output.bias", n_vocab)?;
         }
         Ok(())
     }

@@ -85,8 +85,7 @@ impl SyntheticMoe {
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
     pub fn write(&self, path: &Path) -> Result<()> {
-        self.check()?;
-        build(DemoModel::Moe, self)?.write_to(path)
+        Family::Mixtral.write(self, path)
     }
 
     fn check(&self) -> Result<()> {
@@ -143,7 +142,7 @@ impl DemoModel {
 
     /// Writes the model to `path`.
     pub fn write(self, path: &Path) -> Result<()> {
-        build(self, &SyntheticMoe::DEMO)?.write_to(path)
+        build_family(self, Family::Mixtral, &SyntheticMoe::DEMO)?.write_to(path)
     }
 
     /// The model's path in the cache folder, writing it on first use.
@@ -299,10 +298,6 @@ impl Vocab {
     }
 }
 
-fn build(kind: DemoModel, shape: &SyntheticMoe) -> Result<GgufWriter> {
-    build_family(kind, Family::Mixtral, shape)
-}
-
 /// The writer for `kind` laid out as `family` (the dense demo model is
 /// llama-style only): the shared vocabulary, next-word table and attention,
 /// then each block's feed-forward as `family` has it.
@@ -392,12 +387,11 @@ fn build_family(kind: DemoModel, family: Family, shape: &SyntheticMoe) -> Result
         &vec![1.0; n_embd as usize],
     )?;
     w.tensor("output.weight", &[n_embd, n_vocab], GgmlType::F32, &output)?;
-    family.output_extras(&mut w, n_embd, n_vocab)?;
-
     let mut tensors = family::Tensors {
         w: &mut w,
         rng: &mut rng,
     };
+    family.output_extras(&mut tensors, n_embd, n_vocab)?;
     for layer in 0..n_layer {
         let t = |name: &str| format!("blk.{layer}.{name}.weight");
         tensors.ones(&t("attn_norm"), n_embd)?;

@@ -354,6 +354,12 @@ impl GgufFile {
         self.get_u64(&format!("{}.block_count", self.architecture()?))
     }
 
+    /// [`block_count`](Self::block_count) as the per-layer override patterns
+    /// count layers: 0 when absent, saturated at `u32::MAX`.
+    pub(crate) fn layer_count(&self) -> u32 {
+        u32::try_from(self.block_count().unwrap_or(0)).unwrap_or(u32::MAX)
+    }
+
     /// `<arch>.expert_count`, 0 for a dense model.
     pub fn expert_count(&self) -> u64 {
         self.architecture()
