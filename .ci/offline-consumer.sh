@@ -15,6 +15,12 @@ sentence="Once upon a time there lived one tiny model with many experts."
 "$repo/scripts/package-llama-sys.sh"
 (cd "$repo" && cargo package -q --no-verify --allow-dirty -p llama-safe-sys -p llama-safe)
 # What crates.io would take: both, under their names, built from the packages.
+# Cargo unpacks the packages of its temporary registry into
+# $CARGO_HOME/registry/src/-<hash of the registry's path>/ and reuses an
+# unpacked copy of the same version as is: on a machine that verified an
+# older commit from the same path, it would build that commit's sources.
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+rm -rf "$cargo_home"/registry/src/-*/llama-safe-sys-* "$cargo_home"/registry/src/-*/llama-safe-[0-9]*
 (cd "$repo" && cargo publish -q --dry-run --allow-dirty -p llama-safe-sys -p llama-safe)
 "$repo/scripts/package-llama-sys.sh" --clean
 sys_crate=$(ls "$repo"/target/package/llama-safe-sys-*.crate | tail -1)
