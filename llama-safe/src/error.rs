@@ -230,6 +230,15 @@ pub enum Error {
         /// What and why.
         reason: String,
     },
+    /// A JSON schema that cannot be turned into a grammar: `at` is where in
+    /// the schema (a JSON pointer, `#` for its root).
+    #[error("JSON schema at {at}: {reason}")]
+    JsonSchema {
+        /// Where in the schema.
+        at: String,
+        /// What is wrong or unsupported.
+        reason: String,
+    },
     /// A LoRA adapter could not be loaded (another architecture, tensors
     /// of the wrong shape, not an adapter).
     #[error("LoRA adapter {path}: {reason}")]

@@ -35,6 +35,7 @@ mod error;
 mod ffi;
 pub mod generate;
 pub mod gguf;
+pub mod grammar;
 pub mod logging;
 mod lora;
 mod model;

@@ -88,7 +88,11 @@ fn model_with(template: &str) -> LlamaModel {
     {
         *kv = (kv.0.clone(), ty::STRING, string_value(template));
     }
-    let path = scratch(&format!("template-{:x}", template.len())).join("m.gguf");
+    // One folder per call: tests run in parallel in one process, and
+    // `scratch` empties the folder it names.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = scratch(&format!("template-{n}")).join("m.gguf");
     std::fs::write(&path, layout.rebuild(&kvs)).unwrap();
     LlamaModel::load(&LlamaBackend::init(), &path, &Default::default()).unwrap()
 }

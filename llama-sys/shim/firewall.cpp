@@ -63,6 +63,17 @@ int llama_sys_sampler_init_grammar(const llama_vocab * vocab, const char * gramm
     return guarded([&] { *out = llama_sampler_init_grammar(vocab, grammar, root); });
 }
 
+// The lazy grammar: inactive until a trigger pattern matches the output (a
+// std::regex, compiled here, which throws std::regex_error on a bad one) or
+// a trigger token is sampled.
+int llama_sys_sampler_init_grammar_lazy(const llama_vocab * vocab, const char * grammar, const char * root,
+                                        const char ** patterns, size_t n_patterns, const llama_token * tokens,
+                                        size_t n_tokens, llama_sampler ** out) {
+    return guarded([&] {
+        *out = llama_sampler_init_grammar_lazy_patterns(vocab, grammar, root, patterns, n_patterns, tokens, n_tokens);
+    });
+}
+
 int llama_sys_tokenize(const llama_vocab * vocab, const char * text, int32_t text_len, llama_token * tokens,
                        int32_t n_tokens_max, bool add_special, bool parse_special, int32_t * out) {
     return guarded([&] {

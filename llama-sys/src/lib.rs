@@ -120,6 +120,17 @@ extern "C" {
         out: *mut *mut llama_sampler,
     ) -> core::ffi::c_int;
 
+    pub fn llama_sys_sampler_init_grammar_lazy(
+        vocab: *const llama_vocab,
+        grammar: *const core::ffi::c_char,
+        root: *const core::ffi::c_char,
+        patterns: *mut *const core::ffi::c_char,
+        n_patterns: usize,
+        tokens: *const llama_token,
+        n_tokens: usize,
+        out: *mut *mut llama_sampler,
+    ) -> core::ffi::c_int;
+
     pub fn llama_sys_tokenize(
         vocab: *const llama_vocab,
         text: *const core::ffi::c_char,

@@ -10,6 +10,9 @@
 //! the renderer cannot run (without tools).
 
 mod builtin;
+mod tools;
+
+pub use tools::{new_call_id, ParsedReply, ToolCallFormat, ToolChoice};
 
 use crate::error::{Error, Result};
 use crate::model::LlamaModel;
@@ -238,6 +241,11 @@ impl LlamaModel {
         add_assistant: bool,
     ) -> Result<String> {
         self.apply_chat_template_with_tools(messages, &[], add_assistant)
+    }
+
+    /// How this model writes tool calls, told from its chat template.
+    pub fn tool_call_format(&self) -> ToolCallFormat {
+        ToolCallFormat::detect(self.chat_template().as_deref())
     }
 
     /// As [`apply_chat_template`](Self::apply_chat_template), with tool

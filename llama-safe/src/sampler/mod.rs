@@ -41,6 +41,9 @@ pub struct SamplingOptions {
     pub logit_bias: Vec<(Token, f32)>,
     /// A GBNF grammar the output must follow (root rule `root`).
     pub grammar: Option<String>,
+    /// When not empty, the grammar is lazy: it applies from the first of
+    /// these words on (see [`SamplerStage::LazyGrammar`]).
+    pub grammar_triggers: Vec<String>,
     /// A chain of your own, in the order given: when not empty it replaces
     /// every field above (see [`SamplerStage`]).
     pub chain: Vec<SamplerStage>,
@@ -63,6 +66,7 @@ impl Default for SamplingOptions {
             seed: 0xFFFF_FFFF,
             logit_bias: Vec::new(),
             grammar: None,
+            grammar_triggers: Vec::new(),
             chain: Vec::new(),
         }
     }
@@ -85,8 +89,16 @@ impl SamplingOptions {
             return self.chain.clone();
         }
         let mut stages = Vec::new();
-        if let Some(grammar) = &self.grammar {
-            stages.push(SamplerStage::Grammar(grammar.clone()));
+        match &self.grammar {
+            Some(grammar) if !self.grammar_triggers.is_empty() => {
+                stages.push(SamplerStage::LazyGrammar {
+                    grammar: grammar.clone(),
+                    trigger_words: self.grammar_triggers.clone(),
+                    trigger_tokens: Vec::new(),
+                })
+            }
+            Some(grammar) => stages.push(SamplerStage::Grammar(grammar.clone())),
+            None => {}
         }
         if self.repeat_penalty != 1.0
             || self.frequency_penalty != 0.0

@@ -9,6 +9,10 @@ use std::ffi::{c_char, CString};
 /// Longest history the penalty and DRY stages look back over: llama.cpp
 /// allocates a buffer of that many entries up front.
 pub const MAX_LAST_N: i32 = 1 << 20;
+/// Most trigger words of a [`SamplerStage::LazyGrammar`].
+pub const MAX_TRIGGERS: usize = 16;
+/// Longest trigger word, in bytes.
+pub const MAX_TRIGGER_LEN: usize = 256;
 
 /// One stage of a sampler chain ([`SamplingOptions::chain`](crate::SamplingOptions::chain)).
 /// Stages filter or reshape the candidates in order; the last stage, and
@@ -95,6 +99,21 @@ pub enum SamplerStage {
     LogitBias(Vec<(Token, f32)>),
     /// A GBNF grammar the output must follow (root rule `root`).
     Grammar(String),
+    /// A GBNF grammar that applies only from the first trigger on: once a
+    /// trigger word appears in the output (anywhere, across token
+    /// boundaries) or a trigger token is sampled, the output from there on
+    /// must follow the grammar, whose `root` must start with the trigger.
+    /// This is how tool calls are constrained while free text stays free.
+    /// At most [`MAX_TRIGGERS`] words, each of 1 to [`MAX_TRIGGER_LEN`]
+    /// bytes, matched literally.
+    LazyGrammar {
+        /// The grammar (root rule `root`).
+        grammar: String,
+        /// Texts that switch the grammar on.
+        trigger_words: Vec<String>,
+        /// Tokens that switch the grammar on.
+        trigger_tokens: Vec<Token>,
+    },
     /// Pick the most likely token.
     Greedy,
     /// Draw from the distribution, seeded.
@@ -194,6 +213,36 @@ pub(super) fn check(model: &LlamaModel, stages: &[SamplerStage]) -> Result<()> {
                 model.check_vocab()?;
             }
             SamplerStage::Grammar(_) => model.check_vocab()?,
+            SamplerStage::LazyGrammar {
+                trigger_words,
+                trigger_tokens,
+                ..
+            } => {
+                model.check_vocab()?;
+                if trigger_words.is_empty() && trigger_tokens.is_empty() {
+                    return Err(invalid(
+                        "a lazy grammar needs a trigger word or token, or it never applies",
+                    ));
+                }
+                if trigger_words.len() > MAX_TRIGGERS
+                    || trigger_words
+                        .iter()
+                        .any(|w| w.is_empty() || w.len() > MAX_TRIGGER_LEN)
+                {
+                    return Err(invalid(format!(
+                        "a lazy grammar takes at most {MAX_TRIGGERS} trigger words of 1 to {MAX_TRIGGER_LEN} bytes"
+                    )));
+                }
+                if trigger_words.iter().any(|w| w.contains('\0')) {
+                    return Err(Error::NulByte {
+                        what: "a trigger word",
+                    });
+                }
+                for t in trigger_tokens {
+                    model.check_token(*t)?;
+                }
+            }
+
             SamplerStage::Mirostat { m, .. } if *m < 1 => {
                 return Err(invalid(format!("Mirostat m {m} must be at least 1")));
             }
@@ -273,6 +322,11 @@ pub(super) fn init(
                 sys::llama_sampler_init_logit_bias(n_vocab, raw.len() as i32, raw.as_ptr())
             }
             SamplerStage::Grammar(grammar) => return grammar_sampler(model, grammar),
+            SamplerStage::LazyGrammar {
+                grammar,
+                trigger_words,
+                trigger_tokens,
+            } => return lazy_grammar_sampler(model, grammar, trigger_words, trigger_tokens),
             SamplerStage::Greedy => sys::llama_sampler_init_greedy(),
             SamplerStage::Dist { seed } => sys::llama_sampler_init_dist(*seed),
             SamplerStage::Mirostat { tau, eta, m, seed } => {
@@ -311,6 +365,69 @@ fn grammar_sampler(
         )
     });
     crate::ffi::check("llama_sampler_init_grammar", status)?;
+    if g.is_null() {
+        return Err(Error::InvalidParameter {
+            name: "grammar",
+            reason: crate::logging::reason(&lines),
+        });
+    }
+    Ok(g)
+}
+
+/// The lazy grammar sampler: the trigger words become one regex of
+/// escaped literals (no repetition, so libstdc++'s recursive matcher stays
+/// shallow however long the output), matched where it starts.
+fn lazy_grammar_sampler(
+    model: &LlamaModel,
+    grammar: &str,
+    words: &[String],
+    tokens: &[Token],
+) -> Result<*mut llama_safe_sys::llama_sampler> {
+    let text = CString::new(grammar).map_err(|_| Error::NulByte {
+        what: "the grammar",
+    })?;
+    let escaped: Vec<String> = words
+        .iter()
+        .map(|w| {
+            w.chars().fold(String::new(), |mut out, c| {
+                if "\\^$.|?*+()[]{}/".contains(c) {
+                    out.push('\\');
+                }
+                out.push(c);
+                out
+            })
+        })
+        .collect();
+    let pattern =
+        CString::new(format!("(?:{})", escaped.join("|"))).map_err(|_| Error::NulByte {
+            what: "a trigger word",
+        })?;
+    let mut patterns: Vec<*const c_char> = if words.is_empty() {
+        Vec::new()
+    } else {
+        vec![pattern.as_ptr()]
+    };
+    let raw_tokens: Vec<i32> = tokens.iter().map(|t| t.0).collect();
+    let mut g = std::ptr::null_mut();
+    // SAFETY: the strings and arrays are valid for the call (llama.cpp
+    // copies the patterns and tokens), each count matches its array (so its
+    // `GGML_ASSERT(trigger_* != nullptr)` holds), the tokens are in the
+    // vocabulary (checked), and the vocab lives as long as the model, which
+    // the sampler borrows; NULL is a parse error, a throw (std::regex_error)
+    // is caught by the firewall.
+    let (status, lines) = crate::logging::capture(|| unsafe {
+        llama_safe_sys::llama_sys_sampler_init_grammar_lazy(
+            model.vocab(),
+            text.as_ptr(),
+            c"root".as_ptr(),
+            patterns.as_mut_ptr(),
+            patterns.len(),
+            raw_tokens.as_ptr(),
+            raw_tokens.len(),
+            &mut g,
+        )
+    });
+    crate::ffi::check("llama_sampler_init_grammar_lazy_patterns", status)?;
     if g.is_null() {
         return Err(Error::InvalidParameter {
             name: "grammar",
