@@ -1,7 +1,9 @@
 """The official `openai` and `ollama` Python clients against a running server
 (examples/server on the demo model): chat and completions, streaming and
-not, model listing. Usage: python_clients.py http://127.0.0.1:PORT"""
+not, model listing, tool calls and structured output. Usage:
+python_clients.py http://127.0.0.1:PORT"""
 
+import json
 import sys
 
 import ollama
@@ -47,6 +49,79 @@ try:
 except openai.BadRequestError as e:
     assert e.body["param"] == "n", e.body
 
+# Tool calls: the demo model's template has no tool syntax, so the server
+# uses the generic JSON format; its grammar makes the tiny model's call valid.
+tools = [
+    {
+        "type": "function",
+        "function": {
+            "name": "weather",
+            "description": "The weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"enum": ["Paris", "Rome"]}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+call_args = dict(model=model, tools=tools, temperature=0, max_tokens=1000, parallel_tool_calls=False)
+r = oa.chat.completions.create(messages=ask, tool_choice="required", **call_args)
+choice = r.choices[0]
+assert choice.finish_reason == "tool_calls", r
+call = choice.message.tool_calls[0]
+assert call.function.name == "weather", call
+assert json.loads(call.function.arguments)["city"] in ("Paris", "Rome"), call
+
+streamed, finish = {}, None
+for chunk in oa.chat.completions.create(
+    messages=ask, tool_choice={"type": "function", "function": {"name": "weather"}},
+    stream=True, **call_args
+):
+    for tc in chunk.choices[0].delta.tool_calls or []:
+        entry = streamed.setdefault(tc.index, {"name": "", "arguments": ""})
+        entry["name"] += tc.function.name or ""
+        entry["arguments"] += tc.function.arguments or ""
+    finish = chunk.choices[0].finish_reason or finish
+assert finish == "tool_calls", finish
+assert streamed[0]["name"] == "weather", streamed
+assert json.loads(streamed[0]["arguments"]) == json.loads(call.function.arguments), streamed
+
+# The call and its result go back; the model may answer or call again.
+follow = ask + [
+    choice.message.model_dump(exclude_none=True),
+    {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"},
+]
+r = oa.chat.completions.create(messages=follow, **call_args)
+m = r.choices[0].message
+assert (r.choices[0].finish_reason == "tool_calls") == bool(m.tool_calls), r
+
+# Structured output: a JSON schema the answer must follow.
+schema = {
+    "type": "object",
+    "properties": {
+        "city": {"enum": ["Paris", "Rome"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 9},
+    },
+    "required": ["city", "days"],
+    "additionalProperties": False,
+}
+r = oa.chat.completions.create(
+    model=model, messages=ask, temperature=0, max_tokens=1000,
+    response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": schema, "strict": True}},
+)
+trip = json.loads(r.choices[0].message.content)
+assert trip["city"] in ("Paris", "Rome") and 1 <= trip["days"] <= 9, trip
+try:
+    oa.chat.completions.create(
+        model=model, messages=ask,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a+"}}},
+    )
+    raise AssertionError("an unsupported schema was accepted")
+except openai.BadRequestError as e:
+    assert e.body["param"] == "response_format", e.body
+
 ol = ollama.Client(host=base)
 listed = [m.model for m in ol.list().models]
 assert listed == [model], listed
@@ -69,7 +144,11 @@ text = "".join(
 )
 assert text == chat_reply, text
 
+ch = ol.chat(model=model, messages=ask, format=schema, options={"temperature": 0, "num_predict": 1000})
+trip = json.loads(ch.message.content)
+assert trip["city"] in ("Paris", "Rome") and 1 <= trip["days"] <= 9, trip
+
 shown = ol.show(model)
 assert shown.modelinfo["general.architecture"] == "llama", shown
 
-print("python clients: openai", openai.__version__, "and ollama: 12 checks passed")
+print("python clients: openai", openai.__version__, "and ollama: 18 checks passed")

@@ -207,10 +207,41 @@ async fn openai_semantics_refuse_what_is_not_supported() {
     let cases = [
         ("/v1/completions", json!({"prompt": "x", "n": 2}), "n"),
         (
+            "/v1/completions",
+            json!({"prompt": "x", "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            "tools",
+        ),
+        (
             "/v1/chat/completions",
             json!({"messages": [{"role": "user", "content": "x"}],
-            "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            "tools": [{"type": "function", "function": {"name": "f",
+                "parameters": {"type": "object", "properties": {"s": {"type": "string", "pattern": "a+"}}}}}]}),
             "tools",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "tool_choice",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}),
+            "tool_choice",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "nope"}}}}),
+            "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "response_format": {"type": "json_object"}}),
+            "response_format",
         ),
         (
             "/v1/completions",

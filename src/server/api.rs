@@ -1,8 +1,10 @@
 //! Request bodies, checked field by field, and the JSON errors that name the
 //! field at fault.
 
+use super::tools::{self, ToolUse};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use llama_safe::chat::ToolCallFormat;
 use llama_safe::{ChatMessage, SamplingOptions};
 use serde_json::{json, Map, Value};
 
@@ -66,6 +68,8 @@ pub struct GenRequest {
     pub stop: Vec<String>,
     /// Stream the answer as server-sent events.
     pub stream: bool,
+    /// Tool calling, for `/v1/chat/completions` with `tools`.
+    pub tools: Option<ToolUse>,
 }
 
 /// Which API a body is for (their fields and defaults differ a little).
@@ -115,6 +119,8 @@ pub struct Limits<'a> {
     pub n_ctx: u32,
     /// Vocabulary size, for `logit_bias` token ids.
     pub n_vocab: u32,
+    /// How the model writes tool calls.
+    pub tool_format: ToolCallFormat,
 }
 
 /// Parses and checks a body.
@@ -123,6 +129,7 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
         model_name,
         n_ctx: max_tokens_limit,
         n_vocab,
+        tool_format,
     } = limits;
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::status(
@@ -148,11 +155,18 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
     }
 
     // Fields this server does not implement are refused, never ignored.
-    for (field, what) in [
-        ("tools", "tool calling"),
-        ("functions", "function calling"),
-        ("suffix", "fill-in-the-middle"),
-    ] {
+    let unsupported: &[(&str, &str)] = match api {
+        Api::Chat => &[
+            ("functions", "the deprecated function calling: use `tools`"),
+            ("suffix", "fill-in-the-middle"),
+        ],
+        _ => &[
+            ("tools", "tool calling, on /v1/chat/completions only"),
+            ("functions", "function calling"),
+            ("suffix", "fill-in-the-middle"),
+        ],
+    };
+    for &(field, what) in unsupported {
         let present = match obj.get(field) {
             None | Some(Value::Null) => false,
             Some(Value::Array(a)) => !a.is_empty(),
@@ -207,20 +221,10 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
                 .as_array()
                 .filter(|a| !a.is_empty())
                 .ok_or_else(|| ApiError::bad("messages", "`messages` must be a non-empty array"))?;
-            let mut messages = Vec::with_capacity(list.len());
-            for m in list {
-                let role = m.get("role").and_then(Value::as_str);
-                let content = m.get("content").and_then(Value::as_str);
-                match (role, content) {
-                    (Some(role), Some(content)) => messages.push(ChatMessage::new(role, content)),
-                    _ => {
-                        return Err(ApiError::bad(
-                            "messages",
-                            "each message needs a string `role` and a string `content`",
-                        ))
-                    }
-                }
-            }
+            let messages = list
+                .iter()
+                .map(tools::message)
+                .collect::<Result<Vec<ChatMessage>, _>>()?;
             (String::new(), Some(messages))
         }
         Api::Generate | Api::Completions => {
@@ -351,6 +355,16 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
             ),
         ));
     }
+    let tools = match api {
+        Api::Chat => tools::parse_tools(obj, tool_format, &mut sampling)?,
+        _ => None,
+    };
+    let format_field = if api.is_ollama() {
+        "format"
+    } else {
+        "response_format"
+    };
+    tools::parse_response_format(obj, format_field, &mut sampling)?;
     let stream = match obj.get("stream") {
         None | Some(Value::Null) => api.is_ollama(),
         Some(Value::Bool(b)) => *b,
@@ -363,6 +377,7 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
         sampling,
         stop,
         stream,
+        tools,
     })
 }
 

@@ -3,8 +3,10 @@
 //! closes, the request is cancelled and the engine frees its KV cells.
 
 use super::api::{ApiError, GenRequest};
+use super::tools;
 use super::AppState;
 use axum::http::StatusCode;
+use llama_safe::chat::ToolCallFormat;
 use llama_safe::engine::Request;
 use llama_safe::{Error, Event, GenerateOptions, GenerationStats, Piece, StopReason};
 use std::sync::atomic::Ordering;
@@ -63,12 +65,19 @@ pub async fn start(
         let req = req.clone();
         tokio::task::spawn_blocking(move || {
             let model = &state.model;
-            let prompt = match &req.messages {
-                Some(messages) => model
-                    .apply_chat_template(messages, true)
-                    .map_err(|e| ApiError::bad("messages", e.to_string()))?,
-                None => req.prompt.clone(),
-            };
+            let prompt = match (&req.messages, &req.tools) {
+                (Some(messages), Some(t)) if t.format == ToolCallFormat::Generic => model
+                    .apply_chat_template(
+                        &tools::with_generic_instructions(messages, &t.tools),
+                        true,
+                    ),
+                (Some(messages), Some(t)) => {
+                    model.apply_chat_template_with_tools(messages, &t.tools, true)
+                }
+                (Some(messages), None) => model.apply_chat_template(messages, true),
+                (None, _) => Ok(req.prompt.clone()),
+            }
+            .map_err(|e| ApiError::bad("messages", e.to_string()))?;
             model
                 .tokenize(&prompt, true, true)
                 .map_err(|e| ApiError::bad(param, e.to_string()))

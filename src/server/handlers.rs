@@ -2,6 +2,7 @@
 
 use super::api::{self, Api, ApiError, GenRequest};
 use super::generation::{self, finish_reason, GenEvent};
+use super::tools::{self, ToolStream};
 use super::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -10,6 +11,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, Stream, StreamExt};
+use llama_safe::chat::ParsedReply;
 use llama_safe::GenerationStats;
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -41,6 +43,7 @@ pub(crate) async fn begin(
             model_name: &state.model_name,
             n_ctx: state.n_ctx(),
             n_vocab: state.model.n_vocab(),
+            tool_format: state.model.tool_call_format(),
         };
         let req = api::parse(body, api, limits)?;
         let rx = generation::start(state, &req).await?;
@@ -223,53 +226,96 @@ pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Res
 }
 
 /// `POST /v1/chat/completions` in OpenAI's format, with the model's own
-/// chat template.
+/// chat template; tool calls in `message.tool_calls` (streamed: in the
+/// last delta before `finish_reason: "tool_calls"`).
 pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let (req, rx) = match begin(&state, "/v1/chat/completions", Api::Chat, &body).await {
         Ok(ok) => ok,
         Err(response) => return response,
     };
     let ids = OpenAi::new("chatcmpl", &state);
+    let format = req.tools.as_ref().map(|t| t.format);
     if req.stream {
         let mut first = true;
+        let mut calls = format.map(ToolStream::new);
+        let chunk = move |delta: Value, finish: Option<&str>, usage: Option<Value>| {
+            ids.body(
+                "chat.completion.chunk",
+                json!({"index": 0, "delta": delta, "finish_reason": finish}),
+                usage,
+            )
+        };
         return sse(
             rx,
             move |e| match e {
                 GenEvent::Piece(p) => {
+                    let text = match calls.as_mut() {
+                        Some(c) => c.push(&p.text).unwrap_or_default(),
+                        None => p.text,
+                    };
                     // The first chunk also names the role, as OpenAI's do.
                     let delta = if std::mem::take(&mut first) {
-                        json!({"role": "assistant", "content": p.text})
+                        json!({"role": "assistant", "content": text})
                     } else {
-                        json!({"content": p.text})
+                        json!({"content": text})
                     };
-                    ids.body(
-                        "chat.completion.chunk",
-                        json!({"index": 0, "delta": delta, "finish_reason": null}),
-                        None,
-                    )
+                    chunk(delta, None, None)
                 }
-                GenEvent::Done(s) => ids.body(
-                    "chat.completion.chunk",
-                    json!({"index": 0, "delta": {}, "finish_reason": finish_reason(s.stop_reason)}),
-                    Some(usage(&s)),
-                ),
+                GenEvent::Done(s) => {
+                    let reply = calls.take().map(ToolStream::finish).unwrap_or_default();
+                    let mut delta = json!({});
+                    if !reply.content.is_empty() {
+                        delta["content"] = json!(reply.content);
+                    }
+                    if !reply.tool_calls.is_empty() {
+                        delta["tool_calls"] = tools::calls_json(&reply.tool_calls, true);
+                    }
+                    let finish = chat_finish_reason(&s, &reply);
+                    // The calls and the end in one chunk (clients join
+                    // deltas, so one or two chunks read the same).
+                    chunk(delta, Some(finish), Some(usage(&s)))
+                }
                 GenEvent::Error(_, m) => error_json(m),
             },
             true,
         );
     }
     match collect(rx).await {
-        Ok((text, s)) => Json(ids.body(
-            "chat.completion",
-            json!({
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish_reason(s.stop_reason),
-            }),
-            Some(usage(&s)),
-        ))
-        .into_response(),
+        Ok((text, s)) => {
+            let reply = match format {
+                Some(f) => f.parse(&text),
+                None => ParsedReply {
+                    content: text,
+                    tool_calls: Vec::new(),
+                },
+            };
+            let mut message = json!({"role": "assistant", "content": reply.content});
+            if !reply.tool_calls.is_empty() {
+                if reply.content.is_empty() {
+                    message["content"] = Value::Null;
+                }
+                message["tool_calls"] = tools::calls_json(&reply.tool_calls, false);
+            }
+            Json(ids.body(
+                "chat.completion",
+                json!({
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": chat_finish_reason(&s, &reply),
+                }),
+                Some(usage(&s)),
+            ))
+            .into_response()
+        }
         Err(response) => response,
+    }
+}
+
+/// `tool_calls` when the answer called tools (and was not cut short).
+fn chat_finish_reason(s: &GenerationStats, reply: &ParsedReply) -> &'static str {
+    match finish_reason(s.stop_reason) {
+        "stop" if !reply.tool_calls.is_empty() => "tool_calls",
+        other => other,
     }
 }
 

@@ -12,6 +12,7 @@ mod generation;
 mod handlers;
 pub mod metrics;
 pub mod ollama;
+pub mod tools;
 
 use axum::body::Body;
 use axum::extract::{Request, State};

@@ -1,0 +1,405 @@
+//! Tool calling and structured output in requests: OpenAI's `tools`,
+//! `tool_choice`, `parallel_tool_calls`, tool messages and
+//! `response_format`, Ollama's `format`; and the tool calls in answers,
+//! whole or streamed.
+
+use super::api::ApiError;
+use llama_safe::chat::{ParsedReply, ToolCallFormat, ToolChoice};
+use llama_safe::grammar::{json_object_grammar, json_schema_to_grammar};
+use llama_safe::{ChatMessage, Error, SamplerStage, SamplingOptions, Tool, ToolCall};
+use serde_json::{json, Map, Value};
+
+/// Most tools one request may define.
+pub const MAX_TOOLS: usize = 128;
+
+/// Tool calling asked for by a chat request (with `tool_choice` other
+/// than `none`).
+#[derive(Debug, Clone)]
+pub struct ToolUse {
+    /// The tools, for the chat template.
+    pub tools: Vec<Tool>,
+    /// How the model writes calls.
+    pub format: ToolCallFormat,
+}
+
+/// Reads `tools`, `tool_choice` and `parallel_tool_calls`, and puts the
+/// grammar that keeps the model's calls well-formed into `sampling`.
+pub fn parse_tools(
+    obj: &Map<String, Value>,
+    format: ToolCallFormat,
+    sampling: &mut SamplingOptions,
+) -> Result<Option<ToolUse>, ApiError> {
+    let list = match obj.get("tools") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) if list.len() <= MAX_TOOLS => list.clone(),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "tools",
+                format!("`tools` must be an array of at most {MAX_TOOLS} functions"),
+            ))
+        }
+    };
+    let tools = list.iter().map(tool).collect::<Result<Vec<_>, _>>()?;
+    let choice = match obj.get("tool_choice") {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(_) if tools.is_empty() => {
+            return Err(ApiError::bad("tool_choice", "`tool_choice` needs `tools`"))
+        }
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            "none" => ToolChoice::None,
+            _ => return Err(bad_choice()),
+        },
+        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) if v.get("type").and_then(Value::as_str) == Some("function") => {
+                ToolChoice::Function(name.to_string())
+            }
+            _ => return Err(bad_choice()),
+        },
+    };
+    let parallel = match obj.get("parallel_tool_calls") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::bad(
+                "parallel_tool_calls",
+                "`parallel_tool_calls` must be true or false",
+            ))
+        }
+    };
+    if tools.is_empty() || choice == ToolChoice::None {
+        return Ok(None);
+    }
+    let stage = format
+        .grammar(&tools, &choice, parallel)
+        .map_err(|e| match e {
+            Error::InvalidParameter { reason, .. } => ApiError::bad("tool_choice", reason),
+            other => ApiError::bad("tools", other.to_string()),
+        })?;
+    match stage {
+        Some(SamplerStage::LazyGrammar {
+            grammar,
+            trigger_words,
+            ..
+        }) => {
+            sampling.grammar = Some(grammar);
+            sampling.grammar_triggers = trigger_words;
+        }
+        Some(SamplerStage::Grammar(grammar)) => sampling.grammar = Some(grammar),
+        _ => {}
+    }
+    Ok(Some(ToolUse { tools, format }))
+}
+
+fn bad_choice() -> ApiError {
+    ApiError::bad(
+        "tool_choice",
+        "`tool_choice` must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+    )
+}
+
+/// One entry of `tools`: `{"type": "function", "function": {"name",
+/// "description"?, "parameters"?}}`.
+fn tool(v: &Value) -> Result<Tool, ApiError> {
+    let bad = |m: &str| ApiError::bad("tools", m.to_string());
+    if v.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(bad("each tool needs `\"type\": \"function\"`"));
+    }
+    let f = v
+        .get("function")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("each tool needs a `function` object"))?;
+    let name = f
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| {
+            (1..=64).contains(&n.len())
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+        .ok_or_else(|| bad("a function `name` is 1 to 64 letters, digits, `_` or `-`"))?;
+    let description = match f.get("description") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(bad("a function `description` must be a string")),
+    };
+    let parameters = match f.get("parameters") {
+        None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+        Some(p @ Value::Object(_)) => p.clone(),
+        Some(_) => {
+            return Err(bad(
+                "a function's `parameters` must be a JSON schema object",
+            ))
+        }
+    };
+    Ok(Tool {
+        name: name.to_string(),
+        description,
+        parameters,
+    })
+}
+
+/// OpenAI's `response_format` (`text`, `json_object`, `json_schema`) or
+/// Ollama's `format` (`"json"` or a schema) as a grammar in `sampling`.
+pub fn parse_response_format(
+    obj: &Map<String, Value>,
+    field: &'static str,
+    sampling: &mut SamplingOptions,
+) -> Result<(), ApiError> {
+    let grammar =
+        match (field, obj.get(field)) {
+            (_, None | Some(Value::Null)) => return Ok(()),
+            ("format", Some(Value::String(s))) if s.is_empty() => return Ok(()),
+            ("format", Some(Value::String(s))) if s == "json" => json_object_grammar(),
+            ("format", Some(schema @ Value::Object(_))) => schema_grammar(schema, field)?,
+            ("response_format", Some(v)) => match v.get("type").and_then(Value::as_str) {
+                Some("text") => return Ok(()),
+                Some("json_object") => json_object_grammar(),
+                Some("json_schema") => {
+                    let schema = v
+                        .pointer("/json_schema/schema")
+                        .ok_or_else(|| ApiError::bad(field, "`json_schema.schema` is required"))?;
+                    schema_grammar(schema, field)?
+                }
+                _ => return Err(ApiError::bad(
+                    field,
+                    "`response_format.type` must be \"text\", \"json_object\" or \"json_schema\"",
+                )),
+            },
+            _ => {
+                return Err(ApiError::bad(
+                    field,
+                    "`format` must be \"json\" or a JSON schema object",
+                ))
+            }
+        };
+    if sampling.grammar.is_some() {
+        return Err(ApiError::bad(
+            field,
+            format!("`{field}` cannot be combined with tool calling"),
+        ));
+    }
+    sampling.grammar = Some(grammar);
+    Ok(())
+}
+
+fn schema_grammar(schema: &Value, field: &'static str) -> Result<String, ApiError> {
+    json_schema_to_grammar(schema).map_err(|e| ApiError::bad(field, e.to_string()))
+}
+
+/// One chat message: `role`, `content` (a string, null, or text parts),
+/// an assistant's `tool_calls`, a tool's `tool_call_id`.
+pub fn message(m: &Value) -> Result<ChatMessage, ApiError> {
+    let bad = |s: &str| ApiError::bad("messages", s.to_string());
+    let role = m
+        .get("role")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("each message needs a string `role` and a string `content`"))?;
+    let tool_calls = match m.get("tool_calls") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(calls)) => calls
+            .iter()
+            .map(|c| {
+                let f = c.get("function").unwrap_or(c);
+                let name = f.get("name").and_then(Value::as_str);
+                let arguments = match f.get("arguments") {
+                    Some(Value::String(s)) => serde_json::from_str(s).ok(),
+                    Some(v @ Value::Object(_)) => Some(v.clone()),
+                    None => Some(json!({})),
+                    Some(_) => None,
+                };
+                match (name, arguments) {
+                    (Some(name), Some(arguments)) => Ok(ToolCall {
+                        id: c
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        name: name.to_string(),
+                        arguments,
+                    }),
+                    _ => Err(bad(
+                        "a tool call needs `function.name` and `function.arguments` (a JSON object, or a string of one)",
+                    )),
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad("`tool_calls` must be an array")),
+    };
+    let content = match m.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) if !tool_calls.is_empty() => String::new(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(
+                |p| match (p.get("type").and_then(Value::as_str), p.get("text")) {
+                    (Some("text"), Some(Value::String(t))) => Ok(t.as_str()),
+                    _ => Err(bad("only text content parts are supported")),
+                },
+            )
+            .collect::<Result<String, _>>()?,
+        _ => {
+            return Err(bad(
+                "each message needs a string `role` and a string `content`",
+            ))
+        }
+    };
+    let tool_call_id = match m.get("tool_call_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(bad("`tool_call_id` must be a string")),
+    };
+    Ok(ChatMessage {
+        role: role.to_string(),
+        content,
+        tool_calls,
+        tool_call_id,
+    })
+}
+
+/// For the generic format (a template with no tool syntax): a system
+/// message that describes the tools and the JSON to answer with, put
+/// first (or joined to the caller's system message).
+pub fn with_generic_instructions(messages: &[ChatMessage], tools: &[Tool]) -> Vec<ChatMessage> {
+    let list: Vec<Value> = tools
+        .iter()
+        .map(|t| json!({"name": t.name, "description": t.description, "parameters": t.parameters}))
+        .collect();
+    let text = format!(
+        "You can call these tools:\n{}\nAnswer with JSON only: {{\"tool_calls\": [{{\"name\": ..., \"arguments\": {{...}}}}]}} to call tools, or {{\"response\": \"...\"}} to answer directly.",
+        serde_json::to_string_pretty(&list).unwrap_or_default()
+    );
+    let mut out = messages.to_vec();
+    match out.first_mut() {
+        Some(first) if first.role == "system" => {
+            first.content = format!("{}\n\n{text}", first.content);
+        }
+        _ => out.insert(0, ChatMessage::new("system", text)),
+    }
+    out
+}
+
+/// The calls as OpenAI writes them: `arguments` a string of JSON; with
+/// `index` for streamed deltas.
+pub fn calls_json(calls: &[ToolCall], streamed: bool) -> Value {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut v = json!({
+                "id": c.id, "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments.to_string()},
+            });
+            if streamed {
+                v["index"] = json!(i);
+            }
+            v
+        })
+        .collect()
+}
+
+/// Streams an answer that may hold tool calls: text goes out as it comes,
+/// except what may be the start of a call (the format's trigger, or a
+/// prefix of it at the end), which is held back; at the end the whole
+/// answer is parsed.
+pub struct ToolStream {
+    format: ToolCallFormat,
+    text: String,
+    /// Bytes of `text` sent as content.
+    sent: usize,
+    /// The trigger was seen: nothing more goes out until the end.
+    holding: bool,
+}
+
+impl ToolStream {
+    /// A stream for answers in `format`.
+    pub fn new(format: ToolCallFormat) -> ToolStream {
+        ToolStream {
+            format,
+            text: String::new(),
+            sent: 0,
+            // The generic format's answer is JSON from its first byte.
+            holding: format == ToolCallFormat::Generic,
+        }
+    }
+
+    /// Adds a piece; returns the text that can go out now.
+    pub fn push(&mut self, piece: &str) -> Option<String> {
+        self.text.push_str(piece);
+        if self.holding {
+            return None;
+        }
+        let trigger = self.format.trigger().unwrap_or_default();
+        let pending = &self.text[self.sent..];
+        let safe = match pending.find(trigger) {
+            Some(at) => {
+                self.holding = true;
+                at
+            }
+            // Keep back a tail that could grow into the trigger.
+            None => (1..trigger.len().min(pending.len() + 1))
+                .rev()
+                .find(|&n| {
+                    pending.is_char_boundary(pending.len() - n)
+                        && trigger.starts_with(&pending[pending.len() - n..])
+                })
+                .map_or(pending.len(), |n| pending.len() - n),
+        };
+        let out = pending[..safe].to_string();
+        self.sent += safe;
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// The end: the content not yet sent and the calls.
+    pub fn finish(self) -> ParsedReply {
+        let reply = self.format.parse(&self.text);
+        if reply.tool_calls.is_empty() {
+            let content = if self.format == ToolCallFormat::Generic {
+                reply.content
+            } else {
+                self.text[self.sent..].to_string()
+            };
+            return ParsedReply {
+                content,
+                tool_calls: Vec::new(),
+            };
+        }
+        // Text after the calls, if the model wrote any.
+        let sent = self.text[..self.sent].trim();
+        let rest = reply.content.strip_prefix(sent).unwrap_or("").to_string();
+        ParsedReply {
+            content: rest,
+            tool_calls: reply.tool_calls,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_holds_back_what_may_start_a_call() {
+        let mut s = ToolStream::new(ToolCallFormat::Hermes);
+        let mut out = String::new();
+        for piece in [
+            "Let me ",
+            "check.<tool",
+            "_call>{\"name\": \"f\", ",
+            "\"arguments\": {}}</tool_call>",
+        ] {
+            out.push_str(&s.push(piece).unwrap_or_default());
+        }
+        assert_eq!(out, "Let me check.");
+        let end = s.finish();
+        assert_eq!(end.tool_calls[0].name, "f");
+        assert_eq!(end.content, "");
+
+        // A held-back prefix that does not become the trigger goes out.
+        let mut s = ToolStream::new(ToolCallFormat::Hermes);
+        assert_eq!(s.push("a <to").as_deref(), Some("a "));
+        assert_eq!(s.push("ad").as_deref(), Some("<toad"));
+        assert_eq!(s.finish().content, "");
+    }
+}
