@@ -20,6 +20,8 @@
 //! - [`LlamaContext`], [`Batch`], [`Sampler`] and [`LlamaModel::generate`]:
 //!   decoding, KV cache and state, sampling and streaming generation with
 //!   exact stats; [`LlamaModel::embed`] for pooled embeddings;
+//! - [`chat`] and [`grammar`]: chat templates, tool calls, JSON-schema
+//!   grammars for structured output;
 //! - [`gguf`] and [`demo`]: reading and writing GGUF files, the demo model.
 
 #![warn(missing_docs)]

@@ -104,7 +104,7 @@ pub enum SamplerStage {
     /// boundaries) or a trigger token is sampled, the output from there on
     /// must follow the grammar, whose `root` must start with the trigger.
     /// This is how tool calls are constrained while free text stays free.
-    /// At most [`MAX_TRIGGERS`] words, each of 1 to [`MAX_TRIGGER_LEN`]
+    /// At most 16 words, each of 1 to 256
     /// bytes, matched literally.
     LazyGrammar {
         /// The grammar (root rule `root`).
