@@ -94,7 +94,7 @@ fn run(args: Args) -> Result<()> {
         let mut reply = String::new();
         let mut last = None;
         let mut stop = None;
-        for event in model.generate(&mut ctx, &prompt, &options)? {
+        for event in ctx.generate(&prompt, &options)? {
             match event? {
                 Event::Piece(piece) => {
                     reply.push_str(&piece.text);

@@ -74,7 +74,7 @@ fn run(args: Args) -> Result<()> {
         .with_pooling(pooling);
     let mut ctx = LlamaContext::new(&model, &params)?;
     let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    let vectors = model.embed(&mut ctx, &texts, !args.no_normalize)?;
+    let vectors = ctx.embed(&texts, !args.no_normalize)?;
 
     println!(
         "{} sentences, {} dimensions, pooling {:?}",

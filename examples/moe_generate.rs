@@ -78,7 +78,7 @@ fn run(mut args: Args) -> Result<()> {
     if !args.chat {
         let _ = write!(out, "{prompt}");
     }
-    for event in model.generate(&mut ctx, &prompt, &options)? {
+    for event in ctx.generate(&prompt, &options)? {
         match event? {
             Event::Piece(piece) => {
                 let _ = write!(out, "{}", piece.text);

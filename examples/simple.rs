@@ -26,7 +26,7 @@ fn main() -> Result<()> {
     };
 
     print!("{prompt}");
-    for event in model.generate(&mut ctx, &prompt, &options)? {
+    for event in ctx.generate(&prompt, &options)? {
         if let Event::Piece(piece) = event? {
             print!("{}", piece.text);
         }

@@ -12,7 +12,7 @@ fn ours(path: &std::path::Path, prompt: &str) -> llama_safe::Result<String> {
         ..Default::default()
     };
     let mut text = prompt.to_string();
-    for event in model.generate(&mut ctx, prompt, &options)? {
+    for event in ctx.generate(prompt, &options)? {
         if let Event::Piece(piece) = event? {
             text.push_str(&piece.text);
         }

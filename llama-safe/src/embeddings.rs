@@ -1,14 +1,13 @@
-//! Pooled sentence embeddings: [`LlamaModel::embed`].
+//! Pooled sentence embeddings: [`LlamaContext::embed`].
 
 use crate::context::batch::Batch;
 use crate::context::params::Pooling;
 use crate::context::LlamaContext;
 use crate::error::{Error, Result};
-use crate::model::LlamaModel;
 use crate::token::Token;
 
-impl LlamaModel {
-    /// One pooled embedding per text, computed in `ctx`, which must be in
+impl LlamaContext<'_> {
+    /// One pooled embedding per text, computed in this context, which must be in
     /// embeddings mode with a pooling other than [`Pooling::None`]
     /// ([`ContextParams::with_embeddings`](crate::ContextParams::with_embeddings),
     /// [`with_pooling`](crate::ContextParams::with_pooling)). Texts are packed
@@ -28,22 +27,13 @@ impl LlamaModel {
     ///     .with_embeddings(true)
     ///     .with_pooling(Pooling::Mean);
     /// let mut ctx = LlamaContext::new(&model, &params)?;
-    /// let vectors = model.embed(&mut ctx, &["one tiny model", "many experts"], true)?;
+    /// let vectors = ctx.embed(&["one tiny model", "many experts"], true)?;
     /// assert_eq!(vectors.len(), 2);
     /// assert_eq!(vectors[0].len(), model.n_embd_out() as usize);
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
-    pub fn embed(
-        &self,
-        ctx: &mut LlamaContext<'_>,
-        texts: &[&str],
-        normalize: bool,
-    ) -> Result<Vec<Vec<f32>>> {
-        if !std::ptr::eq(ctx.model(), self) {
-            return Err(Error::Embeddings {
-                reason: "the context belongs to another model".into(),
-            });
-        }
+    pub fn embed(&mut self, texts: &[&str], normalize: bool) -> Result<Vec<Vec<f32>>> {
+        let ctx = self;
         if !ctx.embeddings_enabled() {
             return Err(Error::Embeddings {
                 reason: "the context is not in embeddings mode (ContextParams::with_embeddings)"
@@ -66,7 +56,7 @@ impl LlamaModel {
         };
         let tokenized = texts
             .iter()
-            .map(|t| self.tokenize(t, true, false))
+            .map(|t| ctx.model().tokenize(t, true, false))
             .collect::<Result<Vec<_>>>()?;
         for tokens in &tokenized {
             if tokens.is_empty() {

@@ -197,7 +197,7 @@ pub enum Error {
         message: String,
     },
     /// The grammar allows no further token (it is complete, or every token
-    /// it allows is banned); [`generate`](crate::LlamaModel::generate) ends
+    /// it allows is banned); [`generate`](crate::LlamaContext::generate) ends
     /// with [`StopReason::GrammarDeadEnd`](crate::StopReason::GrammarDeadEnd) instead.
     #[error("grammar dead end: {reason}")]
     GrammarDeadEnd {

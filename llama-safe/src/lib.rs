@@ -17,9 +17,9 @@
 //!   the MoE offload builders; [`LlamaModelParams::plan`] and
 //!   [`MoeOffload::fit`] for dry runs;
 //! - [`LlamaModel`] and [`Placement`]: the loaded model and where it went;
-//! - [`LlamaContext`], [`Batch`], [`Sampler`] and [`LlamaModel::generate`]:
+//! - [`LlamaContext`], [`Batch`], [`Sampler`] and [`LlamaContext::generate`]:
 //!   decoding, KV cache and state, sampling and streaming generation with
-//!   exact stats; [`LlamaModel::embed`] for pooled embeddings;
+//!   exact stats; [`LlamaContext::embed`] for pooled embeddings;
 //! - [`chat`] and [`grammar`]: chat templates, tool calls, JSON-schema
 //!   grammars for structured output;
 //! - [`gguf`] and [`demo`]: reading and writing GGUF files, the demo model.

@@ -40,7 +40,7 @@ impl Drop for Raw {
 /// let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(128))?;
 /// ctx.set_loras(&[(&adapter, 1.0)])?;
 /// let options = GenerateOptions { sampling: SamplingOptions::greedy(), ..Default::default() };
-/// let text: String = model.generate(&mut ctx, DEMO_PROMPT, &options)?
+/// let text: String = ctx.generate(DEMO_PROMPT, &options)?
 ///     .filter_map(|e| match e { Ok(Event::Piece(p)) => Some(p.text), _ => None })
 ///     .collect();
 /// assert_eq!(text, DemoLora::CONTINUATION);

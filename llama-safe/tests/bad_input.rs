@@ -165,7 +165,7 @@ fn prompt_longer_than_the_context() {
     let model = LlamaModel::load(&backend, moe_path(), &LlamaModelParams::default()).unwrap();
     let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(16)).unwrap();
     let prompt = "Once upon a time ".repeat(300);
-    match model.generate(&mut ctx, &prompt, &GenerateOptions::default()) {
+    match ctx.generate(&prompt, &GenerateOptions::default()) {
         Err(Error::PromptTooLong { tokens, n_ctx }) => {
             assert!(tokens > n_ctx as usize);
             assert_eq!(n_ctx, ctx.n_ctx());

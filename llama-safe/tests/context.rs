@@ -442,9 +442,9 @@ fn embeddings_are_normalised_and_independent_of_packing() {
     ];
     let mut packed = LlamaContext::new(&model, &embed_params(4).with_kv_unified(true)).unwrap();
     assert_eq!(packed.pooling(), Pooling::Mean);
-    let a = model.embed(&mut packed, &texts, true).unwrap();
+    let a = packed.embed(&texts, true).unwrap();
     let mut single = LlamaContext::new(&model, &embed_params(1)).unwrap();
-    let b = model.embed(&mut single, &texts, true).unwrap();
+    let b = single.embed(&texts, true).unwrap();
     assert_eq!(a.len(), texts.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.len(), model.n_embd() as usize);
@@ -460,12 +460,12 @@ fn embeddings_are_normalised_and_independent_of_packing() {
     // Without a unified cache embed decodes one text at a time (llama.cpp
     // pools mixed-length sequences of one batch wrongly there).
     let mut per_seq = LlamaContext::new(&model, &embed_params(4)).unwrap();
-    assert_eq!(model.embed(&mut per_seq, &texts, true).unwrap(), b);
+    assert_eq!(per_seq.embed(&texts, true).unwrap(), b);
     let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
     assert!((dot(&a[0], &a[3]) - 1.0).abs() < 1e-4);
     assert!(dot(&a[0], &a[1]) < 0.9999);
 
-    let raw = model.embed(&mut packed, &texts[..1], false).unwrap();
+    let raw = packed.embed(&texts[..1], false).unwrap();
     let norm: f32 = raw[0].iter().map(|v| v * v).sum::<f32>().sqrt();
     assert!(
         (norm - 1.0).abs() > 1e-3,
@@ -478,7 +478,7 @@ fn embeddings_need_an_embeddings_context() {
     let model = load();
     let mut plain = LlamaContext::new(&model, &params()).unwrap();
     assert!(matches!(
-        model.embed(&mut plain, &["x"], true),
+        plain.embed(&["x"], true),
         Err(Error::Embeddings { .. })
     ));
     let mut unpooled = LlamaContext::new(
@@ -487,13 +487,13 @@ fn embeddings_need_an_embeddings_context() {
     )
     .unwrap();
     assert!(matches!(
-        model.embed(&mut unpooled, &["x"], true),
+        unpooled.embed(&["x"], true),
         Err(Error::Embeddings { .. })
     ));
     let mut ctx = LlamaContext::new(&model, &embed_params(2)).unwrap();
     let long = "experts ".repeat(600);
     assert!(matches!(
-        model.embed(&mut ctx, &[long.as_str()], true),
+        ctx.embed(&[long.as_str()], true),
         Err(Error::PromptTooLong { .. })
     ));
 }

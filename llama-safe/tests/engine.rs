@@ -38,7 +38,7 @@ fn finish(handle: Handle) -> (String, GenerationStats) {
     panic!("no Done event");
 }
 
-/// The same request run alone through `LlamaModel::generate`.
+/// The same request run alone through `LlamaContext::generate`.
 fn solo(model: &LlamaModel, prompt: &str, options: &GenerateOptions) -> String {
     let mut ctx = LlamaContext::new(
         model,
@@ -46,7 +46,7 @@ fn solo(model: &LlamaModel, prompt: &str, options: &GenerateOptions) -> String {
     )
     .unwrap();
     let mut text = String::new();
-    for event in model.generate(&mut ctx, prompt, options).unwrap() {
+    for event in ctx.generate(prompt, options).unwrap() {
         if let Event::Piece(p) = event.unwrap() {
             text.push_str(&p.text);
         }

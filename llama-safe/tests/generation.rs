@@ -29,7 +29,7 @@ fn run(
     )
     .unwrap();
     let (mut text, mut tokens, mut stats) = (String::new(), Vec::new(), None);
-    for event in model.generate(&mut ctx, prompt, options).unwrap() {
+    for event in ctx.generate(prompt, options).unwrap() {
         match event.unwrap() {
             Event::Piece(p) => {
                 text.push_str(&p.text);

@@ -7,14 +7,14 @@ use common::*;
 use llama_safe::demo::{DemoLora, DEMO_CONTINUATION, DEMO_PROMPT};
 use llama_safe::*;
 
-fn text<'m>(model: &'m LlamaModel, ctx: &mut LlamaContext<'m>) -> String {
+fn text(ctx: &mut LlamaContext<'_>) -> String {
     ctx.clear();
     let options = GenerateOptions {
         sampling: SamplingOptions::greedy(),
         ..Default::default()
     };
     let mut text = String::new();
-    for event in model.generate(ctx, DEMO_PROMPT, &options).unwrap() {
+    for event in ctx.generate(DEMO_PROMPT, &options).unwrap() {
         if let Event::Piece(p) = event.unwrap() {
             text.push_str(&p.text);
         }
@@ -32,18 +32,18 @@ fn the_demo_adapter_changes_the_sentence_and_comes_off_again() {
         &ContextParams::default().with_n_ctx(128).with_threads(2),
     )
     .unwrap();
-    assert_eq!(text(&model, &mut ctx), DEMO_CONTINUATION);
+    assert_eq!(text(&mut ctx), DEMO_CONTINUATION);
     ctx.set_loras(&[(&adapter, 1.0)]).unwrap();
-    assert_eq!(text(&model, &mut ctx), DemoLora::CONTINUATION);
+    assert_eq!(text(&mut ctx), DemoLora::CONTINUATION);
     // Scale 0 is no adapter at all.
     ctx.set_loras(&[(&adapter, 0.0)]).unwrap();
-    assert_eq!(text(&model, &mut ctx), DEMO_CONTINUATION);
+    assert_eq!(text(&mut ctx), DEMO_CONTINUATION);
     ctx.set_loras(&[(&adapter, 1.0)]).unwrap();
     // The context keeps the adapter alive while it is applied.
     drop(adapter);
-    assert_eq!(text(&model, &mut ctx), DemoLora::CONTINUATION);
+    assert_eq!(text(&mut ctx), DemoLora::CONTINUATION);
     ctx.clear_loras();
-    assert_eq!(text(&model, &mut ctx), DEMO_CONTINUATION);
+    assert_eq!(text(&mut ctx), DEMO_CONTINUATION);
 }
 
 #[test]
@@ -56,8 +56,8 @@ fn adapters_are_per_context_and_per_model() {
     let mut with = LlamaContext::new(&model, &params).unwrap();
     let mut without = LlamaContext::new(&model, &params).unwrap();
     with.set_loras(&[(&adapter, 1.0)]).unwrap();
-    assert_eq!(text(&model, &mut with), DemoLora::CONTINUATION);
-    assert_eq!(text(&model, &mut without), DEMO_CONTINUATION);
+    assert_eq!(text(&mut with), DemoLora::CONTINUATION);
+    assert_eq!(text(&mut without), DEMO_CONTINUATION);
     let mut other = LlamaContext::new(&dense, &params).unwrap();
     assert!(matches!(
         other.set_loras(&[(&adapter, 1.0)]),

@@ -364,7 +364,7 @@ fn run_one(path: &Path) -> String {
                 ..Default::default()
             };
             let mut n = 0;
-            for event in model.generate(&mut ctx, demo::DEMO_PROMPT, &options)? {
+            for event in ctx.generate(demo::DEMO_PROMPT, &options)? {
                 if let Event::Piece(_) = event? {
                     n += 1;
                 }

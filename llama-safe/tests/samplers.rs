@@ -25,10 +25,7 @@ fn run(model: &LlamaModel, mut stages: Vec<SamplerStage>) -> String {
         ..Default::default()
     };
     let mut text = String::new();
-    for event in model
-        .generate(&mut ctx, demo::DEMO_PROMPT, &options)
-        .unwrap()
-    {
+    for event in ctx.generate(demo::DEMO_PROMPT, &options).unwrap() {
         if let Event::Piece(p) = event.unwrap() {
             text.push_str(&p.text);
         }

@@ -40,7 +40,7 @@ fn generate(
         ..Default::default()
     };
     let (mut text, mut reason) = (String::new(), None);
-    for event in model.generate(&mut ctx, prompt, &options).unwrap() {
+    for event in ctx.generate(prompt, &options).unwrap() {
         match event.unwrap() {
             Event::Piece(p) => text.push_str(&p.text),
             Event::Done(s) => reason = Some(s.stop_reason),

@@ -239,7 +239,7 @@ pub fn run_rust(spec: &RunSpec, config: &Config) -> Result<RunResult> {
     };
     let mut text = String::new();
     let mut stats = None;
-    for event in model.generate(&mut ctx, &spec.prompt, &options)? {
+    for event in ctx.generate(&spec.prompt, &options)? {
         match event? {
             Event::Piece(p) => text.push_str(&p.text),
             Event::Done(s) => stats = Some(s),

@@ -82,7 +82,7 @@ fn main() {
         for (i, b) in batched.iter().enumerate() {
             ctx.clear();
             let mut solo = String::new();
-            for event in model.generate(&mut ctx, &prompt(i), &options)? {
+            for event in ctx.generate(&prompt(i), &options)? {
                 if let Event::Piece(p) = event? {
                     solo.push_str(&p.text);
                 }

@@ -94,7 +94,7 @@ impl ContextParams {
     }
     /// One KV buffer shared by all sequences (`true`) or one per sequence
     /// (`false`, llama.cpp's default). Shared is better when sequences share
-    /// a long prefix. [`LlamaModel::embed`](crate::LlamaModel::embed) packs
+    /// a long prefix. [`LlamaContext::embed`](crate::LlamaContext::embed) packs
     /// several texts into one decode only with a shared buffer: with one
     /// buffer per sequence, llama.cpp at this revision pools sequences of
     /// different lengths in one batch wrongly (checked in the tests).

@@ -124,7 +124,7 @@ impl EngineConfig {
 
 /// One generation to run: prompt tokens (tokenize them on your own thread:
 /// tokenizing a long text takes time the engine's decoding should not wait
-/// for) and the options of [`LlamaModel::generate`] (`cancel` included).
+/// for) and the options of [`LlamaContext::generate`](crate::LlamaContext::generate) (`cancel` included).
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The prompt, with its BOS token if the model wants one.

@@ -3,7 +3,6 @@
 
 use crate::context::LlamaContext;
 use crate::error::{Error, Result};
-use crate::model::LlamaModel;
 use crate::sampler::{Sampler, SamplingOptions};
 use crate::token::{Token, Utf8Stream};
 use stop::StopMatcher;
@@ -13,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Options for [`LlamaModel::generate`].
+/// Options for [`LlamaContext::generate`].
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
     /// Most tokens to generate.
@@ -153,9 +152,11 @@ pub struct Generation<'c, 'm> {
     span: tracing::Span,
 }
 
-impl LlamaModel {
-    /// Decodes `prompt` in `ctx` (after what it already holds) and returns an
-    /// iterator of generated pieces ending with [`Event::Done`].
+impl<'m> LlamaContext<'m> {
+    /// Decodes `prompt` in this context (after what it already holds) and
+    /// returns an iterator of generated pieces ending with [`Event::Done`].
+    /// The context runs its own model only: the types rule out a context
+    /// of another model.
     ///
     /// ```
     /// use llama_safe::{demo::{DemoModel, DEMO_CONTINUATION, DEMO_PROMPT}, *};
@@ -164,49 +165,52 @@ impl LlamaModel {
     /// let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(128))?;
     /// let options = GenerateOptions { sampling: SamplingOptions::greedy(), ..Default::default() };
     /// let mut text = String::new();
-    /// for event in model.generate(&mut ctx, DEMO_PROMPT, &options)? {
+    /// for event in ctx.generate(DEMO_PROMPT, &options)? {
     ///     if let Event::Piece(p) = event? { text.push_str(&p.text) }
     /// }
     /// assert_eq!(text, DEMO_CONTINUATION);
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
-    ///
-    /// A context over another model than `self` is [`Error::ModelMismatch`].
-    pub fn generate<'c, 'm>(
-        &'m self,
-        ctx: &'c mut LlamaContext<'m>,
+    pub fn generate<'c>(
+        &'c mut self,
         prompt: &str,
         options: &GenerateOptions,
     ) -> Result<Generation<'c, 'm>> {
-        if !std::ptr::eq(ctx.model(), self) {
-            return Err(Error::ModelMismatch {
-                what: "the generation",
-            });
-        }
+        let model = self.model();
+        let add_bos = options.add_bos && self.n_past() == 0;
+        let tokens = model.tokenize(prompt, add_bos, options.parse_special)?;
+        self.generate_tokens(&tokens, options)
+    }
+
+    /// As [`generate`](Self::generate), from a prompt already tokenized
+    /// (as a server does to check its length first).
+    pub fn generate_tokens<'c>(
+        &'c mut self,
+        tokens: &[Token],
+        options: &GenerateOptions,
+    ) -> Result<Generation<'c, 'm>> {
         #[cfg(feature = "tracing")]
         let span = tracing::info_span!("llama_generate", max_tokens = options.max_tokens);
         #[cfg(feature = "tracing")]
         let _entered = span.clone().entered();
         let start = Instant::now();
-        let add_bos = options.add_bos && ctx.n_past() == 0;
-        let tokens = self.tokenize(prompt, add_bos, options.parse_special)?;
         if tokens.is_empty() {
             return Err(Error::Tokenize {
                 reason: "the prompt is empty".into(),
             });
         }
-        let needed = ctx.n_past() as usize + tokens.len();
-        if needed > ctx.n_ctx() as usize {
+        let needed = self.n_past() as usize + tokens.len();
+        if needed > self.n_ctx() as usize {
             return Err(Error::PromptTooLong {
                 tokens: needed,
-                n_ctx: ctx.n_ctx(),
+                n_ctx: self.n_ctx(),
             });
         }
-        let sampler = Sampler::new(self, &options.sampling)?;
-        ctx.decode(&tokens)?;
+        let sampler = Sampler::new(self.model(), &options.sampling)?;
+        self.decode(tokens)?;
         let prompt_done = Instant::now();
         Ok(Generation {
-            ctx,
+            ctx: self,
             sampler,
             options: options.clone(),
             utf8: Utf8Stream::default(),

@@ -36,7 +36,7 @@ pub fn greedy_text(model: &LlamaModel, prompt: &str) -> String {
         ..Default::default()
     };
     let mut text = String::new();
-    for event in model.generate(&mut ctx, prompt, &options).unwrap() {
+    for event in ctx.generate(prompt, &options).unwrap() {
         if let Event::Piece(p) = event.unwrap() {
             text.push_str(&p.text);
         }
