@@ -147,7 +147,7 @@ pub(crate) fn device_by_name(name: &str) -> Result<llama_safe_sys::ggml_backend_
         let available: Vec<String> = registry_devices().into_iter().map(|d| d.name).collect();
         return Err(Error::UnknownDevice {
             name: name.to_string(),
-            available: available.join(", "),
+            available,
         });
     }
     Ok(dev)

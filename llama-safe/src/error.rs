@@ -65,12 +65,21 @@ pub enum Error {
         reason: String,
     },
     /// A device name is not among the ggml backend devices.
-    #[error("unknown device {name:?}; available: {available}")]
+    #[error("unknown device {name:?}; available: {}", available.join(", "))]
     UnknownDevice {
         /// The name as given.
         name: String,
-        /// The names that exist, comma-separated.
-        available: String,
+        /// The names that exist.
+        available: Vec<String>,
+    },
+    /// A sequence id is not below the context's `n_seq_max` (in a batch,
+    /// or given to a KV cache or state call).
+    #[error("sequence id {seq} is not below n_seq_max = {n_seq_max}")]
+    InvalidSequence {
+        /// The id used.
+        seq: i64,
+        /// The context's limit.
+        n_seq_max: u32,
     },
     /// A parameter is out of its range.
     #[error("invalid parameter {name}: {reason}")]
@@ -129,7 +138,7 @@ pub enum Error {
     },
     /// `llama_decode` returned a status.
     #[error("decode failed: {0}")]
-    Decode(#[from] crate::context::DecodeError),
+    Decode(#[from] DecodeError),
     /// Tokenization failed.
     #[error("tokenization failed: {reason}")]
     Tokenize {
@@ -267,3 +276,44 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why `llama_decode` failed, one variant per status it documents, plus the
+/// batch checks done here before llama.cpp sees the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// No KV cache slot for the batch: the context is full.
+    #[error("no KV cache slot for the batch (the context is full)")]
+    NoKvSlot,
+    /// The abort callback stopped the computation.
+    #[error("aborted by the abort callback")]
+    Aborted,
+    /// llama.cpp rejected the batch (empty, a token outside the vocabulary,
+    /// inconsistent positions); its log says which.
+    #[error("invalid batch")]
+    InvalidBatch,
+    /// The batch is larger than one decode takes (`n_batch`, or `n_ubatch`
+    /// for non-causal models).
+    #[error("batch of {tokens} tokens exceeds the limit of {limit} per decode")]
+    BatchTooLarge {
+        /// Tokens in the batch.
+        tokens: usize,
+        /// The most one decode takes.
+        limit: u32,
+    },
+    /// Any other status.
+    #[error("llama_decode returned {0}")]
+    Other(i32),
+}
+
+impl DecodeError {
+    pub(crate) fn from_status(status: i32) -> Option<DecodeError> {
+        match status {
+            0 => None,
+            1 => Some(DecodeError::NoKvSlot),
+            2 => Some(DecodeError::Aborted),
+            -1 => Some(DecodeError::InvalidBatch),
+            other => Some(DecodeError::Other(other)),
+        }
+    }
+}

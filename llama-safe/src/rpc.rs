@@ -216,11 +216,7 @@ pub fn serve(
         if !local.iter().any(|d| &d.name == name) {
             return Err(Error::UnknownDevice {
                 name: name.clone(),
-                available: local
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                available: local.iter().map(|d| d.name.clone()).collect(),
             });
         }
         let c = CString::new(name.as_str()).map_err(|_| Error::NulByte {

@@ -90,7 +90,7 @@ fn unknown_device_is_an_error_at_load() {
     match LlamaModel::load(&backend, moe_path(), &params) {
         Err(Error::UnknownDevice { name, available }) => {
             assert_eq!(name, "CUDA7");
-            assert!(available.contains("CPU"), "{available}");
+            assert!(available.iter().any(|d| d == "CPU"), "{available:?}");
         }
         other => panic!("{other:?}"),
     }

@@ -3,7 +3,8 @@
 //!
 //! Positions are given as ranges (`..`, `10..`, `0..32`); sequence ids must
 //! be below the context's `n_seq_max`, or the call is
-//! [`Error::InvalidParameter`] (llama.cpp itself would abort).
+//! [`Error::InvalidSequence`] (llama.cpp itself would abort); a bad range is
+//! [`Error::InvalidParameter`].
 
 use super::LlamaContext;
 use crate::error::{Error, Result};
@@ -36,7 +37,7 @@ impl LlamaContext<'_> {
     /// ```
     pub fn seq_remove(&mut self, seq: Option<u32>, range: impl RangeBounds<u32>) -> Result<bool> {
         let seq = match seq {
-            Some(s) => self.check_seq("seq", s)?,
+            Some(s) => self.check_seq(s)?,
             None => -1,
         };
         let (p0, p1) = positions(&range)?;
@@ -49,8 +50,8 @@ impl LlamaContext<'_> {
     /// data: the cells are shared), e.g. to fork a common prompt into
     /// several sequences.
     pub fn seq_copy(&mut self, src: u32, dst: u32, range: impl RangeBounds<u32>) -> Result<()> {
-        let src = self.check_seq("src", src)?;
-        let dst = self.check_seq("dst", dst)?;
+        let src = self.check_seq(src)?;
+        let dst = self.check_seq(dst)?;
         let (p0, p1) = positions(&range)?;
         if !self.kv_unified && src != dst && (p0, p1) != (0, -1) {
             // Each sequence has its own stream here, and llama.cpp copies
@@ -75,7 +76,7 @@ impl LlamaContext<'_> {
     /// which, without a unified cache, leaves the other sequences in theirs;
     /// this removes each of them instead.)
     pub fn seq_keep(&mut self, seq: u32) -> Result<()> {
-        let keep = self.check_seq("seq", seq)?;
+        let keep = self.check_seq(seq)?;
         for other in (0..self.n_seq_max() as i32).filter(|&s| s != keep) {
             // SAFETY: every id below n_seq_max is valid; removing a whole
             // sequence never fails.
@@ -87,7 +88,7 @@ impl LlamaContext<'_> {
     /// Adds `delta` to the positions of `seq`'s cells in `range` (a context
     /// shift). [`Error::InvalidParameter`] where the cache cannot shift.
     pub fn seq_shift(&mut self, seq: u32, range: impl RangeBounds<u32>, delta: i32) -> Result<()> {
-        let seq = self.check_seq("seq", seq)?;
+        let seq = self.check_seq(seq)?;
         let (p0, p1) = positions(&range)?;
         // SAFETY: id checked.
         let max = unsafe { llama_safe_sys::llama_memory_seq_pos_max(self.memory(), seq) };
@@ -114,7 +115,7 @@ impl LlamaContext<'_> {
     /// The smallest position of `seq` in the cache; `None` if it is empty
     /// (or `seq` is not below `n_seq_max`).
     pub fn seq_pos_min(&self, seq: u32) -> Option<u32> {
-        let seq = self.check_seq("seq", seq).ok()?;
+        let seq = self.check_seq(seq).ok()?;
         // SAFETY: id checked.
         let p = unsafe { llama_safe_sys::llama_memory_seq_pos_min(self.memory(), seq) };
         u32::try_from(p).ok()
@@ -123,18 +124,18 @@ impl LlamaContext<'_> {
     /// The largest position of `seq` in the cache; `None` if it is empty
     /// (or `seq` is not below `n_seq_max`).
     pub fn seq_pos_max(&self, seq: u32) -> Option<u32> {
-        let seq = self.check_seq("seq", seq).ok()?;
+        let seq = self.check_seq(seq).ok()?;
         // SAFETY: id checked.
         let p = unsafe { llama_safe_sys::llama_memory_seq_pos_max(self.memory(), seq) };
         u32::try_from(p).ok()
     }
 
-    pub(super) fn check_seq(&self, name: &'static str, seq: u32) -> Result<i32> {
+    pub(super) fn check_seq(&self, seq: u32) -> Result<i32> {
         let n_seq_max = self.n_seq_max();
         if seq >= n_seq_max {
-            return Err(Error::InvalidParameter {
-                name,
-                reason: format!("sequence id {seq} is not below n_seq_max = {n_seq_max}"),
+            return Err(Error::InvalidSequence {
+                seq: seq.into(),
+                n_seq_max,
             });
         }
         Ok(seq as i32)

@@ -14,7 +14,7 @@ mod state;
 
 pub use breakdown::{device_bytes, device_totals, host_bytes, MemoryTotals, MemoryUse};
 
-use crate::error::{Error, Result};
+use crate::error::{DecodeError, Error, Result};
 use crate::logging;
 use crate::model::LlamaModel;
 use crate::token::Token;
@@ -22,55 +22,6 @@ use batch::Batch;
 use params::{AbortCallback, ContextParams, Pooling};
 use std::ffi::c_void;
 use std::ptr::NonNull;
-
-/// Why `llama_decode` failed, one variant per status it documents, plus the
-/// batch checks done here before llama.cpp sees the batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// No KV cache slot for the batch: the context is full.
-    #[error("no KV cache slot for the batch (the context is full)")]
-    NoKvSlot,
-    /// The abort callback stopped the computation.
-    #[error("aborted by the abort callback")]
-    Aborted,
-    /// llama.cpp rejected the batch (empty, a token outside the vocabulary,
-    /// inconsistent positions); its log says which.
-    #[error("invalid batch")]
-    InvalidBatch,
-    /// The batch is larger than one decode takes (`n_batch`, or `n_ubatch`
-    /// for non-causal models).
-    #[error("batch of {tokens} tokens exceeds the limit of {limit} per decode")]
-    BatchTooLarge {
-        /// Tokens in the batch.
-        tokens: usize,
-        /// The most one decode takes.
-        limit: u32,
-    },
-    /// A sequence id is not below the context's `n_seq_max`.
-    #[error("sequence id {seq} is not below n_seq_max = {n_seq_max}")]
-    InvalidSequence {
-        /// The id used.
-        seq: i32,
-        /// The context's limit.
-        n_seq_max: u32,
-    },
-    /// Any other status.
-    #[error("llama_decode returned {0}")]
-    Other(i32),
-}
-
-impl DecodeError {
-    fn from_status(status: i32) -> Option<DecodeError> {
-        match status {
-            0 => None,
-            1 => Some(DecodeError::NoKvSlot),
-            2 => Some(DecodeError::Aborted),
-            -1 => Some(DecodeError::InvalidBatch),
-            other => Some(DecodeError::Other(other)),
-        }
-    }
-}
 
 /// One inference stream over a model (or several, with sequence ids and
 /// [`Batch`]). It borrows the model, so the model outlives it; these do not
@@ -323,7 +274,10 @@ impl<'model> LlamaContext<'model> {
         }
         let n_seq_max = self.n_seq_max();
         if let Some(seq) = batch.max_seq().filter(|&s| s >= n_seq_max as i32) {
-            return Err(DecodeError::InvalidSequence { seq, n_seq_max }.into());
+            return Err(Error::InvalidSequence {
+                seq: seq.into(),
+                n_seq_max,
+            });
         }
         self.outputs.clear();
         let mut status = 0;

@@ -67,7 +67,7 @@ impl LlamaContext<'_> {
 
     /// The state of one sequence as bytes.
     pub fn save_seq_state(&mut self, seq: u32) -> Result<Vec<u8>> {
-        let seq = self.check_seq("seq", seq)?;
+        let seq = self.check_seq(seq)?;
         // SAFETY: the context is live and the sequence id checked.
         let size = unsafe { llama_safe_sys::llama_state_seq_get_size(self.as_ptr(), seq) };
         let mut buf = vec![0u8; HEADER_LEN + size];
@@ -87,7 +87,7 @@ impl LlamaContext<'_> {
     /// Restores a sequence state from [`save_seq_state`](Self::save_seq_state)
     /// into sequence `seq` (which may differ from the one saved).
     pub fn load_seq_state(&mut self, bytes: &[u8], seq: u32) -> Result<()> {
-        let seq = self.check_seq("seq", seq)?;
+        let seq = self.check_seq(seq)?;
         let bytes = payload(bytes, Kind::Sequence)?;
         self.outputs.clear();
         let (n, lines) = crate::logging::capture(|| {
