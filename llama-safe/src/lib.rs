@@ -43,6 +43,7 @@ mod lora;
 mod model;
 pub mod model_params;
 pub mod moe;
+mod panic;
 pub mod pattern_limits;
 pub mod placement;
 pub mod plan;

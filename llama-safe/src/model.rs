@@ -319,6 +319,9 @@ fn load_checked(
     // asserts on were checked above.
     let (model, lines) =
         logging::capture(|| unsafe { llama_safe_sys::llama_model_load_from_file(c.as_ptr(), raw) });
+    // A panic in the progress callback cancelled the load (llama.cpp freed
+    // what it had): it goes on unwinding here, in Rust.
+    raw_params.progress.panic.resume();
     match NonNull::new(model) {
         Some(model) => Ok((model, lines)),
         None if raw_params.progress.cancelled => Err(Error::LoadCancelled {

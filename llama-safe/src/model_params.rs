@@ -229,9 +229,10 @@ impl LlamaModelParams {
         Ok(self)
     }
 
-    /// Called with the load progress (0.0 to 1.0). Returning `false`, or
-    /// panicking, cancels the load cleanly with
-    /// [`Error::LoadCancelled`]. It is never re-entered: a load started from
+    /// Called with the load progress (0.0 to 1.0). Returning `false` cancels
+    /// the load cleanly with [`Error::LoadCancelled`]. A panic cancels it
+    /// too (it never unwinds into C) and then goes on unwinding from the
+    /// load call, with its own payload. It is never re-entered: a load started from
     /// inside a progress callback (with a clone of these params, say) runs
     /// without reporting progress.
     pub fn with_progress_callback(
@@ -435,6 +436,7 @@ impl LlamaModelParams {
             progress: Box::new(ProgressState {
                 callback: self.progress.clone(),
                 cancelled: false,
+                panic: Default::default(),
             }),
         })
     }
@@ -477,6 +479,8 @@ pub(crate) struct ProgressState {
     callback: Option<Progress>,
     /// Set when the callback returned false or panicked.
     pub(crate) cancelled: bool,
+    /// The callback's panic, resumed when the load has returned.
+    pub(crate) panic: crate::panic::Caught,
 }
 
 unsafe extern "C" fn progress_trampoline(progress: f32, user_data: *mut c_void) -> bool {
@@ -499,17 +503,16 @@ unsafe extern "C" fn progress_trampoline(progress: f32, user_data: *mut c_void) 
         // is the same one), so the nested load reports no progress.
         return true;
     }
-    let keep_going = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        IN_CALLBACK.with(|c| c.set(true));
-        let mut f = callback.lock().unwrap_or_else(|e| e.into_inner());
-        let keep_going = f(progress);
-        IN_CALLBACK.with(|c| c.set(false));
-        keep_going
-    }))
-    .unwrap_or_else(|_| {
-        IN_CALLBACK.with(|c| c.set(false));
-        false
-    });
+    IN_CALLBACK.with(|c| c.set(true));
+    // A panic stops the load and is resumed once llama.cpp has returned.
+    let keep_going = state
+        .panic
+        .wrap(|| {
+            let mut f = callback.lock().unwrap_or_else(|e| e.into_inner());
+            f(progress)
+        })
+        .unwrap_or(false);
+    IN_CALLBACK.with(|c| c.set(false));
     if !keep_going {
         state.cancelled = true;
     }

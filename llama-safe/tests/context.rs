@@ -349,13 +349,14 @@ fn abort_callback_stops_a_decode() {
     ctx.decode(&prompt(&model)).unwrap();
     assert_eq!(continue_greedy(&model, &mut ctx), DEMO_CONTINUATION);
 
-    // A panicking callback aborts instead of unwinding into C.
+    // A panicking callback aborts the decode instead of unwinding into C;
+    // the panic then goes on from `decode`, with its payload.
     let panicky = params().with_abort_callback(Arc::new(|| panic!("boom")));
     let mut ctx = LlamaContext::new(&model, &panicky).unwrap();
-    assert!(matches!(
-        ctx.decode(&prompt(&model)),
-        Err(Error::Decode(DecodeError::Aborted))
-    ));
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.decode(&prompt(&model))))
+            .expect_err("the callback's panic resumes from decode");
+    assert_eq!(panicked.downcast_ref::<&str>(), Some(&"boom"));
 }
 
 #[test]

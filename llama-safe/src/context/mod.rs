@@ -70,7 +70,7 @@ pub struct LlamaContext<'model> {
     embeddings: bool,
     kv_unified: bool,
     /// Kept alive (at a stable address) as long as llama.cpp may call it.
-    _abort: Option<Box<AbortCallback>>,
+    abort: Option<Box<AbortState>>,
     /// The LoRA adapters applied, kept alive while llama.cpp refers to them
     /// (dropped after `llama_free`).
     pub(crate) loras: Vec<std::sync::Arc<dyn Send + Sync>>,
@@ -98,13 +98,20 @@ impl std::fmt::Debug for LlamaContext<'_> {
     }
 }
 
-/// Calls the user's abort callback; a panic counts as "abort".
+/// The abort callback and its panic, if it panicked.
+struct AbortState {
+    callback: AbortCallback,
+    panic: crate::panic::Caught,
+}
+
+/// Calls the user's abort callback; a panic aborts the computation and is
+/// resumed when the decode has returned.
 unsafe extern "C" fn abort_trampoline(data: *mut c_void) -> bool {
-    // SAFETY: data is the Box<AbortCallback> the context keeps alive for as
+    // SAFETY: data is the Box<AbortState> the context keeps alive for as
     // long as llama.cpp holds the pointer; the callback is Sync, so calls
     // from several compute threads at once are fine.
-    let callback = unsafe { &*(data as *const AbortCallback) };
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback())).unwrap_or(true)
+    let state = unsafe { &*(data as *const AbortState) };
+    state.panic.wrap(|| (state.callback)()).unwrap_or(true)
 }
 
 impl<'model> LlamaContext<'model> {
@@ -129,12 +136,16 @@ impl<'model> LlamaContext<'model> {
                 reason: "a context needs weights; this model was loaded vocabulary-only".into(),
             });
         }
-        let abort = params.abort.clone().map(Box::new);
+        let abort = params.abort.clone().map(|callback| {
+            Box::new(AbortState {
+                callback,
+                panic: Default::default(),
+            })
+        });
         let mut raw_params = params.raw;
         if let Some(callback) = &abort {
             raw_params.abort_callback = Some(abort_trampoline);
-            raw_params.abort_callback_data =
-                (&**callback as *const AbortCallback).cast_mut().cast();
+            raw_params.abort_callback_data = (&**callback as *const AbortState).cast_mut().cast();
         }
         // SAFETY: the model is live for 'model, longer than the context; the
         // abort data pointer stays valid while the context lives (the box
@@ -151,7 +162,7 @@ impl<'model> LlamaContext<'model> {
             outputs: Vec::new(),
             embeddings: params.raw.embeddings,
             kv_unified: params.raw.kv_unified,
-            _abort: abort,
+            abort,
             loras: Vec::new(),
         })
     }
@@ -288,6 +299,10 @@ impl<'model> LlamaContext<'model> {
         let thrown = batch.with_raw(|raw| unsafe {
             llama_safe_sys::llama_sys_decode(self.raw.as_ptr(), raw, &mut status)
         });
+        if let Some(abort) = &self.abort {
+            // The abort callback panicked (and so aborted the decode).
+            abort.panic.resume();
+        }
         crate::ffi::check("llama_decode", thrown)?;
         if let Some(e) = DecodeError::from_status(status) {
             return Err(e.into());

@@ -11,7 +11,8 @@ pub const MAX_THREADS: u32 = 512;
 /// [`DecodeError::Aborted`](crate::DecodeError::Aborted).
 ///
 /// It may be called from llama.cpp's compute threads, hence `Send + Sync`. A
-/// panic inside it is caught and counts as `true`.
+/// panic inside it never unwinds into C: it stops the decode, and once
+/// llama.cpp has returned it goes on unwinding from the `decode` call.
 pub type AbortCallback = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Options for a [`LlamaContext`](crate::LlamaContext).
