@@ -8,7 +8,7 @@
 //!
 //! `--fit-device-memory 20G` picks `--n-cpu-moe` itself: the smallest `n`
 //! whose weights, KV cache and compute buffers on the accelerators fit
-//! (dry runs of llama.cpp's loader and context, see `MoeOffload::fit`).
+//! (dry runs of llama.cpp's loader and context, see `fit_n_cpu_moe`).
 //!
 //! The generated text goes to stdout; progress, placement and stats go to
 //! stderr, so the text can be piped.
@@ -97,7 +97,7 @@ fn run(mut args: Args) -> Result<()> {
 fn fit(model: &ModelArgs, budget: u64, ctx: &ContextParams) -> Result<u32> {
     let path = model.path()?;
     let params = model.params();
-    let fit = MoeOffload::fit(&path, budget, None, &params, ctx)?;
+    let fit = params.fit_n_cpu_moe(&path, ctx, budget, None)?;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let on = context::device_totals(&fit.memory, None);
     if fit.device_bytes == 0 {

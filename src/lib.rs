@@ -5,3 +5,8 @@
 pub mod bench;
 pub mod cli;
 pub mod server;
+
+/// The README's Rust listings, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -60,9 +60,15 @@ fn harness_json_is_complete_and_consistent() {
     // Runs: interleaved, exact token counts, rates from the times.
     let backend = LlamaBackend::init();
     let model = LlamaModel::load(&backend, &model_path, &LlamaModelParams::default()).unwrap();
-    let prompt_tokens = model.tokenize(DEMO_PROMPT, true, true).unwrap().len();
+    let prompt_tokens = model
+        .tokenize(DEMO_PROMPT, llama_safe::Tokenize::CHAT)
+        .unwrap()
+        .len();
     let whole = model
-        .tokenize(&format!("{DEMO_PROMPT}{DEMO_CONTINUATION}"), true, false)
+        .tokenize(
+            &format!("{DEMO_PROMPT}{DEMO_CONTINUATION}"),
+            llama_safe::Tokenize::PROMPT,
+        )
         .unwrap();
     assert_eq!(report.runs.len(), 3 * configs.len());
     for (i, run) in report.runs.iter().enumerate() {

@@ -3,7 +3,7 @@
 //! the remote device (and, separately, with the experts kept local) and gives
 //! the same greedy sentence as a local run; for every model family and
 //! `n_cpu_moe`, the bytes on the device (weights, KV cache, compute buffers)
-//! are what `memory_plan`'s dry run predicted, and `MoeOffload::fit` picks
+//! are what `memory_plan`'s dry run predicted, and `fit_n_cpu_moe` picks
 //! `n` from them. Bad endpoints are typed errors within the timeout, never a
 //! hang or an abort.
 //!
@@ -166,7 +166,7 @@ fn layers_on_an_rpc_device_give_the_local_sentence_and_fit_predicts_its_bytes() 
 
 /// The RPC device stands in for a GPU: weights, KV cache and compute
 /// buffers on it are what a dry run predicts, for each model family and
-/// offload, and `MoeOffload::fit` picks n from those figures.
+/// offload, and `fit_n_cpu_moe` picks n from those figures.
 fn fit_predicts_the_bytes_on_the_rpc_device_for_every_family(backend: &LlamaBackend, rpc: &str) {
     let rpc = rpc.to_string();
     let params = LlamaModelParams::default()
@@ -218,11 +218,13 @@ fn fit_predicts_the_bytes_on_the_rpc_device_for_every_family(backend: &LlamaBack
         assert!(device[4] < device[0], "{}: {device:?}", family.name());
         // A budget of exactly the bytes at n = 2 picks the smallest n that
         // fits it; one byte less needs more blocks on the host.
-        let fit = MoeOffload::fit(&path, device[2], Some(&rpc), &params, &ctx).unwrap();
+        let fit = params
+            .fit_n_cpu_moe(&path, &ctx, device[2], Some(&rpc))
+            .unwrap();
         let smallest = device.iter().position(|&d| d <= device[2]).unwrap() as u32;
         assert_eq!(fit.n_cpu_moe, smallest, "{}", family.name());
         assert_eq!(fit.device_bytes, device[smallest as usize]);
-        match MoeOffload::fit(&path, device[4] - 1, Some(&rpc), &params, &ctx) {
+        match params.fit_n_cpu_moe(&path, &ctx, device[4] - 1, Some(&rpc)) {
             Err(Error::BudgetTooSmall { needed, .. }) => assert_eq!(needed, device[4]),
             other => panic!("{}: {other:?}", family.name()),
         }

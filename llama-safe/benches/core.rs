@@ -24,11 +24,11 @@ fn text() -> String {
 fn tokens(c: &mut Criterion) {
     let model = model();
     let text = text();
-    let tokens = model.tokenize(&text, true, false).unwrap();
+    let tokens = model.tokenize(&text, Tokenize::PROMPT).unwrap();
     let mut g = c.benchmark_group("tokens");
     g.throughput(Throughput::Bytes(text.len() as u64));
     g.bench_function("tokenize_3KB_text", |b| {
-        b.iter(|| model.tokenize(black_box(&text), true, false).unwrap())
+        b.iter(|| model.tokenize(black_box(&text), Tokenize::PROMPT).unwrap())
     });
     g.throughput(Throughput::Elements(tokens.len() as u64));
     g.bench_function("detokenize_650_tokens", |b| {
@@ -59,7 +59,7 @@ fn sampling_and_decode(c: &mut Criterion) {
     let model = model();
     let params = ContextParams::default().with_n_ctx(256).with_threads(1);
     let mut ctx = LlamaContext::new(&model, &params).unwrap();
-    let prompt = model.tokenize(DEMO_PROMPT, true, false).unwrap();
+    let prompt = model.tokenize(DEMO_PROMPT, Tokenize::PROMPT).unwrap();
     ctx.decode(&prompt).unwrap();
     let mut g = c.benchmark_group("sampler");
     let mut greedy = Sampler::new(&model, &SamplingOptions::greedy()).unwrap();

@@ -4,7 +4,7 @@ use crate::context::batch::Batch;
 use crate::context::params::Pooling;
 use crate::context::LlamaContext;
 use crate::error::{Error, Result};
-use crate::token::Token;
+use crate::token::{Token, Tokenize};
 
 impl LlamaContext<'_> {
     /// One pooled embedding per text, computed in this context, which must be in
@@ -56,7 +56,7 @@ impl LlamaContext<'_> {
         };
         let tokenized = texts
             .iter()
-            .map(|t| ctx.model().tokenize(t, true, false))
+            .map(|t| ctx.model().tokenize(t, Tokenize::PROMPT))
             .collect::<Result<Vec<_>>>()?;
         for tokens in &tokenized {
             if tokens.is_empty() {

@@ -15,7 +15,7 @@
 //! - [`LlamaBackend`]: process-wide initialisation and devices;
 //! - [`LlamaModelParams`] and [`moe`]: loading options, tensor overrides and
 //!   the MoE offload builders; [`LlamaModelParams::plan`] and
-//!   [`MoeOffload::fit`] for dry runs;
+//!   [`LlamaModelParams::fit_n_cpu_moe`] for dry runs;
 //! - [`LlamaModel`] and [`Placement`]: the loaded model and where it went;
 //! - [`LlamaContext`], [`Batch`], [`Sampler`] and [`LlamaContext::generate`]:
 //!   decoding, KV cache and state, sampling and streaming generation with
@@ -65,10 +65,10 @@ pub use model::LlamaModel;
 pub use model_params::{KvValue, LlamaModelParams, LoadMode, RawModelParams, SplitMode};
 pub use moe::MoeMode;
 pub use placement::Placement;
-pub use plan::{MoeFit, MoeOffload, Plan};
+pub use plan::{MoeFit, Plan};
 pub use sampler::{Sampler, SamplerStage, SamplingOptions};
 pub use tensor_override::{OverrideTarget, TensorPattern};
-pub use token::{Token, TokenAttrs, Utf8Stream};
+pub use token::{Token, TokenAttrs, Tokenize, Utf8Stream};
 
 /// What is known of the llama.cpp revision this crate was built against.
 pub const LLAMA_CPP_REVISION: &str = llama_safe_sys::LLAMA_CPP_REVISION;

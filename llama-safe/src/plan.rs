@@ -127,7 +127,7 @@ impl LlamaModelParams {
     }
 }
 
-/// The result of [`MoeOffload::fit`].
+/// The result of [`LlamaModelParams::fit_n_cpu_moe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoeFit {
     /// The smallest `n` for [`LlamaModelParams::with_n_cpu_moe`] that fits.
@@ -142,10 +142,6 @@ pub struct MoeFit {
     /// Dry runs it took (each a `no_alloc` load and context).
     pub dry_runs: u32,
 }
-
-/// Sizing MoE offload against an accelerator's memory.
-#[derive(Debug, Clone, Copy)]
-pub struct MoeOffload;
 
 impl LlamaModelParams {
     /// What a load with these params and a context with `ctx` would
@@ -173,34 +169,35 @@ impl LlamaModelParams {
     }
 }
 
-impl MoeOffload {
-    /// The smallest `n_cpu_moe` for which everything a load with `params`
-    /// and a context with `ctx` put on the accelerators (weights, KV cache
+impl LlamaModelParams {
+    /// The smallest `n_cpu_moe` for which everything a load with these
+    /// params and a context with `ctx` put on the accelerators (weights, KV cache
     /// and compute buffers, for that context size, batch and cache type)
     /// fits `device_budget_bytes`, with `device` naming one device
     /// (`CUDA0`, `RPC0`) or `None` for all of them.
     ///
     /// Each candidate is a dry run ([`LlamaModelParams::memory_plan`]); the
     /// device bytes fall as `n` grows, so a binary search needs about
-    /// `log2(layers)` of them. `params`' own MoE mode is replaced by
+    /// `log2(layers)` of them. These params' own MoE mode is replaced by
     /// `with_n_cpu_moe(n)`. More than the budget even with every expert on
     /// the host is [`Error::BudgetTooSmall`].
     ///
     /// ```
-    /// use llama_safe::{demo::DemoModel, ContextParams, LlamaModelParams, MoeOffload};
+    /// use llama_safe::{demo::DemoModel, ContextParams, LlamaModelParams};
     /// let ctx = ContextParams::default().with_n_ctx(256);
     /// // A CPU-only build puts nothing on a device: n = 0 fits any budget.
-    /// let fit = MoeOffload::fit(DemoModel::Moe.cached()?, 0, None, &LlamaModelParams::default(), &ctx)?;
+    /// let fit = LlamaModelParams::default().fit_n_cpu_moe(DemoModel::Moe.cached()?, &ctx, 0, None)?;
     /// assert_eq!((fit.n_cpu_moe, fit.device_bytes), (0, 0));
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
-    pub fn fit(
+    pub fn fit_n_cpu_moe(
+        &self,
         path: impl AsRef<Path>,
+        ctx: &ContextParams,
         device_budget_bytes: u64,
         device: Option<&str>,
-        params: &LlamaModelParams,
-        ctx: &ContextParams,
     ) -> Result<MoeFit> {
+        let params = self;
         // One parse of the file for every dry run.
         let file = GgufFile::open(path)?;
         crate::backend::LlamaBackend::init();

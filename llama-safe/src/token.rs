@@ -7,11 +7,53 @@ use crate::model::LlamaModel;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token(pub i32);
 
+/// How [`LlamaModel::tokenize`] treats special tokens.
+///
+/// ```
+/// use llama_safe::{demo::DemoModel, LlamaBackend, LlamaModel, Tokenize};
+/// let model = LlamaModel::load(&LlamaBackend::init(), DemoModel::Moe.cached()?, &Default::default())?;
+/// let prompt = model.tokenize("Once upon a time", Tokenize::PROMPT)?;
+/// let text = model.tokenize("Once upon a time", Tokenize::TEXT)?;
+/// assert_eq!(prompt[0], model.token_bos().unwrap());
+/// assert_eq!(&prompt[1..], &text[..]);
+/// # Ok::<(), llama_safe::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tokenize {
+    /// Add the model's start token (BOS) where the model asks for one.
+    pub add_special: bool,
+    /// Turn special-token text (like `<|im_start|>`) into those tokens
+    /// instead of plain text.
+    pub parse_special: bool,
+}
+
+impl Tokenize {
+    /// Text as it is: no start token, special-token text stays text.
+    pub const TEXT: Tokenize = Tokenize {
+        add_special: false,
+        parse_special: false,
+    };
+    /// The start of a prompt: the start token where the model wants one;
+    /// special-token text stays text (what user input needs).
+    pub const PROMPT: Tokenize = Tokenize {
+        add_special: true,
+        parse_special: false,
+    };
+    /// A prompt rendered by a chat template: the start token, and
+    /// special-token text as those tokens.
+    pub const CHAT: Tokenize = Tokenize {
+        add_special: true,
+        parse_special: true,
+    };
+}
+
 impl LlamaModel {
-    /// Tokenizes `text`. `add_bos` adds the model's start token where the
-    /// model asks for one; `parse_special` turns special-token text (like
-    /// `<|im_start|>`) into those tokens instead of plain text.
-    pub fn tokenize(&self, text: &str, add_bos: bool, parse_special: bool) -> Result<Vec<Token>> {
+    /// Tokenizes `text`, treating special tokens as `how` says.
+    pub fn tokenize(&self, text: &str, how: Tokenize) -> Result<Vec<Token>> {
+        let Tokenize {
+            add_special: add_bos,
+            parse_special,
+        } = how;
         self.check_vocab()?;
         if add_bos {
             self.check_specials()?;
@@ -85,10 +127,10 @@ impl LlamaModel {
     /// The text of `tokens`, joined (invalid UTF-8 replaced).
     ///
     /// ```
-    /// use llama_safe::{demo::DemoModel, LlamaBackend, LlamaModel};
+    /// use llama_safe::{demo::DemoModel, LlamaBackend, LlamaModel, Tokenize};
     /// let backend = LlamaBackend::init();
     /// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
-    /// let tokens = model.tokenize("many experts", false, false)?;
+    /// let tokens = model.tokenize("many experts", Tokenize::TEXT)?;
     /// assert_eq!(model.detokenize(&tokens)?, " many experts"); // SentencePiece adds a space
     /// # Ok::<(), llama_safe::Error>(())
     /// ```

@@ -25,7 +25,7 @@ fn params() -> ContextParams {
 }
 
 fn prompt(model: &LlamaModel) -> Vec<Token> {
-    model.tokenize(DEMO_PROMPT, true, false).unwrap()
+    model.tokenize(DEMO_PROMPT, Tokenize::PROMPT).unwrap()
 }
 
 /// Greedy tokens from the context's current logits until end-of-generation
@@ -64,7 +64,7 @@ fn generate_together(
     let mut idx = Vec::new();
     let mut pos = Vec::new();
     for (seq, p) in prompts.iter().enumerate() {
-        let tokens = model.tokenize(p, true, false).unwrap();
+        let tokens = model.tokenize(p, Tokenize::PROMPT).unwrap();
         batch.add_sequence(&tokens, 0, seq as u32, true).unwrap();
         idx.push(batch.len() - 1);
         pos.push(tokens.len() as u32);
@@ -399,13 +399,13 @@ fn token_attributes_and_bad_token_ids() {
         .token_attrs(bos)
         .unwrap()
         .contains(TokenAttrs::CONTROL));
-    let word = model.tokenize("experts", false, false).unwrap();
+    let word = model.tokenize("experts", Tokenize::TEXT).unwrap();
     assert!(model
         .token_attrs(word[0])
         .unwrap()
         .contains(TokenAttrs::NORMAL));
     // "é" is not a word of the demo vocabulary: it falls back to byte tokens.
-    let bytes = model.tokenize("é", false, false).unwrap();
+    let bytes = model.tokenize("é", Tokenize::TEXT).unwrap();
     assert!(bytes
         .iter()
         .any(|&t| model.token_attrs(t).unwrap().contains(TokenAttrs::BYTE)));

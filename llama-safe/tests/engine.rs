@@ -23,7 +23,7 @@ fn options(max_tokens: u32, sampling: SamplingOptions) -> GenerateOptions {
 }
 
 fn request(model: &LlamaModel, prompt: &str, options: GenerateOptions) -> Request {
-    Request::new(model.tokenize(prompt, true, false).unwrap(), options)
+    Request::new(model.tokenize(prompt, Tokenize::PROMPT).unwrap(), options)
 }
 
 /// The text and stats of a finished handle.
@@ -95,7 +95,7 @@ fn batched_sequences_give_what_they_give_alone() {
         assert_eq!(text, &solo(&model, prompt, &opts), "{prompt}");
         assert_eq!(
             stats.prompt_tokens,
-            model.tokenize(prompt, true, false).unwrap().len()
+            model.tokenize(prompt, Tokenize::PROMPT).unwrap().len()
         );
         assert!(stats.generated_tokens > 0);
     }
@@ -259,7 +259,7 @@ fn the_prompt_cache_reuses_a_shared_prefix() {
     )
     .unwrap();
     let opts = options(24, SamplingOptions::greedy());
-    let prompt = model.tokenize(demo::DEMO_PROMPT, true, false).unwrap();
+    let prompt = model.tokenize(demo::DEMO_PROMPT, Tokenize::PROMPT).unwrap();
     let (first, _) = finish(
         engine
             .submit(Request::new(prompt.clone(), opts.clone()))

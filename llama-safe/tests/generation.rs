@@ -59,11 +59,14 @@ fn high_level_api_gives_the_known_sentence_with_exact_stats() {
     assert_eq!(stats.stop_reason, StopReason::EndOfGeneration);
     assert_eq!(
         stats.prompt_tokens,
-        model.tokenize(DEMO_PROMPT, true, true).unwrap().len()
+        model.tokenize(DEMO_PROMPT, Tokenize::CHAT).unwrap().len()
     );
     assert_eq!(stats.generated_tokens, tokens.len());
     let whole = model
-        .tokenize(&format!("{DEMO_PROMPT}{DEMO_CONTINUATION}"), true, false)
+        .tokenize(
+            &format!("{DEMO_PROMPT}{DEMO_CONTINUATION}"),
+            Tokenize::PROMPT,
+        )
         .unwrap();
     assert_eq!(stats.prompt_tokens + stats.generated_tokens, whole.len());
     assert!(stats.time_to_first_token >= stats.prompt_time);
@@ -75,7 +78,7 @@ fn low_level_api_gives_the_known_sentence() {
     let model = load();
     let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(128)).unwrap();
     let mut sampler = Sampler::new(&model, &SamplingOptions::greedy()).unwrap();
-    ctx.decode(&model.tokenize(DEMO_PROMPT, true, false).unwrap())
+    ctx.decode(&model.tokenize(DEMO_PROMPT, Tokenize::PROMPT).unwrap())
         .unwrap();
     let mut out = Vec::new();
     loop {
@@ -89,7 +92,7 @@ fn low_level_api_gives_the_known_sentence() {
     assert_eq!(model.detokenize(&out).unwrap(), DEMO_CONTINUATION);
     assert_eq!(
         ctx.n_past() as usize,
-        model.tokenize(DEMO_PROMPT, true, false).unwrap().len() + out.len()
+        model.tokenize(DEMO_PROMPT, Tokenize::PROMPT).unwrap().len() + out.len()
     );
 }
 
@@ -137,7 +140,7 @@ fn cancel_flag_stops_generation() {
 fn streaming_never_splits_a_character_of_byte_tokens() {
     let model = load();
     let text = "€ and 😀 and é";
-    let tokens = model.tokenize(text, false, false).unwrap();
+    let tokens = model.tokenize(text, Tokenize::TEXT).unwrap();
     // Not in the demo vocabulary: these characters come out as byte tokens.
     assert!(tokens.len() > text.chars().count());
     let mut stream = Utf8Stream::default();

@@ -204,7 +204,7 @@ fn fit_counts_weights_kv_and_compute_and_a_cpu_build_has_no_device_bytes() {
     // besides the weights. (tests/rpc.rs checks fit against a real device.)
     let ctx = ContextParams::default().with_n_ctx(256);
     let params = LlamaModelParams::default();
-    let fit = MoeOffload::fit(moe_path(), 0, None, &params, &ctx).unwrap();
+    let fit = params.fit_n_cpu_moe(moe_path(), &ctx, 0, None).unwrap();
     assert_eq!((fit.n_cpu_moe, fit.device_bytes), (0, 0));
     let weights = params.plan(moe_path()).unwrap().total_bytes;
     let kv: u64 = fit.memory.iter().map(|u| u.context_bytes).sum();

@@ -89,7 +89,7 @@ fn sampler_of_another_model_is_a_typed_error() {
         };
         let mut sampler = Sampler::new(&a, &grammar).unwrap();
         let mut ctx = LlamaContext::new(&b, &ctx_params()).unwrap();
-        ctx.decode(&b.tokenize("Once upon", true, false).unwrap())
+        ctx.decode(&b.tokenize("Once upon", Tokenize::PROMPT).unwrap())
             .unwrap();
         assert!(matches!(
             sampler.sample(&mut ctx),
@@ -161,7 +161,7 @@ fn sampler_accept_of_a_token_the_grammar_forbids_is_a_typed_error() {
                 ..SamplingOptions::greedy()
             };
             let mut sampler = Sampler::new(&model, &options).unwrap();
-            let once = model.tokenize("Once", false, false).unwrap()[0];
+            let once = model.tokenize("Once", Tokenize::TEXT).unwrap()[0];
             assert!(matches!(
                 sampler.accept(once),
                 Err(Error::GrammarDeadEnd { .. })
@@ -365,7 +365,7 @@ fn a_vocabulary_without_a_tokenizer_is_a_typed_error() {
                 .unwrap();
             let model = load_with(&params).unwrap();
             assert!(matches!(
-                model.tokenize("Once", true, false),
+                model.tokenize("Once", Tokenize::PROMPT),
                 Err(Error::Unsupported { .. })
             ));
             assert!(matches!(
@@ -405,7 +405,7 @@ fn context_on_a_vocab_only_model_is_unsupported() {
         || {
             let model = load_with(&LlamaModelParams::default().with_vocab_only(true)).unwrap();
             assert!(!model
-                .tokenize("Once upon a time", true, false)
+                .tokenize("Once upon a time", Tokenize::PROMPT)
                 .unwrap()
                 .is_empty());
             assert!(matches!(
@@ -429,8 +429,12 @@ fn partial_copy_across_kv_streams_is_a_typed_error() {
                 &ctx_params().with_n_seq_max(2).with_kv_unified(false),
             )
             .unwrap();
-            ctx.decode(&model.tokenize("Once upon a time", true, false).unwrap())
-                .unwrap();
+            ctx.decode(
+                &model
+                    .tokenize("Once upon a time", Tokenize::PROMPT)
+                    .unwrap(),
+            )
+            .unwrap();
             assert!(matches!(
                 ctx.seq_copy(0, 1, 0..2),
                 Err(Error::InvalidParameter { .. })
@@ -451,7 +455,7 @@ fn absurd_thread_counts_are_clamped() {
             let params = ContextParams::default().with_n_ctx(64).with_threads(n);
             assert_eq!(params.threads(), context::params::MAX_THREADS);
             let mut ctx = LlamaContext::new(&model, &params).unwrap();
-            ctx.decode(&model.tokenize("Once", true, false).unwrap())
+            ctx.decode(&model.tokenize("Once", Tokenize::PROMPT).unwrap())
                 .unwrap();
         }
     });
@@ -466,7 +470,7 @@ fn embeddings_of_once_upon(model: &LlamaModel) -> LlamaContext<'_> {
             .with_pooling(Pooling::None),
     )
     .unwrap();
-    ctx.decode(&model.tokenize("Once upon", true, false).unwrap())
+    ctx.decode(&model.tokenize("Once upon", Tokenize::PROMPT).unwrap())
         .unwrap();
     ctx
 }
@@ -561,8 +565,12 @@ fn corrupted_state_blobs_are_typed_errors() {
     // About 45% of corrupted blobs used to load without an error.
     let model = default_model();
     let mut ctx = LlamaContext::new(&model, &ctx_params()).unwrap();
-    ctx.decode(&model.tokenize("Once upon a time", true, false).unwrap())
-        .unwrap();
+    ctx.decode(
+        &model
+            .tokenize("Once upon a time", Tokenize::PROMPT)
+            .unwrap(),
+    )
+    .unwrap();
     let saved = ctx.save_state().unwrap();
     let seq = ctx.save_seq_state(0).unwrap();
     let mut rng = 0x1234_5678_u64;

@@ -63,7 +63,7 @@ fn main() {
         )?;
         let handles = (0..args.prompts)
             .map(|i| {
-                let tokens = model.tokenize(&prompt(i), true, false)?;
+                let tokens = model.tokenize(&prompt(i), Tokenize::PROMPT)?;
                 engine.submit(Request::new(tokens, options.clone()))
             })
             .collect::<Result<Vec<_>>>()?;

@@ -265,7 +265,7 @@ async fn run(args: Args) -> Result<(), String> {
     let long_prompt = "Once upon a time there lived one tiny model with many experts. "
         .repeat(args.cache_prompt_tokens / 12 + 1);
     let long_tokens = loaded
-        .tokenize(&long_prompt, true, false)
+        .tokenize(&long_prompt, llama_safe::Tokenize::PROMPT)
         .map_or(0, |t| t.len());
     let long = long_prompt.clone();
     let cold = serving::run(&servers[0].base, 1, 1, 4, eos, move |_| long.clone()).await?;

@@ -8,7 +8,7 @@ use super::AppState;
 use axum::http::StatusCode;
 use llama_safe::chat::ToolCallFormat;
 use llama_safe::engine::Request;
-use llama_safe::{Error, Event, GenerateOptions, GenerationStats, Piece, StopReason};
+use llama_safe::{Error, Event, GenerateOptions, GenerationStats, Piece, StopReason, Tokenize};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -79,7 +79,7 @@ pub async fn start(
             }
             .map_err(|e| ApiError::bad("messages", e.to_string()))?;
             model
-                .tokenize(&prompt, true, true)
+                .tokenize(&prompt, Tokenize::CHAT)
                 .map_err(|e| ApiError::bad(param, e.to_string()))
         })
         .await

@@ -44,9 +44,9 @@ use std::ptr::NonNull;
 /// let backend = LlamaBackend::init();
 /// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
 /// let mut ctx = LlamaContext::new(&model, &ContextParams::default())?;
-/// ctx.decode(&model.tokenize("Once", true, false)?)?;
+/// ctx.decode(&model.tokenize("Once", Tokenize::PROMPT)?)?;
 /// let logits = ctx.logits();
-/// ctx.decode(&model.tokenize(" upon", false, false)?)?; // error: `ctx` is borrowed
+/// ctx.decode(&model.tokenize(" upon", Tokenize::TEXT)?)?; // error: `ctx` is borrowed
 /// println!("{}", logits[0]);
 /// # Ok::<(), llama_safe::Error>(())
 /// ```

@@ -34,7 +34,7 @@
 //! let engine = Engine::new(model.clone(), EngineConfig::default().with_n_ctx(512))?;
 //! let options = GenerateOptions { sampling: SamplingOptions::greedy(), ..Default::default() };
 //! let handles: Vec<_> = (0..3)
-//!     .map(|_| engine.submit(Request::new(model.tokenize(DEMO_PROMPT, true, false)?, options.clone())))
+//!     .map(|_| engine.submit(Request::new(model.tokenize(DEMO_PROMPT, Tokenize::PROMPT)?, options.clone())))
 //!     .collect::<Result<_>>()?;
 //! for handle in handles {
 //!     assert_eq!(handle.text()?, DEMO_CONTINUATION);

@@ -4,7 +4,7 @@
 use crate::context::LlamaContext;
 use crate::error::{Error, Result};
 use crate::sampler::{Sampler, SamplingOptions};
-use crate::token::{Token, Utf8Stream};
+use crate::token::{Token, Tokenize, Utf8Stream};
 use stop::StopMatcher;
 
 pub(crate) mod stop;
@@ -177,8 +177,11 @@ impl<'m> LlamaContext<'m> {
         options: &GenerateOptions,
     ) -> Result<Generation<'c, 'm>> {
         let model = self.model();
-        let add_bos = options.add_bos && self.n_past() == 0;
-        let tokens = model.tokenize(prompt, add_bos, options.parse_special)?;
+        let how = Tokenize {
+            add_special: options.add_bos && self.n_past() == 0,
+            parse_special: options.parse_special,
+        };
+        let tokens = model.tokenize(prompt, how)?;
         self.generate_tokens(&tokens, options)
     }
 
