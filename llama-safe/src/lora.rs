@@ -3,7 +3,7 @@
 
 use crate::context::LlamaContext;
 use crate::error::{Error, Result};
-use crate::gguf::reader::c_path;
+use crate::ffi::c_path;
 use crate::model::LlamaModel;
 use std::path::Path;
 use std::ptr::NonNull;
@@ -90,13 +90,13 @@ impl LlamaModel {
         let c = c_path(path)?;
         // SAFETY: the model is live and `c` a C string; llama.cpp catches
         // its own exceptions here and returns NULL with the reason logged.
-        let (raw, lines) = crate::logging::capture(|| unsafe {
-            llama_safe_sys::llama_adapter_lora_init(self.as_ptr(), c.as_ptr())
-        });
-        let raw = NonNull::new(raw).ok_or_else(|| Error::Lora {
-            path: path.to_path_buf(),
-            reason: crate::logging::reason(&lines),
-        })?;
+        let raw = crate::ffi::non_null(
+            || unsafe { llama_safe_sys::llama_adapter_lora_init(self.as_ptr(), c.as_ptr()) },
+            |reason| Error::Lora {
+                path: path.to_path_buf(),
+                reason,
+            },
+        )?;
         Ok(LoraAdapter {
             raw: Arc::new(Raw(raw)),
             model: self,

@@ -2,7 +2,8 @@
 
 use crate::backend::LlamaBackend;
 use crate::error::{Error, Result};
-use crate::gguf::{reader::c_path, GgufFile};
+use crate::ffi::c_path;
+use crate::gguf::GgufFile;
 use crate::logging;
 use crate::model_params::LlamaModelParams;
 use crate::placement::Placement;
@@ -69,15 +70,17 @@ impl LlamaModel {
         #[cfg(feature = "tracing")]
         let _span = tracing::info_span!("llama_load", path = %path.display()).entered();
         let file = GgufFile::open(path)?;
-        let (raw, lines) = load_checked(&file, params, false)?;
-        let placement = Placement::from_log(&lines, &file.tensors());
-        Ok(LlamaModel {
+        let (raw, _) = load_checked(&file, params, false)?;
+        let mut model = LlamaModel {
             raw,
             path: path.to_path_buf(),
-            placement,
+            placement: Placement::default(),
             vocab_only: params.vocab_only(),
             _backend: backend.clone(),
-        })
+        };
+        // (On an error here, dropping `model` frees what llama.cpp loaded.)
+        model.placement = Placement::of_model(model.as_ptr(), &params.planned_moves(&file))?;
+        Ok(model)
     }
 
     /// Runs llama.cpp's loader on `file` without allocating or reading any
@@ -117,15 +120,15 @@ impl LlamaModel {
         // SAFETY: the model is live until `model` drops, after the context;
         // the params are plain values (no callbacks: a dry run computes
         // nothing, so the abort callback is not passed).
-        let (ctx, lines) = logging::capture(|| unsafe {
-            let mut raw_params = ctx_params.raw;
-            raw_params.abort_callback = None;
-            raw_params.abort_callback_data = std::ptr::null_mut();
-            llama_safe_sys::llama_init_from_model(model.0.as_ptr(), raw_params)
-        });
-        let ctx = NonNull::new(ctx).ok_or_else(|| Error::Context {
-            reason: logging::reason(&lines),
-        })?;
+        let ctx = crate::ffi::non_null(
+            || unsafe {
+                let mut raw_params = ctx_params.raw;
+                raw_params.abort_callback = None;
+                raw_params.abort_callback_data = std::ptr::null_mut();
+                llama_safe_sys::llama_init_from_model(model.0.as_ptr(), raw_params)
+            },
+            |reason| Error::Context { reason },
+        )?;
         let ctx = Freed(ctx, llama_safe_sys::llama_free);
         crate::context::breakdown::of_raw(ctx.0.as_ptr())
     }

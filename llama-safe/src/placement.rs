@@ -1,16 +1,14 @@
-//! What went where when a model loaded, from llama.cpp's own report of the
-//! load (its log lines, captured for that load whatever the application's
-//! log level) and the exact tensor sizes from the GGUF file.
-//!
-//! Two kinds of line are relied on, and a test fails loudly if upstream
-//! changes them:
-//! - `tensor NAME (N MiB TYPE) buffer type overridden to BUFT` (debug level,
-//!   one per tensor an override matched);
-//! - `load_tensors: BUFFER model buffer size = X MiB` (one per buffer).
+//! What went where when a model loaded: the tensors the overrides moved,
+//! by the plan's own matching (the same patterns, regex engine and
+//! first-match rule as llama.cpp's loader, [`LlamaModelParams::plan`](crate::LlamaModelParams::plan)),
+//! with the buffer llama.cpp actually put each in and the exact size of
+//! every weight buffer, read from the loaded model itself (nothing is
+//! parsed from llama.cpp's log).
 
-use crate::gguf::TensorInfo;
-use crate::logging::LogLine;
+use crate::error::Result;
+use crate::plan::PlannedTensor;
 use std::collections::BTreeMap;
+use std::ffi::{c_char, c_void, CStr};
 
 /// A tensor that a buffer override moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +19,8 @@ pub struct MovedTensor {
     pub bytes: u64,
     /// ggml type, e.g. `q8_0`.
     pub ggml_type: String,
-    /// The buffer type it landed in, e.g. `CPU`, `CPU_REPACK`, `CUDA0`.
+    /// The buffer type it landed in, e.g. `CPU`, `CPU_REPACK`, `CUDA0`
+    /// (read from the loaded model).
     pub buffer_type: String,
 }
 
@@ -30,7 +29,7 @@ pub struct MovedTensor {
 pub struct BufferUsage {
     /// Buffer name, e.g. `CPU_Mapped`, `CPU_REPACK`, `CUDA0`, `CUDA_Host`.
     pub name: String,
-    /// Size as llama.cpp logs it (to 0.01 MiB, so within ~5 KiB).
+    /// Its exact size, alignment padding included.
     pub bytes: u64,
 }
 
@@ -47,32 +46,75 @@ pub struct BufferUsage {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Placement {
-    /// Model weight buffers in the order llama.cpp reported them.
+    /// Model weight buffers, in the order of the first tensor each holds.
     pub buffers: Vec<BufferUsage>,
-    /// Tensors an override moved, in load order.
+    /// Tensors an override moved, in file order.
     pub moved: Vec<MovedTensor>,
 }
 
 impl Placement {
-    /// Builds the report from a load's captured lines and the file's tensors.
-    pub(crate) fn from_log(lines: &[LogLine], tensors: &[TensorInfo]) -> Placement {
-        let sizes: BTreeMap<&str, &TensorInfo> =
-            tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-        let mut placement = Placement::default();
-        for line in lines {
-            if let Some((name, buffer_type)) = parse_override(&line.text) {
-                let info = sizes.get(name);
-                placement.moved.push(MovedTensor {
-                    name: name.to_string(),
-                    bytes: info.map_or(0, |t| t.bytes),
-                    ggml_type: info.map(|t| t.ggml_type.clone()).unwrap_or_default(),
-                    buffer_type: buffer_type.to_string(),
-                });
-            } else if let Some(buffer) = parse_buffer(&line.text) {
-                placement.buffers.push(buffer);
+    /// Reads where `model`'s tensors landed; `planned` are the tensors the
+    /// overrides matched (a tensor llama.cpp did not create is left out).
+    pub(crate) fn of_model(
+        model: *const llama_safe_sys::llama_model,
+        planned: &[PlannedTensor],
+    ) -> Result<Placement> {
+        #[derive(Default)]
+        struct Seen {
+            /// Tensor name → buffer type name.
+            tensors: BTreeMap<String, String>,
+            /// Buffers in first-seen order: identity, name, size.
+            buffers: Vec<(usize, String, u64)>,
+        }
+        unsafe extern "C" fn visit(
+            user: *mut c_void,
+            name: *const c_char,
+            buffer_name: *const c_char,
+            buffer_type: *const c_char,
+            buffer: *const c_void,
+            size: usize,
+        ) {
+            // SAFETY: `user` is the `Seen` passed below, borrowed mutably for
+            // the call; the strings are NUL-terminated and valid during it.
+            let seen = unsafe { &mut *(user as *mut Seen) };
+            let text =
+                |p: *const c_char| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+            seen.tensors.insert(text(name), text(buffer_type));
+            if !buffer.is_null() && !seen.buffers.iter().any(|(id, _, _)| *id == buffer as usize) {
+                seen.buffers
+                    .push((buffer as usize, text(buffer_name), size as u64));
             }
         }
-        placement
+        let mut seen = Seen::default();
+        // SAFETY: the model is loaded and live for the call; `visit` only
+        // copies what it is given into `seen`, which outlives the call (and
+        // does not unwind: it formats strings and pushes into vectors); a
+        // throw is caught by the firewall.
+        let status = unsafe {
+            llama_safe_sys::llama_sys_model_tensors(
+                model,
+                Some(visit),
+                (&mut seen as *mut Seen).cast(),
+            )
+        };
+        crate::ffi::check("llama_internal_get_tensor_map", status)?;
+        let moved = planned
+            .iter()
+            .filter_map(|t| {
+                Some(MovedTensor {
+                    name: t.name.clone(),
+                    bytes: t.bytes,
+                    ggml_type: t.ggml_type.clone(),
+                    buffer_type: seen.tensors.get(&t.name)?.clone(),
+                })
+            })
+            .collect();
+        let buffers = seen
+            .buffers
+            .into_iter()
+            .map(|(_, name, bytes)| BufferUsage { name, bytes })
+            .collect();
+        Ok(Placement { buffers, moved })
     }
 
     /// Bytes of weights per buffer name (summed if a name repeats).
@@ -93,25 +135,6 @@ impl Placement {
     pub fn total_bytes(&self) -> u64 {
         self.buffers.iter().map(|b| b.bytes).sum()
     }
-}
-
-/// `tensor NAME (N MiB TYPE) buffer type overridden to BUFT`
-fn parse_override(text: &str) -> Option<(&str, &str)> {
-    let rest = text.trim().strip_prefix("tensor ")?;
-    let (name, rest) = rest.split_once(" (")?;
-    let (_, buft) = rest.split_once(") buffer type overridden to ")?;
-    Some((name, buft.trim()))
-}
-
-/// `load_tensors: BUFFER model buffer size = X MiB`
-fn parse_buffer(text: &str) -> Option<BufferUsage> {
-    let rest = text.trim().strip_prefix("load_tensors:")?;
-    let (name, rest) = rest.split_once(" model buffer size = ")?;
-    let mib: f64 = rest.trim().strip_suffix("MiB")?.trim().parse().ok()?;
-    Some(BufferUsage {
-        name: name.trim().to_string(),
-        bytes: (mib * 1024.0 * 1024.0).round() as u64,
-    })
 }
 
 /// `1536` -> `1.50 KiB`.
@@ -165,17 +188,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_upstream_lines() {
-        assert_eq!(
-            parse_override(
-                "tensor blk.0.ffn_up_exps.weight (0 MiB q8_0) buffer type overridden to CPU_REPACK"
-            ),
-            Some(("blk.0.ffn_up_exps.weight", "CPU_REPACK"))
-        );
-        let b =
-            parse_buffer("load_tensors:   CPU_Mapped model buffer size =     1.50 MiB").unwrap();
-        assert_eq!(b.name, "CPU_Mapped");
-        assert_eq!(b.bytes, 1572864);
+    fn sizes_read_in_binary_units() {
         assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_bytes(12), "12 B");
     }
 }

@@ -95,7 +95,6 @@ impl LlamaModelParams {
         crate::backend::LlamaBackend::init();
         crate::model::LlamaModel::dry_load(&file, self)?;
         let block_count = file.layer_count();
-        let overrides = self.effective_overrides(block_count);
         let tensors = file.tensors();
         let experts = TensorPattern::new(moe::ALL_EXPERTS_PATTERN)?;
         let mut expert_layers: Vec<u32> = tensors
@@ -105,7 +104,22 @@ impl LlamaModelParams {
             .collect();
         expert_layers.sort_unstable();
         expert_layers.dedup();
-        let moved = tensors
+        let moved = self.planned_moves(&file);
+        Ok(Plan {
+            block_count,
+            expert_layers,
+            moved,
+            total_bytes: tensors.iter().map(|t| t.bytes).sum(),
+        })
+    }
+}
+
+impl LlamaModelParams {
+    /// The tensors of `file` the overrides match, each with the first
+    /// override that matches it (llama.cpp's rule), in file order.
+    pub(crate) fn planned_moves(&self, file: &GgufFile) -> Vec<PlannedTensor> {
+        let overrides = self.effective_overrides(file.layer_count());
+        file.tensors()
             .iter()
             .filter_map(|t| {
                 let (pattern, target) = overrides.iter().find(|(p, _)| p.is_match(&t.name))?;
@@ -117,13 +131,7 @@ impl LlamaModelParams {
                     pattern: pattern.as_str().to_string(),
                 })
             })
-            .collect();
-        Ok(Plan {
-            block_count,
-            expert_layers,
-            moved,
-            total_bytes: tensors.iter().map(|t| t.bytes).sum(),
-        })
+            .collect()
     }
 }
 

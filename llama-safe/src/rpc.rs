@@ -13,7 +13,6 @@
 
 use crate::backend::{Device, LlamaBackend};
 use crate::error::{Error, Result};
-use crate::logging;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -152,14 +151,11 @@ impl LlamaBackend {
         // server answered HELLO just now, so llama.cpp's connection (which
         // aborts on failure) finds it; the returned registry lives for the
         // process.
-        let (reg, lines) =
-            logging::capture(|| unsafe { llama_safe_sys::ggml_backend_rpc_add_server(c.as_ptr()) });
-        if reg.is_null() {
-            return Err(rpc_error(
-                endpoint,
-                format!("the server offers no devices ({})", logging::reason(&lines)),
-            ));
-        }
+        let reg = crate::ffi::non_null(
+            || unsafe { llama_safe_sys::ggml_backend_rpc_add_server(c.as_ptr()) },
+            |reason| rpc_error(endpoint, format!("the server offers no devices ({reason})")),
+        )?
+        .as_ptr();
         // SAFETY: reg is a live registry; registering makes its devices
         // visible to the device list and to model loading, once per endpoint
         // (guarded by REGISTERED).
@@ -227,7 +223,7 @@ pub fn serve(
     }
     let c_endpoint = CString::new(endpoint).map_err(|_| Error::NulByte { what: "endpoint" })?;
     let c_cache = match cache_dir {
-        Some(p) => Some(crate::gguf::reader::c_path(p)?),
+        Some(p) => Some(crate::ffi::c_path(p)?),
         None => None,
     };
     // SAFETY: every pointer is valid for the call, which only returns when

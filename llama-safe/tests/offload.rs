@@ -79,12 +79,9 @@ fn placement_totals_add_up_to_the_model_size() {
     ] {
         let model = LlamaModel::load(&backend, moe_path(), &params).unwrap();
         let p = model.placement();
-        assert!(
-            !p.buffers.is_empty(),
-            "llama.cpp no longer logs 'model buffer size' lines the way placement.rs parses them"
-        );
-        // llama.cpp logs buffer sizes to 0.01 MiB, and buffers are padded for alignment.
-        let tolerance = p.buffers.len() as u64 * (5 * 1024 + 4096);
+        assert!(!p.buffers.is_empty(), "no weight buffer found in the model");
+        // Buffers are padded for alignment.
+        let tolerance = p.buffers.len() as u64 * 4096;
         let (total, size) = (p.total_bytes(), model.size_bytes());
         assert!(
             total.abs_diff(size) <= tolerance,
@@ -94,9 +91,7 @@ fn placement_totals_add_up_to_the_model_size() {
 }
 
 #[test]
-fn override_log_line_is_still_what_placement_parses() {
-    // If upstream rewords the per-tensor override line, the placement would
-    // silently list nothing: fail loudly instead.
+fn placement_lists_each_moved_tensor_once() {
     let backend = LlamaBackend::init();
     let model = LlamaModel::load(
         &backend,

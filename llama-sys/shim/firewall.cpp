@@ -160,3 +160,42 @@ int llama_sys_memory_breakdown(const llama_context * ctx, llama_sys_memory_use *
 }
 
 } // extern "C"
+
+// --- Where each weight landed ------------------------------------------------
+//
+// Every tensor of a loaded model with the buffer llama.cpp put it in: what a
+// placement report needs, read from the model itself rather than from the
+// loader's log wording. llama_internal_get_tensor_map is declared in
+// src/llama-model.h ("for internal test use") and defined (with default
+// visibility) in llama-model.cpp; it is declared here so that a build against
+// an installed llama.cpp, without its sources, links it too.
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ggml.h"
+
+const std::vector<std::pair<std::string, ggml_tensor *>> & llama_internal_get_tensor_map(const llama_model * model);
+
+extern "C" {
+
+typedef void (*llama_sys_tensor_visit)(void * user, const char * name, const char * buffer_name,
+                                       const char * buffer_type, const void * buffer, size_t buffer_size);
+
+// Calls `visit` once per model tensor, in load order, with the name of its
+// buffer and of its buffer type ("" and NULL when it has none; a mapped file
+// is buffer "CPU_Mapped" of type "CPU"), the buffer's identity and its size.
+// Returns 0, or 1 when llama.cpp threw (see llama_sys_last_exception).
+int llama_sys_model_tensors(const llama_model * model, llama_sys_tensor_visit visit, void * user) {
+    return guarded([&] {
+        for (const auto & [name, tensor] : llama_internal_get_tensor_map(model)) {
+            ggml_backend_buffer_t buffer = tensor->buffer;
+            visit(user, name.c_str(), buffer ? ggml_backend_buffer_name(buffer) : "",
+                  buffer ? ggml_backend_buft_name(ggml_backend_buffer_get_type(buffer)) : "", buffer,
+                  buffer ? ggml_backend_buffer_get_size(buffer) : 0);
+        }
+    });
+}
+
+} // extern "C"

@@ -90,6 +90,32 @@ extern "C" {
     ) -> core::ffi::c_int;
 }
 
+/// Called by [`llama_sys_model_tensors`] once per tensor: its name, the
+/// names of its buffer and of the buffer's type (empty and NULL when it has
+/// none), the buffer's identity and size. The strings are valid during the call only.
+#[allow(non_camel_case_types)]
+pub type llama_sys_tensor_visit = Option<
+    unsafe extern "C" fn(
+        user: *mut core::ffi::c_void,
+        name: *const core::ffi::c_char,
+        buffer_name: *const core::ffi::c_char,
+        buffer_type: *const core::ffi::c_char,
+        buffer: *const core::ffi::c_void,
+        buffer_size: usize,
+    ),
+>;
+
+extern "C" {
+    /// Every tensor of a loaded `model`, in load order, with the buffer
+    /// llama.cpp put it in (`llama_internal_get_tensor_map`). Returns 0, or 1
+    /// when llama.cpp threw (message in [`llama_sys_last_exception`]).
+    pub fn llama_sys_model_tensors(
+        model: *const llama_model,
+        visit: llama_sys_tensor_visit,
+        user: *mut core::ffi::c_void,
+    ) -> core::ffi::c_int;
+}
+
 // The exception firewall (`shim/firewall.cpp`): llama.cpp entry points that
 // can let a C++ exception escape, wrapped so that none reaches Rust (which
 // would abort the process). Each returns 0 when the wrapped call returned,

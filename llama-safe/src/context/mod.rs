@@ -15,7 +15,6 @@ mod state;
 pub use breakdown::{device_bytes, device_totals, host_bytes, MemoryTotals, MemoryUse};
 
 use crate::error::{DecodeError, Error, Result};
-use crate::logging;
 use crate::model::LlamaModel;
 use crate::token::Token;
 use batch::Batch;
@@ -150,12 +149,10 @@ impl<'model> LlamaContext<'model> {
         // SAFETY: the model is live for 'model, longer than the context; the
         // abort data pointer stays valid while the context lives (the box
         // moves into it and is dropped after llama_free).
-        let (raw, lines) = logging::capture(|| unsafe {
-            llama_safe_sys::llama_init_from_model(model.as_ptr(), raw_params)
-        });
-        let raw = NonNull::new(raw).ok_or_else(|| Error::Context {
-            reason: logging::reason(&lines),
-        })?;
+        let raw = crate::ffi::non_null(
+            || unsafe { llama_safe_sys::llama_init_from_model(model.as_ptr(), raw_params) },
+            |reason| Error::Context { reason },
+        )?;
         Ok(LlamaContext {
             raw,
             model,

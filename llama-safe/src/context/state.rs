@@ -14,7 +14,7 @@
 
 use super::LlamaContext;
 use crate::error::{Error, Result};
-use crate::gguf::reader::c_path;
+use crate::ffi::{c_path, logged};
 use crate::token::Token;
 use std::path::Path;
 
@@ -50,18 +50,15 @@ impl LlamaContext<'_> {
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
         let bytes = payload(bytes, Kind::Context)?;
         self.outputs.clear();
-        let (n, lines) = crate::logging::capture(|| {
+        logged(
             // SAFETY: bytes is readable for its length; llama.cpp bounds
             // every read by it and returns 0 on malformed data.
-            unsafe {
+            || unsafe {
                 llama_safe_sys::llama_state_set_data(self.as_ptr(), bytes.as_ptr(), bytes.len())
-            }
-        });
-        if n == 0 {
-            return Err(Error::State {
-                reason: crate::logging::reason(&lines),
-            });
-        }
+            },
+            |n| *n == 0,
+            |reason| Error::State { reason },
+        )?;
         Ok(())
     }
 
@@ -90,22 +87,19 @@ impl LlamaContext<'_> {
         let seq = self.check_seq(seq)?;
         let bytes = payload(bytes, Kind::Sequence)?;
         self.outputs.clear();
-        let (n, lines) = crate::logging::capture(|| {
+        logged(
             // SAFETY: bytes is readable for its length; id checked.
-            unsafe {
+            || unsafe {
                 llama_safe_sys::llama_state_seq_set_data(
                     self.as_ptr(),
                     bytes.as_ptr(),
                     bytes.len(),
                     seq,
                 )
-            }
-        });
-        if n == 0 {
-            return Err(Error::State {
-                reason: crate::logging::reason(&lines),
-            });
-        }
+            },
+            |n| *n == 0,
+            |reason| Error::State { reason },
+        )?;
         Ok(())
     }
 
@@ -115,23 +109,22 @@ impl LlamaContext<'_> {
         let path = path.as_ref();
         let c = c_path(path)?;
         let ids: Vec<i32> = tokens.iter().map(|t| t.0).collect();
-        let (ok, lines) = crate::logging::capture(|| {
+        logged(
             // SAFETY: c is a NUL-terminated path, ids readable for its length.
-            unsafe {
+            || unsafe {
                 llama_safe_sys::llama_state_save_file(
                     self.as_ptr(),
                     c.as_ptr(),
                     ids.as_ptr(),
                     ids.len(),
                 )
-            }
-        });
-        if !ok {
-            return Err(Error::StateFile {
+            },
+            |ok| !ok,
+            |reason| Error::StateFile {
                 path: path.to_path_buf(),
-                reason: crate::logging::reason(&lines),
-            });
-        }
+                reason,
+            },
+        )?;
         Ok(())
     }
 
@@ -150,10 +143,10 @@ impl LlamaContext<'_> {
         self.outputs.clear();
         let mut ids = vec![0i32; self.n_ctx() as usize];
         let mut count = 0usize;
-        let (ok, lines) = crate::logging::capture(|| {
+        logged(
             // SAFETY: c is a NUL-terminated path; ids is writable for the
             // capacity passed, which llama.cpp checks before writing.
-            unsafe {
+            || unsafe {
                 llama_safe_sys::llama_state_load_file(
                     self.as_ptr(),
                     c.as_ptr(),
@@ -161,14 +154,13 @@ impl LlamaContext<'_> {
                     ids.len(),
                     &mut count,
                 )
-            }
-        });
-        if !ok {
-            return Err(Error::StateFile {
+            },
+            |ok| !ok,
+            |reason| Error::StateFile {
                 path: path.to_path_buf(),
-                reason: crate::logging::reason(&lines),
-            });
-        }
+                reason,
+            },
+        )?;
         ids.truncate(count);
         Ok(ids.into_iter().map(Token).collect())
     }

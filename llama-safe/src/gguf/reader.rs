@@ -88,22 +88,12 @@ pub(crate) fn check_gguf_path(path: &Path) -> Result<()> {
     }
 }
 
-pub(crate) fn c_path(path: &Path) -> Result<CString> {
-    let s = path.to_str().ok_or_else(|| Error::InvalidParameter {
-        name: "path",
-        reason: format!("{} is not valid UTF-8", path.display()),
-    })?;
-    CString::new(s).map_err(|_| Error::NulByte {
-        what: "the model path",
-    })
-}
-
 impl GgufFile {
     /// Opens `path` and parses its header, metadata and tensor table.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
         check_gguf_path(path)?;
-        let c = c_path(path)?;
+        let c = crate::ffi::c_path(path)?;
         // ggml logs why a file is rejected: route it through us first.
         logging::install();
         let params = llama_safe_sys::gguf_init_params {
@@ -111,12 +101,13 @@ impl GgufFile {
             ctx: std::ptr::null_mut(),
         };
         // SAFETY: `c` is a valid C string; with ctx NULL no tensor data is read.
-        let (ctx, lines) =
-            logging::capture(|| unsafe { llama_safe_sys::gguf_init_from_file(c.as_ptr(), params) });
-        let ctx = NonNull::new(ctx).ok_or_else(|| Error::InvalidGguf {
-            path: path.to_path_buf(),
-            reason: logging::reason(&lines),
-        })?;
+        let ctx = crate::ffi::non_null(
+            || unsafe { llama_safe_sys::gguf_init_from_file(c.as_ptr(), params) },
+            |reason| Error::InvalidGguf {
+                path: path.to_path_buf(),
+                reason,
+            },
+        )?;
         Ok(GgufFile {
             path: path.to_path_buf(),
             ctx,

@@ -352,26 +352,25 @@ fn grammar_sampler(
     let text = CString::new(grammar).map_err(|_| Error::NulByte {
         what: "the grammar",
     })?;
-    let mut g = std::ptr::null_mut();
     // SAFETY: both strings are valid C strings and the vocab lives as long
     // as the model, which the sampler borrows; NULL means a parse error, a
     // throw is caught by the firewall.
-    let (status, lines) = crate::logging::capture(|| unsafe {
-        llama_safe_sys::llama_sys_sampler_init_grammar(
-            model.vocab(),
-            text.as_ptr(),
-            c"root".as_ptr(),
-            &mut g,
-        )
-    });
-    crate::ffi::check("llama_sampler_init_grammar", status)?;
-    if g.is_null() {
-        return Err(Error::InvalidParameter {
+    let g = crate::ffi::guarded_non_null(
+        "llama_sampler_init_grammar",
+        |out| unsafe {
+            llama_safe_sys::llama_sys_sampler_init_grammar(
+                model.vocab(),
+                text.as_ptr(),
+                c"root".as_ptr(),
+                out,
+            )
+        },
+        |reason| Error::InvalidParameter {
             name: "grammar",
-            reason: crate::logging::reason(&lines),
-        });
-    }
-    Ok(g)
+            reason,
+        },
+    )?;
+    Ok(g.as_ptr())
 }
 
 /// The lazy grammar sampler: the trigger words become one regex of
@@ -408,31 +407,30 @@ fn lazy_grammar_sampler(
         vec![pattern.as_ptr()]
     };
     let raw_tokens: Vec<i32> = tokens.iter().map(|t| t.0).collect();
-    let mut g = std::ptr::null_mut();
     // SAFETY: the strings and arrays are valid for the call (llama.cpp
     // copies the patterns and tokens), each count matches its array (so its
     // `GGML_ASSERT(trigger_* != nullptr)` holds), the tokens are in the
     // vocabulary (checked), and the vocab lives as long as the model, which
     // the sampler borrows; NULL is a parse error, a throw (std::regex_error)
     // is caught by the firewall.
-    let (status, lines) = crate::logging::capture(|| unsafe {
-        llama_safe_sys::llama_sys_sampler_init_grammar_lazy(
-            model.vocab(),
-            text.as_ptr(),
-            c"root".as_ptr(),
-            patterns.as_mut_ptr(),
-            patterns.len(),
-            raw_tokens.as_ptr(),
-            raw_tokens.len(),
-            &mut g,
-        )
-    });
-    crate::ffi::check("llama_sampler_init_grammar_lazy_patterns", status)?;
-    if g.is_null() {
-        return Err(Error::InvalidParameter {
+    let g = crate::ffi::guarded_non_null(
+        "llama_sampler_init_grammar_lazy_patterns",
+        |out| unsafe {
+            llama_safe_sys::llama_sys_sampler_init_grammar_lazy(
+                model.vocab(),
+                text.as_ptr(),
+                c"root".as_ptr(),
+                patterns.as_mut_ptr(),
+                patterns.len(),
+                raw_tokens.as_ptr(),
+                raw_tokens.len(),
+                out,
+            )
+        },
+        |reason| Error::InvalidParameter {
             name: "grammar",
-            reason: crate::logging::reason(&lines),
-        });
-    }
-    Ok(g)
+            reason,
+        },
+    )?;
+    Ok(g.as_ptr())
 }
