@@ -1,7 +1,7 @@
 //! Builds `bench/greedy.c`, the C baseline of the binding-overhead benchmark
 //! (`src/bin/moe_bench.rs --compare-c`), against the static libraries
 //! llama-sys built, linked exactly as llama-sys links them (its `links`
-//! metadata: DEP_LLAMA_SAFE_INCLUDE, DEP_LLAMA_SAFE_LINK_ARGS). Its path reaches the
+//! metadata: DEP_LLAMA_SAFE_INCLUDE, _LIB_DIRS, _LIBS). Its path reaches the
 //! examples as LLAMA_C_GREEDY; if it cannot be built, that is said once and
 //! the benchmark runs without the C comparison.
 
@@ -10,9 +10,10 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=bench/greedy.c");
     println!("cargo:rerun-if-changed=build.rs");
-    let (Some(include), Some(link_args)) = (
+    let (Some(include), Some(dirs), Some(libs)) = (
         std::env::var_os("DEP_LLAMA_SAFE_INCLUDE"),
-        std::env::var("DEP_LLAMA_SAFE_LINK_ARGS").ok(),
+        std::env::var_os("DEP_LLAMA_SAFE_LIB_DIRS"),
+        std::env::var("DEP_LLAMA_SAFE_LIBS").ok(),
     ) else {
         // docs.rs-style builds of llama-sys build nothing native.
         return;
@@ -27,8 +28,16 @@ fn main() {
         .arg("bench/greedy.c")
         .arg("-o")
         .arg(&exe);
-    for arg in link_args.split('|').filter(|a| !a.is_empty()) {
-        cmd.args(arg.split_once(' ').map_or(vec![arg], |(a, b)| vec![a, b]));
+    for dir in std::env::split_paths(&dirs) {
+        cmd.arg("-L").arg(dir);
+    }
+    // `kind=name` in link order, as in cargo's `rustc-link-lib`.
+    for lib in libs.split(',').filter(|l| !l.is_empty()) {
+        match lib.split_once('=') {
+            Some(("framework", name)) => cmd.args(["-framework", name]),
+            Some((_, name)) => cmd.arg(format!("-l{name}")),
+            None => cmd.arg(format!("-l{lib}")),
+        };
     }
     cmd.arg("-lm");
     match cmd.output() {

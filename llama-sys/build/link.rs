@@ -6,13 +6,18 @@
 use crate::env;
 use std::path::{Path, PathBuf};
 
-/// The link lines: cargo's, and the same as C compiler arguments (published
-/// as `links` metadata, see `main.rs`), kept until [`LinkLine::print`].
+/// The link lines: cargo's, and the same for C programs (published as
+/// `links` metadata, see [`LinkLine::print_metadata`]), kept until
+/// [`LinkLine::print`].
 #[derive(Default)]
 pub struct LinkLine {
     cargo: Vec<String>,
-    args: Vec<String>,
-    /// The part of `args` that is not the llama.cpp libraries themselves.
+    /// Folders a C program searches, in order.
+    c_dirs: Vec<PathBuf>,
+    /// Libraries a C program links, in order, as cargo writes them
+    /// (`static=llama`, `dylib=gomp`, `framework=Metal`).
+    c_libs: Vec<String>,
+    /// What the libraries need from the system, as C compiler arguments.
     system: Vec<String>,
 }
 
@@ -20,7 +25,7 @@ impl LinkLine {
     fn search(&mut self, dir: &Path) {
         self.cargo
             .push(format!("cargo:rustc-link-search=native={}", dir.display()));
-        self.args.push(format!("-L{}", dir.display()));
+        self.c_dirs.push(dir.to_path_buf());
         self.system.push(format!("-L{}", dir.display()));
     }
 
@@ -29,14 +34,14 @@ impl LinkLine {
     fn search_archives(&mut self, rust: &Path, c: &Path) {
         self.cargo
             .push(format!("cargo:rustc-link-search=native={}", rust.display()));
-        self.args.push(format!("-L{}", c.display()));
+        self.c_dirs.push(c.to_path_buf());
     }
 
     /// One of llama.cpp's own libraries.
     fn archive(&mut self, kind: &str, name: &str) {
         self.cargo
             .push(format!("cargo:rustc-link-lib={kind}={name}"));
-        self.args.push(format!("-l{name}"));
+        self.c_libs.push(format!("{kind}={name}"));
     }
 
     /// A library of the system.
@@ -45,12 +50,12 @@ impl LinkLine {
             Some(kind) => format!("cargo:rustc-link-lib={kind}={name}"),
             None => format!("cargo:rustc-link-lib={name}"),
         });
-        let arg = match kind {
+        self.c_libs
+            .push(format!("{}={name}", kind.unwrap_or("dylib")));
+        self.system.push(match kind {
             Some("framework") => format!("-framework {name}"),
             _ => format!("-l{name}"),
-        };
-        self.args.push(arg.clone());
-        self.system.push(arg);
+        });
     }
 
     /// Tells cargo.
@@ -60,9 +65,16 @@ impl LinkLine {
         }
     }
 
-    /// The same libraries as C compiler arguments, `|`-separated.
-    pub fn c_args(&self) -> String {
-        self.args.join("|")
+    /// The same libraries for C programs, as `links` metadata (dependents
+    /// read `DEP_LLAMA_SAFE_LIB_DIRS`, `DEP_LLAMA_SAFE_LIBS`):
+    /// - `lib-dirs`: the folders to search, joined as `PATH` is (`:` on
+    ///   Unix, `;` on Windows; `std::env::split_paths` reads it);
+    /// - `libs`: the libraries in link order, comma-separated, each as cargo
+    ///   writes them: `static=llama`, `dylib=gomp`, `framework=Metal`.
+    pub fn print_metadata(&self) {
+        let dirs = std::env::join_paths(&self.c_dirs).unwrap_or_default();
+        println!("cargo:lib-dirs={}", dirs.to_string_lossy());
+        println!("cargo:libs={}", self.c_libs.join(","));
     }
 
     /// What the libraries need from the system, as C compiler arguments.

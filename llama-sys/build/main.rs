@@ -115,10 +115,9 @@ fn main() {
     println!("cargo:lib={}", linked.c_lib_dir.display());
     println!("cargo:root={}", source.root.display());
     println!("cargo:revision={}", source.revision);
-    // The libraries above as C compiler arguments (`|`-separated), so a C
-    // program can link llama.cpp as Rust does, with its unprefixed names
-    // (the workspace's C benchmark).
-    println!("cargo:link-args={}", linked.c_line.c_args());
+    // The libraries, so a C program can link llama.cpp as Rust does, with
+    // its unprefixed names (the workspace's C benchmark).
+    linked.c_line.print_metadata();
     let origin = match &prebuilt {
         Some(p) => format!("LLAMA_SYS_PREBUILT_DIR ({})", p.prefix.display()),
         None => source.origin.as_str().to_string(),
