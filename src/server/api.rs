@@ -6,7 +6,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use llama_safe::chat::ToolCallFormat;
 use llama_safe::{ChatMessage, SamplingOptions};
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// A 4xx/5xx answer: `{"error": {"message", "type", "param"}}`, as OpenAI's
 /// API answers (`param` names the field at fault, or is null).
@@ -93,18 +95,6 @@ impl Api {
     }
 }
 
-/// The sampling fields read from Ollama's `options` (or, failing that, the
-/// top level of the body).
-const OLLAMA_OPTIONS: [&str; 7] = [
-    "temperature",
-    "top_k",
-    "repeat_penalty",
-    "top_p",
-    "seed",
-    "stop",
-    "num_predict",
-];
-
 /// Most stop strings a request may give.
 pub const MAX_STOP_STRINGS: usize = 16;
 /// Longest stop string, in bytes.
@@ -123,6 +113,161 @@ pub struct Limits<'a> {
     pub tool_format: ToolCallFormat,
 }
 
+/// A request body as the APIs send it, every field optional; `parse`
+/// checks what is there. Unknown fields are ignored, as OpenAI's and
+/// Ollama's clients send some this server has no use for.
+#[derive(Debug, Default, Deserialize)]
+struct Body {
+    model: Option<String>,
+    prompt: Option<String>,
+    messages: Option<Vec<Value>>,
+    max_tokens: Option<i64>,
+    max_completion_tokens: Option<i64>,
+    n: Option<u64>,
+    logit_bias: Option<BTreeMap<String, f64>>,
+    stream: Option<bool>,
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<Value>,
+    response_format: Option<Value>,
+    format: Option<Value>,
+    functions: Option<Value>,
+    suffix: Option<Value>,
+    options: Option<Sampling>,
+    // The sampling fields at the top level (not `#[serde(flatten)]`, which
+    // would lose the name of a field at fault).
+    temperature: Option<f64>,
+    top_k: Option<f64>,
+    top_p: Option<f64>,
+    repeat_penalty: Option<f64>,
+    seed: Option<u32>,
+    stop: Option<Stop>,
+    num_predict: Option<i64>,
+}
+
+impl Body {
+    /// The sampling fields given at the top level.
+    fn top_level_sampling(&self) -> Sampling {
+        Sampling {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            stop: self.stop.clone(),
+            num_predict: self.num_predict,
+        }
+    }
+}
+
+/// The sampling fields: OpenAI's at the top level, Ollama's in `options`
+/// (or, for shimmy-style clients of /api/generate, at the top level).
+#[derive(Debug, Default, Clone, Deserialize)]
+struct Sampling {
+    temperature: Option<f64>,
+    top_k: Option<f64>,
+    top_p: Option<f64>,
+    repeat_penalty: Option<f64>,
+    seed: Option<u32>,
+    stop: Option<Stop>,
+    num_predict: Option<i64>,
+}
+
+impl Sampling {
+    /// `self`'s fields, else `other`'s.
+    fn or(self, other: Sampling) -> Sampling {
+        Sampling {
+            temperature: self.temperature.or(other.temperature),
+            top_k: self.top_k.or(other.top_k),
+            top_p: self.top_p.or(other.top_p),
+            repeat_penalty: self.repeat_penalty.or(other.repeat_penalty),
+            seed: self.seed.or(other.seed),
+            stop: self.stop.or(other.stop),
+            num_predict: self.num_predict.or(other.num_predict),
+        }
+    }
+}
+
+/// `stop`: one string or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Every field a body may have, for naming the one at fault.
+const FIELDS: &[&str] = &[
+    "model",
+    "prompt",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "logit_bias",
+    "stream",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "format",
+    "functions",
+    "suffix",
+    "options",
+    "temperature",
+    "top_k",
+    "top_p",
+    "repeat_penalty",
+    "seed",
+    "stop",
+    "num_predict",
+];
+
+/// Reads the body into [`Body`]; a wrong type names its field (a field in
+/// Ollama's `options` by its own name).
+fn deserialize(body: &[u8]) -> Result<Body, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed: Result<Body, _> = serde_path_to_error::deserialize(&mut de);
+    if let Ok(b) = parsed {
+        // Trailing characters after the object.
+        return de.end().map(|()| b).map_err(|e| {
+            ApiError::status(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not valid JSON: {e}"),
+            )
+        });
+    }
+    parsed.map_err(|e| {
+        let keys: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::status(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not valid JSON: {inner}"),
+            );
+        }
+        let name = match keys.as_slice() {
+            [options, field, ..] if options == "options" => Some(field),
+            [field, ..] => Some(field),
+            [] => None,
+        };
+        match name.and_then(|n| FIELDS.iter().find(|f| *f == n)) {
+            Some(&field) => ApiError::bad(field, format!("`{field}`: {inner}")),
+            None if keys.is_empty() => {
+                ApiError::status(StatusCode::BAD_REQUEST, "the body must be a JSON object")
+            }
+            None => ApiError::status(StatusCode::BAD_REQUEST, inner.to_string()),
+        }
+    })
+}
+
 /// Parses and checks a body.
 pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, ApiError> {
     let Limits {
@@ -131,20 +276,9 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
         n_vocab,
         tool_format,
     } = limits;
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::status(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not valid JSON: {e}"),
-        )
-    })?;
-    let obj = value.as_object().ok_or_else(|| {
-        ApiError::status(StatusCode::BAD_REQUEST, "the body must be a JSON object")
-    })?;
+    let body = deserialize(body)?;
 
-    if let Some(model) = obj.get("model") {
-        let model = model
-            .as_str()
-            .ok_or_else(|| ApiError::bad("model", "`model` must be a string"))?;
+    if let Some(model) = &body.model {
         if model != model_name && model != "default" {
             return Err(ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -155,72 +289,62 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
     }
 
     // Fields this server does not implement are refused, never ignored.
-    let unsupported: &[(&str, &str)] = match api {
-        Api::Chat => &[
-            ("functions", "the deprecated function calling: use `tools`"),
-            ("suffix", "fill-in-the-middle"),
-        ],
-        _ => &[
-            ("tools", "tool calling, on /v1/chat/completions only"),
-            ("functions", "function calling"),
-            ("suffix", "fill-in-the-middle"),
-        ],
+    let present = |v: &Option<Value>| match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(_) => true,
     };
-    for &(field, what) in unsupported {
-        let present = match obj.get(field) {
-            None | Some(Value::Null) => false,
-            Some(Value::Array(a)) => !a.is_empty(),
-            Some(Value::String(s)) => !s.is_empty(),
-            Some(_) => true,
-        };
-        if present {
+    if api != Api::Chat && present(&body.tools) {
+        return Err(ApiError::bad(
+            "tools",
+            "`tools` (tool calling, on /v1/chat/completions only) is not supported by this server",
+        ));
+    }
+    for (field, value, what) in [
+        (
+            "functions",
+            &body.functions,
+            "the deprecated function calling: use `tools`",
+        ),
+        ("suffix", &body.suffix, "fill-in-the-middle"),
+    ] {
+        if present(value) {
             return Err(ApiError::bad(
                 field,
                 format!("`{field}` ({what}) is not supported by this server"),
             ));
         }
     }
-    match obj.get("n").filter(|v| !v.is_null()) {
-        None => {}
-        Some(v) if v.as_u64() == Some(1) => {}
-        Some(_) => {
-            return Err(ApiError::bad(
-                "n",
-                "only `n: 1` is supported: send several requests for several answers",
-            ))
-        }
+    if body.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::bad(
+            "n",
+            "only `n: 1` is supported: send several requests for several answers",
+        ));
     }
     // Ollama puts the sampling fields in `options`; shimmy-style clients of
-    // /api/generate put them at the top level: `options` wins. Only those
-    // fields are copied, not the body (whose prompt may be megabytes).
-    let merged;
+    // /api/generate put them at the top level: `options` wins.
     let opts = if api.is_ollama() {
-        let empty = Map::new();
-        let options = match obj.get("options") {
-            None | Some(Value::Null) => &empty,
-            Some(Value::Object(o)) => o,
-            Some(_) => return Err(ApiError::bad("options", "`options` must be an object")),
-        };
-        merged = OLLAMA_OPTIONS
-            .iter()
-            .filter_map(|&key| {
-                let value = options.get(key).or_else(|| obj.get(key))?;
-                Some((key.to_string(), value.clone()))
-            })
-            .collect::<Map<String, Value>>();
-        &merged
+        body.options
+            .clone()
+            .unwrap_or_default()
+            .or(body.top_level_sampling())
     } else {
-        obj
+        body.top_level_sampling()
     };
 
     let (prompt, messages) = match api {
         Api::Chat | Api::OllamaChat => {
-            let list = obj
-                .get("messages")
-                .ok_or_else(|| ApiError::bad("messages", "`messages` is required"))?
-                .as_array()
-                .filter(|a| !a.is_empty())
-                .ok_or_else(|| ApiError::bad("messages", "`messages` must be a non-empty array"))?;
+            let list = body
+                .messages
+                .as_ref()
+                .ok_or_else(|| ApiError::bad("messages", "`messages` is required"))?;
+            if list.is_empty() {
+                return Err(ApiError::bad(
+                    "messages",
+                    "`messages` must be a non-empty array",
+                ));
+            }
             let messages = list
                 .iter()
                 .map(tools::message)
@@ -228,73 +352,67 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
             (String::new(), Some(messages))
         }
         Api::Generate | Api::Completions => {
-            let prompt = obj
-                .get("prompt")
-                .ok_or_else(|| ApiError::bad("prompt", "`prompt` is required"))?
-                .as_str()
-                .filter(|p| !p.is_empty())
-                .ok_or_else(|| ApiError::bad("prompt", "`prompt` must be a non-empty string"))?;
-            (prompt.to_string(), None)
+            let prompt = body
+                .prompt
+                .clone()
+                .ok_or_else(|| ApiError::bad("prompt", "`prompt` is required"))?;
+            if prompt.is_empty() {
+                return Err(ApiError::bad(
+                    "prompt",
+                    "`prompt` must be a non-empty string",
+                ));
+            }
+            (prompt, None)
         }
     };
 
     let default_max = 256.min(max_tokens_limit);
     // OpenAI's newer name wins over the old one; Ollama's is num_predict.
-    let (field, value) = if api.is_ollama() && opts.contains_key("num_predict") {
-        ("num_predict", opts.get("num_predict"))
-    } else {
-        match obj.get("max_completion_tokens").filter(|v| !v.is_null()) {
-            Some(v) => ("max_completion_tokens", Some(v)),
-            None => ("max_tokens", obj.get("max_tokens")),
-        }
+    let (field, value) = match (
+        api.is_ollama(),
+        opts.num_predict,
+        body.max_completion_tokens,
+    ) {
+        (true, Some(n), _) => ("num_predict", Some(n)),
+        (_, _, Some(n)) => ("max_completion_tokens", Some(n)),
+        _ => ("max_tokens", body.max_tokens),
     };
     let max_tokens = match value {
-        None | Some(Value::Null) => default_max,
+        None => default_max,
         // Ollama: -1 means "until the context is full".
-        Some(v) if api.is_ollama() && v.as_i64() == Some(-1) => max_tokens_limit,
-        Some(v) => {
-            let n = v
-                .as_i64()
-                .ok_or_else(|| ApiError::bad(field, format!("`{field}` must be an integer")))?;
-            if n < 1 || n > i64::from(max_tokens_limit) {
-                return Err(ApiError::bad(
-                    field,
-                    format!("`{field}` must be between 1 and {max_tokens_limit} (the context size), got {n}"),
-                ));
-            }
-            n as u32
+        Some(-1) if api.is_ollama() => max_tokens_limit,
+        Some(n) if n < 1 || n > i64::from(max_tokens_limit) => {
+            return Err(ApiError::bad(
+                field,
+                format!(
+                "`{field}` must be between 1 and {max_tokens_limit} (the context size), got {n}"
+            ),
+            ))
         }
+        Some(n) => n as u32,
     };
 
     let mut sampling = SamplingOptions::default();
-    if let Some(t) = number(opts, "temperature", 0.0, 5.0)? {
+    if let Some(t) = within(opts.temperature, "temperature", 0.0, 5.0)? {
         sampling.temperature = t as f32;
     }
-    if let Some(k) = number(opts, "top_k", 0.0, 1e6)? {
+    if let Some(k) = within(opts.top_k, "top_k", 0.0, 1e6)? {
         sampling.top_k = k as i32;
     }
-    if let Some(p) = number(opts, "repeat_penalty", 0.0, 10.0)? {
+    if let Some(p) = within(opts.repeat_penalty, "repeat_penalty", 0.0, 10.0)? {
         sampling.repeat_penalty = p as f32;
     }
-    if let Some(p) = number(opts, "top_p", 0.0, 1.0)? {
+    if let Some(p) = within(opts.top_p, "top_p", 0.0, 1.0)? {
         if p == 0.0 {
             return Err(ApiError::bad("top_p", "`top_p` must be above 0"));
         }
         sampling.top_p = p as f32;
     }
-    if let Some(seed) = opts.get("seed").filter(|v| !v.is_null()) {
-        sampling.seed = seed
-            .as_u64()
-            .and_then(|s| u32::try_from(s).ok())
-            .ok_or_else(|| {
-                ApiError::bad("seed", "`seed` must be an integer from 0 to 4294967295")
-            })?;
+    if let Some(seed) = opts.seed {
+        sampling.seed = seed;
     }
-    if let Some(bias) = obj.get("logit_bias").filter(|v| !v.is_null()) {
-        let map = bias.as_object().ok_or_else(|| {
-            ApiError::bad("logit_bias", "`logit_bias` must map token ids to numbers")
-        })?;
-        for (token, value) in map {
+    if let Some(bias) = &body.logit_bias {
+        for (token, b) in bias {
             let id: i32 = token
                 .parse()
                 .ok()
@@ -305,17 +423,17 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
                         format!("{token:?} is not a token id of this model"),
                     )
                 })?;
-            let b = value
-                .as_f64()
-                .filter(|b| (-100.0..=100.0).contains(b))
-                .ok_or_else(|| {
-                    ApiError::bad("logit_bias", "biases must be numbers from -100 to 100")
-                })?;
+            if !(-100.0..=100.0).contains(b) {
+                return Err(ApiError::bad(
+                    "logit_bias",
+                    "biases must be numbers from -100 to 100",
+                ));
+            }
             // As in OpenAI's API, -100 bans the token.
-            let b = if b <= -100.0 {
+            let b = if *b <= -100.0 {
                 f32::NEG_INFINITY
             } else {
-                b as f32
+                *b as f32
             };
             sampling.logit_bias.push((llama_safe::Token(id), b));
         }
@@ -331,14 +449,14 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
             ));
         }
     }
-    let stop = match opts.get("stop") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
-        Some(Value::Array(items)) if items.len() <= MAX_STOP_STRINGS => items
-            .iter()
-            .map(|s| s.as_str().filter(|s| !s.is_empty()).map(String::from))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| ApiError::bad("stop", "`stop` entries must be non-empty strings"))?,
+    let stop = match opts.stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) if !s.is_empty() => vec![s],
+        Some(Stop::Many(items))
+            if items.len() <= MAX_STOP_STRINGS && items.iter().all(|s| !s.is_empty()) =>
+        {
+            items
+        }
         Some(_) => {
             return Err(ApiError::bad(
                 "stop",
@@ -356,45 +474,47 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
         ));
     }
     let tools = match api {
-        Api::Chat => tools::parse_tools(obj, tool_format, &mut sampling)?,
+        Api::Chat => tools::parse_tools(
+            body.tools.as_ref(),
+            body.tool_choice.as_ref(),
+            body.parallel_tool_calls.as_ref(),
+            tool_format,
+            &mut sampling,
+        )?,
         _ => None,
     };
-    let format_field = if api.is_ollama() {
-        "format"
+    if api.is_ollama() {
+        tools::parse_response_format(body.format.as_ref(), "format", &mut sampling)?;
     } else {
-        "response_format"
-    };
-    tools::parse_response_format(obj, format_field, &mut sampling)?;
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => api.is_ollama(),
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::bad("stream", "`stream` must be true or false")),
-    };
+        tools::parse_response_format(
+            body.response_format.as_ref(),
+            "response_format",
+            &mut sampling,
+        )?;
+    }
     Ok(GenRequest {
         prompt,
         messages,
         max_tokens,
         sampling,
         stop,
-        stream,
+        stream: body.stream.unwrap_or(api.is_ollama()),
         tools,
     })
 }
 
-fn number(
-    obj: &Map<String, Value>,
+/// `value`, if given, when it lies in `min..=max`.
+fn within(
+    value: Option<f64>,
     name: &'static str,
     min: f64,
     max: f64,
 ) -> Result<Option<f64>, ApiError> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_f64() {
-            Some(x) if (min..=max).contains(&x) => Ok(Some(x)),
-            _ => Err(ApiError::bad(
-                name,
-                format!("`{name}` must be a number from {min} to {max}"),
-            )),
-        },
+    match value {
+        Some(x) if !(min..=max).contains(&x) => Err(ApiError::bad(
+            name,
+            format!("`{name}` must be a number from {min} to {max}"),
+        )),
+        other => Ok(other),
     }
 }

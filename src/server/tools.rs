@@ -7,7 +7,7 @@ use super::api::ApiError;
 use llama_safe::chat::{ParsedReply, ToolCallFormat, ToolChoice};
 use llama_safe::grammar::{json_object_grammar, json_schema_to_grammar};
 use llama_safe::{ChatMessage, Error, SamplerStage, SamplingOptions, Tool, ToolCall};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// Most tools one request may define.
 pub const MAX_TOOLS: usize = 128;
@@ -25,11 +25,13 @@ pub struct ToolUse {
 /// Reads `tools`, `tool_choice` and `parallel_tool_calls`, and puts the
 /// grammar that keeps the model's calls well-formed into `sampling`.
 pub fn parse_tools(
-    obj: &Map<String, Value>,
+    tools: Option<&Value>,
+    tool_choice: Option<&Value>,
+    parallel_tool_calls: Option<&Value>,
     format: ToolCallFormat,
     sampling: &mut SamplingOptions,
 ) -> Result<Option<ToolUse>, ApiError> {
-    let list = match obj.get("tools") {
+    let list = match tools {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) if list.len() <= MAX_TOOLS => list.clone(),
         Some(_) => {
@@ -40,7 +42,7 @@ pub fn parse_tools(
         }
     };
     let tools = list.iter().map(tool).collect::<Result<Vec<_>, _>>()?;
-    let choice = match obj.get("tool_choice") {
+    let choice = match tool_choice {
         None | Some(Value::Null) => ToolChoice::Auto,
         Some(_) if tools.is_empty() => {
             return Err(ApiError::bad("tool_choice", "`tool_choice` needs `tools`"))
@@ -58,7 +60,7 @@ pub fn parse_tools(
             _ => return Err(bad_choice()),
         },
     };
-    let parallel = match obj.get("parallel_tool_calls") {
+    let parallel = match parallel_tool_calls {
         None | Some(Value::Null) => true,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
@@ -143,12 +145,12 @@ fn tool(v: &Value) -> Result<Tool, ApiError> {
 /// OpenAI's `response_format` (`text`, `json_object`, `json_schema`) or
 /// Ollama's `format` (`"json"` or a schema) as a grammar in `sampling`.
 pub fn parse_response_format(
-    obj: &Map<String, Value>,
+    value: Option<&Value>,
     field: &'static str,
     sampling: &mut SamplingOptions,
 ) -> Result<(), ApiError> {
     let grammar =
-        match (field, obj.get(field)) {
+        match (field, value) {
             (_, None | Some(Value::Null)) => return Ok(()),
             ("format", Some(Value::String(s))) if s.is_empty() => return Ok(()),
             ("format", Some(Value::String(s))) if s == "json" => json_object_grammar(),
