@@ -270,25 +270,66 @@ fn deserialize(body: &[u8]) -> Result<Body, ApiError> {
 
 /// Parses and checks a body.
 pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, ApiError> {
-    let Limits {
-        model_name,
-        n_ctx: max_tokens_limit,
-        n_vocab,
-        tool_format,
-    } = limits;
     let body = deserialize(body)?;
-
     if let Some(model) = &body.model {
-        if model != model_name && model != "default" {
+        if model != limits.model_name && model != "default" {
             return Err(ApiError {
                 status: StatusCode::NOT_FOUND,
-                message: format!("model {model:?} not found; this server serves {model_name:?}"),
+                message: format!(
+                    "model {model:?} not found; this server serves {:?}",
+                    limits.model_name
+                ),
                 param: Some("model"),
             });
         }
     }
+    refuse_unsupported(&body, api)?;
+    // Ollama puts the sampling fields in `options`; shimmy-style clients of
+    // /api/generate put them at the top level: `options` wins.
+    let opts = if api.is_ollama() {
+        body.options
+            .clone()
+            .unwrap_or_default()
+            .or(body.top_level_sampling())
+    } else {
+        body.top_level_sampling()
+    };
+    let (prompt, messages) = prompt_or_messages(&body, api)?;
+    let max_tokens = max_tokens(&body, &opts, api, limits.n_ctx)?;
+    let mut sampling = sampling(&body, &opts, limits.n_vocab)?;
+    let stop = stop_strings(opts.stop)?;
+    let tools = match api {
+        Api::Chat => tools::parse_tools(
+            body.tools.as_ref(),
+            body.tool_choice.as_ref(),
+            body.parallel_tool_calls.as_ref(),
+            limits.tool_format,
+            &mut sampling,
+        )?,
+        _ => None,
+    };
+    if api.is_ollama() {
+        tools::parse_response_format(body.format.as_ref(), "format", &mut sampling)?;
+    } else {
+        tools::parse_response_format(
+            body.response_format.as_ref(),
+            "response_format",
+            &mut sampling,
+        )?;
+    }
+    Ok(GenRequest {
+        prompt,
+        messages,
+        max_tokens,
+        sampling,
+        stop,
+        stream: body.stream.unwrap_or(api.is_ollama()),
+        tools,
+    })
+}
 
-    // Fields this server does not implement are refused, never ignored.
+/// Fields this server does not implement are refused, never ignored.
+fn refuse_unsupported(body: &Body, api: Api) -> Result<(), ApiError> {
     let present = |v: &Option<Value>| match v {
         None | Some(Value::Null) => false,
         Some(Value::Array(a)) => !a.is_empty(),
@@ -322,18 +363,15 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
             "only `n: 1` is supported: send several requests for several answers",
         ));
     }
-    // Ollama puts the sampling fields in `options`; shimmy-style clients of
-    // /api/generate put them at the top level: `options` wins.
-    let opts = if api.is_ollama() {
-        body.options
-            .clone()
-            .unwrap_or_default()
-            .or(body.top_level_sampling())
-    } else {
-        body.top_level_sampling()
-    };
+    Ok(())
+}
 
-    let (prompt, messages) = match api {
+/// The prompt (completions) or the messages (chat).
+fn prompt_or_messages(
+    body: &Body,
+    api: Api,
+) -> Result<(String, Option<Vec<ChatMessage>>), ApiError> {
+    Ok(match api {
         Api::Chat | Api::OllamaChat => {
             let list = body
                 .messages
@@ -364,8 +402,17 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
             }
             (prompt, None)
         }
-    };
+    })
+}
 
+/// `max_tokens`, `max_completion_tokens` or Ollama's `num_predict`, at most
+/// the context size.
+fn max_tokens(
+    body: &Body,
+    opts: &Sampling,
+    api: Api,
+    max_tokens_limit: u32,
+) -> Result<u32, ApiError> {
     let default_max = 256.min(max_tokens_limit);
     // OpenAI's newer name wins over the old one; Ollama's is num_predict.
     let (field, value) = match (
@@ -377,7 +424,7 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
         (_, _, Some(n)) => ("max_completion_tokens", Some(n)),
         _ => ("max_tokens", body.max_tokens),
     };
-    let max_tokens = match value {
+    Ok(match value {
         None => default_max,
         // Ollama: -1 means "until the context is full".
         Some(-1) if api.is_ollama() => max_tokens_limit,
@@ -390,8 +437,11 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
             ))
         }
         Some(n) => n as u32,
-    };
+    })
+}
 
+/// The sampler options: temperature, top-k/p, penalty, seed, logit biases.
+fn sampling(body: &Body, opts: &Sampling, n_vocab: u32) -> Result<SamplingOptions, ApiError> {
     let mut sampling = SamplingOptions::default();
     if let Some(t) = within(opts.temperature, "temperature", 0.0, 5.0)? {
         sampling.temperature = t as f32;
@@ -449,7 +499,13 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
             ));
         }
     }
-    let stop = match opts.stop {
+    Ok(sampling)
+}
+
+/// `stop`: at most [`MAX_STOP_STRINGS`] non-empty strings of at most
+/// [`MAX_STOP_BYTES`].
+fn stop_strings(stop: Option<Stop>) -> Result<Vec<String>, ApiError> {
+    let stop = match stop {
         None => Vec::new(),
         Some(Stop::One(s)) if !s.is_empty() => vec![s],
         Some(Stop::Many(items))
@@ -473,34 +529,7 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
             ),
         ));
     }
-    let tools = match api {
-        Api::Chat => tools::parse_tools(
-            body.tools.as_ref(),
-            body.tool_choice.as_ref(),
-            body.parallel_tool_calls.as_ref(),
-            tool_format,
-            &mut sampling,
-        )?,
-        _ => None,
-    };
-    if api.is_ollama() {
-        tools::parse_response_format(body.format.as_ref(), "format", &mut sampling)?;
-    } else {
-        tools::parse_response_format(
-            body.response_format.as_ref(),
-            "response_format",
-            &mut sampling,
-        )?;
-    }
-    Ok(GenRequest {
-        prompt,
-        messages,
-        max_tokens,
-        sampling,
-        stop,
-        stream: body.stream.unwrap_or(api.is_ollama()),
-        tools,
-    })
+    Ok(stop)
 }
 
 /// `value`, if given, when it lies in `min..=max`.
