@@ -1,5 +1,6 @@
 //! The one error type of this crate.
 
+use crate::logging::{LogLevel, LogLine};
 use std::path::PathBuf;
 
 /// Everything that can go wrong, with the context needed to act on it: the
@@ -40,7 +41,7 @@ pub enum Error {
         /// The path concerned.
         path: PathBuf,
         /// What went wrong, in llama.cpp's words where it gave any.
-        reason: String,
+        reason: Reason,
     },
     /// llama.cpp failed to load the model; `reason` is what it logged.
     #[error("llama.cpp failed to load {path}: {reason}")]
@@ -48,7 +49,7 @@ pub enum Error {
         /// The path concerned.
         path: PathBuf,
         /// What went wrong, in llama.cpp's words where it gave any.
-        reason: String,
+        reason: Reason,
     },
     /// The load progress callback returned `false` or panicked.
     #[error("loading {path} was cancelled by the progress callback")]
@@ -134,7 +135,7 @@ pub enum Error {
     #[error("llama.cpp could not create a context: {reason}")]
     Context {
         /// What went wrong, in llama.cpp's words where it gave any.
-        reason: String,
+        reason: Reason,
     },
     /// `llama_decode` returned a status.
     #[error("decode failed: {0}")]
@@ -171,7 +172,7 @@ pub enum Error {
     #[error("context state: {reason}")]
     State {
         /// What went wrong, in llama.cpp's words where it gave any.
-        reason: String,
+        reason: Reason,
     },
     /// A session file could not be written or read.
     #[error("session file {path}: {reason}")]
@@ -179,7 +180,7 @@ pub enum Error {
         /// The path concerned.
         path: PathBuf,
         /// What went wrong, in llama.cpp's words where it gave any.
-        reason: String,
+        reason: Reason,
     },
     /// Sampling was asked of a context with no logits there.
     #[error("no logits to sample from{}", index.map(|i| format!(" at batch entry {i}")).unwrap_or_default())]
@@ -239,6 +240,13 @@ pub enum Error {
         /// What and why.
         reason: String,
     },
+    /// A GBNF grammar llama.cpp could not parse (or a lazy grammar's
+    /// trigger it refused).
+    #[error("invalid grammar: {reason}")]
+    Grammar {
+        /// llama.cpp's reason.
+        reason: Reason,
+    },
     /// A JSON schema that cannot be turned into a grammar: `at` is where in
     /// the schema (a JSON pointer, `#` for its root).
     #[error("JSON schema at {at}: {reason}")]
@@ -255,7 +263,7 @@ pub enum Error {
         /// The path concerned.
         path: PathBuf,
         /// What went wrong, in llama.cpp's words.
-        reason: String,
+        reason: Reason,
     },
     /// The engine's queue is full; retry later.
     #[error("the engine's queue is full ({queued} requests waiting)")]
@@ -315,5 +323,67 @@ impl DecodeError {
             -1 => Some(DecodeError::InvalidBatch),
             other => Some(DecodeError::Other(other)),
         }
+    }
+}
+
+/// Why llama.cpp (or this crate, before calling it) refused something: a
+/// one-line summary, and the lines llama.cpp itself logged at warning level
+/// or above while failing, kept as they were (empty when the reason is this
+/// crate's own). It reads as the summary (`Display`, and `Deref` to `str`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    summary: String,
+    lines: Vec<LogLine>,
+}
+
+impl Reason {
+    /// What llama.cpp logged during a failed call: its warnings and errors,
+    /// the last three of them as the summary.
+    pub(crate) fn from_log(lines: &[LogLine]) -> Reason {
+        let lines: Vec<LogLine> = lines
+            .iter()
+            .filter(|l| l.level >= LogLevel::Warn && !l.text.trim().is_empty())
+            .cloned()
+            .collect();
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.trim()).collect();
+        let summary = if texts.is_empty() {
+            "llama.cpp gave no reason".to_string()
+        } else {
+            texts[texts.len().saturating_sub(3)..].join("; ")
+        };
+        Reason { summary, lines }
+    }
+
+    /// llama.cpp's own lines (empty when the reason is this crate's).
+    pub fn llama_lines(&self) -> &[LogLine] {
+        &self.lines
+    }
+}
+
+impl From<String> for Reason {
+    fn from(summary: String) -> Reason {
+        Reason {
+            summary,
+            lines: Vec::new(),
+        }
+    }
+}
+
+impl From<&str> for Reason {
+    fn from(summary: &str) -> Reason {
+        summary.to_string().into()
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+impl std::ops::Deref for Reason {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.summary
     }
 }

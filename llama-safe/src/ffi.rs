@@ -8,7 +8,7 @@
 //! catch it and return a status, turned here into [`Error::Exception`] (or
 //! [`Error::GrammarDeadEnd`] for a grammar with no way forward).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::logging;
 use std::ffi::{c_int, CStr, CString};
 use std::path::Path;
@@ -37,7 +37,7 @@ pub(crate) fn check(call: &'static str, status: c_int) -> Result<()> {
 pub(crate) fn logged<T>(
     call: impl FnOnce() -> T,
     failed: impl FnOnce(&T) -> bool,
-    fail: impl FnOnce(String) -> Error,
+    fail: impl FnOnce(Reason) -> Error,
 ) -> Result<T> {
     let (value, lines) = logging::capture(call);
     if failed(&value) {
@@ -49,7 +49,7 @@ pub(crate) fn logged<T>(
 /// A llama.cpp constructor: NULL is `fail` of what llama.cpp logged.
 pub(crate) fn non_null<T>(
     call: impl FnOnce() -> *mut T,
-    fail: impl FnOnce(String) -> Error,
+    fail: impl FnOnce(Reason) -> Error,
 ) -> Result<NonNull<T>> {
     let raw = logged(call, |p| p.is_null(), fail)?;
     Ok(NonNull::new(raw).expect("checked for NULL"))
@@ -60,7 +60,7 @@ pub(crate) fn non_null<T>(
 pub(crate) fn guarded_non_null<T>(
     name: &'static str,
     call: impl FnOnce(&mut *mut T) -> c_int,
-    fail: impl FnOnce(String) -> Error,
+    fail: impl FnOnce(Reason) -> Error,
 ) -> Result<NonNull<T>> {
     let mut out = std::ptr::null_mut();
     let (status, lines) = logging::capture(|| call(&mut out));

@@ -58,7 +58,7 @@ pub use chat::{ChatMessage, Tool, ToolCall};
 pub use context::batch::Batch;
 pub use context::params::{AbortCallback, ContextParams, KvCacheType, Pooling};
 pub use context::LlamaContext;
-pub use error::{DecodeError, Error, Result};
+pub use error::{DecodeError, Error, Reason, Result};
 pub use generate::{Event, GenerateOptions, Generation, GenerationStats, Piece, StopReason};
 pub use lora::LoraAdapter;
 pub use model::LlamaModel;

@@ -84,19 +84,9 @@ pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<LogLine>) {
     (result, lines)
 }
 
-/// The last error lines of a capture, joined, or a generic reason.
-pub(crate) fn reason(lines: &[LogLine]) -> String {
-    let errors: Vec<&str> = lines
-        .iter()
-        .filter(|l| l.level >= LogLevel::Warn)
-        .map(|l| l.text.trim())
-        .filter(|t| !t.is_empty())
-        .collect();
-    if errors.is_empty() {
-        "llama.cpp gave no reason".to_string()
-    } else {
-        errors[errors.len().saturating_sub(3)..].join("; ")
-    }
+/// What llama.cpp logged during a failed call, as an error's reason.
+pub(crate) fn reason(lines: &[LogLine]) -> crate::error::Reason {
+    crate::error::Reason::from_log(lines)
 }
 
 unsafe extern "C" fn callback(

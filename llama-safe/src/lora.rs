@@ -83,7 +83,7 @@ impl LlamaModel {
             if file.value_type(key).is_some_and(|t| t != want) {
                 return Err(Error::Lora {
                     path: path.to_path_buf(),
-                    reason: format!("metadata {key} must be {name}"),
+                    reason: format!("metadata {key} must be {name}").into(),
                 });
             }
         }

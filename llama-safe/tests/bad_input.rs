@@ -191,9 +191,6 @@ fn invalid_grammar() {
     };
     assert!(matches!(
         Sampler::new(&model, &options),
-        Err(Error::InvalidParameter {
-            name: "grammar",
-            ..
-        })
+        Err(Error::Grammar { .. })
     ));
 }

@@ -193,7 +193,7 @@ impl Kind {
 fn finish_save(mut buf: Vec<u8>, written: usize, kind: Kind) -> Result<Vec<u8>> {
     if written == 0 && buf.len() > HEADER_LEN {
         return Err(Error::State {
-            reason: format!("llama.cpp could not write {}", kind.what()),
+            reason: format!("llama.cpp could not write {}", kind.what()).into(),
         });
     }
     buf.truncate(HEADER_LEN + written);
@@ -214,7 +214,11 @@ fn payload(bytes: &[u8], kind: Kind) -> Result<&[u8]> {
     if !bytes.starts_with(&MAGIC) {
         return Ok(bytes);
     }
-    let bad = |reason: String| Err(Error::State { reason });
+    let bad = |reason: String| {
+        Err(Error::State {
+            reason: reason.into(),
+        })
+    };
     if bytes.len() < HEADER_LEN {
         return bad(format!(
             "{} bytes: shorter than the state header",

@@ -227,7 +227,7 @@ impl std::fmt::Debug for Sampler<'_> {
 impl<'model> Sampler<'model> {
     /// Builds the chain for `options` over `model`'s vocabulary: the
     /// preset made of its fields, or its own [`chain`](SamplingOptions::chain).
-    /// A grammar that does not parse is [`Error::InvalidParameter`] with
+    /// A grammar that does not parse is [`Error::Grammar`] with
     /// llama.cpp's reason; a logit bias on a token outside the vocabulary is
     /// [`Error::InvalidToken`]; a chain that does not end with exactly one
     /// selecting stage, or a stage parameter out of range, is

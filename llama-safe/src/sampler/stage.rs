@@ -365,10 +365,7 @@ fn grammar_sampler(
                 out,
             )
         },
-        |reason| Error::InvalidParameter {
-            name: "grammar",
-            reason,
-        },
+        |reason| Error::Grammar { reason },
     )?;
     Ok(g.as_ptr())
 }
@@ -427,10 +424,7 @@ fn lazy_grammar_sampler(
                 out,
             )
         },
-        |reason| Error::InvalidParameter {
-            name: "grammar",
-            reason,
-        },
+        |reason| Error::Grammar { reason },
     )?;
     Ok(g.as_ptr())
 }
