@@ -12,12 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 fn load() -> LlamaModel {
-    LlamaModel::load(
-        &LlamaBackend::init(),
-        moe_path(),
-        &LlamaModelParams::default(),
-    )
-    .unwrap()
+    load_moe()
 }
 
 fn params() -> ContextParams {

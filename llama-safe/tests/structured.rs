@@ -13,12 +13,7 @@ use llama_safe::*;
 use serde_json::{json, Value};
 
 fn load() -> LlamaModel {
-    LlamaModel::load(
-        &LlamaBackend::init(),
-        moe_path(),
-        &LlamaModelParams::default(),
-    )
-    .unwrap()
+    load_moe()
 }
 
 /// Greedy generation of `prompt` under `stages` (ending with Greedy).

@@ -134,30 +134,6 @@ struct Body {
     functions: Option<Value>,
     suffix: Option<Value>,
     options: Option<Sampling>,
-    // The sampling fields at the top level (not `#[serde(flatten)]`, which
-    // would lose the name of a field at fault).
-    temperature: Option<f64>,
-    top_k: Option<f64>,
-    top_p: Option<f64>,
-    repeat_penalty: Option<f64>,
-    seed: Option<u32>,
-    stop: Option<Stop>,
-    num_predict: Option<i64>,
-}
-
-impl Body {
-    /// The sampling fields given at the top level.
-    fn top_level_sampling(&self) -> Sampling {
-        Sampling {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            repeat_penalty: self.repeat_penalty,
-            seed: self.seed,
-            stop: self.stop.clone(),
-            num_predict: self.num_predict,
-        }
-    }
 }
 
 /// The sampling fields: OpenAI's at the top level, Ollama's in `options`
@@ -223,11 +199,13 @@ const FIELDS: &[&str] = &[
     "num_predict",
 ];
 
-/// Reads the body into [`Body`]; a wrong type names its field (a field in
-/// Ollama's `options` by its own name).
-fn deserialize(body: &[u8]) -> Result<Body, ApiError> {
+/// Reads the body into `T` (a [`Body`], or the top-level [`Sampling`]
+/// fields: reading those apart keeps the name of a field at fault, which
+/// `#[serde(flatten)]` would lose); a wrong type names its field (a field
+/// in Ollama's `options` by its own name).
+fn deserialize<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed: Result<Body, _> = serde_path_to_error::deserialize(&mut de);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     if let Ok(b) = parsed {
         // Trailing characters after the object.
         return de.end().map(|()| b).map_err(|e| {
@@ -269,8 +247,8 @@ fn deserialize(body: &[u8]) -> Result<Body, ApiError> {
 }
 
 /// Parses and checks a body.
-pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, ApiError> {
-    let body = deserialize(body)?;
+pub fn parse(bytes: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, ApiError> {
+    let (body, top_level): (Body, Sampling) = (deserialize(bytes)?, deserialize(bytes)?);
     if let Some(model) = &body.model {
         if model != limits.model_name && model != "default" {
             return Err(ApiError {
@@ -287,12 +265,9 @@ pub fn parse(body: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, Ap
     // Ollama puts the sampling fields in `options`; shimmy-style clients of
     // /api/generate put them at the top level: `options` wins.
     let opts = if api.is_ollama() {
-        body.options
-            .clone()
-            .unwrap_or_default()
-            .or(body.top_level_sampling())
+        body.options.clone().unwrap_or_default().or(top_level)
     } else {
-        body.top_level_sampling()
+        top_level
     };
     let (prompt, messages) = prompt_or_messages(&body, api)?;
     let max_tokens = max_tokens(&body, &opts, api, limits.n_ctx)?;
@@ -373,16 +348,7 @@ fn prompt_or_messages(
 ) -> Result<(String, Option<Vec<ChatMessage>>), ApiError> {
     Ok(match api {
         Api::Chat | Api::OllamaChat => {
-            let list = body
-                .messages
-                .as_ref()
-                .ok_or_else(|| ApiError::bad("messages", "`messages` is required"))?;
-            if list.is_empty() {
-                return Err(ApiError::bad(
-                    "messages",
-                    "`messages` must be a non-empty array",
-                ));
-            }
+            let list = non_empty(body.messages.as_deref(), "messages", "array")?;
             let messages = list
                 .iter()
                 .map(tools::message)
@@ -390,19 +356,43 @@ fn prompt_or_messages(
             (String::new(), Some(messages))
         }
         Api::Generate | Api::Completions => {
-            let prompt = body
-                .prompt
-                .clone()
-                .ok_or_else(|| ApiError::bad("prompt", "`prompt` is required"))?;
-            if prompt.is_empty() {
-                return Err(ApiError::bad(
-                    "prompt",
-                    "`prompt` must be a non-empty string",
-                ));
-            }
-            (prompt, None)
+            let prompt = non_empty(body.prompt.as_deref(), "prompt", "string")?;
+            (prompt.to_string(), None)
         }
     })
+}
+
+/// A required field that must not be empty.
+fn non_empty<'a, T: ?Sized + IsEmpty>(
+    value: Option<&'a T>,
+    field: &'static str,
+    kind: &str,
+) -> Result<&'a T, ApiError> {
+    match value {
+        None => Err(ApiError::bad(field, format!("`{field}` is required"))),
+        Some(v) if v.is_empty() => Err(ApiError::bad(
+            field,
+            format!("`{field}` must be a non-empty {kind}"),
+        )),
+        Some(v) => Ok(v),
+    }
+}
+
+/// What [`non_empty`] checks.
+trait IsEmpty {
+    fn is_empty(&self) -> bool;
+}
+
+impl IsEmpty for str {
+    fn is_empty(&self) -> bool {
+        str::is_empty(self)
+    }
+}
+
+impl<T> IsEmpty for [T] {
+    fn is_empty(&self) -> bool {
+        <[T]>::is_empty(self)
+    }
 }
 
 /// `max_tokens`, `max_completion_tokens` or Ollama's `num_predict`, at most

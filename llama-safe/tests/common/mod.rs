@@ -10,6 +10,16 @@ pub fn moe_path() -> PathBuf {
     DemoModel::Moe.cached().expect("write demo model")
 }
 
+/// The demo MoE model, loaded with default params.
+pub fn load_moe() -> LlamaModel {
+    LlamaModel::load(
+        &LlamaBackend::init(),
+        moe_path(),
+        &LlamaModelParams::default(),
+    )
+    .expect("load the demo model")
+}
+
 /// The dense demo model.
 pub fn dense_path() -> PathBuf {
     DemoModel::Dense.cached().expect("write dense demo model")
