@@ -215,11 +215,7 @@ pub fn serve(
                 available: local.iter().map(|d| d.name.clone()).collect(),
             });
         }
-        let c = CString::new(name.as_str()).map_err(|_| Error::NulByte {
-            what: "device name",
-        })?;
-        // SAFETY: c is NUL-terminated; the name is a registered local device.
-        raw.push(unsafe { llama_safe_sys::ggml_backend_dev_by_name(c.as_ptr()) });
+        raw.push(crate::backend::device_by_name(name)?);
     }
     let c_endpoint = CString::new(endpoint).map_err(|_| Error::NulByte { what: "endpoint" })?;
     let c_cache = match cache_dir {
