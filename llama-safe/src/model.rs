@@ -70,7 +70,7 @@ impl LlamaModel {
         #[cfg(feature = "tracing")]
         let _span = tracing::info_span!("llama_load", path = %path.display()).entered();
         let file = GgufFile::open(path)?;
-        let (raw, _) = load_checked(&file, params, false)?;
+        let raw = load_checked(&file, params, false)?;
         let mut model = LlamaModel {
             raw,
             path: path.to_path_buf(),
@@ -79,7 +79,8 @@ impl LlamaModel {
             _backend: backend.clone(),
         };
         // (On an error here, dropping `model` frees what llama.cpp loaded.)
-        model.placement = Placement::of_model(model.as_ptr(), &params.planned_moves(&file))?;
+        let planned = params.planned_moves(&file.tensors(), file.layer_count());
+        model.placement = Placement::of_model(model.as_ptr(), &planned)?;
         Ok(model)
     }
 
@@ -87,7 +88,7 @@ impl LlamaModel {
     /// weights (`no_alloc`), the way a dry run checks that a load would
     /// succeed: the same checks, hparams, vocabulary and tensor table.
     pub(crate) fn dry_load(file: &GgufFile, params: &LlamaModelParams) -> Result<()> {
-        let (raw, _) = load_checked(file, params, true)?;
+        let raw = load_checked(file, params, true)?;
         // SAFETY: raw came from llama_model_load_from_file and is freed once,
         // here; nothing else refers to it.
         unsafe { llama_safe_sys::llama_model_free(raw.as_ptr()) };
@@ -115,7 +116,7 @@ impl LlamaModel {
                 reason: "a context needs weights; these params load vocabulary only".into(),
             });
         }
-        let (raw, _) = load_checked(file, params, true)?;
+        let raw = load_checked(file, params, true)?;
         let model = Freed(raw, llama_safe_sys::llama_model_free);
         // SAFETY: the model is live until `model` drops, after the context;
         // the params are plain values (no callbacks: a dry run computes
@@ -296,13 +297,13 @@ impl LlamaModel {
 }
 
 /// Checks `file` against what llama.cpp would abort on ([`crate::check`]),
-/// then loads it (`no_alloc`: metadata only), returning the model and what
-/// llama.cpp logged on this thread meanwhile.
+/// then loads it (`no_alloc`: metadata only); a failure carries what
+/// llama.cpp logged.
 fn load_checked(
     file: &GgufFile,
     params: &LlamaModelParams,
     no_alloc: bool,
-) -> Result<(NonNull<llama_safe_sys::llama_model>, Vec<logging::LogLine>)> {
+) -> Result<NonNull<llama_safe_sys::llama_model>> {
     let path = file.path();
     crate::check::model(file, params)?;
     let block_count = file.layer_count();
@@ -326,7 +327,7 @@ fn load_checked(
     // what it had): it goes on unwinding here, in Rust.
     raw_params.progress.panic.resume();
     match NonNull::new(model) {
-        Some(model) => Ok((model, lines)),
+        Some(model) => Ok(model),
         None if raw_params.progress.cancelled => Err(Error::LoadCancelled {
             path: path.to_path_buf(),
         }),

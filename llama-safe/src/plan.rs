@@ -6,7 +6,7 @@
 use crate::context::params::ContextParams;
 use crate::context::{device_bytes, host_bytes, MemoryUse};
 use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, TensorInfo};
 use crate::model_params::LlamaModelParams;
 use crate::moe;
 use crate::tensor_override::{OverrideTarget, TensorPattern};
@@ -104,7 +104,7 @@ impl LlamaModelParams {
             .collect();
         expert_layers.sort_unstable();
         expert_layers.dedup();
-        let moved = self.planned_moves(&file);
+        let moved = self.planned_moves(&tensors, block_count);
         Ok(Plan {
             block_count,
             expert_layers,
@@ -112,17 +112,35 @@ impl LlamaModelParams {
             total_bytes: tensors.iter().map(|t| t.bytes).sum(),
         })
     }
-}
 
-impl LlamaModelParams {
-    /// The tensors of `file` the overrides match, each with the first
-    /// override that matches it (llama.cpp's rule), in file order.
-    pub(crate) fn planned_moves(&self, file: &GgufFile) -> Vec<PlannedTensor> {
-        let overrides = self.effective_overrides(file.layer_count());
-        file.tensors()
+    /// The `tensors` (of a model of `block_count` layers) the overrides
+    /// match, each with the first override that matches it (llama.cpp's
+    /// rule), in file order. Each pattern is compiled once, for the
+    /// tensors no earlier pattern matched.
+    pub(crate) fn planned_moves(
+        &self,
+        tensors: &[TensorInfo],
+        block_count: u32,
+    ) -> Vec<PlannedTensor> {
+        let overrides = self.effective_overrides(block_count);
+        let mut first: Vec<Option<usize>> = vec![None; tensors.len()];
+        for (k, (pattern, _)) in overrides.iter().enumerate() {
+            let open: Vec<usize> = (0..tensors.len()).filter(|&i| first[i].is_none()).collect();
+            if open.is_empty() {
+                break;
+            }
+            let names: Vec<&str> = open.iter().map(|&i| tensors[i].name.as_str()).collect();
+            for (&i, hit) in open.iter().zip(pattern.matches(&names)) {
+                if hit {
+                    first[i] = Some(k);
+                }
+            }
+        }
+        tensors
             .iter()
-            .filter_map(|t| {
-                let (pattern, target) = overrides.iter().find(|(p, _)| p.is_match(&t.name))?;
+            .zip(first)
+            .filter_map(|(t, k)| {
+                let (pattern, target) = &overrides[k?];
                 Some(PlannedTensor {
                     name: t.name.clone(),
                     bytes: t.bytes,

@@ -115,16 +115,44 @@ impl TensorPattern {
     ///
     /// A text longer than a tensor name can be (63 bytes) never matches.
     pub fn is_match(&self, tensor_name: &str) -> bool {
-        if tensor_name.len() > crate::pattern_limits::MAX_NAME_LEN {
-            return false; // no tensor has this name; std::regex recurses per byte
-        }
-        let Ok(name) = CString::new(tensor_name) else {
-            return false;
+        self.matches(&[tensor_name])[0]
+    }
+
+    /// [`is_match`](Self::is_match) for many names, with the pattern
+    /// compiled once (a plan matches every tensor of a model against each
+    /// pattern).
+    pub(crate) fn matches(&self, tensor_names: &[&str]) -> Vec<bool> {
+        // A name longer than a tensor name can be never matches (no tensor
+        // has it; std::regex recurses per byte), nor does one with a NUL.
+        let names: Vec<Option<CString>> = tensor_names
+            .iter()
+            .map(|n| {
+                (n.len() <= crate::pattern_limits::MAX_NAME_LEN)
+                    .then(|| CString::new(*n).ok())
+                    .flatten()
+            })
+            .collect();
+        let searched: Vec<*const std::ffi::c_char> =
+            names.iter().flatten().map(|c| c.as_ptr()).collect();
+        let mut found = vec![0; searched.len()];
+        // SAFETY: the pattern and every text are C strings that outlive the
+        // call, `found` has one slot per text; the pattern compiled in
+        // `new`, within bounds that keep std::regex's recursion and
+        // backtracking small for texts of at most 63 bytes; a throw is
+        // caught in the shim (-1, read as no match).
+        let status = unsafe {
+            llama_safe_sys::llama_sys_regex_search_many(
+                self.c.as_ptr(),
+                searched.as_ptr(),
+                searched.len(),
+                found.as_mut_ptr(),
+            )
         };
-        // SAFETY: both are C strings; the pattern compiled in `new`, within
-        // bounds that keep std::regex's recursion and backtracking small
-        // for a text of at most 63 bytes.
-        unsafe { llama_safe_sys::llama_sys_regex_search(self.c.as_ptr(), name.as_ptr()) == 1 }
+        let mut found = found.into_iter().map(|f| status == 0 && f == 1);
+        names
+            .iter()
+            .map(|n| n.is_some() && found.next().unwrap_or(false))
+            .collect()
     }
 }
 

@@ -30,15 +30,26 @@ int llama_sys_regex_check(const char * pattern, char * err, size_t err_len) {
     }
 }
 
-// Returns 1 when `pattern` is found in `text` (std::regex_search), 0 when not,
-// -1 when the pattern does not compile or matching failed.
-int llama_sys_regex_search(const char * pattern, const char * text) {
+// Compiles `pattern` once and searches each of the `n` texts with it,
+// writing 1 (found) or 0 to `found[i]`. Returns 0, or -1 when the pattern
+// does not compile or matching failed.
+int llama_sys_regex_search_many(const char * pattern, const char * const * texts, size_t n, int * found) {
     try {
         std::regex re(pattern);
-        return std::regex_search(std::string(text), re) ? 1 : 0;
+        for (size_t i = 0; i < n; i++) {
+            found[i] = std::regex_search(std::string(texts[i]), re) ? 1 : 0;
+        }
+        return 0;
     } catch (...) {
         return -1;
     }
+}
+
+// Returns 1 when `pattern` is found in `text` (std::regex_search), 0 when not,
+// -1 when the pattern does not compile or matching failed.
+int llama_sys_regex_search(const char * pattern, const char * text) {
+    int found = 0;
+    return llama_sys_regex_search_many(pattern, &text, 1, &found) == 0 ? found : -1;
 }
 
 }

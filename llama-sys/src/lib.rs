@@ -49,6 +49,16 @@ extern "C" {
         err_len: usize,
     ) -> core::ffi::c_int;
 
+    /// Compiles `pattern` once and writes to `found[i]` 1 when
+    /// `std::regex_search` finds it in `texts[i]`, else 0, for `n` texts.
+    /// Returns 0, or -1 when the pattern does not compile.
+    pub fn llama_sys_regex_search_many(
+        pattern: *const core::ffi::c_char,
+        texts: *const *const core::ffi::c_char,
+        n: usize,
+        found: *mut core::ffi::c_int,
+    ) -> core::ffi::c_int;
+
     /// Returns 1 when `std::regex_search(text, std::regex(pattern))` is true,
     /// 0 when false and -1 when the pattern does not compile.
     pub fn llama_sys_regex_search(
