@@ -176,13 +176,25 @@ impl<'m> LlamaContext<'m> {
         prompt: &str,
         options: &GenerateOptions,
     ) -> Result<Generation<'c, 'm>> {
-        let model = self.model();
+        // The clock and the span start before tokenizing: the stats count
+        // it, as part of the prompt's time.
+        let start = Instant::now();
+        #[cfg(feature = "tracing")]
+        let span = tracing::info_span!("llama_generate", max_tokens = options.max_tokens);
+        #[cfg(feature = "tracing")]
+        let _entered = span.clone().entered();
         let how = Tokenize {
             add_special: options.add_bos && self.n_past() == 0,
             parse_special: options.parse_special,
         };
-        let tokens = model.tokenize(prompt, how)?;
-        self.generate_tokens(&tokens, options)
+        let tokens = self.model().tokenize(prompt, how)?;
+        self.start_generation(
+            &tokens,
+            options,
+            start,
+            #[cfg(feature = "tracing")]
+            span,
+        )
     }
 
     /// As [`generate`](Self::generate), from a prompt already tokenized
@@ -192,11 +204,29 @@ impl<'m> LlamaContext<'m> {
         tokens: &[Token],
         options: &GenerateOptions,
     ) -> Result<Generation<'c, 'm>> {
+        let start = Instant::now();
         #[cfg(feature = "tracing")]
         let span = tracing::info_span!("llama_generate", max_tokens = options.max_tokens);
         #[cfg(feature = "tracing")]
         let _entered = span.clone().entered();
-        let start = Instant::now();
+        self.start_generation(
+            tokens,
+            options,
+            start,
+            #[cfg(feature = "tracing")]
+            span,
+        )
+    }
+
+    /// Checks the prompt against the context, builds the sampler and
+    /// decodes the prompt: the generation's first step.
+    fn start_generation<'c>(
+        &'c mut self,
+        tokens: &[Token],
+        options: &GenerateOptions,
+        start: Instant,
+        #[cfg(feature = "tracing")] span: tracing::Span,
+    ) -> Result<Generation<'c, 'm>> {
         if tokens.is_empty() {
             return Err(Error::Tokenize {
                 reason: "the prompt is empty".into(),
