@@ -166,51 +166,57 @@ impl ToolCallFormat {
                 })
             })
             .collect();
-        let call = json_schema_to_grammar(&json!({"anyOf": calls}))?;
-        // The call's grammar, its root renamed, under a root of the format.
-        let call = call.replacen("root ::=", "call ::=", 1);
-        let calls = if parallel {
-            r#"call ("," space call)*"#
+        let grammar = if self == ToolCallFormat::Generic {
+            // The whole answer is JSON: one schema for it.
+            let mut list = json!({"type": "array", "items": {"anyOf": calls}, "minItems": 1});
+            if !parallel {
+                list["maxItems"] = json!(1);
+            }
+            let tool_calls = json!({
+                "type": "object", "properties": {"tool_calls": list}, "required": ["tool_calls"],
+            });
+            let answer = if *choice == ToolChoice::Auto {
+                let response = json!({
+                    "type": "object", "properties": {"response": {"type": "string"}},
+                    "required": ["response"],
+                });
+                json!({"anyOf": [tool_calls, response]})
+            } else {
+                tool_calls
+            };
+            json_schema_to_grammar(&answer)?
         } else {
-            "call"
+            // The call's grammar, its root renamed, under a root of the format.
+            let call = json_schema_to_grammar(&json!({"anyOf": calls}))?
+                .replacen("root ::=", "call ::=", 1);
+            let root = match self {
+                ToolCallFormat::Hermes => {
+                    let one = r#""<tool_call>" space call "</tool_call>""#;
+                    if parallel {
+                        format!("{one} (space {one})*")
+                    } else {
+                        one.to_string()
+                    }
+                }
+                ToolCallFormat::Mistral => {
+                    let calls = if parallel {
+                        r#"call ("," space call)*"#
+                    } else {
+                        "call"
+                    };
+                    format!(r#"{} space "[" space {calls} "]""#, literal("[TOOL_CALLS]"))
+                }
+                // Llama 3: the JSON calls themselves.
+                _ => {
+                    if parallel {
+                        r#"call (";" space call)*"#.to_string()
+                    } else {
+                        "call".to_string()
+                    }
+                }
+            };
+            format!("root ::= {root}\n{call}")
         };
-        let root = match self {
-            ToolCallFormat::Hermes => {
-                let one = r#""<tool_call>" space call "</tool_call>""#;
-                if parallel {
-                    format!("{one} (space {one})*")
-                } else {
-                    one.to_string()
-                }
-            }
-            ToolCallFormat::Mistral => {
-                format!(r#"{} space "[" space {calls} "]""#, literal("[TOOL_CALLS]"))
-            }
-            ToolCallFormat::Llama3 => {
-                if parallel {
-                    r#"call (";" space call)*"#.to_string()
-                } else {
-                    "call".to_string()
-                }
-            }
-            ToolCallFormat::Generic => {
-                let tool_calls = format!(
-                    r#""{{" space "\"tool_calls\"" space ":" space "[" space {calls} "]" space "}}" space"#
-                );
-                if *choice == ToolChoice::Auto {
-                    let response = r#""{" space "\"response\"" space ":" space string "}" space"#;
-                    format!("{tool_calls} | {response}")
-                } else {
-                    tool_calls
-                }
-            }
-        };
-        let mut grammar = format!("root ::= {root}\n{call}");
-        if !grammar.contains("\nstring ::=") {
-            grammar.push_str(
-                "string ::= \"\\\"\" char* \"\\\"\" space\nchar ::= [^\"\\\\\\x7F\\x00-\\x1F] | [\\\\] ([\"\\\\bfnrt] | \"u\" [0-9a-fA-F]{4})\n",
-            );
-        }
         let lazy = *choice == ToolChoice::Auto && self != ToolCallFormat::Generic;
         Ok(Some(if lazy {
             SamplerStage::LazyGrammar {
