@@ -175,6 +175,71 @@ fn sampler_accept_of_a_token_the_grammar_forbids_is_a_typed_error() {
 }
 
 #[test]
+fn a_grammar_end_or_dead_end_from_accept_is_a_typed_error_not_an_abort() {
+    // Used to abort: accepting end-of-generation before the grammar is done
+    // (GGML_ABORT in llama_grammar_accept_impl), and using a sampler again
+    // after its grammar's dead end (GGML_ASSERT(!stacks.empty())).
+    in_child(
+        "a_grammar_end_or_dead_end_from_accept_is_a_typed_error_not_an_abort",
+        LIMIT,
+        || {
+            let model = default_model();
+            let eos = model.token_eos().unwrap();
+            let plain = SamplingOptions {
+                grammar: Some(r#"root ::= "xyz""#.into()),
+                ..SamplingOptions::greedy()
+            };
+            let mut sampler = Sampler::new(&model, &plain).unwrap();
+            assert!(matches!(
+                sampler.accept(eos),
+                Err(Error::GrammarDeadEnd { .. })
+            ));
+            // A grammar that may end here accepts it.
+            let optional = SamplingOptions {
+                grammar: Some(r#"root ::= "xyz"?"#.into()),
+                ..SamplingOptions::greedy()
+            };
+            Sampler::new(&model, &optional)
+                .unwrap()
+                .accept(eos)
+                .unwrap();
+
+            // A lazy grammar triggered by a token its grammar rejects.
+            let lazy = SamplingOptions::chain(vec![
+                SamplerStage::LazyGrammar {
+                    grammar: r#"root ::= "xyz""#.into(),
+                    trigger_words: Vec::new(),
+                    trigger_tokens: vec![Token(5)],
+                },
+                SamplerStage::Greedy,
+            ]);
+            let mut sampler = Sampler::new(&model, &lazy).unwrap();
+            sampler
+                .accept(model.tokenize("Once", Tokenize::TEXT).unwrap()[0])
+                .unwrap();
+            assert!(matches!(
+                sampler.accept(Token(5)),
+                Err(Error::GrammarDeadEnd { .. })
+            ));
+            let mut ctx = LlamaContext::new(&model, &ctx_params()).unwrap();
+            ctx.decode(&model.tokenize("Once", Tokenize::PROMPT).unwrap())
+                .unwrap();
+            assert!(matches!(
+                sampler.sample(&mut ctx),
+                Err(Error::GrammarDeadEnd { .. })
+            ));
+            assert!(matches!(
+                sampler.accept(eos),
+                Err(Error::GrammarDeadEnd { .. })
+            ));
+            // A reset brings the grammar back.
+            sampler.reset();
+            sampler.sample(&mut ctx).unwrap();
+        },
+    );
+}
+
+#[test]
 fn logit_bias_outside_the_vocabulary_is_a_typed_error() {
     let model = default_model();
     let options = SamplingOptions {

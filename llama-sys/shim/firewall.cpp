@@ -58,6 +58,10 @@ int llama_sys_sampler_accept(llama_sampler * smpl, llama_token token) {
     return guarded([&] { llama_sampler_accept(smpl, token); });
 }
 
+int llama_sys_sampler_apply(llama_sampler * smpl, llama_token_data_array * cur_p) {
+    return guarded([&] { llama_sampler_apply(smpl, cur_p); });
+}
+
 int llama_sys_sampler_init_grammar(const llama_vocab * vocab, const char * grammar, const char * root,
                                    llama_sampler ** out) {
     return guarded([&] { *out = llama_sampler_init_grammar(vocab, grammar, root); });

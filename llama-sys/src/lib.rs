@@ -149,6 +149,11 @@ extern "C" {
         token: llama_token,
     ) -> core::ffi::c_int;
 
+    pub fn llama_sys_sampler_apply(
+        smpl: *mut llama_sampler,
+        cur_p: *mut llama_token_data_array,
+    ) -> core::ffi::c_int;
+
     pub fn llama_sys_sampler_init_grammar(
         vocab: *const llama_vocab,
         grammar: *const core::ffi::c_char,

@@ -196,6 +196,13 @@ impl SamplingOptions {
 pub struct Sampler<'model> {
     chain: Chain,
     model: &'model LlamaModel,
+    /// Positions in the chain of the grammar stages.
+    grammars: Vec<i32>,
+    /// A grammar reached a dead end: llama.cpp left it with no parse
+    /// stacks, and any further use would hit its
+    /// `GGML_ASSERT(!stacks.empty())`, so the sampler refuses until
+    /// [`reset`](Self::reset).
+    dead_end: bool,
 }
 
 /// The owned llama.cpp chain. Its `Drop` lives here, on a type without the
@@ -265,8 +272,16 @@ impl<'model> Sampler<'model> {
                 reason: "llama.cpp could not create a sampler chain".into(),
             })?),
             model,
+            grammars: Vec::new(),
+            dead_end: false,
         };
-        for stage in &stages {
+        for (i, stage) in stages.iter().enumerate() {
+            if matches!(
+                stage,
+                SamplerStage::Grammar(_) | SamplerStage::LazyGrammar { .. }
+            ) {
+                sampler.grammars.push(i as i32);
+            }
             let raw = stage::init(model, stage)?;
             sampler.add(raw);
         }
@@ -304,6 +319,7 @@ impl<'model> Sampler<'model> {
         if ctx.logits_ith(i).is_none() {
             return Err(Error::NoLogits { index: Some(i) });
         }
+        self.check_alive()?;
         let mut token = 0;
         // SAFETY: both are live and over the same model (checked above, so
         // the vocabulary sizes agree), and entry i has logits, so
@@ -317,8 +333,27 @@ impl<'model> Sampler<'model> {
                 &mut token,
             )
         };
-        crate::ffi::check("llama_sampler_sample", status)?;
+        self.note_dead_end(crate::ffi::check("llama_sampler_sample", status))?;
         Ok(Token(token))
+    }
+
+    /// A sampler whose grammar reached a dead end is not used again before
+    /// a reset.
+    fn check_alive(&self) -> Result<()> {
+        if self.dead_end {
+            return Err(Error::GrammarDeadEnd {
+                reason: "the grammar reached a dead end earlier; reset() the sampler".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Passes `result` on, remembering a grammar dead end.
+    fn note_dead_end(&mut self, result: Result<()>) -> Result<()> {
+        if matches!(result, Err(Error::GrammarDeadEnd { .. })) {
+            self.dead_end = true;
+        }
+        result
     }
 
     /// Records `token` as chosen without sampling it (for penalties and
@@ -327,16 +362,60 @@ impl<'model> Sampler<'model> {
     /// allow is [`Error::GrammarDeadEnd`].
     pub fn accept(&mut self, token: Token) -> Result<()> {
         self.model.check_token(token)?;
+        self.check_alive()?;
+        if self.model.is_eog(token) && !self.grammars_allow(token)? {
+            // llama.cpp aborts the process on an end-of-generation token
+            // its grammar is not finished for (GGML_ABORT in
+            // llama_grammar_accept_impl), rather than throwing.
+            return Err(Error::GrammarDeadEnd {
+                reason: "the grammar does not allow the end of generation here".into(),
+            });
+        }
         // SAFETY: the chain is live and the token in the vocabulary; a throw
         // (a grammar rejecting the token) is caught by the firewall.
         let status =
             unsafe { llama_safe_sys::llama_sys_sampler_accept(self.chain.0.as_ptr(), token.0) };
-        crate::ffi::check("llama_sampler_accept", status)
+        self.note_dead_end(crate::ffi::check("llama_sampler_accept", status))
+    }
+
+    /// Whether every grammar stage would let `token` be sampled now (its
+    /// `apply` leaves the token's logit finite; a lazy grammar still
+    /// waiting for its trigger allows everything).
+    fn grammars_allow(&mut self, token: Token) -> Result<bool> {
+        for &i in &self.grammars {
+            let mut data = [llama_safe_sys::llama_token_data {
+                id: token.0,
+                logit: 0.0,
+                p: 0.0,
+            }];
+            let mut candidates = llama_safe_sys::llama_token_data_array {
+                data: data.as_mut_ptr(),
+                size: data.len(),
+                selected: -1,
+                sorted: false,
+            };
+            // SAFETY: the chain is live and `i` one of its stages (recorded
+            // as it was built); the array points at `data`, alive for the
+            // call, with a token in the vocabulary (checked by the caller);
+            // a grammar's apply only lowers logits, and a throw is caught
+            // by the firewall.
+            let status = unsafe {
+                let stage = llama_safe_sys::llama_sampler_chain_get(self.chain.0.as_ptr(), i);
+                llama_safe_sys::llama_sys_sampler_apply(stage, &mut candidates)
+            };
+            crate::ffi::check("llama_sampler_apply", status)?;
+            if data[0].logit == f32::NEG_INFINITY {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Forgets the tokens seen (penalties, grammar state).
     pub fn reset(&mut self) {
-        // SAFETY: the chain is live.
+        // SAFETY: the chain is live; a grammar's reset restores its parse
+        // stacks.
         unsafe { llama_safe_sys::llama_sampler_reset(self.chain.0.as_ptr()) };
+        self.dead_end = false;
     }
 }
