@@ -132,6 +132,15 @@ struct Converter<'a> {
     depth: usize,
 }
 
+/// The name of a rule under the one named `name` (`""` at the root).
+fn child(name: &str, part: &str) -> String {
+    if name.is_empty() {
+        part.to_string()
+    } else {
+        format!("{name}-{part}")
+    }
+}
+
 fn fail(at: &str, reason: impl Into<String>) -> Error {
     Error::JsonSchema {
         at: at.to_string(),
@@ -207,13 +216,7 @@ impl Converter<'_> {
     }
 
     fn visit_inner(&mut self, schema: &Value, name: &str, at: &str) -> Result<String> {
-        let sub = |s: &str| {
-            if name.is_empty() {
-                s.to_string()
-            } else {
-                format!("{name}-{s}")
-            }
-        };
+        let sub = |s: &str| child(name, s);
         let obj = match schema {
             Value::Bool(true) => return self.any(name, at),
             Value::Bool(false) => return Err(fail(at, "`false` allows no value")),
@@ -317,13 +320,7 @@ impl Converter<'_> {
     }
 
     fn typed(&mut self, t: &str, obj: &Map<String, Value>, name: &str, at: &str) -> Result<String> {
-        let sub = |s: &str| {
-            if name.is_empty() {
-                s.to_string()
-            } else {
-                format!("{name}-{s}")
-            }
-        };
+        let sub = |s: &str| child(name, s);
         match t {
             "object" => {
                 let props: Vec<(&str, &Value)> = match obj.get("properties") {
@@ -447,13 +444,7 @@ impl Converter<'_> {
         name: &str,
         at: &str,
     ) -> Result<String> {
-        let sub = |s: &str| {
-            if name.is_empty() {
-                s.to_string()
-            } else {
-                format!("{name}-{s}")
-            }
-        };
+        let sub = |s: &str| child(name, s);
         let mut kv = HashMap::new();
         let mut required_keys = Vec::new();
         let mut optional_keys = Vec::new();
@@ -549,13 +540,8 @@ impl Converter<'_> {
         };
         if keys.len() > 1 {
             let rest = self.optional_chain(&keys[1..], true, kv, name, at)?;
-            let prefix = if name.is_empty() {
-                String::new()
-            } else {
-                format!("{name}-")
-            };
             let k = if k == "*" { "additional" } else { k.as_str() };
-            let rule = self.add_rule(&format!("{prefix}{k}-rest"), rest, at)?;
+            let rule = self.add_rule(&child(name, &format!("{k}-rest")), rest, at)?;
             res.push(' ');
             res.push_str(&rule);
         }
