@@ -44,8 +44,10 @@ pub(super) struct Run<'m> {
 pub(super) enum Outcome {
     /// Keep going: the token is pending.
     Continue,
-    /// The request is over (its events are sent).
-    Finished,
+    /// The request is over: its last event (`Done`, or the error), which
+    /// the worker sends once it has released the sequence, so that a
+    /// client holding it sees the engine without it.
+    Finished(crate::Result<Event>),
 }
 
 impl<'m> Run<'m> {
@@ -91,10 +93,7 @@ impl<'m> Run<'m> {
             Err(Error::GrammarDeadEnd { .. }) => {
                 return self.finish(StopReason::GrammarDeadEnd, Token(-1));
             }
-            Err(e) => {
-                self.fail(e);
-                return Outcome::Finished;
-            }
+            Err(e) => return Outcome::Finished(Err(e)),
         };
         let now = Instant::now();
         self.first_token.get_or_insert(now);
@@ -105,10 +104,7 @@ impl<'m> Run<'m> {
         self.generated += 1;
         let bytes = match model.token_bytes(token, false) {
             Ok(b) => b,
-            Err(e) => {
-                self.fail(e);
-                return Outcome::Finished;
-            }
+            Err(e) => return Outcome::Finished(Err(e)),
         };
         let text = self.utf8.push(&bytes);
         let (emit, stopped) = self.stop.push(&text);
@@ -139,8 +135,7 @@ impl<'m> Run<'m> {
             let tail = self.stop.finish_with(&self.utf8.finish());
             self.piece(token, tail);
         }
-        let _ = self.job.events.send(Ok(Event::Done(self.stats(reason))));
-        Outcome::Finished
+        Outcome::Finished(Ok(Event::Done(self.stats(reason))))
     }
 
     fn stats(&self, stop_reason: StopReason) -> GenerationStats {

@@ -322,10 +322,14 @@ impl<'m> Worker<'m, '_> {
             let Some(at) = run.output.take() else {
                 continue;
             };
-            if let Outcome::Finished = run.sample(&mut self.ctx, at) {
-                self.end_run(i);
+            if let Outcome::Finished(last) = run.sample(&mut self.ctx, at) {
+                let run = self.end_run(i);
                 if !self.config.prompt_cache {
                     self.forget(i);
+                }
+                self.publish();
+                if let Some(run) = run {
+                    let _ = run.job.events.send(last);
                 }
             }
         }
