@@ -10,8 +10,10 @@
 //! the renderer cannot run (without tools).
 
 mod builtin;
+mod sandbox;
 mod tools;
 
+pub use sandbox::{FUEL, MAX_FORMAT_WIDTH, MAX_JSON_INDENT, MAX_OUTPUT_BYTES, MAX_VALUE_DEPTH};
 pub use tools::{new_call_id, ParsedReply, ToolCallFormat, ToolChoice};
 
 use crate::error::{Error, Result};
@@ -83,9 +85,6 @@ pub struct Tool {
     pub parameters: serde_json::Value,
 }
 
-/// Most template instructions one rendering may run.
-const FUEL: u64 = 5_000_000;
-
 /// A message as templates expect it (OpenAI's shape).
 #[derive(Serialize)]
 struct TemplateMessage<'a> {
@@ -118,12 +117,16 @@ pub fn render(
     let fail = |e: minijinja::Error| Error::ChatTemplate {
         reason: format!("{e:#}"),
     };
+    // Namespace assignments pass through the guard (see `sandbox`); the
+    // source outlives the environment that borrows it.
+    let source = sandbox::guard_namespace_sets(template);
     let mut env = minijinja::Environment::new();
     // A template comes from a model file: bound its work, so a hostile one
-    // cannot hang the caller (real templates use a few thousand steps, a
-    // 10,000-message chat a few hundred thousand).
+    // cannot hang the caller or exhaust its memory or stack.
     env.set_fuel(Some(FUEL));
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_unknown_method_callback(sandbox::unknown_method);
+    env.add_filter("tojson", sandbox::tojson);
+    env.add_function(sandbox::GUARD, sandbox::checked_namespace_value);
     env.add_function(
         "raise_exception",
         |message: String| -> std::result::Result<String, minijinja::Error> {
@@ -134,7 +137,7 @@ pub fn render(
         },
     );
     env.add_function("strftime_now", strftime_now);
-    env.add_template("chat", template).map_err(fail)?;
+    env.add_template("chat", &source).map_err(fail)?;
     let messages: Vec<TemplateMessage<'_>> = messages
         .iter()
         .map(|m| TemplateMessage {
@@ -174,9 +177,13 @@ pub fn render(
         bos_token => bos_token,
         eos_token => eos_token,
     };
+    let mut out = sandbox::CappedOutput(Vec::new());
     env.get_template("chat")
-        .and_then(|t| t.render(context))
-        .map_err(fail)
+        .and_then(|t| t.render_captured_to(context, &mut out).map(drop))
+        .map_err(fail)?;
+    String::from_utf8(out.0).map_err(|_| Error::ChatTemplate {
+        reason: "the template wrote invalid UTF-8".into(),
+    })
 }
 
 /// Formats `messages` with llama.cpp's built-in implementation of the
