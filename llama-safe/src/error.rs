@@ -214,6 +214,15 @@ pub enum Error {
         /// llama.cpp's message.
         reason: String,
     },
+    /// A grammar went past its budget while sampling (more parse stacks
+    /// than [`MAX_GRAMMAR_STACKS`](crate::grammar::MAX_GRAMMAR_STACKS)):
+    /// the grammar is too ambiguous to follow. The sampler is not used
+    /// again before a reset.
+    #[error("grammar over budget: {reason}")]
+    GrammarBudget {
+        /// What went past which limit.
+        reason: String,
+    },
     /// An object of one model was used with a context of another.
     #[error("{what} belongs to another model than the context")]
     ModelMismatch {

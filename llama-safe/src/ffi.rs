@@ -29,6 +29,11 @@ pub(crate) fn check(call: &'static str, status: c_int) -> Result<()> {
     if message.contains("empty grammar stack") {
         return Err(Error::GrammarDeadEnd { reason: message });
     }
+    if let Some(reason) = message.strip_prefix("llama_sys: grammar budget: ") {
+        return Err(Error::GrammarBudget {
+            reason: reason.into(),
+        });
+    }
     Err(Error::Exception { call, message })
 }
 

@@ -430,6 +430,7 @@ fn build_shim(include_dir: &Path, source_root: &Path) {
         .include(include_dir)
         .file("shim/regex.cpp")
         .file("shim/firewall.cpp")
+        .file("shim/grammar_budget.cpp")
         .cpp_link_stdlib(None)
         .warnings(false)
         .compile("llama_sys_shim");

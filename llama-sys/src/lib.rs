@@ -126,6 +126,38 @@ extern "C" {
     ) -> core::ffi::c_int;
 }
 
+/// Called by [`llama_sys_model_tensor_shapes`] and
+/// [`llama_sys_gguf_tensor_shapes`] once per tensor: its name (valid during
+/// the call only), its `ggml_type` and its four dimensions (`ne`).
+#[allow(non_camel_case_types)]
+pub type llama_sys_shape_visit = Option<
+    unsafe extern "C" fn(
+        user: *mut core::ffi::c_void,
+        name: *const core::ffi::c_char,
+        type_: i32,
+        ne: *const i64,
+    ),
+>;
+
+extern "C" {
+    /// Every tensor of a loaded `model` with its type and dimensions.
+    /// Returns 0, or 1 when llama.cpp threw.
+    pub fn llama_sys_model_tensor_shapes(
+        model: *const llama_model,
+        visit: llama_sys_shape_visit,
+        user: *mut core::ffi::c_void,
+    ) -> core::ffi::c_int;
+
+    /// Every tensor of the GGUF file at `path` (its tensor table only) with
+    /// its type and dimensions. Returns 0, 1 when llama.cpp threw, 2 when
+    /// the file is not a valid GGUF.
+    pub fn llama_sys_gguf_tensor_shapes(
+        path: *const core::ffi::c_char,
+        visit: llama_sys_shape_visit,
+        user: *mut core::ffi::c_void,
+    ) -> core::ffi::c_int;
+}
+
 // The exception firewall (`shim/firewall.cpp`): llama.cpp entry points that
 // can let a C++ exception escape, wrapped so that none reaches Rust (which
 // would abort the process). Each returns 0 when the wrapped call returned,
@@ -160,6 +192,20 @@ extern "C" {
         root: *const core::ffi::c_char,
         out: *mut *mut llama_sampler,
     ) -> core::ffi::c_int;
+
+    /// Wraps the grammar sampler `inner` (owned by `*out` from then on)
+    /// so that more than `max_stacks` parse stacks make its accept and
+    /// apply throw (caught by the wrappers above). Without llama.cpp's
+    /// `src/` at build time `*out` is `inner`, unbounded. 0 on success, 1
+    /// when out of memory (`inner` then still the caller's).
+    pub fn llama_sys_grammar_budget(
+        inner: *mut llama_sampler,
+        max_stacks: usize,
+        out: *mut *mut llama_sampler,
+    ) -> core::ffi::c_int;
+
+    /// 1 when [`llama_sys_grammar_budget`] bounds the stacks in this build.
+    pub fn llama_sys_grammar_budget_enforced() -> core::ffi::c_int;
 
     pub fn llama_sys_sampler_init_grammar_lazy(
         vocab: *const llama_vocab,

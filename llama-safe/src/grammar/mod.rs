@@ -8,8 +8,16 @@
 
 mod int_range;
 mod json_schema;
+mod limits;
 
-pub use json_schema::{json_schema_to_grammar, MAX_DEPTH, MAX_RULES};
+pub(crate) use json_schema::check_depth;
+pub use json_schema::{
+    json_schema_to_grammar, MAX_ALTERNATIVES, MAX_DEPTH, MAX_JSON_DEPTH, MAX_RULES,
+};
+pub use limits::{
+    check_gbnf, MAX_GRAMMAR_BYTES, MAX_GRAMMAR_ELEMENTS, MAX_GRAMMAR_NESTING, MAX_GRAMMAR_RULES,
+    MAX_GRAMMAR_STACKS, MAX_REPETITION,
+};
 
 /// Any JSON object (OpenAI's `response_format: {"type": "json_object"}`).
 ///

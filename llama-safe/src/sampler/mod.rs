@@ -350,7 +350,10 @@ impl<'model> Sampler<'model> {
 
     /// Passes `result` on, remembering a grammar dead end.
     fn note_dead_end(&mut self, result: Result<()>) -> Result<()> {
-        if matches!(result, Err(Error::GrammarDeadEnd { .. })) {
+        if matches!(
+            result,
+            Err(Error::GrammarDeadEnd { .. } | Error::GrammarBudget { .. })
+        ) {
             self.dead_end = true;
         }
         result

@@ -13,6 +13,11 @@ pub const MAX_LAST_N: i32 = 1 << 20;
 pub const MAX_TRIGGERS: usize = 16;
 /// Longest trigger word, in bytes.
 pub const MAX_TRIGGER_LEN: usize = 256;
+/// Most DRY sequence breakers: llama.cpp matches each against the whole
+/// vocabulary when the sampler is built.
+pub const MAX_DRY_BREAKERS: usize = 64;
+/// Longest DRY sequence breaker, in bytes.
+pub const MAX_DRY_BREAKER_LEN: usize = 64;
 
 /// One stage of a sampler chain ([`SamplingOptions::chain`](crate::SamplingOptions::chain)).
 /// Stages filter or reshape the candidates in order; the last stage, and
@@ -204,6 +209,13 @@ pub(super) fn check(model: &LlamaModel, stages: &[SamplerStage]) -> Result<()> {
                         "DRY last_n {last_n} is outside 0..={MAX_LAST_N}"
                     )));
                 }
+                if breakers.len() > MAX_DRY_BREAKERS
+                    || breakers.iter().any(|b| b.len() > MAX_DRY_BREAKER_LEN)
+                {
+                    return Err(invalid(format!(
+                        "DRY takes at most {MAX_DRY_BREAKERS} sequence breakers of at most {MAX_DRY_BREAKER_LEN} bytes"
+                    )));
+                }
                 if breakers.iter().any(|b| b.contains('\0')) {
                     return Err(Error::NulByte {
                         what: "a DRY sequence breaker",
@@ -212,13 +224,18 @@ pub(super) fn check(model: &LlamaModel, stages: &[SamplerStage]) -> Result<()> {
                 // The breakers are tokenized with the model's vocabulary.
                 model.check_vocab()?;
             }
-            SamplerStage::Grammar(_) => model.check_vocab()?,
+            SamplerStage::Grammar(grammar) => {
+                model.check_vocab()?;
+                crate::grammar::check_gbnf(grammar)?;
+            }
             SamplerStage::LazyGrammar {
+                grammar,
                 trigger_words,
                 trigger_tokens,
                 ..
             } => {
                 model.check_vocab()?;
+                crate::grammar::check_gbnf(grammar)?;
                 if trigger_words.is_empty() && trigger_tokens.is_empty() {
                     return Err(invalid(
                         "a lazy grammar needs a trigger word or token, or it never applies",
@@ -367,7 +384,7 @@ fn grammar_sampler(
         },
         |reason| Error::Grammar { reason },
     )?;
-    Ok(g.as_ptr())
+    with_stack_budget(g.as_ptr())
 }
 
 /// The lazy grammar sampler: the trigger words become one regex of
@@ -426,5 +443,26 @@ fn lazy_grammar_sampler(
         },
         |reason| Error::Grammar { reason },
     )?;
-    Ok(g.as_ptr())
+    with_stack_budget(g.as_ptr())
+}
+
+/// Bounds the parse stacks of the grammar sampler `g` (see
+/// [`MAX_GRAMMAR_STACKS`](crate::grammar::MAX_GRAMMAR_STACKS)).
+fn with_stack_budget(
+    g: *mut llama_safe_sys::llama_sampler,
+) -> Result<*mut llama_safe_sys::llama_sampler> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: g is a live grammar sampler from llama_sampler_init_grammar*
+    // (the shim reads its context as llama-sampler.cpp's grammar context,
+    // mirrored from the pinned source); on success the wrapper owns it,
+    // and the shim catches everything.
+    let status = unsafe {
+        llama_safe_sys::llama_sys_grammar_budget(g, crate::grammar::MAX_GRAMMAR_STACKS, &mut out)
+    };
+    if status != 0 || out.is_null() {
+        // SAFETY: on failure g is still ours, and freed once.
+        unsafe { llama_safe_sys::llama_sampler_free(g) };
+        return Err(invalid("out of memory wrapping the grammar sampler"));
+    }
+    Ok(out)
 }
