@@ -156,12 +156,28 @@ impl ToolCallFormat {
             return Ok(None);
         }
         let key = self.arguments_key();
+        // Where each call's schema ends up in the schema converted below,
+        // so that the parameters' own local `$ref`s (`#/$defs/X`, as
+        // pydantic writes them) still point into them.
+        let calls_at = match (self, choice) {
+            (ToolCallFormat::Generic, ToolChoice::Auto) => {
+                "#/anyOf/0/properties/tool_calls/items/anyOf"
+            }
+            (ToolCallFormat::Generic, _) => "#/properties/tool_calls/items/anyOf",
+            _ => "#/anyOf",
+        };
+        for t in &tools {
+            crate::grammar::check_depth(&t.parameters)?;
+        }
         let calls: Vec<Value> = tools
             .iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(i, t)| {
+                let parameters =
+                    rebase_refs(&t.parameters, &format!("{calls_at}/{i}/properties/{key}"));
                 json!({
                     "type": "object",
-                    "properties": {"name": {"const": t.name}, key: t.parameters},
+                    "properties": {"name": {"const": t.name}, key: parameters},
                     "required": ["name", key],
                 })
             })
@@ -396,6 +412,31 @@ fn parse_generic(text: &str) -> ParsedReply {
         },
         None => plain(),
     }
+}
+
+/// `schema` with every local `$ref` (`#` or `#/...`) moved under the JSON
+/// pointer `at`, where the schema is placed inside a larger one. Walked
+/// with a stack of its own: nesting is bounded later, by the converter.
+fn rebase_refs(schema: &Value, at: &str) -> Value {
+    let mut out = schema.clone();
+    let mut pending = vec![&mut out];
+    while let Some(v) = pending.pop() {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    match v {
+                        Value::String(r) if k == "$ref" && (r == "#" || r.starts_with("#/")) => {
+                            *r = format!("{at}{}", &r[1..]);
+                        }
+                        v => pending.push(v),
+                    }
+                }
+            }
+            Value::Array(items) => pending.extend(items.iter_mut()),
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -13,6 +13,13 @@ use std::collections::{BTreeMap, HashMap};
 pub const MAX_DEPTH: usize = 64;
 /// Most rules one grammar may hold.
 pub const MAX_RULES: usize = 4096;
+/// Deepest JSON nesting of a whole schema, `const` and `enum` values
+/// included (checked without recursion before anything else).
+pub const MAX_JSON_DEPTH: usize = 256;
+/// Most values of one `enum`, and most properties of one object.
+pub const MAX_ALTERNATIVES: usize = 512;
+/// Longest grammar a schema may become, in bytes.
+pub const MAX_GRAMMAR_LEN: usize = super::MAX_GRAMMAR_BYTES;
 
 /// Rule names the converter does not give to properties or definitions.
 const RESERVED: [&str; 3] = ["space", "root", "call"];
@@ -106,10 +113,13 @@ const PRIMITIVES: &[(&str, &str, &[&str])] = &[
 /// # Ok::<(), llama_safe::Error>(())
 /// ```
 pub fn json_schema_to_grammar(schema: &Value) -> Result<String> {
+    check_depth(schema)?;
     let mut c = Converter {
         root: schema,
         rules: BTreeMap::new(),
         refs: HashMap::new(),
+        by_body: HashMap::new(),
+        next_suffix: HashMap::new(),
         depth: 0,
     };
     c.rules.insert("space".into(), SPACE.into());
@@ -121,7 +131,37 @@ pub fn json_schema_to_grammar(schema: &Value) -> Result<String> {
     for (name, body) in c.rules.iter().filter(|(n, _)| *n != "root") {
         out.push_str(&format!("{name} ::= {body}\n"));
     }
+    if out.len() > MAX_GRAMMAR_LEN {
+        return Err(fail(
+            "#",
+            format!(
+                "the grammar would be {} bytes; at most {MAX_GRAMMAR_LEN}",
+                out.len()
+            ),
+        ));
+    }
     Ok(out)
+}
+
+/// Refuses a schema nested deeper than [`MAX_JSON_DEPTH`], walking it with
+/// a stack of its own (a recursive walk, or serialising a `const`, would
+/// overflow the thread's stack first).
+pub(crate) fn check_depth(schema: &Value) -> Result<()> {
+    let mut pending = vec![(schema, 0usize)];
+    while let Some((v, depth)) = pending.pop() {
+        if depth > MAX_JSON_DEPTH {
+            return Err(fail(
+                "#",
+                format!("the schema is nested deeper than {MAX_JSON_DEPTH} levels"),
+            ));
+        }
+        match v {
+            Value::Array(items) => pending.extend(items.iter().map(|i| (i, depth + 1))),
+            Value::Object(map) => pending.extend(map.values().map(|i| (i, depth + 1))),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 struct Converter<'a> {
@@ -129,6 +169,11 @@ struct Converter<'a> {
     rules: BTreeMap<String, String>,
     /// `$ref` → the rule it became.
     refs: HashMap<String, String>,
+    /// (base name, body) → the rule added for it, so a body added again
+    /// under the same name is found at once.
+    by_body: HashMap<(String, String), String>,
+    /// Base name → the suffix to try next for a new rule.
+    next_suffix: HashMap<String, usize>,
     depth: usize,
 }
 
@@ -171,14 +216,8 @@ impl Converter<'_> {
     /// its name.
     fn add_rule(&mut self, name: &str, body: String, at: &str) -> Result<String> {
         let base = rule_name(name);
-        let mut key = base.clone();
-        let mut i = 0;
-        while let Some(existing) = self.rules.get(&key) {
-            if *existing == body {
-                return Ok(key);
-            }
-            i += 1;
-            key = format!("{base}{i}");
+        if let Some(key) = self.by_body.get(&(base.clone(), body.clone())) {
+            return Ok(key.clone());
         }
         if self.rules.len() >= MAX_RULES {
             return Err(fail(
@@ -186,7 +225,21 @@ impl Converter<'_> {
                 format!("the grammar would need more than {MAX_RULES} rules"),
             ));
         }
-        self.rules.insert(key.clone(), body);
+        // The first free name of `base`, `base1`, `base2`, ... (names
+        // already tried are not tried again: linear, not quadratic).
+        let next = self.next_suffix.entry(base.clone()).or_insert(0);
+        let mut key = if *next == 0 {
+            base.clone()
+        } else {
+            format!("{base}{next}")
+        };
+        while self.rules.contains_key(&key) {
+            *next += 1;
+            key = format!("{base}{next}");
+        }
+        *next += 1;
+        self.rules.insert(key.clone(), body.clone());
+        self.by_body.insert((base, body), key.clone());
         Ok(key)
     }
 
@@ -236,6 +289,12 @@ impl Converter<'_> {
                     .as_array()
                     .filter(|a| !a.is_empty())
                     .ok_or_else(|| fail(at, format!("`{key}` must be a non-empty array")))?;
+                if alts.len() > MAX_ALTERNATIVES {
+                    return Err(fail(
+                        at,
+                        format!("`{key}` has more than {MAX_ALTERNATIVES} alternatives"),
+                    ));
+                }
                 let mut parts = Vec::with_capacity(alts.len());
                 for (i, alt) in alts.iter().enumerate() {
                     parts.push(self.visit(
@@ -258,6 +317,12 @@ impl Converter<'_> {
                 .as_array()
                 .filter(|a| !a.is_empty())
                 .ok_or_else(|| fail(at, "`enum` must be a non-empty array"))?;
+            if values.len() > MAX_ALTERNATIVES {
+                return Err(fail(
+                    at,
+                    format!("`enum` has more than {MAX_ALTERNATIVES} values"),
+                ));
+            }
             let alts: Vec<String> = values.iter().map(|v| literal(&v.to_string())).collect();
             return self.add_rule(name, format!("({}) space", alts.join(" | ")), at);
         }
@@ -325,6 +390,9 @@ impl Converter<'_> {
             "object" => {
                 let props: Vec<(&str, &Value)> = match obj.get("properties") {
                     None => Vec::new(),
+                    Some(Value::Object(p)) if p.len() > MAX_ALTERNATIVES => {
+                        return Err(fail(at, format!("more than {MAX_ALTERNATIVES} properties")))
+                    }
                     Some(Value::Object(p)) => p.iter().map(|(k, v)| (k.as_str(), v)).collect(),
                     Some(_) => return Err(fail(at, "`properties` must be an object")),
                 };
@@ -505,10 +573,7 @@ impl Converter<'_> {
             if !required_keys.is_empty() {
                 rule.push_str(r#" "," space ( "#);
             }
-            let mut alts = Vec::new();
-            for i in 0..optional_keys.len() {
-                alts.push(self.optional_chain(&optional_keys[i..], false, &kv, name, at)?);
-            }
+            let alts = self.optional_chains(&optional_keys, &kv, name, at)?;
             rule.push_str(&alts.join(" | "));
             if !required_keys.is_empty() {
                 rule.push_str(" )");
@@ -519,33 +584,46 @@ impl Converter<'_> {
         Ok(rule)
     }
 
-    /// The optional keys from `keys[0]` on, each at most once, in order.
-    fn optional_chain(
+    /// For each `i`, the optional keys from `keys[i]` on, each at most
+    /// once, in order, as llama.cpp builds them: the rule for the keys
+    /// after `keys[j]` is named `{keys[j]}-rest` and shared by every start
+    /// before it. Built from the end, without recursion.
+    fn optional_chains(
         &mut self,
         keys: &[String],
-        first_is_optional: bool,
         kv: &HashMap<String, String>,
         name: &str,
         at: &str,
-    ) -> Result<String> {
-        let k = &keys[0];
-        let kv_rule = &kv[k];
-        let comma = format!(r#"( "," space {kv_rule} )"#);
-        let mut res = if first_is_optional {
-            format!("{comma}{}", if k == "*" { "*" } else { "?" })
-        } else if k == "*" {
-            format!("{kv_rule} {comma}*")
-        } else {
-            kv_rule.clone()
-        };
-        if keys.len() > 1 {
-            let rest = self.optional_chain(&keys[1..], true, kv, name, at)?;
-            let k = if k == "*" { "additional" } else { k.as_str() };
-            let rule = self.add_rule(&child(name, &format!("{k}-rest")), rest, at)?;
-            res.push(' ');
-            res.push_str(&rule);
+    ) -> Result<Vec<String>> {
+        // rest[i]: the rule for keys[i..] when keys[i] is itself optional
+        // (the tail after keys[i - 1]); None past the end.
+        let mut rest: Vec<Option<String>> = vec![None; keys.len() + 1];
+        let mut alts = vec![String::new(); keys.len()];
+        for i in (0..keys.len()).rev() {
+            let k = &keys[i];
+            let kv_rule = &kv[k];
+            let comma = format!(r#"( "," space {kv_rule} )"#);
+            let tail = rest[i + 1]
+                .as_ref()
+                .map(|r| format!(" {r}"))
+                .unwrap_or_default();
+            alts[i] = if k == "*" {
+                format!("{kv_rule} {comma}*{tail}")
+            } else {
+                format!("{kv_rule}{tail}")
+            };
+            if i > 0 {
+                let body = format!("{comma}{}{tail}", if k == "*" { "*" } else { "?" });
+                let before = &keys[i - 1];
+                let before = if before == "*" {
+                    "additional"
+                } else {
+                    before.as_str()
+                };
+                rest[i] = Some(self.add_rule(&child(name, &format!("{before}-rest")), body, at)?);
+            }
         }
-        Ok(res)
+        Ok(alts)
     }
 
     /// `allOf` of objects (and `$ref`s to them): their properties merged,
@@ -601,14 +679,19 @@ fn required(obj: &Map<String, Value>, at: &str) -> Result<Vec<String>> {
     }
 }
 
+/// A `minItems`/`maxItems`/`minLength`/`maxLength`: llama.cpp's grammar
+/// cannot repeat anything more than [`MAX_REPETITION`](super::MAX_REPETITION)
+/// times (a larger maximum would silently become "no maximum").
 fn count(obj: &Map<String, Value>, key: &str, at: &str) -> Result<Option<u64>> {
+    let limit = super::MAX_REPETITION;
     match obj.get(key) {
         None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| *n <= 1 << 20)
-            .map(Some)
-            .ok_or_else(|| fail(at, format!("`{key}` must be an integer from 0 to 2^20"))),
+        Some(v) => v.as_u64().filter(|n| *n <= limit).map(Some).ok_or_else(|| {
+            fail(
+                at,
+                format!("`{key}` must be an integer from 0 to {limit} (what llama.cpp's grammars can count to)"),
+            )
+        }),
     }
 }
 
