@@ -203,3 +203,43 @@ int llama_sys_model_tensors(const llama_model * model, llama_sys_tensor_visit vi
 }
 
 } // extern "C"
+
+#include "gguf.h"
+
+extern "C" {
+
+typedef void (*llama_sys_shape_visit)(void * user, const char * name, int32_t type, const int64_t * ne);
+
+// Calls `visit` once per model tensor with its type and its four
+// dimensions (ne). Returns 0, or 1 when llama.cpp threw.
+int llama_sys_model_tensor_shapes(const llama_model * model, llama_sys_shape_visit visit, void * user) {
+    return guarded([&] {
+        for (const auto & [name, tensor] : llama_internal_get_tensor_map(model)) {
+            visit(user, name.c_str(), (int32_t) tensor->type, tensor->ne);
+        }
+    });
+}
+
+// Calls `visit` once per tensor of the GGUF file at `path` (header and
+// tensor table only, no data read) with its type and four dimensions.
+// Returns 0, 1 when llama.cpp threw, 2 when the file is not a valid GGUF.
+int llama_sys_gguf_tensor_shapes(const char * path, llama_sys_shape_visit visit, void * user) {
+    int status = 2;
+    const int threw = guarded([&] {
+        ggml_context * meta = nullptr;
+        gguf_init_params params = { /* .no_alloc = */ true, /* .ctx = */ &meta };
+        gguf_context * gguf = gguf_init_from_file(path, params);
+        if (gguf == nullptr) {
+            return;
+        }
+        for (ggml_tensor * t = ggml_get_first_tensor(meta); t != nullptr; t = ggml_get_next_tensor(meta, t)) {
+            visit(user, t->name, (int32_t) t->type, t->ne);
+        }
+        ggml_free(meta);
+        gguf_free(gguf);
+        status = 0;
+    });
+    return threw ? 1 : status;
+}
+
+} // extern "C"

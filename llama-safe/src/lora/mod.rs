@@ -1,6 +1,8 @@
 //! LoRA adapters: loaded for a model, applied to a context with a scale,
 //! removed again.
 
+mod check;
+
 use crate::context::LlamaContext;
 use crate::error::{Error, Result};
 use crate::ffi::c_path;
@@ -59,8 +61,9 @@ impl std::fmt::Debug for LoraAdapter<'_> {
 
 impl LlamaModel {
     /// Loads a LoRA adapter (a GGUF with `general.type = adapter`) for this
-    /// model. A missing file, another architecture or tensors of the wrong
-    /// shape are [`Error::Lora`] with llama.cpp's reason.
+    /// model. A missing file, another architecture, tensors of the wrong
+    /// shape, rank or type, or a pair on an expert tensor are
+    /// [`Error::Lora`] with the reason.
     pub fn load_lora(&self, path: impl AsRef<Path>) -> Result<LoraAdapter<'_>> {
         let path = path.as_ref();
         // llama.cpp reads these keys with getters that assert their type
@@ -87,6 +90,7 @@ impl LlamaModel {
                 });
             }
         }
+        check::check_adapter(self.as_ptr(), path)?;
         let c = c_path(path)?;
         // SAFETY: the model is live and `c` a C string; llama.cpp catches
         // its own exceptions here and returns NULL with the reason logged.
