@@ -4,61 +4,18 @@
 //! binary again, told by an environment variable to run that one case), so
 //! a crash is a failed assertion here, not a dead test run.
 
+#[path = "common/child.rs"]
+mod child;
 mod common;
 #[path = "common/gguf_layout.rs"]
 #[allow(dead_code)]
 mod gguf_layout;
 
+use child::in_child;
 use common::*;
 use gguf_layout::{string_array_items, string_array_value, ty, Layout};
 use llama_safe::*;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Set in a child: the name of the case it runs.
-const CASE_ENV: &str = "LLAMA_SAFE_SAFETY_CASE";
-
-/// Runs `body` in a child process (this binary, filtered to `test_name`)
-/// and asserts it exits successfully within `limit`; in the child, runs it.
-fn in_child(test_name: &str, limit: Duration, body: impl FnOnce()) {
-    if std::env::var(CASE_ENV).as_deref() == Ok(test_name) {
-        body();
-        return;
-    }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CASE_ENV, test_name)
-        .env("GGML_NO_BACKTRACE", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                status.success(),
-                "{test_name} ended with {status}\nstdout:\n{}\nstderr (tail):\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                tail(&out.stderr)
-            );
-            return;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{test_name} still running after {limit:?} (a hang or a deadlock)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn tail(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
-}
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -666,7 +623,7 @@ fn corrupted_state_blobs_are_typed_errors() {
     ctx.load_state(&saved).unwrap();
     ctx.load_seq_state(&seq, 0).unwrap();
     // Raw llama.cpp state (no header) still loads.
-    ctx.load_state(&saved[32..]).unwrap();
+    ctx.load_state(&saved[40..]).unwrap(); // after the 40-byte header
 }
 
 // --- Logging -------------------------------------------------------------------

@@ -7,10 +7,20 @@
 //!
 //! Bytes from [`save_state`](LlamaContext::save_state) and
 //! [`save_seq_state`](LlamaContext::save_seq_state) carry a small header of
-//! this crate's (what they hold, their length and a CRC-32), so a truncated
-//! or corrupted blob is [`Error::State`] instead of a state llama.cpp would
-//! half accept. Bytes without the header (from llama.cpp's C API) are handed
-//! to llama.cpp as they are.
+//! this crate's (what they hold, their length, a CRC-32 and a fingerprint
+//! of the model's metadata), so a truncated or corrupted blob, or one saved
+//! with another model, is [`Error::State`] instead of a state llama.cpp
+//! would half accept. Bytes without the header (from llama.cpp's C API) are
+//! handed to llama.cpp once the lengths they start with are checked
+//! against what follows (llama.cpp allocates a length it reads before it
+//! checks it: 4 GiB for a length of `FFFFFFFF`).
+//!
+//! Session files are llama.cpp's own format (llama.cpp's tools read and
+//! write them too): their lengths are checked the same way and their
+//! tokens against the vocabulary, and llama.cpp refuses another
+//! architecture or other cache shapes; the format has no room for a model
+//! fingerprint, so a model of the very same shape and architecture is not
+//! told apart there.
 
 use super::LlamaContext;
 use crate::error::{Error, Result};
@@ -42,13 +52,16 @@ impl LlamaContext<'_> {
         let n = unsafe {
             llama_safe_sys::llama_state_get_data(self.as_ptr(), payload.as_mut_ptr(), payload.len())
         };
-        finish_save(buf, n, Kind::Context)
+        finish_save(buf, n, Kind::Context, fingerprint(self.model()))
     }
 
     /// Restores a state from [`save_state`](Self::save_state). Bytes that do
     /// not come from a context over the same model are [`Error::State`].
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
-        let bytes = payload(bytes, Kind::Context)?;
+        let bytes = payload(bytes, Kind::Context, fingerprint(self.model()))?;
+        check_arch_string(bytes, bytes.len() as u64).map_err(|reason| Error::State {
+            reason: reason.into(),
+        })?;
         self.outputs.clear();
         logged(
             // SAFETY: bytes is readable for its length; llama.cpp bounds
@@ -78,14 +91,14 @@ impl LlamaContext<'_> {
                 seq,
             )
         };
-        finish_save(buf, n, Kind::Sequence)
+        finish_save(buf, n, Kind::Sequence, fingerprint(self.model()))
     }
 
     /// Restores a sequence state from [`save_seq_state`](Self::save_seq_state)
     /// into sequence `seq` (which may differ from the one saved).
     pub fn load_seq_state(&mut self, bytes: &[u8], seq: u32) -> Result<()> {
         let seq = self.check_seq(seq)?;
-        let bytes = payload(bytes, Kind::Sequence)?;
+        let bytes = payload(bytes, Kind::Sequence, fingerprint(self.model()))?;
         self.outputs.clear();
         logged(
             // SAFETY: bytes is readable for its length; id checked.
@@ -140,6 +153,10 @@ impl LlamaContext<'_> {
                 reason: "no such file".into(),
             });
         }
+        check_session_file(path).map_err(|reason| Error::StateFile {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        })?;
         self.outputs.clear();
         let mut ids = vec![0i32; self.n_ctx() as usize];
         let mut count = 0usize;
@@ -162,16 +179,109 @@ impl LlamaContext<'_> {
             },
         )?;
         ids.truncate(count);
-        Ok(ids.into_iter().map(Token).collect())
+        let tokens: Vec<Token> = ids.into_iter().map(Token).collect();
+        if let Some(bad) = tokens
+            .iter()
+            .find(|t| self.model().check_token(**t).is_err())
+        {
+            // The cache was restored from the same file: clear it too.
+            self.clear();
+            return Err(Error::StateFile {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "token {} is outside this model's vocabulary of {} tokens",
+                    bad.0,
+                    self.model().n_vocab()
+                )
+                .into(),
+            });
+        }
+        Ok(tokens)
     }
 }
 
 /// The header's magic bytes.
 const MAGIC: [u8; 8] = *b"LLSAFEST";
-/// Version 1: magic, version u32, kind u32, payload length u64, CRC-32 of
-/// the payload u32, 4 reserved bytes (zero); little-endian.
-const VERSION: u32 = 1;
-const HEADER_LEN: usize = 32;
+/// Version 2: magic, version u32, kind u32, payload length u64, CRC-32 of
+/// the payload u32, 4 reserved bytes (zero), the model's fingerprint u64;
+/// little-endian. Version 1 is the same without the fingerprint (read, not
+/// written).
+const VERSION: u32 = 2;
+const HEADER_LEN: usize = 40;
+const HEADER_LEN_V1: usize = 32;
+
+/// Longest architecture name a state may start with (llama.cpp's are
+/// under 20 bytes).
+const MAX_ARCH_LEN: u32 = 64;
+/// llama.cpp's session file magic (`ggsn`) and version.
+const SESSION_MAGIC: u32 = llama_safe_sys::LLAMA_FILE_MAGIC_GGSN;
+const SESSION_VERSION: u32 = llama_safe_sys::LLAMA_SESSION_VERSION;
+
+/// FNV-1a 64 of the model's metadata, parameter count, size and
+/// vocabulary: what a state must have been saved with.
+fn fingerprint(model: &crate::LlamaModel) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes.iter().chain(&[0xff]) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (k, v) in model.metadata() {
+        eat(k.as_bytes());
+        eat(v.as_bytes());
+    }
+    eat(&model.n_params().to_le_bytes());
+    eat(&model.size_bytes().to_le_bytes());
+    eat(&model.n_vocab().to_le_bytes());
+    h
+}
+
+/// A whole state starts with the model's architecture name, its length
+/// first: that length must be short and within the `available` bytes.
+fn check_arch_string(bytes: &[u8], available: u64) -> std::result::Result<(), String> {
+    let Some(len) = bytes.get(..4) else {
+        return Err(format!("{} bytes: too short for a state", bytes.len()));
+    };
+    let len = u32::from_le_bytes(len.try_into().unwrap_or_default());
+    if len > MAX_ARCH_LEN || 4 + u64::from(len) > available {
+        return Err(format!(
+            "the state starts with an architecture name of {len} bytes \
+             ({available} bytes available, at most {MAX_ARCH_LEN}): not a llama.cpp state"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a session file's header, token count and architecture name
+/// against its size before llama.cpp reads (and allocates) them.
+fn check_session_file(path: &Path) -> std::result::Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut head = [0u8; 12];
+    file.read_exact(&mut head)
+        .map_err(|_| format!("{size} bytes: shorter than a session file header"))?;
+    let word = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().unwrap_or_default());
+    if word(0) != SESSION_MAGIC || word(4) != SESSION_VERSION {
+        return Err(format!(
+            "not a llama.cpp session file of version {SESSION_VERSION} (magic {:08x}, version {})",
+            word(0),
+            word(4)
+        ));
+    }
+    let state_at = 12 + 4 * u64::from(word(8));
+    if state_at + 4 > size {
+        return Err(format!(
+            "the file says {} tokens, more than its {size} bytes hold",
+            word(8)
+        ));
+    }
+    let mut len = [0u8; 4];
+    file.seek(SeekFrom::Start(state_at))
+        .and_then(|_| file.read_exact(&mut len))
+        .map_err(|e| e.to_string())?;
+    check_arch_string(&len, size - state_at)
+}
 
 /// What a state blob holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +300,7 @@ impl Kind {
 }
 
 /// Writes the header in front of the `written` payload bytes.
-fn finish_save(mut buf: Vec<u8>, written: usize, kind: Kind) -> Result<Vec<u8>> {
+fn finish_save(mut buf: Vec<u8>, written: usize, kind: Kind, model: u64) -> Result<Vec<u8>> {
     if written == 0 && buf.len() > HEADER_LEN {
         return Err(Error::State {
             reason: format!("llama.cpp could not write {}", kind.what()).into(),
@@ -205,12 +315,14 @@ fn finish_save(mut buf: Vec<u8>, written: usize, kind: Kind) -> Result<Vec<u8>> 
     header[16..24].copy_from_slice(&(written as u64).to_le_bytes());
     header[24..28].copy_from_slice(&crc.to_le_bytes());
     header[28..32].fill(0);
+    header[32..40].copy_from_slice(&model.to_le_bytes());
     Ok(buf)
 }
 
-/// The payload of `bytes` once its header checks out, or `bytes` as they
-/// are when they have no header (raw llama.cpp state).
-fn payload(bytes: &[u8], kind: Kind) -> Result<&[u8]> {
+/// The payload of `bytes` once its header checks out (a version 2 header
+/// also names the model, which must be `model`), or `bytes` as they are
+/// when they have no header (raw llama.cpp state).
+fn payload(bytes: &[u8], kind: Kind, model: u64) -> Result<&[u8]> {
     if !bytes.starts_with(&MAGIC) {
         return Ok(bytes);
     }
@@ -219,7 +331,7 @@ fn payload(bytes: &[u8], kind: Kind) -> Result<&[u8]> {
             reason: reason.into(),
         })
     };
-    if bytes.len() < HEADER_LEN {
+    if bytes.len() < HEADER_LEN_V1 {
         return bad(format!(
             "{} bytes: shorter than the state header",
             bytes.len()
@@ -227,9 +339,20 @@ fn payload(bytes: &[u8], kind: Kind) -> Result<&[u8]> {
     }
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default());
     let version = u32_at(8);
-    if version != VERSION || u32_at(28) != 0 {
+    let header_len = match version {
+        1 => HEADER_LEN_V1,
+        VERSION if bytes.len() >= HEADER_LEN => HEADER_LEN,
+        VERSION => {
+            return bad(format!(
+                "{} bytes: shorter than the state header",
+                bytes.len()
+            ))
+        }
+        _ => 0,
+    };
+    if header_len == 0 || u32_at(28) != 0 {
         return bad(format!(
-            "state format version {version}, this crate reads {VERSION}"
+            "state format version {version}, this crate reads 1 and {VERSION}"
         ));
     }
     let found = u32_at(12);
@@ -242,7 +365,7 @@ fn payload(bytes: &[u8], kind: Kind) -> Result<&[u8]> {
         return bad(format!("{other}, not {}", kind.what()));
     }
     let len = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default());
-    let payload = &bytes[HEADER_LEN..];
+    let payload = &bytes[header_len..];
     if payload.len() as u64 != len {
         return bad(format!(
             "{} payload bytes where the header says {len} (truncated or extended)",
@@ -251,6 +374,15 @@ fn payload(bytes: &[u8], kind: Kind) -> Result<&[u8]> {
     }
     if crc32fast::hash(payload) != u32_at(24) {
         return bad("checksum mismatch: the state bytes are corrupted".into());
+    }
+    if header_len == HEADER_LEN {
+        let saved = u64::from_le_bytes(bytes[32..40].try_into().unwrap_or_default());
+        if saved != model {
+            return bad(format!(
+                "{} saved with another model (fingerprint {saved:016x}, this model's {model:016x})",
+                kind.what()
+            ));
+        }
     }
     Ok(payload)
 }
