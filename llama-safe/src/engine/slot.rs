@@ -34,6 +34,9 @@ pub(super) struct Run<'m> {
     /// Index of this sequence's logits in the batch being decoded.
     pub output: Option<usize>,
     generated: usize,
+    /// The last token generated (not end-of-generation): a tail of bytes
+    /// that completes only at the end is its piece.
+    last_generated: Option<Token>,
     admitted: Instant,
     prompt_done: Option<Instant>,
     first_token: Option<Instant>,
@@ -62,6 +65,7 @@ impl<'m> Run<'m> {
             reserved,
             output: None,
             generated: 0,
+            last_generated: None,
             admitted: Instant::now(),
             prompt_done: None,
             first_token: None,
@@ -91,7 +95,7 @@ impl<'m> Run<'m> {
         let token = match self.sampler.sample_ith(ctx, i) {
             Ok(t) => t,
             Err(Error::GrammarDeadEnd { .. }) => {
-                return self.finish(StopReason::GrammarDeadEnd, Token(-1));
+                return self.finish(StopReason::GrammarDeadEnd);
             }
             Err(e) => return Outcome::Finished(Err(e)),
         };
@@ -99,9 +103,10 @@ impl<'m> Run<'m> {
         self.first_token.get_or_insert(now);
         self.last_token = Some(now);
         if model.is_eog(token) {
-            return self.finish(StopReason::EndOfGeneration, token);
+            return self.finish(StopReason::EndOfGeneration);
         }
         self.generated += 1;
+        self.last_generated = Some(token);
         let bytes = match model.token_bytes(token, false) {
             Ok(b) => b,
             Err(e) => return Outcome::Finished(Err(e)),
@@ -110,10 +115,10 @@ impl<'m> Run<'m> {
         let (emit, stopped) = self.stop.push(&text);
         self.piece(token, emit);
         if stopped {
-            return self.finish(StopReason::StopString, token);
+            return self.finish(StopReason::StopString);
         }
         if self.generated >= self.job.request.options.max_tokens as usize {
-            return self.finish(StopReason::MaxTokens, token);
+            return self.finish(StopReason::MaxTokens);
         }
         self.pending = Some(token);
         Outcome::Continue
@@ -130,8 +135,8 @@ impl<'m> Run<'m> {
         })));
     }
 
-    fn finish(&mut self, reason: StopReason, token: Token) -> Outcome {
-        if reason != StopReason::StopString {
+    fn finish(&mut self, reason: StopReason) -> Outcome {
+        if let (true, Some(token)) = (reason != StopReason::StopString, self.last_generated) {
             let tail = self.stop.finish_with(&self.utf8.finish());
             self.piece(token, tail);
         }

@@ -146,6 +146,9 @@ pub struct Generation<'c, 'm> {
     first_token: Option<Instant>,
     last_token: Instant,
     generated: usize,
+    /// The last token generated (not end-of-generation): a tail of bytes
+    /// that completes only at the end is its piece.
+    last_generated: Option<Token>,
     finished: bool,
     queue: std::collections::VecDeque<Event>,
     #[cfg(feature = "tracing")]
@@ -254,6 +257,7 @@ impl<'m> LlamaContext<'m> {
             first_token: None,
             last_token: prompt_done,
             generated: 0,
+            last_generated: None,
             finished: false,
             queue: Default::default(),
             #[cfg(feature = "tracing")]
@@ -274,14 +278,14 @@ impl Generation<'_, '_> {
         )
     }
 
-    fn finish(&mut self, reason: StopReason, token: Token) -> Vec<Event> {
+    fn finish(&mut self, reason: StopReason) -> Vec<Event> {
         self.finished = true;
         let mut events = Vec::new();
         let mut tail = String::new();
         if reason != StopReason::StopString {
             tail = self.stop.finish_with(&self.utf8.finish());
         }
-        if !tail.is_empty() {
+        if let (false, Some(token)) = (tail.is_empty(), self.last_generated) {
             events.push(Event::Piece(Piece {
                 token,
                 text: tail,
@@ -299,15 +303,15 @@ impl Generation<'_, '_> {
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
         {
-            return Ok(self.finish(StopReason::Cancelled, Token(-1)));
+            return Ok(self.finish(StopReason::Cancelled));
         }
         if self.generated >= self.options.max_tokens as usize {
-            return Ok(self.finish(StopReason::MaxTokens, Token(-1)));
+            return Ok(self.finish(StopReason::MaxTokens));
         }
         let model = self.ctx.model();
         let token = match self.sampler.sample(self.ctx) {
             Err(Error::GrammarDeadEnd { .. }) => {
-                return Ok(self.finish(StopReason::GrammarDeadEnd, Token(-1)));
+                return Ok(self.finish(StopReason::GrammarDeadEnd));
             }
             other => other?,
         };
@@ -315,9 +319,10 @@ impl Generation<'_, '_> {
         self.first_token.get_or_insert(now);
         self.last_token = now;
         if model.is_eog(token) {
-            return Ok(self.finish(StopReason::EndOfGeneration, token));
+            return Ok(self.finish(StopReason::EndOfGeneration));
         }
         self.generated += 1;
+        self.last_generated = Some(token);
         let text = self.utf8.push(&model.token_bytes(token, false)?);
         let (emit, stopped) = self.stop.push(&text);
         let mut events = vec![Event::Piece(Piece {
@@ -326,7 +331,7 @@ impl Generation<'_, '_> {
             at: self.start.elapsed(),
         })];
         if stopped {
-            events.extend(self.finish(StopReason::StopString, token));
+            events.extend(self.finish(StopReason::StopString));
             return Ok(events);
         }
         if self.generated < self.options.max_tokens as usize {
