@@ -134,6 +134,12 @@ struct Body {
     functions: Option<Value>,
     suffix: Option<Value>,
     options: Option<Sampling>,
+    // Ollama's /api/generate fields this server does not implement.
+    images: Option<Value>,
+    system: Option<Value>,
+    template: Option<Value>,
+    context: Option<Value>,
+    raw: Option<Value>,
 }
 
 /// The sampling fields: OpenAI's at the top level, Ollama's in `options`
@@ -324,6 +330,22 @@ fn refuse_unsupported(body: &Body, api: Api) -> Result<(), ApiError> {
             "the deprecated function calling: use `tools`",
         ),
         ("suffix", &body.suffix, "fill-in-the-middle"),
+        ("images", &body.images, "image input"),
+        (
+            "system",
+            &body.system,
+            "a system prompt for /api/generate: use /api/chat with a system message",
+        ),
+        (
+            "template",
+            &body.template,
+            "a prompt template of the request's own",
+        ),
+        (
+            "context",
+            &body.context,
+            "Ollama's token context of an earlier answer",
+        ),
     ] {
         if present(value) {
             return Err(ApiError::bad(
@@ -331,6 +353,23 @@ fn refuse_unsupported(body: &Body, api: Api) -> Result<(), ApiError> {
                 format!("`{field}` ({what}) is not supported by this server"),
             ));
         }
+    }
+    // /api/generate sends the prompt as it is: Ollama's raw mode.
+    if matches!(&body.raw, Some(v) if v != &Value::Bool(true) && !v.is_null()) {
+        return Err(ApiError::bad(
+            "raw",
+            "this server sends /api/generate prompts as they are (Ollama's `raw: true`); \
+             use /api/chat for the model's chat template",
+        ));
+    }
+    if body.messages.iter().flatten().any(|m| {
+        m.get("images")
+            .is_some_and(|i| !i.is_null() && i.as_array().is_none_or(|a| !a.is_empty()))
+    }) {
+        return Err(ApiError::bad(
+            "messages",
+            "`images` in a message (image input) is not supported by this server",
+        ));
     }
     if body.n.is_some_and(|n| n != 1) {
         return Err(ApiError::bad(

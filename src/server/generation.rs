@@ -78,6 +78,17 @@ pub async fn start(
                 (None, _) => Ok(req.prompt.clone()),
             }
             .map_err(|e| ApiError::bad("messages", e.to_string()))?;
+            // The template can make the prompt far longer than the
+            // messages: check it again before tokenizing it.
+            if prompt.len() > n_ctx * state.max_token_bytes {
+                return Err(ApiError::bad(
+                    param,
+                    format!(
+                        "the rendered prompt is {} bytes; the context holds {n_ctx} tokens",
+                        prompt.len()
+                    ),
+                ));
+            }
             model
                 .tokenize(&prompt, Tokenize::CHAT)
                 .map_err(|e| ApiError::bad(param, e.to_string()))
@@ -101,20 +112,24 @@ pub async fn start(
         stop: req.stop.clone(),
         ..GenerateOptions::default()
     };
-    let handle = state
-        .engine
-        .submit(Request::new(tokens, options))
-        .map_err(|e| match e {
-            Error::EngineBusy { .. } => ApiError::status(
-                StatusCode::TOO_MANY_REQUESTS,
-                "every sequence is busy and the queue is full; retry later",
-            ),
-            Error::EngineStopped => ApiError::status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down",
-            ),
-            other => ApiError::bad(param, other.to_string()),
-        })?;
+    // Submitting checks the sampling options by building a sampler (a
+    // grammar takes up to its budget to build): off the async workers.
+    let engine = state.clone();
+    let handle =
+        tokio::task::spawn_blocking(move || engine.engine.submit(Request::new(tokens, options)))
+            .await
+            .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| match e {
+                Error::EngineBusy { .. } => ApiError::status(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "every sequence is busy and the queue is full; retry later",
+                ),
+                Error::EngineStopped => ApiError::status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is shutting down",
+                ),
+                other => ApiError::bad(param, other.to_string()),
+            })?;
     let (tx, rx) = mpsc::channel(32);
     let state = state.clone();
     tokio::spawn(async move {
