@@ -767,7 +767,11 @@ fn adapter_case(rng: &mut Rng, n_vocab: u64) -> Vec<u8> {
     let mut bytes = w.to_bytes();
     // Integer types ggml cannot multiply: I16 over F16 data, I32 over F32.
     if half > 2 && rng.below(5) == 0 {
-        let (name, dims) = if rng.below(2) == 0 { (&name_b, &b) } else { (&name_a, &a) };
+        let (name, dims) = if rng.below(2) == 0 {
+            (&name_b, &b)
+        } else {
+            (&name_a, &a)
+        };
         match ty_for(dims) {
             GgmlType::F16 => retype(&mut bytes, name, 25),
             GgmlType::F32 => retype(&mut bytes, name, 26),
@@ -779,31 +783,35 @@ fn adapter_case(rng: &mut Rng, n_vocab: u64) -> Vec<u8> {
 
 #[test]
 fn adapter_corpus_gives_errors_or_adapters_that_decode() {
-    in_child("adapter_corpus_gives_errors_or_adapters_that_decode", LIMIT, || {
-        let model = load_moe();
-        let dir = scratch("hostile-adapters");
-        let mut rng = Rng(0xada9_7e55);
-        let (mut ran, mut refused) = (0, 0);
-        for i in 0..CASES {
-            let path = dir.join(format!("{i}.gguf"));
-            std::fs::write(&path, adapter_case(&mut rng, u64::from(model.n_vocab()))).unwrap();
-            let outcome = model.load_lora(&path).and_then(|adapter| {
-                let mut ctx = LlamaContext::new(&model, &ctx_params())?;
-                ctx.set_loras(&[(&adapter, 1.0)])?;
-                ctx.decode(&model.tokenize(demo::DEMO_PROMPT, Tokenize::PROMPT)?)?;
-                Ok(())
-            });
-            match outcome {
-                Ok(()) => ran += 1,
-                Err(Error::Lora { .. }) => refused += 1,
-                Err(e) => panic!("case {i} ({}): untyped error {e}", path.display()),
+    in_child(
+        "adapter_corpus_gives_errors_or_adapters_that_decode",
+        LIMIT,
+        || {
+            let model = load_moe();
+            let dir = scratch("hostile-adapters");
+            let mut rng = Rng(0xada9_7e55);
+            let (mut ran, mut refused) = (0, 0);
+            for i in 0..CASES {
+                let path = dir.join(format!("{i}.gguf"));
+                std::fs::write(&path, adapter_case(&mut rng, u64::from(model.n_vocab()))).unwrap();
+                let outcome = model.load_lora(&path).and_then(|adapter| {
+                    let mut ctx = LlamaContext::new(&model, &ctx_params())?;
+                    ctx.set_loras(&[(&adapter, 1.0)])?;
+                    ctx.decode(&model.tokenize(demo::DEMO_PROMPT, Tokenize::PROMPT)?)?;
+                    Ok(())
+                });
+                match outcome {
+                    Ok(()) => ran += 1,
+                    Err(Error::Lora { .. }) => refused += 1,
+                    Err(e) => panic!("case {i} ({}): untyped error {e}", path.display()),
+                }
             }
-        }
-        eprintln!("{CASES} adapters: {ran} decoded, {refused} refused");
-        assert!(ran > 0 && refused > 0);
-        let _ = std::fs::remove_dir_all(&dir);
-        assert_bounded_memory("adapters");
-    });
+            eprintln!("{CASES} adapters: {ran} decoded, {refused} refused");
+            assert!(ran > 0 && refused > 0);
+            let _ = std::fs::remove_dir_all(&dir);
+            assert_bounded_memory("adapters");
+        },
+    );
 }
 
 #[test]
@@ -821,8 +829,10 @@ fn adapter_regressions_are_errors() {
                 .meta("adapter.type", MetaValue::Str("lora".into()))
                 .meta("adapter.lora.alpha", MetaValue::F32(1.0));
             let values = |d: &[u64]| vec![0.01f32; d.iter().product::<u64>() as usize];
-            w.tensor(&format!("{target}.lora_a"), a, GgmlType::F32, &values(a)).unwrap();
-            w.tensor(&format!("{target}.lora_b"), b, GgmlType::F32, &values(b)).unwrap();
+            w.tensor(&format!("{target}.lora_a"), a, GgmlType::F32, &values(a))
+                .unwrap();
+            w.tensor(&format!("{target}.lora_b"), b, GgmlType::F32, &values(b))
+                .unwrap();
             let mut bytes = w.to_bytes();
             if let Some(t) = retype_b {
                 retype(&mut bytes, &format!("{target}.lora_b"), t);
@@ -832,26 +842,56 @@ fn adapter_regressions_are_errors() {
             path
         };
         for (what, path) in [
-            ("3-D lora_a", write("3d.gguf", "output.weight", &[64, 1, 2], &[1, n_vocab], None)),
+            (
+                "3-D lora_a",
+                write("3d.gguf", "output.weight", &[64, 1, 2], &[1, n_vocab], None),
+            ),
             (
                 "3-D pair",
-                write("3d-pair.gguf", "output.weight", &[64, 1, 2], &[1, n_vocab, 2], None),
+                write(
+                    "3d-pair.gguf",
+                    "output.weight",
+                    &[64, 1, 2],
+                    &[1, n_vocab, 2],
+                    None,
+                ),
             ),
             (
                 "a pair on an expert tensor",
-                write("experts.gguf", "blk.0.ffn_up_exps.weight", &[64, 1], &[1, 64], None),
+                write(
+                    "experts.gguf",
+                    "blk.0.ffn_up_exps.weight",
+                    &[64, 1],
+                    &[1, 64],
+                    None,
+                ),
             ),
             (
                 "lora_b of type I32",
-                write("i32.gguf", "output.weight", &[64, 1], &[1, n_vocab], Some(26)),
+                write(
+                    "i32.gguf",
+                    "output.weight",
+                    &[64, 1],
+                    &[1, n_vocab],
+                    Some(26),
+                ),
             ),
             (
                 "token_embd ranks that differ",
-                write("embd.gguf", "token_embd.weight", &[2, n_vocab], &[1, 64], None),
+                write(
+                    "embd.gguf",
+                    "token_embd.weight",
+                    &[2, n_vocab],
+                    &[1, 64],
+                    None,
+                ),
             ),
         ] {
             let result = model.load_lora(&path);
-            assert!(matches!(result, Err(Error::Lora { .. })), "{what}: {result:?}");
+            assert!(
+                matches!(result, Err(Error::Lora { .. })),
+                "{what}: {result:?}"
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
     });
@@ -880,57 +920,61 @@ fn mutate(rng: &mut Rng, bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn state_corpus_gives_errors_or_states_that_decode() {
-    in_child("state_corpus_gives_errors_or_states_that_decode", LIMIT, || {
-        let model = load_moe();
-        let mut ctx = LlamaContext::new(&model, &ctx_params()).unwrap();
-        let prompt = model.tokenize(demo::DEMO_PROMPT, Tokenize::PROMPT).unwrap();
-        ctx.decode(&prompt).unwrap();
-        let saved = ctx.save_state().unwrap();
-        let raw = saved[40..].to_vec();
-        let dir = scratch("hostile-state");
-        let session = dir.join("session.bin");
-        ctx.save_state_file(&session, &prompt).unwrap();
-        let session_bytes = std::fs::read(&session).unwrap();
-        let next = model.tokenize(" there", Tokenize::TEXT).unwrap();
-        let mut rng = Rng(0x57a7_e000);
-        let (mut ran, mut refused) = (0, 0);
-        for i in 0..CASES {
-            let outcome = match i % 3 {
-                0 => ctx.load_state(&mutate(&mut rng, &saved)),
-                1 => ctx.load_state(&mutate(&mut rng, &raw)),
-                _ => {
-                    let path = dir.join(format!("{i}.bin"));
-                    std::fs::write(&path, mutate(&mut rng, &session_bytes)).unwrap();
-                    ctx.load_state_file(&path).map(drop)
+    in_child(
+        "state_corpus_gives_errors_or_states_that_decode",
+        LIMIT,
+        || {
+            let model = load_moe();
+            let mut ctx = LlamaContext::new(&model, &ctx_params()).unwrap();
+            let prompt = model.tokenize(demo::DEMO_PROMPT, Tokenize::PROMPT).unwrap();
+            ctx.decode(&prompt).unwrap();
+            let saved = ctx.save_state().unwrap();
+            let raw = saved[40..].to_vec();
+            let dir = scratch("hostile-state");
+            let session = dir.join("session.bin");
+            ctx.save_state_file(&session, &prompt).unwrap();
+            let session_bytes = std::fs::read(&session).unwrap();
+            let next = model.tokenize(" there", Tokenize::TEXT).unwrap();
+            let mut rng = Rng(0x57a7_e000);
+            let (mut ran, mut refused) = (0, 0);
+            for i in 0..CASES {
+                let outcome = match i % 3 {
+                    0 => ctx.load_state(&mutate(&mut rng, &saved)),
+                    1 => ctx.load_state(&mutate(&mut rng, &raw)),
+                    _ => {
+                        let path = dir.join(format!("{i}.bin"));
+                        std::fs::write(&path, mutate(&mut rng, &session_bytes)).unwrap();
+                        ctx.load_state_file(&path).map(drop)
+                    }
+                }
+                .and_then(|()| ctx.decode(&next));
+                match outcome {
+                    Ok(()) => ran += 1,
+                    // A restored cache whose positions run past the context
+                    // leaves no room for the next token: also typed.
+                    Err(
+                        Error::State { .. }
+                        | Error::StateFile { .. }
+                        | Error::Decode(_)
+                        | Error::PromptTooLong { .. },
+                    ) => refused += 1,
+                    Err(e) => panic!("case {i}: untyped error {e}"),
                 }
             }
-            .and_then(|()| ctx.decode(&next).map_err(Error::from));
-            match outcome {
-                Ok(()) => ran += 1,
-                // A restored cache whose positions run past the context
-                // leaves no room for the next token: also typed.
-                Err(
-                    Error::State { .. }
-                    | Error::StateFile { .. }
-                    | Error::Decode(_)
-                    | Error::PromptTooLong { .. },
-                ) => refused += 1,
-                Err(e) => panic!("case {i}: untyped error {e}"),
-            }
-        }
-        eprintln!("{CASES} states: {ran} restored and decoded, {refused} refused");
-        assert!(ran > 0 && refused > 0);
-        let _ = std::fs::remove_dir_all(&dir);
-        assert_bounded_memory("states");
-    });
+            eprintln!("{CASES} states: {ran} restored and decoded, {refused} refused");
+            assert!(ran > 0 && refused > 0);
+            let _ = std::fs::remove_dir_all(&dir);
+            assert_bounded_memory("states");
+        },
+    );
 }
 
 #[test]
 fn state_regressions_are_errors() {
     in_child("state_regressions_are_errors", LIMIT, || {
         let model = load_moe();
-        let dense = LlamaModel::load(&LlamaBackend::init(), dense_path(), &Default::default())
-            .unwrap();
+        let dense =
+            LlamaModel::load(&LlamaBackend::init(), dense_path(), &Default::default()).unwrap();
         let mut ctx = LlamaContext::new(&model, &ctx_params()).unwrap();
         let prompt = model.tokenize(demo::DEMO_PROMPT, Tokenize::PROMPT).unwrap();
         ctx.decode(&prompt).unwrap();
@@ -948,12 +992,19 @@ fn state_regressions_are_errors() {
         let at = 12 + 4 * prompt.len();
         bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         std::fs::write(&session, &bytes).unwrap();
-        assert!(matches!(ctx.load_state_file(&session), Err(Error::StateFile { .. })));
+        assert!(matches!(
+            ctx.load_state_file(&session),
+            Err(Error::StateFile { .. })
+        ));
         assert!(peak_rss() < 1 << 30, "no 4 GB allocation");
         // Session tokens outside the vocabulary.
         let session = dir.join("tokens.bin");
-        ctx.save_state_file(&session, &[Token(1), Token(1_000_000)]).unwrap();
-        assert!(matches!(ctx.load_state_file(&session), Err(Error::StateFile { .. })));
+        ctx.save_state_file(&session, &[Token(1), Token(1_000_000)])
+            .unwrap();
+        assert!(matches!(
+            ctx.load_state_file(&session),
+            Err(Error::StateFile { .. })
+        ));
         // A state saved with another model.
         let mut other = LlamaContext::new(&dense, &ctx_params()).unwrap();
         other

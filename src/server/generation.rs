@@ -151,6 +151,11 @@ pub async fn start(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the server is shutting down".into(),
                 ),
+                // The request's own grammar (response_format, tools,
+                // format) was too ambiguous to follow: its fault, not ours.
+                Err(e @ Error::GrammarBudget { .. }) => {
+                    GenEvent::Error(StatusCode::BAD_REQUEST, describe(&e))
+                }
                 Err(e) => GenEvent::Error(StatusCode::INTERNAL_SERVER_ERROR, describe(&e)),
             };
             if tx.send(event).await.is_err() {

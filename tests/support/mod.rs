@@ -47,13 +47,17 @@ pub async fn start(parallel: u32, queue: usize) -> Server {
 
 /// The demo model behind an engine configured by `config`.
 pub async fn start_with(config: EngineConfig, timeouts: Timeouts) -> Server {
+    start_model(&DemoModel::Moe.cached().unwrap(), config, timeouts).await
+}
+
+/// The model at `path` behind an engine configured by `config`.
+pub async fn start_model(
+    path: &std::path::Path,
+    config: EngineConfig,
+    timeouts: Timeouts,
+) -> Server {
     let backend = LlamaBackend::init();
-    let model = LlamaModel::load(
-        &backend,
-        DemoModel::Moe.cached().unwrap(),
-        &LlamaModelParams::default(),
-    )
-    .unwrap();
+    let model = LlamaModel::load(&backend, path, &LlamaModelParams::default()).unwrap();
     let state = AppState::new(Arc::new(model), "demo", config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

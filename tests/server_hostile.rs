@@ -1,0 +1,445 @@
+//! The server under the hostile inputs of the library's surfaces (chat
+//! templates, JSON schemas, tools, sampling fields): a generated corpus of
+//! request bodies over real HTTP, the regressions an audit found, and one
+//! hostile client beside a well-behaved one. Each test runs its server in a
+//! child process (`in_child`), so a crash is a failure here, not a dead
+//! test run. All traffic is loopback; every loop is bounded.
+
+#[path = "../llama-safe/tests/common/child.rs"]
+mod child;
+#[path = "../llama-safe/tests/common/gguf_layout.rs"]
+#[allow(dead_code)]
+mod gguf_layout;
+mod support;
+
+use child::{in_child, Rng};
+use gguf_layout::{string_value, ty, Layout};
+use llama_safe::demo::{DemoModel, DEMO_PROMPT};
+use llama_safe::engine::EngineConfig;
+use llama_safe::*;
+use llama_workspace::server::Timeouts;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use support::{health, start_model};
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// A chat template that renders ChatML, and runs one of the audit's
+/// kill switches when the last message names it.
+const HOSTILE_TEMPLATE: &str = "{% set ns = namespace() %}\
+{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
+{% set last = messages[-1].content %}\
+{% if 'KILL-cycle' in last %}{% set ns.me = ns %}{{ ns }}{% endif %}\
+{% if 'KILL-json' in last %}{% set ns.me = ns %}{{ ns|tojson }}{% endif %}\
+{% if 'KILL-format' in last %}{{ '{:>100000000000}'.format('x') }}{% endif %}\
+{% if 'KILL-indent' in last %}{{ messages|tojson(indent=100000000000) }}{% endif %}\
+{% if 'KILL-replace' in last %}{% set s = 'x'*100000 %}{{ s.replace('', s) }}{% endif %}\
+{% if 'KILL-long' in last %}{{ 'x' * 100000000 }}{% endif %}\
+{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+const KILLS: [&str; 6] = [
+    "KILL-cycle",
+    "KILL-json",
+    "KILL-format",
+    "KILL-indent",
+    "KILL-replace",
+    "KILL-long",
+];
+
+/// The demo model with [`HOSTILE_TEMPLATE`] as its chat template.
+fn hostile_model() -> PathBuf {
+    let layout = Layout::parse(std::fs::read(DemoModel::Moe.cached().unwrap()).unwrap());
+    let mut kvs = layout.kv_triples();
+    for kv in kvs
+        .iter_mut()
+        .filter(|(k, _, _)| k == "tokenizer.chat_template")
+    {
+        *kv = (kv.0.clone(), ty::STRING, string_value(HOSTILE_TEMPLATE));
+    }
+    let dir = std::env::temp_dir().join(format!("llama-safe-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hostile-template.gguf");
+    std::fs::write(&path, layout.rebuild(&kvs)).unwrap();
+    path
+}
+
+fn config() -> EngineConfig {
+    EngineConfig::default()
+        .with_n_ctx(2048)
+        .with_n_parallel(2)
+        .with_threads(1)
+        .with_queue(8)
+}
+
+/// Runs `body` on a fresh runtime (inside the child process).
+fn block_on<F: std::future::Future>(body: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(body)
+}
+
+/// POSTs `body`; the status and the answer's text (JSON or a stream).
+async fn send(client: &reqwest::Client, base: &str, path: &str, body: &Value) -> (u16, String) {
+    let r = client
+        .post(format!("{base}{path}"))
+        .json(body)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path} {body}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// The demo vocabulary's `[` token.
+fn open_bracket() -> u32 {
+    let model = LlamaModel::load(
+        &LlamaBackend::init(),
+        DemoModel::Moe.cached().unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    (0..model.n_vocab() as i32)
+        .find(|&t| model.token_bytes(Token(t), false).is_ok_and(|b| b == b"["))
+        .expect("a '[' token") as u32
+}
+
+/// The schema whose grammar doubles its parse stacks at every `[`.
+fn ambiguous_schema() -> Value {
+    json!({"$defs": {"a": {"anyOf": [
+        {"type": "array", "items": {"$ref": "#/$defs/a"}},
+        {"type": "array", "items": {"$ref": "#/$defs/a"}}]}},
+        "$ref": "#/$defs/a"})
+}
+
+#[test]
+fn template_and_schema_regressions_are_4xx_and_the_server_lives() {
+    in_child(
+        "template_and_schema_regressions_are_4xx_and_the_server_lives",
+        LIMIT,
+        || {
+            let path = hostile_model();
+            let bracket = open_bracket();
+            block_on(async move {
+                let s = start_model(&path, config(), Timeouts::default()).await;
+                let c = reqwest::Client::new();
+                for kill in KILLS {
+                    for endpoint in ["/v1/chat/completions", "/api/chat"] {
+                        let body = json!({"messages": [{"role": "user", "content": kill}],
+                                          "max_tokens": 4, "stream": false});
+                        let start = Instant::now();
+                        // A template that fails (its budget included) falls
+                        // back to llama.cpp's built-in version of it, as any
+                        // template the renderer cannot run: a 200 with a sane
+                        // prompt, or a 400; never a dead server.
+                        let (status, text) = send(&c, &s.base, endpoint, &body).await;
+                        assert!([200, 400].contains(&status), "{kill} on {endpoint}: {text}");
+                        assert!(start.elapsed() < Duration::from_secs(10), "{kill}");
+                    }
+                }
+                // The ambiguous schema, with '[' forced at every step: the
+                // request ends with a 400 instead of stalling the engine.
+                let start = Instant::now();
+                let (status, text) = send(
+                    &c,
+                    &s.base,
+                    "/v1/chat/completions",
+                    &json!({"messages": [{"role": "user", "content": "go"}], "max_tokens": 64,
+                            "logit_bias": {bracket.to_string(): 100},
+                            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "a", "schema": ambiguous_schema()}}}),
+                )
+                .await;
+                assert_eq!(status, 400, "{text}");
+                assert!(text.contains("grammar over budget"), "{text}");
+                assert!(start.elapsed() < Duration::from_secs(10));
+                // Schemas the converter refuses: 4xx at once.
+                let many: Vec<String> = (0..100_000).map(|i| format!("v{i}")).collect();
+                for schema in [
+                    json!({"enum": many}),
+                    json!({"type": "string", "maxLength": 5000}),
+                ] {
+                    let start = Instant::now();
+                    let (status, text) = send(
+                        &c,
+                        &s.base,
+                        "/api/chat",
+                        &json!({"messages": [{"role": "user", "content": "go"}], "format": schema,
+                                "stream": false}),
+                    )
+                    .await;
+                    assert_eq!(status, 400, "{text}");
+                    assert!(start.elapsed() < Duration::from_secs(5));
+                }
+                // And the server still answers a plain chat.
+                let (status, text) = send(
+                    &c,
+                    &s.base,
+                    "/v1/chat/completions",
+                    &json!({"messages": [{"role": "user", "content": DEMO_PROMPT}], "max_tokens": 4}),
+                )
+                .await;
+                assert_eq!(status, 200, "{text}");
+                assert_eq!(health(&s.base).await["status"], "ok");
+            });
+        },
+    );
+}
+
+/// One generated request: an endpoint and a body mixing valid and hostile
+/// fields.
+fn body_case(rng: &mut Rng) -> (&'static str, Value) {
+    let endpoint = *rng.pick(&[
+        "/v1/completions",
+        "/v1/chat/completions",
+        "/api/generate",
+        "/api/chat",
+    ]);
+    let chat = endpoint.ends_with("chat") || endpoint.ends_with("chat/completions");
+    let text = |rng: &mut Rng| -> Value {
+        match rng.below(8) {
+            0 => json!(""),
+            1 => json!(*rng.pick(&KILLS)),
+            2 => json!("x".repeat(rng.below(20_000))),
+            3 => json!(12),
+            4 => json!(null),
+            5 => json!([{"type": "text", "text": "hi"}, {"type": "image_url"}]),
+            _ => json!(DEMO_PROMPT),
+        }
+    };
+    let mut body = serde_json::Map::new();
+    if chat {
+        let n = rng.below(4);
+        let messages: Vec<Value> = (0..n)
+            .map(|_| {
+                json!({"role": *rng.pick(&["user", "assistant", "system", "tool", "nobody", ""]),
+                       "content": text(rng)})
+            })
+            .collect();
+        body.insert("messages".into(), json!(messages));
+    } else {
+        body.insert("prompt".into(), text(rng));
+    }
+    let schema = || -> Value {
+        json!([
+            {"type": "object", "properties": {"a": {"type": "integer"}}},
+            {"enum": (0..5000).map(|i| i.to_string()).collect::<Vec<_>>()},
+            {"type": "string", "maxLength": 2500},
+            {"type": "string", "pattern": "a+"},
+            {"$ref": "#/nowhere"},
+            {"type": "array", "items": {"type": "array"}, "maxItems": 3},
+            {"const": {"a": [[[[[[1]]]]]]}},
+            {"anyOf": [{"type": "null"}, {"type": "boolean"}]},
+            "not a schema",
+            {"type": "object", "properties": (0..600).map(|i| (format!("p{i}"), json!({"type": "string"}))).collect::<serde_json::Map<_, _>>()}
+        ])
+    };
+    for _ in 0..rng.below(5) {
+        let (key, value) = match rng.below(13) {
+            0 => ("max_tokens", json!(*rng.pick(&[0i64, 1, 4, -1, 1 << 40]))),
+            1 => ("temperature", json!(*rng.pick(&[0.0, 1.0, -1.0, 1e300]))),
+            2 => ("top_p", json!(*rng.pick(&[0.0, 0.5, 2.0]))),
+            3 => (
+                "stop",
+                json!(*rng.pick(&[json!(["."]), json!(""), json!(vec!["a"; 100]), json!(3)])),
+            ),
+            4 => (
+                "logit_bias",
+                json!(*rng.pick(&[
+                    json!({"5": 100}),
+                    json!({"-1": 1}),
+                    json!({"x": 1}),
+                    json!({"99999999": 1})
+                ])),
+            ),
+            5 => {
+                let list = schema();
+                let s = list.as_array().unwrap()[rng.below(10)].clone();
+                (
+                    "response_format",
+                    json!({"type": "json_schema", "json_schema": {"name": "x", "schema": s}}),
+                )
+            }
+            6 => {
+                let list = schema();
+                ("format", list.as_array().unwrap()[rng.below(10)].clone())
+            }
+            7 => {
+                let list = schema();
+                let s = list.as_array().unwrap()[rng.below(10)].clone();
+                (
+                    "tools",
+                    json!([{"type": "function", "function": {"name": "f", "parameters": s}}]),
+                )
+            }
+            8 => (
+                "tool_choice",
+                json!(*rng.pick(&[
+                    json!("required"),
+                    json!("none"),
+                    json!({"type": "function", "function": {"name": "g"}})
+                ])),
+            ),
+            9 => (
+                "options",
+                json!({"num_predict": 4, "temperature": 0, "repeat_last_n": *rng.pick(&[-5i64, 64, 1 << 40])}),
+            ),
+            10 => ("stream", json!(rng.below(2) == 0)),
+            11 => (
+                *rng.pick(&[
+                    "images", "system", "template", "context", "raw", "suffix", "n",
+                ]),
+                json!(*rng.pick(&[json!(["aGk="]), json!("x"), json!(false), json!(2)])),
+            ),
+            _ => ("model", json!(*rng.pick(&["demo", "default", "other", ""]))),
+        };
+        body.insert(key.into(), value);
+    }
+    // Keep the answers short: the corpus is about input, not output.
+    body.entry("max_tokens").or_insert(json!(4));
+    (endpoint, Value::Object(body))
+}
+
+#[test]
+fn request_corpus_gets_answers_or_4xx_never_a_crash() {
+    in_child(
+        "request_corpus_gets_answers_or_4xx_never_a_crash",
+        LIMIT,
+        || {
+            let path = hostile_model();
+            block_on(async move {
+                let s = start_model(&path, config(), Timeouts::default()).await;
+                let c = reqwest::Client::new();
+                let mut rng = Rng(0x5e7e_c0de);
+                let mut by_status = std::collections::BTreeMap::new();
+                for i in 0..500 {
+                    let (endpoint, body) = body_case(&mut rng);
+                    let start = Instant::now();
+                    let (status, text) = send(&c, &s.base, endpoint, &body).await;
+                    assert!(
+                        status == 200 || (400..500).contains(&status),
+                        "case {i} {endpoint} {body:.300}: {status} {text:.300}"
+                    );
+                    assert!(
+                        start.elapsed() < Duration::from_secs(10),
+                        "case {i} {endpoint} took {:?}",
+                        start.elapsed()
+                    );
+                    *by_status.entry(status).or_insert(0) += 1;
+                }
+                eprintln!("500 requests: {by_status:?}");
+                assert!(by_status.contains_key(&200) && by_status.contains_key(&400));
+                assert_eq!(health(&s.base).await["status"], "ok");
+            });
+        },
+    );
+}
+
+#[test]
+fn one_hostile_client_stalls_neither_health_nor_a_stream() {
+    in_child(
+        "one_hostile_client_stalls_neither_health_nor_a_stream",
+        LIMIT,
+        || {
+            let path = hostile_model();
+            let bracket = open_bracket();
+            block_on(async move {
+                let s = start_model(&path, config(), Timeouts::default()).await;
+                let base = s.base.clone();
+                let hostile = {
+                    let base = base.clone();
+                    tokio::spawn(async move {
+                        let c = reqwest::Client::new();
+                        let many: Vec<String> = (0..100_000).map(|i| format!("v{i}")).collect();
+                        let worst = [
+                            (
+                                "/v1/chat/completions",
+                                json!({"messages": [{"role": "user", "content": "go"}],
+                            "max_tokens": 64, "logit_bias": {bracket.to_string(): 100},
+                            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "a", "schema": ambiguous_schema()}}}),
+                            ),
+                            (
+                                "/api/chat",
+                                json!({"messages": [{"role": "user", "content": "go"}],
+                            "format": {"enum": many}, "stream": false}),
+                            ),
+                            (
+                                "/v1/chat/completions",
+                                json!({"messages": [{"role": "user", "content": "KILL-long"}]}),
+                            ),
+                            (
+                                "/v1/chat/completions",
+                                json!({"messages": [{"role": "user", "content": "KILL-replace"}]}),
+                            ),
+                            ("/v1/completions", json!({"prompt": "x".repeat(1_000_000)})),
+                        ];
+                        let mut sent = 0;
+                        let until = Instant::now() + Duration::from_secs(20);
+                        while Instant::now() < until && sent < 200 {
+                            let (path, body) = &worst[sent % worst.len()];
+                            let (status, _) = send(&c, &base, path, body).await;
+                            assert!(
+                                status == 200 || (400..500).contains(&status),
+                                "{path}: {status}"
+                            );
+                            sent += 1;
+                        }
+                        sent
+                    })
+                };
+                // A well-behaved stream: 48 tokens (end of generation banned),
+                // no gap between its chunks longer than the bound.
+                let stream = {
+                    let base = base.clone();
+                    tokio::spawn(async move {
+                        let mut r = reqwest::Client::new()
+                            .post(format!("{base}/v1/completions"))
+                            .json(
+                                &json!({"prompt": DEMO_PROMPT, "max_tokens": 48, "stream": true,
+                                      "temperature": 0, "logit_bias": {"2": -100}}),
+                            )
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 200);
+                        let mut last = Instant::now();
+                        let mut worst_gap = Duration::ZERO;
+                        let mut chunks = 0;
+                        while let Some(chunk) = r.chunk().await.unwrap() {
+                            worst_gap = worst_gap.max(last.elapsed());
+                            last = Instant::now();
+                            chunks += usize::from(!chunk.is_empty());
+                        }
+                        (chunks, worst_gap)
+                    })
+                };
+                let mut times = Vec::new();
+                for _ in 0..100 {
+                    let start = Instant::now();
+                    assert_eq!(health(&base).await["status"], "ok");
+                    times.push(start.elapsed());
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let (chunks, worst_gap) = stream.await.unwrap();
+                let sent = hostile.await.unwrap();
+                times.sort();
+                let p99 = times[98];
+                eprintln!(
+                "hostile requests {sent}; /health p99 {p99:?}; stream chunks {chunks}, worst gap {worst_gap:?}"
+            );
+                assert!(p99 < Duration::from_millis(100), "/health p99 {p99:?}");
+                assert!(chunks >= 48, "the stream ended early: {chunks} chunks");
+                assert!(
+                    worst_gap < Duration::from_secs(2),
+                    "the stream stalled {worst_gap:?}"
+                );
+                assert!(sent >= 10);
+            });
+        },
+    );
+}
