@@ -31,6 +31,9 @@ fn next_id(prefix: &str) -> String {
     format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Longest a request body may take to check (its schemas converted).
+const PARSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Parses the body and starts the generation; counts the request.
 pub(crate) async fn begin(
     state: &Arc<AppState>,
@@ -39,13 +42,30 @@ pub(crate) async fn begin(
     body: &Bytes,
 ) -> Result<(GenRequest, mpsc::Receiver<GenEvent>), Response> {
     let started = async {
-        let limits = api::Limits {
-            model_name: &state.model_name,
-            n_ctx: state.n_ctx(),
-            n_vocab: state.model.n_vocab(),
-            tool_format: state.model.tool_call_format(),
+        // Parsing converts JSON schemas (response_format, tools, format)
+        // into grammars: bounded work, but not for the async workers.
+        let parsing = {
+            let state = state.clone();
+            let body = body.clone();
+            tokio::task::spawn_blocking(move || {
+                let limits = api::Limits {
+                    model_name: &state.model_name,
+                    n_ctx: state.n_ctx(),
+                    n_vocab: state.model.n_vocab(),
+                    tool_format: state.model.tool_call_format(),
+                };
+                api::parse(&body, api, limits)
+            })
         };
-        let req = api::parse(body, api, limits)?;
+        let req = tokio::time::timeout(PARSE_DEADLINE, parsing)
+            .await
+            .map_err(|_| {
+                ApiError::status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("the request took over {PARSE_DEADLINE:?} to check"),
+                )
+            })?
+            .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
         let rx = generation::start(state, &req).await?;
         Ok::<_, ApiError>((req, rx))
     }

@@ -30,7 +30,7 @@ pub const MAX_REPETITION: u64 = 2000;
 /// proportion. Past this, sampling or accepting is
 /// [`Error::GrammarBudget`] (where llama.cpp's source was at hand when
 /// llama-safe-sys was built, as it is unless a prebuilt llama.cpp is used).
-pub const MAX_GRAMMAR_STACKS: usize = 256;
+pub const MAX_GRAMMAR_STACKS: usize = 1024;
 
 fn refuse(reason: String) -> Error {
     Error::Grammar {
