@@ -108,12 +108,17 @@ fn open_bracket() -> u32 {
         .expect("a '[' token") as u32
 }
 
-/// The schema whose grammar doubles its parse stacks at every `[`.
-fn ambiguous_schema() -> Value {
-    json!({"$defs": {"a": {"anyOf": [
+/// A chat request whose schema's grammar doubles its parse stacks at every
+/// `[`, with `[` (token `bracket`) forced at every step.
+fn ambiguous_request(bracket: u32) -> Value {
+    let schema = json!({"$defs": {"a": {"anyOf": [
         {"type": "array", "items": {"$ref": "#/$defs/a"}},
         {"type": "array", "items": {"$ref": "#/$defs/a"}}]}},
-        "$ref": "#/$defs/a"})
+        "$ref": "#/$defs/a"});
+    json!({"messages": [{"role": "user", "content": "go"}], "max_tokens": 64,
+           "logit_bias": {bracket.to_string(): 100},
+           "response_format": {"type": "json_schema",
+               "json_schema": {"name": "a", "schema": schema}}})
 }
 
 #[test]
@@ -148,10 +153,7 @@ fn template_and_schema_regressions_are_4xx_and_the_server_lives() {
                     &c,
                     &s.base,
                     "/v1/chat/completions",
-                    &json!({"messages": [{"role": "user", "content": "go"}], "max_tokens": 64,
-                            "logit_bias": {bracket.to_string(): 100},
-                            "response_format": {"type": "json_schema",
-                                "json_schema": {"name": "a", "schema": ambiguous_schema()}}}),
+                    &ambiguous_request(bracket),
                 )
                 .await;
                 assert_eq!(status, 400, "{text}");
@@ -356,13 +358,7 @@ fn one_hostile_client_stalls_neither_health_nor_a_stream() {
                         let c = reqwest::Client::new();
                         let many: Vec<String> = (0..100_000).map(|i| format!("v{i}")).collect();
                         let worst = [
-                            (
-                                "/v1/chat/completions",
-                                json!({"messages": [{"role": "user", "content": "go"}],
-                            "max_tokens": 64, "logit_bias": {bracket.to_string(): 100},
-                            "response_format": {"type": "json_schema",
-                                "json_schema": {"name": "a", "schema": ambiguous_schema()}}}),
-                            ),
+                            ("/v1/chat/completions", ambiguous_request(bracket)),
                             (
                                 "/api/chat",
                                 json!({"messages": [{"role": "user", "content": "go"}],
