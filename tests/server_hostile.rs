@@ -12,7 +12,7 @@ mod child;
 mod gguf_layout;
 mod support;
 
-use child::{in_child, Rng};
+use child::{in_child, peak_rss, Rng};
 use gguf_layout::{string_value, ty, Layout};
 use llama_safe::demo::{DemoModel, DEMO_PROMPT};
 use llama_safe::engine::EngineConfig;
@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use support::{health, start_model};
 
 const LIMIT: Duration = Duration::from_secs(300);
+/// Peak resident memory of a child (server and client in one process).
+const MAX_RSS: u64 = 1 << 30;
 
 /// A chat template that renders ChatML, and runs one of the audit's
 /// kill switches when the last message names it.
@@ -187,6 +189,7 @@ fn template_and_schema_regressions_are_4xx_and_the_server_lives() {
                 .await;
                 assert_eq!(status, 200, "{text}");
                 assert_eq!(health(&s.base).await["status"], "ok");
+                assert!(peak_rss() < MAX_RSS, "peak RSS {} MiB", peak_rss() >> 20);
             });
         },
     );
@@ -336,6 +339,7 @@ fn request_corpus_gets_answers_or_4xx_never_a_crash() {
                 eprintln!("500 requests: {by_status:?}");
                 assert!(by_status.contains_key(&200) && by_status.contains_key(&400));
                 assert_eq!(health(&s.base).await["status"], "ok");
+                assert!(peak_rss() < MAX_RSS, "peak RSS {} MiB", peak_rss() >> 20);
             });
         },
     );
@@ -435,6 +439,7 @@ fn one_hostile_client_stalls_neither_health_nor_a_stream() {
                     "the stream stalled {worst_gap:?}"
                 );
                 assert!(sent >= 10);
+                assert!(peak_rss() < MAX_RSS, "peak RSS {} MiB", peak_rss() >> 20);
             });
         },
     );

@@ -27,6 +27,8 @@ pub struct LlamaModel {
     path: PathBuf,
     placement: Placement,
     vocab_only: bool,
+    /// The longest token's text, in bytes (computed on first use).
+    pub(crate) max_token_bytes: std::sync::OnceLock<usize>,
     _backend: LlamaBackend,
 }
 
@@ -76,6 +78,7 @@ impl LlamaModel {
             path: path.to_path_buf(),
             placement: Placement::default(),
             vocab_only: params.vocab_only(),
+            max_token_bytes: std::sync::OnceLock::new(),
             _backend: backend.clone(),
         };
         // (On an error here, dropping `model` frees what llama.cpp loaded.)

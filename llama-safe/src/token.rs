@@ -92,6 +92,21 @@ impl LlamaModel {
         }
     }
 
+    /// The longest text one token stands for, in bytes (at least 1), so a
+    /// text longer than `n * max_token_bytes()` bytes cannot tokenize to
+    /// `n` tokens or fewer: a check that costs nothing before tokenizing
+    /// a long text. Read from the vocabulary on first use.
+    pub fn max_token_bytes(&self) -> usize {
+        *self.max_token_bytes.get_or_init(|| {
+            (0..self.n_vocab() as i32)
+                .filter_map(|t| self.token_bytes(Token(t), true).ok())
+                .map(|b| b.len())
+                .max()
+                .unwrap_or(1)
+                .max(1)
+        })
+    }
+
     /// The bytes of one token's text (byte tokens give single bytes, which
     /// may be half of a UTF-8 character; see [`Utf8Stream`](crate::Utf8Stream)).
     /// `special` renders control tokens as their text. A token outside the

@@ -1021,3 +1021,29 @@ fn state_regressions_are_errors() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+#[test]
+fn a_prompt_far_longer_than_the_context_is_refused_before_tokenizing() {
+    // A template can render 16 MiB within its budget; tokenizing 100 MB
+    // took 3.4 GB and over a minute.
+    in_child(
+        "a_prompt_far_longer_than_the_context_is_refused_before_tokenizing",
+        LIMIT,
+        || {
+            let model = load_moe();
+            let mut ctx = LlamaContext::new(&model, &ctx_params()).unwrap();
+            let prompt = "x".repeat(100_000_000);
+            let start = Instant::now();
+            let result = ctx.generate(&prompt, &GenerateOptions::default()).map(drop);
+            assert!(
+                matches!(result, Err(Error::PromptTooLong { .. })),
+                "{result:?}"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                start.elapsed()
+            );
+        },
+    );
+}

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use llama_safe::engine::{Engine, EngineConfig};
-use llama_safe::{LlamaModel, Token};
+use llama_safe::LlamaModel;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,12 +53,7 @@ impl AppState {
         model_name: impl Into<String>,
         config: EngineConfig,
     ) -> llama_safe::Result<Arc<AppState>> {
-        let max_token_bytes = (0..model.n_vocab() as i32)
-            .filter_map(|t| model.token_bytes(Token(t), true).ok())
-            .map(|b| b.len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
+        let max_token_bytes = model.max_token_bytes();
         let engine = Engine::new(model.clone(), config)?;
         let model_digest = {
             use sha2::{Digest, Sha256};

@@ -190,6 +190,15 @@ impl<'m> LlamaContext<'m> {
             add_special: options.add_bos && self.n_past() == 0,
             parse_special: options.parse_special,
         };
+        // A text too long for the context whatever its tokens is refused
+        // before tokenizing it (which takes time and memory in proportion).
+        let at_least = prompt.len().div_ceil(self.model().max_token_bytes());
+        if at_least > self.n_ctx() as usize {
+            return Err(Error::PromptTooLong {
+                tokens: at_least,
+                n_ctx: self.n_ctx(),
+            });
+        }
         let tokens = self.model().tokenize(prompt, how)?;
         self.start_generation(
             &tokens,
