@@ -120,6 +120,7 @@ pub fn json_schema_to_grammar(schema: &Value) -> Result<String> {
         refs: HashMap::new(),
         by_body: HashMap::new(),
         next_suffix: HashMap::new(),
+        bytes: 0,
         depth: 0,
     };
     c.rules.insert("space".into(), SPACE.into());
@@ -174,6 +175,8 @@ struct Converter<'a> {
     by_body: HashMap<(String, String), String>,
     /// Base name → the suffix to try next for a new rule.
     next_suffix: HashMap<String, usize>,
+    /// Bytes of the rules so far, bounded by [`MAX_GRAMMAR_LEN`] as they grow.
+    bytes: usize,
     depth: usize,
 }
 
@@ -238,6 +241,13 @@ impl Converter<'_> {
             key = format!("{base}{next}");
         }
         *next += 1;
+        self.bytes += key.len() + body.len() + 6;
+        if self.bytes > MAX_GRAMMAR_LEN {
+            return Err(fail(
+                at,
+                format!("the grammar would be over {MAX_GRAMMAR_LEN} bytes"),
+            ));
+        }
         self.rules.insert(key.clone(), body.clone());
         self.by_body.insert((base, body), key.clone());
         Ok(key)
