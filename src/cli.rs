@@ -62,6 +62,11 @@ pub struct ModelArgs {
     /// Layers to put on the GPU (999: all).
     #[arg(long, short = 'g', default_value_t = 999)]
     pub n_gpu_layers: u32,
+    /// Devices to offload to, by name, comma-separated (llama.cpp's --device:
+    /// `Vulkan0`, `CUDA0,CUDA1`); default: every GPU ggml finds. An unknown
+    /// name is an error that lists the devices there are.
+    #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
+    pub device: Vec<String>,
     /// Load weights with plain reads instead of mmap.
     #[arg(long)]
     pub no_mmap: bool,
@@ -100,6 +105,9 @@ impl ModelArgs {
         }
         if self.no_mmap {
             params = params.with_load_mode(LoadMode::Read);
+        }
+        if !self.device.is_empty() {
+            params = params.with_devices(&self.device);
         }
         params
     }

@@ -4,7 +4,10 @@
 //! The CMake build of the *pinned* source is keyed by everything that can
 //! change its output: the pin's checksum, this crate's version, the target,
 //! the features and CMake options, the CMake definitions in `cmake_build.rs`,
-//! the compilers and flags from the environment, the cmake binary. It lives in a user-level cache folder
+//! the compilers and flags from the environment, what CMake's find_package
+//! reads from it (`VULKAN_SDK`, `CUDA_PATH`, `PATH`, ...), the cmake binary.
+//! A folder without the marker (a build that failed or was killed) is
+//! emptied before it is built into again. It lives in a user-level cache folder
 //! (`LLAMA_SYS_CACHE_DIR`, else the user's cache folder + `llama-sys`),
 //! one subfolder per key, with a `.complete` marker written last: a build
 //! script that finds the marker links the libraries there and compiles
@@ -78,6 +81,11 @@ pub fn build(
     FileExt::lock(&lock).map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
     // Another build may have finished while this one waited.
     if !done.is_file() {
+        // What an earlier, failed build left (a CMake cache that remembers
+        // what it found then) must not be reused: start from nothing.
+        std::fs::remove_dir_all(&entry)
+            .and_then(|()| std::fs::create_dir_all(&entry))
+            .map_err(|e| format!("cannot clear {}: {e}", entry.display()))?;
         std::fs::write(entry.join("KEY"), description)
             .map_err(|e| format!("cannot write {}: {e}", entry.display()))?;
         let prefix = build(&entry);

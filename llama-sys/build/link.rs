@@ -193,6 +193,16 @@ fn system_libraries(line: &mut LinkLine, libs: &Libraries) {
         }
     }
     if libs.vulkan {
+        // The loader: VULKAN_SDK's (scripts/provision-vulkan.sh links the
+        // system's there), else the system's search path.
+        if let Some(sdk) = env::var_os("VULKAN_SDK") {
+            for sub in ["lib", "lib64", "Lib"] {
+                let dir = Path::new(&sdk).join(sub);
+                if dir.is_dir() {
+                    line.search(&dir);
+                }
+            }
+        }
         let name = if env::target_cfg("target_os") == "windows" {
             "vulkan-1"
         } else {

@@ -286,10 +286,24 @@ fn build_llama_cpp(
     let Some(cache) = cache::dir().filter(|_| pinned) else {
         return cmake_build::build(&source.root, options, None);
     };
-    let compilers: Vec<String> = ["CC", "CXX", "CFLAGS", "CXXFLAGS", "CMAKE_GENERATOR"]
-        .iter()
-        .map(|name| format!("{name}={}", env::var(name).unwrap_or_default()))
-        .collect();
+    // What the compilers and CMake's find_package read from the
+    // environment: a change must never reuse a build made without it.
+    let compilers: Vec<String> = [
+        "CC",
+        "CXX",
+        "CFLAGS",
+        "CXXFLAGS",
+        "CMAKE_GENERATOR",
+        "CMAKE_PREFIX_PATH",
+        "PKG_CONFIG_PATH",
+        "VULKAN_SDK",
+        "CUDA_PATH",
+        "CUDA_HOME",
+        "CUDAToolkit_ROOT",
+    ]
+    .iter()
+    .map(|name| format!("{name}={}", env::var(name).unwrap_or_default()))
+    .collect();
     // The CMake definitions live in cmake_build.rs: its text is part of the
     // key, so editing them can never reuse a build made without the edit.
     let definitions = cache::fingerprint(include_str!("cmake_build.rs"));
@@ -393,8 +407,14 @@ fn options(ctx: &Context) -> cmake_build::Options {
         fail(
             ctx,
             "the `vulkan` feature needs the Vulkan SDK, and `glslc` was not found on PATH",
-            &["install the Vulkan headers, loader and glslc (Debian: `apt-get install libvulkan-dev glslc`)".into()],
+            &tools::vulkan_help(),
         );
+    }
+    if vulkan {
+        // Before CMake: too old headers fail minutes into the build, deep
+        // in its output.
+        tools::vulkan_headers().unwrap_or_else(|e| fail(ctx, &e, &tools::vulkan_help()));
+        tools::spirv_headers().unwrap_or_else(|e| fail(ctx, &e, &tools::vulkan_help()));
     }
     let metal = env::feature("metal");
     if metal && !matches!(env::target_cfg("target_os").as_str(), "macos" | "ios") {

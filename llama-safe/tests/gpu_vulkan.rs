@@ -1,0 +1,137 @@
+//! The GPU path on a real ggml GPU backend: Vulkan (in CI, on Mesa's
+//! software device, lavapipe, made visible with `GGML_VK_VISIBLE_DEVICES=0`).
+//! Non-expert weights go to the device, the expert tensors the overrides
+//! move stay in host memory, exactly the planned bytes leave the device,
+//! and the text does not change. Built and run with `--features vulkan`.
+
+mod common;
+
+use common::*;
+use llama_safe::context::{device_bytes, device_totals};
+use llama_safe::demo::{DEMO_CONTINUATION, DEMO_PROMPT};
+use llama_safe::*;
+
+/// The first Vulkan device's name.
+fn vulkan_device(backend: &LlamaBackend) -> String {
+    backend
+        .devices()
+        .into_iter()
+        .find(|d| d.name.starts_with("Vulkan"))
+        .map(|d| d.name)
+        .expect(
+            "no Vulkan device: on a machine with only a software device (lavapipe), \
+             set GGML_VK_VISIBLE_DEVICES=0",
+        )
+}
+
+/// Weight bytes in the device's buffers.
+fn weights_on(model: &LlamaModel, device: &str) -> u64 {
+    model
+        .placement()
+        .buffers
+        .iter()
+        .filter(|b| b.name == device)
+        .map(|b| b.bytes)
+        .sum()
+}
+
+/// Greedy text of the demo prompt, and the context's device totals.
+fn run(model: &LlamaModel, device: &str) -> (String, MemoryTotalsSeen) {
+    let mut ctx = LlamaContext::new(
+        model,
+        &ContextParams::default().with_n_ctx(256).with_threads(2),
+    )
+    .unwrap();
+    let options = GenerateOptions {
+        sampling: SamplingOptions::greedy(),
+        ..Default::default()
+    };
+    let mut text = String::new();
+    for event in ctx.generate(DEMO_PROMPT, &options).unwrap() {
+        if let Event::Piece(p) = event.unwrap() {
+            text.push_str(&p.text);
+        }
+    }
+    let uses = ctx.memory_breakdown().unwrap();
+    let totals = device_totals(&uses, Some(device));
+    (
+        text,
+        MemoryTotalsSeen {
+            model: totals.model_bytes,
+            context: totals.context_bytes,
+            compute: totals.compute_bytes,
+            device_all: device_bytes(&uses, Some(device)),
+        },
+    )
+}
+
+#[derive(Debug)]
+struct MemoryTotalsSeen {
+    model: u64,
+    context: u64,
+    compute: u64,
+    device_all: u64,
+}
+
+#[test]
+fn experts_stay_in_host_memory_and_the_text_does_not_change() {
+    let backend = LlamaBackend::init();
+    let device = vulkan_device(&backend);
+    let all_on_device = LlamaModelParams::default()
+        .with_n_gpu_layers(999)
+        .with_devices(&[device.as_str()]);
+    let mut seen = Vec::new();
+    for (label, params) in [
+        ("no offload", all_on_device.clone()),
+        ("n_cpu_moe 2", all_on_device.clone().with_n_cpu_moe(2)),
+        ("cpu_moe", all_on_device.clone().with_cpu_moe_all()),
+    ] {
+        let plan = params.plan(moe_path()).unwrap();
+        let model = LlamaModel::load(&backend, moe_path(), &params).unwrap();
+        let on_device = weights_on(&model, &device);
+        for t in &model.placement().moved {
+            assert!(t.buffer_type.starts_with("CPU"), "{label}: {t:?}");
+        }
+        let (text, memory) = run(&model, &device);
+        eprintln!(
+            "{label}: {device} weights {on_device} B, moved {} B; context {memory:?}",
+            plan.moved_bytes()
+        );
+        assert_eq!(text, DEMO_CONTINUATION, "{label}");
+        assert!(
+            memory.model > 0 && memory.context > 0,
+            "{label}: {memory:?}"
+        );
+        assert_eq!(
+            memory.model, on_device,
+            "{label}: breakdown and placement agree"
+        );
+        assert!(memory.device_all >= memory.model + memory.context + memory.compute);
+        seen.push((label, on_device, plan.moved_bytes()));
+    }
+    let (_, all, _) = seen[0];
+    assert!(all > 0, "the weights went to {device}");
+    for &(label, on_device, moved) in &seen[1..] {
+        // Exactly the planned bytes leave the device (buffers are padded
+        // to the device's alignment: allow that much).
+        let left = all - on_device;
+        assert!(
+            left >= moved && left - moved < 4096,
+            "{label}: {left} B left {device}, {moved} B planned"
+        );
+    }
+    assert!(seen[2].1 < seen[1].1 && seen[1].1 < seen[0].1, "{seen:?}");
+}
+
+#[test]
+fn an_unknown_device_is_a_typed_error() {
+    let backend = LlamaBackend::init();
+    let params = LlamaModelParams::default()
+        .with_n_gpu_layers(999)
+        .with_devices(&["Vulkan9"]);
+    let result = LlamaModel::load(&backend, moe_path(), &params);
+    assert!(
+        matches!(result, Err(Error::UnknownDevice { .. })),
+        "{result:?}"
+    );
+}
