@@ -173,5 +173,7 @@ pub fn vulkan_help() -> Vec<String> {
             .into(),
         "or set VULKAN_SDK to a Vulkan SDK whose include/vulkan/vulkan_core.h is 1.3.2xx or newer"
             .into(),
+        "SPIRV-Headers: Debian `apt-get install spirv-headers`, or add its prefix to CMAKE_PREFIX_PATH"
+            .into(),
     ]
 }
