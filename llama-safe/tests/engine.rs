@@ -349,3 +349,83 @@ fn futures_lite_block_on<T>(future: impl std::future::Future<Output = T>) -> T {
         std::thread::park();
     }
 }
+
+#[test]
+fn a_slow_sampler_build_does_not_stall_running_sequences() {
+    // The engine built each request's sampler in its own step, so a large
+    // grammar stopped every running sequence for as long as it took.
+    let model = model();
+    let mut grammar = String::from("root ::= r0\n");
+    // Large (about 1 MB, near the limits), but with one parse stack.
+    let words = " once upon a time".repeat(6);
+    for i in 0..8000 {
+        grammar.push_str(&format!("r{i} ::= \"{words}\" r{}\n", i + 1));
+    }
+    grammar.push_str("r8000 ::= \" there\"\n");
+    let slow = SamplingOptions {
+        grammar: Some(grammar),
+        ..SamplingOptions::greedy()
+    };
+    // What one build takes here (the median of three, past the first).
+    drop(Sampler::new(&model, &slow).unwrap());
+    let mut builds: Vec<Duration> = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            drop(Sampler::new(&model, &slow).unwrap());
+            start.elapsed()
+        })
+        .collect();
+    builds.sort();
+    let build = builds[1];
+    let engine = Engine::new(
+        model.clone(),
+        EngineConfig::default()
+            .with_n_ctx(2048)
+            .with_n_parallel(2)
+            .with_threads(1)
+            .with_queue(4),
+    )
+    .unwrap();
+    let eos = model.token_eos().unwrap();
+    let long = SamplingOptions {
+        logit_bias: vec![(eos, f32::NEG_INFINITY)],
+        ..SamplingOptions::greedy()
+    };
+    let running = engine
+        .submit(request(&model, demo::DEMO_PROMPT, options(300, long)))
+        .unwrap();
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut times = Vec::new();
+        for event in running {
+            if let Event::Piece(_) = event.unwrap() {
+                times.push(Instant::now());
+                if times.len() == 1 {
+                    first_tx.send(()).unwrap();
+                }
+            }
+        }
+        times
+    });
+    first_rx.recv().unwrap();
+    // (Submitting checks the options by building a sampler on this thread;
+    // the engine then builds its own: that is the build measured here.)
+    let slow_request = engine
+        .submit(request(&model, demo::DEMO_PROMPT, options(2, slow)))
+        .unwrap();
+    let submitted = Instant::now();
+    let (_, stats) = finish(slow_request);
+    assert_eq!(stats.generated_tokens, 2);
+    let times = reader.join().unwrap();
+    let worst = times
+        .windows(2)
+        .filter(|w| w[1] > submitted)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap();
+    eprintln!("sampler build {build:?}; worst gap of the running sequence {worst:?}");
+    assert!(
+        worst < build / 2,
+        "the running sequence waited {worst:?} (the build takes {build:?})"
+    );
+}

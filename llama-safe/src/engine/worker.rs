@@ -36,11 +36,42 @@ pub(super) fn run(
         }
     };
     let _ = ready.send(Ok(()));
+    // Samplers are built on a thread of their own, in submission order: a
+    // grammar that takes its budget's time to build delays the admission
+    // of the requests behind it, never the steps of those running.
+    std::thread::scope(|scope| {
+        let (built_tx, built_rx) = flume::unbounded();
+        let builder = std::thread::Builder::new()
+            .name("llama-engine-samplers".into())
+            .spawn_scoped(scope, move || {
+                for job in jobs.iter() {
+                    let sampler = Sampler::new(model, &job.request.options.sampling);
+                    if built_tx.send((job, sampler)).is_err() {
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = builder {
+            eprintln!("llama-safe engine: cannot start the sampler thread: {e}");
+            return;
+        }
+        serve(config, counters, ctx, &built_rx);
+    });
+}
+
+/// A submitted request and its sampler (built, or why it could not be).
+type Built<'m> = (Job, Result<Sampler<'m>>);
+
+fn serve<'m>(
+    config: &EngineConfig,
+    counters: &Counters,
+    ctx: LlamaContext<'m>,
+    jobs: &flume::Receiver<Built<'m>>,
+) {
     let mut worker = Worker {
         n_ctx: ctx.n_ctx() as usize,
         n_batch: ctx.decode_limit().max(1) as usize,
         ctx,
-        model,
         config,
         counters,
         slots: (0..config.n_parallel)
@@ -54,23 +85,22 @@ pub(super) fn run(
         waiting: VecDeque::new(),
         batch: Batch::new(),
     };
-    worker.serve(&jobs);
+    worker.serve(jobs);
 }
 
 struct Worker<'m, 'a> {
     ctx: LlamaContext<'m>,
-    model: &'m LlamaModel,
     config: &'a EngineConfig,
     counters: &'a Counters,
     slots: Vec<Slot<'m>>,
-    waiting: VecDeque<Job>,
+    waiting: VecDeque<Built<'m>>,
     batch: Batch,
     n_ctx: usize,
     n_batch: usize,
 }
 
 impl<'m> Worker<'m, '_> {
-    fn serve(&mut self, jobs: &flume::Receiver<Job>) {
+    fn serve(&mut self, jobs: &flume::Receiver<Built<'m>>) {
         let mut open = true;
         loop {
             // Take what was submitted; with nothing to do, wait for it.
@@ -102,7 +132,7 @@ impl<'m> Worker<'m, '_> {
                 if !self.waiting.is_empty() && self.slots.iter().all(|s| s.run.is_none()) {
                     // Cannot happen (submit refuses what never fits), but
                     // never spin: fail the head of the queue.
-                    if let Some(job) = self.waiting.pop_front() {
+                    if let Some((job, _)) = self.waiting.pop_front() {
                         self.counters.queued.fetch_sub(1, Ordering::SeqCst);
                         let _ = job.events.send(Err(Error::EngineStopped));
                     }
@@ -117,7 +147,7 @@ impl<'m> Worker<'m, '_> {
     /// requests nobody wants any more (all of them once the engine is closed).
     fn drop_cancelled(&mut self) {
         if self.counters.closed.load(Ordering::SeqCst) {
-            for job in self.waiting.drain(..) {
+            for (job, _) in self.waiting.drain(..) {
                 self.counters.queued.fetch_sub(1, Ordering::SeqCst);
                 let _ = job.events.send(Err(Error::EngineStopped));
             }
@@ -129,8 +159,9 @@ impl<'m> Worker<'m, '_> {
             }
         }
         let before = self.waiting.len();
-        self.waiting
-            .retain(|job| !(job.cancel.load(Ordering::Relaxed) || job.events.is_disconnected()));
+        self.waiting.retain(|(job, _)| {
+            !(job.cancel.load(Ordering::Relaxed) || job.events.is_disconnected())
+        });
         let dropped = before - self.waiting.len();
         self.counters.queued.fetch_sub(dropped, Ordering::SeqCst);
     }
@@ -164,7 +195,7 @@ impl<'m> Worker<'m, '_> {
     /// Starts waiting requests, first come first served, while a slot and
     /// the cells they reserve are free.
     fn admit(&mut self) {
-        while let Some(job) = self.waiting.front() {
+        while let Some((job, _)) = self.waiting.front() {
             let prompt = &job.request.prompt;
             let need = prompt.len() + job.request.options.max_tokens as usize;
             // The idle slot sharing the longest prefix with the prompt, else
@@ -201,8 +232,8 @@ impl<'m> Worker<'m, '_> {
                     None => return, // wait for running requests to finish
                 }
             }
-            let job = self.waiting.pop_front().expect("front exists");
-            let sampler = match Sampler::new(self.model, &job.request.options.sampling) {
+            let (job, sampler) = self.waiting.pop_front().expect("front exists");
+            let sampler = match sampler {
                 Ok(sampler) => sampler,
                 Err(e) => {
                     // Checked at submit; should it fail now, the client hears why.
