@@ -42,16 +42,7 @@ fn run(model: &LlamaModel, device: &str) -> (String, MemoryTotalsSeen) {
         &ContextParams::default().with_n_ctx(256).with_threads(2),
     )
     .unwrap();
-    let options = GenerateOptions {
-        sampling: SamplingOptions::greedy(),
-        ..Default::default()
-    };
-    let mut text = String::new();
-    for event in ctx.generate(DEMO_PROMPT, &options).unwrap() {
-        if let Event::Piece(p) = event.unwrap() {
-            text.push_str(&p.text);
-        }
-    }
+    let text = greedy_in(&mut ctx, DEMO_PROMPT, 64);
     let uses = ctx.memory_breakdown().unwrap();
     let totals = device_totals(&uses, Some(device));
     (

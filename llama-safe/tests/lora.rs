@@ -9,17 +9,7 @@ use llama_safe::*;
 
 fn text(ctx: &mut LlamaContext<'_>) -> String {
     ctx.clear();
-    let options = GenerateOptions {
-        sampling: SamplingOptions::greedy(),
-        ..Default::default()
-    };
-    let mut text = String::new();
-    for event in ctx.generate(DEMO_PROMPT, &options).unwrap() {
-        if let Event::Piece(p) = event.unwrap() {
-            text.push_str(&p.text);
-        }
-    }
-    text
+    greedy_in(ctx, DEMO_PROMPT, GenerateOptions::default().max_tokens)
 }
 
 #[test]

@@ -40,9 +40,14 @@ pub fn greedy_text(model: &LlamaModel, prompt: &str) -> String {
         &ContextParams::default().with_n_ctx(128).with_threads(1),
     )
     .unwrap();
+    greedy_in(&mut ctx, prompt, 32)
+}
+
+/// Greedy generation of `prompt` in `ctx`, at most `max_tokens`; the text.
+pub fn greedy_in(ctx: &mut LlamaContext<'_>, prompt: &str, max_tokens: u32) -> String {
     let options = GenerateOptions {
         sampling: SamplingOptions::greedy(),
-        max_tokens: 32,
+        max_tokens,
         ..Default::default()
     };
     let mut text = String::new();
