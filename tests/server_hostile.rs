@@ -123,74 +123,85 @@ fn ambiguous_request(bracket: u32) -> Value {
                "json_schema": {"name": "a", "schema": schema}}})
 }
 
+/// Runs `body` in a child process, against a server of the demo model with
+/// [`HOSTILE_TEMPLATE`], given the `[` token; then checks the child's peak
+/// memory.
+fn with_hostile_server<F>(test_name: &str, body: impl FnOnce(support::Server, u32) -> F)
+where
+    F: std::future::Future<Output = ()>,
+{
+    in_child(test_name, LIMIT, || {
+        let path = hostile_model();
+        let bracket = open_bracket();
+        block_on(async move {
+            let s = start_model(&path, config(), Timeouts::default()).await;
+            body(s, bracket).await;
+        });
+        assert!(peak_rss() < MAX_RSS, "peak RSS {} MiB", peak_rss() >> 20);
+    });
+}
+
 #[test]
 fn template_and_schema_regressions_are_4xx_and_the_server_lives() {
-    in_child(
+    with_hostile_server(
         "template_and_schema_regressions_are_4xx_and_the_server_lives",
-        LIMIT,
-        || {
-            let path = hostile_model();
-            let bracket = open_bracket();
-            block_on(async move {
-                let s = start_model(&path, config(), Timeouts::default()).await;
-                let c = reqwest::Client::new();
-                for kill in KILLS {
-                    for endpoint in ["/v1/chat/completions", "/api/chat"] {
-                        let body = json!({"messages": [{"role": "user", "content": kill}],
+        |s, bracket| async move {
+            let c = reqwest::Client::new();
+            for kill in KILLS {
+                for endpoint in ["/v1/chat/completions", "/api/chat"] {
+                    let body = json!({"messages": [{"role": "user", "content": kill}],
                                           "max_tokens": 4, "stream": false});
-                        let start = Instant::now();
-                        // A template that fails (its budget included) falls
-                        // back to llama.cpp's built-in version of it, as any
-                        // template the renderer cannot run: a 200 with a sane
-                        // prompt, or a 400; never a dead server.
-                        let (status, text) = send(&c, &s.base, endpoint, &body).await;
-                        assert!([200, 400].contains(&status), "{kill} on {endpoint}: {text}");
-                        assert!(start.elapsed() < Duration::from_secs(10), "{kill}");
-                    }
+                    let start = Instant::now();
+                    // A template that fails (its budget included) falls
+                    // back to llama.cpp's built-in version of it, as any
+                    // template the renderer cannot run: a 200 with a sane
+                    // prompt, or a 400; never a dead server.
+                    let (status, text) = send(&c, &s.base, endpoint, &body).await;
+                    assert!([200, 400].contains(&status), "{kill} on {endpoint}: {text}");
+                    assert!(start.elapsed() < Duration::from_secs(10), "{kill}");
                 }
-                // The ambiguous schema, with '[' forced at every step: the
-                // request ends with a 400 instead of stalling the engine.
+            }
+            // The ambiguous schema, with '[' forced at every step: the
+            // request ends with a 400 instead of stalling the engine.
+            let start = Instant::now();
+            let (status, text) = send(
+                &c,
+                &s.base,
+                "/v1/chat/completions",
+                &ambiguous_request(bracket),
+            )
+            .await;
+            assert_eq!(status, 400, "{text}");
+            assert!(text.contains("grammar over budget"), "{text}");
+            assert!(start.elapsed() < Duration::from_secs(10));
+            // Schemas the converter refuses: 4xx at once.
+            let many: Vec<String> = (0..100_000).map(|i| format!("v{i}")).collect();
+            for schema in [
+                json!({"enum": many}),
+                json!({"type": "string", "maxLength": 5000}),
+            ] {
                 let start = Instant::now();
                 let (status, text) = send(
                     &c,
                     &s.base,
-                    "/v1/chat/completions",
-                    &ambiguous_request(bracket),
+                    "/api/chat",
+                    &json!({"messages": [{"role": "user", "content": "go"}], "format": schema,
+                                "stream": false}),
                 )
                 .await;
                 assert_eq!(status, 400, "{text}");
-                assert!(text.contains("grammar over budget"), "{text}");
-                assert!(start.elapsed() < Duration::from_secs(10));
-                // Schemas the converter refuses: 4xx at once.
-                let many: Vec<String> = (0..100_000).map(|i| format!("v{i}")).collect();
-                for schema in [
-                    json!({"enum": many}),
-                    json!({"type": "string", "maxLength": 5000}),
-                ] {
-                    let start = Instant::now();
-                    let (status, text) = send(
-                        &c,
-                        &s.base,
-                        "/api/chat",
-                        &json!({"messages": [{"role": "user", "content": "go"}], "format": schema,
-                                "stream": false}),
-                    )
-                    .await;
-                    assert_eq!(status, 400, "{text}");
-                    assert!(start.elapsed() < Duration::from_secs(5));
-                }
-                // And the server still answers a plain chat.
-                let (status, text) = send(
-                    &c,
-                    &s.base,
-                    "/v1/chat/completions",
-                    &json!({"messages": [{"role": "user", "content": DEMO_PROMPT}], "max_tokens": 4}),
-                )
-                .await;
-                assert_eq!(status, 200, "{text}");
-                assert_eq!(health(&s.base).await["status"], "ok");
-                assert!(peak_rss() < MAX_RSS, "peak RSS {} MiB", peak_rss() >> 20);
-            });
+                assert!(start.elapsed() < Duration::from_secs(5));
+            }
+            // And the server still answers a plain chat.
+            let (status, text) = send(
+                &c,
+                &s.base,
+                "/v1/chat/completions",
+                &json!({"messages": [{"role": "user", "content": DEMO_PROMPT}], "max_tokens": 4}),
+            )
+            .await;
+            assert_eq!(status, 200, "{text}");
+            assert_eq!(health(&s.base).await["status"], "ok");
         },
     );
 }
@@ -311,136 +322,123 @@ fn body_case(rng: &mut Rng) -> (&'static str, Value) {
 
 #[test]
 fn request_corpus_gets_answers_or_4xx_never_a_crash() {
-    in_child(
+    with_hostile_server(
         "request_corpus_gets_answers_or_4xx_never_a_crash",
-        LIMIT,
-        || {
-            let path = hostile_model();
-            block_on(async move {
-                let s = start_model(&path, config(), Timeouts::default()).await;
-                let c = reqwest::Client::new();
-                let mut rng = Rng(0x5e7e_c0de);
-                let mut by_status = std::collections::BTreeMap::new();
-                for i in 0..500 {
-                    let (endpoint, body) = body_case(&mut rng);
-                    let start = Instant::now();
-                    let (status, text) = send(&c, &s.base, endpoint, &body).await;
-                    assert!(
-                        status == 200 || (400..500).contains(&status),
-                        "case {i} {endpoint} {body:.300}: {status} {text:.300}"
-                    );
-                    assert!(
-                        start.elapsed() < Duration::from_secs(10),
-                        "case {i} {endpoint} took {:?}",
-                        start.elapsed()
-                    );
-                    *by_status.entry(status).or_insert(0) += 1;
-                }
-                eprintln!("500 requests: {by_status:?}");
-                assert!(by_status.contains_key(&200) && by_status.contains_key(&400));
-                assert_eq!(health(&s.base).await["status"], "ok");
-                assert!(peak_rss() < MAX_RSS, "peak RSS {} MiB", peak_rss() >> 20);
-            });
+        |s, _| async move {
+            let c = reqwest::Client::new();
+            let mut rng = Rng(0x5e7e_c0de);
+            let mut by_status = std::collections::BTreeMap::new();
+            for i in 0..500 {
+                let (endpoint, body) = body_case(&mut rng);
+                let start = Instant::now();
+                let (status, text) = send(&c, &s.base, endpoint, &body).await;
+                assert!(
+                    status == 200 || (400..500).contains(&status),
+                    "case {i} {endpoint} {body:.300}: {status} {text:.300}"
+                );
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "case {i} {endpoint} took {:?}",
+                    start.elapsed()
+                );
+                *by_status.entry(status).or_insert(0) += 1;
+            }
+            eprintln!("500 requests: {by_status:?}");
+            assert!(by_status.contains_key(&200) && by_status.contains_key(&400));
+            assert_eq!(health(&s.base).await["status"], "ok");
         },
     );
 }
 
 #[test]
 fn one_hostile_client_stalls_neither_health_nor_a_stream() {
-    in_child(
+    with_hostile_server(
         "one_hostile_client_stalls_neither_health_nor_a_stream",
-        LIMIT,
-        || {
-            let path = hostile_model();
-            let bracket = open_bracket();
-            block_on(async move {
-                let s = start_model(&path, config(), Timeouts::default()).await;
-                let base = s.base.clone();
-                let hostile = {
-                    let base = base.clone();
-                    tokio::spawn(async move {
-                        let c = reqwest::Client::new();
-                        let many: Vec<String> = (0..100_000).map(|i| format!("v{i}")).collect();
-                        let worst = [
-                            ("/v1/chat/completions", ambiguous_request(bracket)),
-                            (
-                                "/api/chat",
-                                json!({"messages": [{"role": "user", "content": "go"}],
+        |s, bracket| async move {
+            let base = s.base.clone();
+            let hostile = {
+                let base = base.clone();
+                tokio::spawn(async move {
+                    let c = reqwest::Client::new();
+                    let many: Vec<String> = (0..100_000).map(|i| format!("v{i}")).collect();
+                    let worst = [
+                        ("/v1/chat/completions", ambiguous_request(bracket)),
+                        (
+                            "/api/chat",
+                            json!({"messages": [{"role": "user", "content": "go"}],
                             "format": {"enum": many}, "stream": false}),
-                            ),
-                            (
-                                "/v1/chat/completions",
-                                json!({"messages": [{"role": "user", "content": "KILL-long"}]}),
-                            ),
-                            (
-                                "/v1/chat/completions",
-                                json!({"messages": [{"role": "user", "content": "KILL-replace"}]}),
-                            ),
-                            ("/v1/completions", json!({"prompt": "x".repeat(1_000_000)})),
-                        ];
-                        let mut sent = 0;
-                        let until = Instant::now() + Duration::from_secs(20);
-                        while Instant::now() < until && sent < 200 {
-                            let (path, body) = &worst[sent % worst.len()];
-                            let (status, _) = send(&c, &base, path, body).await;
-                            assert!(
-                                status == 200 || (400..500).contains(&status),
-                                "{path}: {status}"
-                            );
-                            sent += 1;
-                        }
-                        sent
-                    })
-                };
-                // A well-behaved stream: 48 tokens (end of generation banned),
-                // no gap between its chunks longer than the bound.
-                let stream = {
-                    let base = base.clone();
-                    tokio::spawn(async move {
-                        let mut r = reqwest::Client::new()
-                            .post(format!("{base}/v1/completions"))
-                            .json(
-                                &json!({"prompt": DEMO_PROMPT, "max_tokens": 48, "stream": true,
+                        ),
+                        (
+                            "/v1/chat/completions",
+                            json!({"messages": [{"role": "user", "content": "KILL-long"}]}),
+                        ),
+                        (
+                            "/v1/chat/completions",
+                            json!({"messages": [{"role": "user", "content": "KILL-replace"}]}),
+                        ),
+                        ("/v1/completions", json!({"prompt": "x".repeat(1_000_000)})),
+                    ];
+                    let mut sent = 0;
+                    let until = Instant::now() + Duration::from_secs(20);
+                    while Instant::now() < until && sent < 200 {
+                        let (path, body) = &worst[sent % worst.len()];
+                        let (status, _) = send(&c, &base, path, body).await;
+                        assert!(
+                            status == 200 || (400..500).contains(&status),
+                            "{path}: {status}"
+                        );
+                        sent += 1;
+                    }
+                    sent
+                })
+            };
+            // A well-behaved stream: 48 tokens (end of generation banned),
+            // no gap between its chunks longer than the bound.
+            let stream = {
+                let base = base.clone();
+                tokio::spawn(async move {
+                    let mut r = reqwest::Client::new()
+                        .post(format!("{base}/v1/completions"))
+                        .json(
+                            &json!({"prompt": DEMO_PROMPT, "max_tokens": 48, "stream": true,
                                       "temperature": 0, "logit_bias": {"2": -100}}),
-                            )
-                            .send()
-                            .await
-                            .unwrap();
-                        assert_eq!(r.status(), 200);
-                        let mut last = Instant::now();
-                        let mut worst_gap = Duration::ZERO;
-                        let mut chunks = 0;
-                        while let Some(chunk) = r.chunk().await.unwrap() {
-                            worst_gap = worst_gap.max(last.elapsed());
-                            last = Instant::now();
-                            chunks += usize::from(!chunk.is_empty());
-                        }
-                        (chunks, worst_gap)
-                    })
-                };
-                let mut times = Vec::new();
-                for _ in 0..100 {
-                    let start = Instant::now();
-                    assert_eq!(health(&base).await["status"], "ok");
-                    times.push(start.elapsed());
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                let (chunks, worst_gap) = stream.await.unwrap();
-                let sent = hostile.await.unwrap();
-                times.sort();
-                let p99 = times[98];
-                eprintln!(
+                        )
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    let mut last = Instant::now();
+                    let mut worst_gap = Duration::ZERO;
+                    let mut chunks = 0;
+                    while let Some(chunk) = r.chunk().await.unwrap() {
+                        worst_gap = worst_gap.max(last.elapsed());
+                        last = Instant::now();
+                        chunks += usize::from(!chunk.is_empty());
+                    }
+                    (chunks, worst_gap)
+                })
+            };
+            let mut times = Vec::new();
+            for _ in 0..100 {
+                let start = Instant::now();
+                assert_eq!(health(&base).await["status"], "ok");
+                times.push(start.elapsed());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let (chunks, worst_gap) = stream.await.unwrap();
+            let sent = hostile.await.unwrap();
+            times.sort();
+            let p99 = times[98];
+            eprintln!(
                 "hostile requests {sent}; /health p99 {p99:?}; stream chunks {chunks}, worst gap {worst_gap:?}"
             );
-                assert!(p99 < Duration::from_millis(100), "/health p99 {p99:?}");
-                assert!(chunks >= 48, "the stream ended early: {chunks} chunks");
-                assert!(
-                    worst_gap < Duration::from_secs(2),
-                    "the stream stalled {worst_gap:?}"
-                );
-                assert!(sent >= 10);
-                assert!(peak_rss() < MAX_RSS, "peak RSS {} MiB", peak_rss() >> 20);
-            });
+            assert!(p99 < Duration::from_millis(100), "/health p99 {p99:?}");
+            assert!(chunks >= 48, "the stream ended early: {chunks} chunks");
+            assert!(
+                worst_gap < Duration::from_secs(2),
+                "the stream stalled {worst_gap:?}"
+            );
+            assert!(sent >= 10);
         },
     );
 }
