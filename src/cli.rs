@@ -68,8 +68,18 @@ pub struct ModelArgs {
     #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
     pub device: Vec<String>,
     /// Load weights with plain reads instead of mmap.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mlock")]
     pub no_mmap: bool,
+    /// Lock the mapped weights in RAM (llama.cpp's --mlock).
+    #[arg(long)]
+    pub mlock: bool,
+    /// Bypass the device's pinned host buffers for weights kept on the host
+    /// (llama.cpp's --no-host).
+    #[arg(long)]
+    pub no_host: bool,
+    /// No extra CPU buffer types, i.e. no weight repacking (llama.cpp's --no-repack).
+    #[arg(long)]
+    pub no_repack: bool,
     /// CPU threads (default: all cores).
     #[arg(long, short = 't')]
     pub threads: Option<u32>,
@@ -106,6 +116,12 @@ impl ModelArgs {
         if self.no_mmap {
             params = params.with_load_mode(LoadMode::Read);
         }
+        if self.mlock {
+            params = params.with_load_mode(LoadMode::MmapLocked);
+        }
+        params = params
+            .with_no_host(self.no_host)
+            .with_extra_buffer_types(!self.no_repack);
         if !self.device.is_empty() {
             params = params.with_devices(&self.device);
         }

@@ -80,6 +80,7 @@ pub struct LlamaModelParams {
     vocab_only: bool,
     check_tensors: bool,
     use_extra_bufts: bool,
+    no_host: bool,
     devices: Vec<String>,
     kv_overrides: Vec<(String, KvValue)>,
     overrides: Vec<(TensorPattern, OverrideTarget)>,
@@ -102,6 +103,7 @@ impl Default for LlamaModelParams {
             vocab_only: d.vocab_only,
             check_tensors: d.check_tensors,
             use_extra_bufts: d.use_extra_bufts,
+            no_host: d.no_host,
             devices: Vec::new(),
             kv_overrides: Vec::new(),
             overrides: Vec::new(),
@@ -198,6 +200,14 @@ impl LlamaModelParams {
     /// Allow llama.cpp's extra CPU buffer types (weight repacking); on by default.
     pub fn with_extra_buffer_types(mut self, enabled: bool) -> Self {
         self.use_extra_bufts = enabled;
+        self
+    }
+
+    /// Bypass the device's host buffer type (pinned host memory) for the
+    /// weights kept on the host, so llama.cpp's extra CPU buffer types
+    /// (repacking) can hold them instead (llama.cpp's `--no-host`).
+    pub fn with_no_host(mut self, no_host: bool) -> Self {
+        self.no_host = no_host;
         self
     }
 
@@ -560,6 +570,7 @@ impl RawModelParams {
         raw.vocab_only = p.vocab_only;
         raw.check_tensors = p.check_tensors;
         raw.use_extra_bufts = p.use_extra_bufts;
+        raw.no_host = p.no_host;
         raw.tensor_split = self.tensor_split.as_ptr();
         raw.tensor_buft_overrides = if self.buft_overrides.len() > 1 {
             self.buft_overrides.as_ptr()

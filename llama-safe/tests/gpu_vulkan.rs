@@ -126,3 +126,79 @@ fn an_unknown_device_is_a_typed_error() {
         "{result:?}"
     );
 }
+
+#[test]
+fn offload_controls_change_what_they_say_on_the_device() {
+    let backend = LlamaBackend::init();
+    let device = vulkan_device(&backend);
+    let base = LlamaModelParams::default()
+        .with_n_gpu_layers(999)
+        .with_devices(&[device.as_str()])
+        .with_cpu_moe_all();
+    let ctx_default = ContextParams::default().with_n_ctx(256).with_threads(2);
+    let model = LlamaModel::load(&backend, moe_path(), &base).unwrap();
+    let measure = |model: &LlamaModel, params: &ContextParams| {
+        let mut ctx = LlamaContext::new(model, params).unwrap();
+        let text = greedy_in(&mut ctx, DEMO_PROMPT, 64);
+        let uses = ctx.memory_breakdown().unwrap();
+        (text, device_totals(&uses, Some(&device)), uses)
+    };
+    let (text, on_device, _) = measure(&model, &ctx_default);
+    assert_eq!(text, DEMO_CONTINUATION);
+    // The KV cache off the device: no context bytes there, the same text.
+    let (text, off, uses) = measure(&model, &ctx_default.clone().with_offload_kqv(false));
+    eprintln!("offload_kqv false: {off:?} {uses:?}");
+    assert_eq!(text, DEMO_CONTINUATION);
+    assert!(
+        on_device.context_bytes > 0 && off.context_bytes == 0,
+        "{on_device:?} {off:?}"
+    );
+    // The KV cache's type sets its bytes on the device: F32 twice F16's
+    // (the demo's 16-wide heads allow no block-quantized cache: a typed
+    // error), with flash attention on.
+    let (text, f32_kv, _) = measure(
+        &model,
+        &ctx_default
+            .clone()
+            .with_kv_cache_type(KvCacheType::F32, KvCacheType::F32)
+            .with_flash_attention(Some(true)),
+    );
+    eprintln!("f32 KV + flash attention: {f32_kv:?}");
+    assert_eq!(text, DEMO_CONTINUATION);
+    assert_eq!(f32_kv.context_bytes, 2 * on_device.context_bytes);
+    let q8 = LlamaContext::new(
+        &model,
+        &ctx_default
+            .clone()
+            .with_kv_cache_type(KvCacheType::Q8_0, KvCacheType::Q8_0),
+    );
+    assert!(matches!(q8, Err(Error::Context { .. })), "{q8:?}");
+    // Operation offload off: host weights are not copied to the device
+    // for big batches, so its compute buffer is smaller; the same text.
+    let (text, no_op, _) = measure(&model, &ctx_default.clone().with_op_offload(false));
+    eprintln!("op_offload false: {no_op:?}");
+    assert_eq!(text, DEMO_CONTINUATION);
+    assert!(
+        no_op.compute_bytes < on_device.compute_bytes,
+        "{no_op:?} {on_device:?}"
+    );
+    // no_host, with the weights read (not mapped): the host weights leave
+    // the device's pinned host buffer type for plain CPU memory.
+    for no_host in [false, true] {
+        let params = base
+            .clone()
+            .with_load_mode(LoadMode::Read)
+            .with_no_host(no_host);
+        let m = LlamaModel::load(&backend, moe_path(), &params).unwrap();
+        let buffers: Vec<&str> = m
+            .placement()
+            .buffers
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect();
+        eprintln!("no_host {no_host}: {:?}", m.placement().buffers);
+        assert_eq!(buffers.contains(&"Vulkan_Host"), !no_host, "{buffers:?}");
+        let (text, _, _) = measure(&m, &ctx_default);
+        assert_eq!(text, DEMO_CONTINUATION);
+    }
+}

@@ -159,6 +159,15 @@ impl ContextParams {
         self.raw.offload_kqv = enabled;
         self
     }
+    /// Let large batches run their operations on the GPU even for weights
+    /// kept in host memory (default on; llama.cpp's `--no-op-offload` is
+    /// `false`): with experts on the host, a long prompt's expert matrix
+    /// products then copy the weights to the device instead of running on
+    /// the CPU.
+    pub fn with_op_offload(mut self, enabled: bool) -> Self {
+        self.raw.op_offload = enabled;
+        self
+    }
     /// A callback polled during each decode; `true` aborts it.
     ///
     /// ```
