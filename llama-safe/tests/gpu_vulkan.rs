@@ -11,6 +11,17 @@ use llama_safe::context::{device_bytes, device_totals};
 use llama_safe::demo::{DEMO_CONTINUATION, DEMO_PROMPT};
 use llama_safe::*;
 
+/// One test at a time: two of these tests running at once on two threads,
+/// each with its own model and context on the Vulkan device, ended the
+/// process with SIGSEGV on lavapipe (Mesa 25.0.7) in every run tried; run
+/// one after the other they pass. Not yet known whether ggml-vulkan or the
+/// driver is at fault: until it is, the tests take this lock.
+static DEVICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn device_lock() -> std::sync::MutexGuard<'static, ()> {
+    DEVICE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The first Vulkan device's name.
 fn vulkan_device(backend: &LlamaBackend) -> String {
     backend
@@ -66,6 +77,7 @@ struct MemoryTotalsSeen {
 
 #[test]
 fn experts_stay_in_host_memory_and_the_text_does_not_change() {
+    let _one_at_a_time = device_lock();
     let backend = LlamaBackend::init();
     let device = vulkan_device(&backend);
     let all_on_device = LlamaModelParams::default()
@@ -116,6 +128,7 @@ fn experts_stay_in_host_memory_and_the_text_does_not_change() {
 
 #[test]
 fn an_unknown_device_is_a_typed_error() {
+    let _one_at_a_time = device_lock();
     let backend = LlamaBackend::init();
     let params = LlamaModelParams::default()
         .with_n_gpu_layers(999)
@@ -129,6 +142,7 @@ fn an_unknown_device_is_a_typed_error() {
 
 #[test]
 fn offload_controls_change_what_they_say_on_the_device() {
+    let _one_at_a_time = device_lock();
     let backend = LlamaBackend::init();
     let device = vulkan_device(&backend);
     let base = LlamaModelParams::default()
