@@ -54,7 +54,7 @@ pub async fn start(
         Some(messages) => messages.iter().map(|m| m.content.len()).sum(),
         None => req.prompt.len(),
     };
-    if bytes > n_ctx * state.max_token_bytes {
+    if bytes > n_ctx * state.model.max_token_bytes() {
         return Err(ApiError::bad(
             param,
             format!("the prompt is {bytes} bytes; the context holds {n_ctx} tokens"),
@@ -80,7 +80,7 @@ pub async fn start(
             .map_err(|e| ApiError::bad("messages", e.to_string()))?;
             // The template can make the prompt far longer than the
             // messages: check it again before tokenizing it.
-            if prompt.len() > n_ctx * state.max_token_bytes {
+            if prompt.len() > n_ctx * state.model.max_token_bytes() {
                 return Err(ApiError::bad(
                     param,
                     format!(

@@ -35,9 +35,6 @@ pub struct AppState {
     pub model_name: String,
     /// The batching engine every request runs on.
     pub engine: Engine,
-    /// Bytes of the longest token text: a prompt longer than the context
-    /// times this cannot fit, whatever it tokenizes to.
-    pub max_token_bytes: usize,
     /// A digest naming the model file for `/api/tags` (of its path, size and
     /// modification time; hashing a large file would take minutes).
     pub model_digest: String,
@@ -53,7 +50,9 @@ impl AppState {
         model_name: impl Into<String>,
         config: EngineConfig,
     ) -> llama_safe::Result<Arc<AppState>> {
-        let max_token_bytes = model.max_token_bytes();
+        // Read the longest token once now (it scans the vocabulary), not
+        // on the first request's async worker.
+        model.max_token_bytes();
         let engine = Engine::new(model.clone(), config)?;
         let model_digest = {
             use sha2::{Digest, Sha256};
@@ -70,7 +69,6 @@ impl AppState {
             model,
             model_name: model_name.into(),
             engine,
-            max_token_bytes,
             model_digest,
             metrics: metrics::Metrics::default(),
         }))
