@@ -391,14 +391,20 @@ fn a_slow_sampler_build_does_not_stall_running_sequences() {
         logit_bias: vec![(eos, f32::NEG_INFINITY)],
         ..SamplingOptions::greedy()
     };
+    // Long enough to outlast the slow request whatever the machine's
+    // speed; cancelled once that one is done.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut long_options = options(2000, long);
+    long_options.cancel = Some(stop.clone());
     let running = engine
-        .submit(request(&model, demo::DEMO_PROMPT, options(300, long)))
+        .submit(request(&model, demo::DEMO_PROMPT, long_options))
         .unwrap();
     let (first_tx, first_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut times = Vec::new();
         for event in running {
-            if let Event::Piece(_) = event.unwrap() {
+            let Ok(event) = event else { break }; // cancelled
+            if let Event::Piece(_) = event {
                 times.push(Instant::now());
                 if times.len() == 1 {
                     first_tx.send(()).unwrap();
@@ -416,13 +422,18 @@ fn a_slow_sampler_build_does_not_stall_running_sequences() {
     let submitted = Instant::now();
     let (_, stats) = finish(slow_request);
     assert_eq!(stats.generated_tokens, 2);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let times = reader.join().unwrap();
+    assert!(
+        times.len() < 2000,
+        "the long sequence ended before the slow request did"
+    );
     let worst = times
         .windows(2)
         .filter(|w| w[1] > submitted)
         .map(|w| w[1] - w[0])
         .max()
-        .unwrap();
+        .expect("pieces after the slow request was submitted");
     eprintln!("sampler build {build:?}; worst gap of the running sequence {worst:?}");
     assert!(
         worst < build / 2,
