@@ -13,22 +13,19 @@
 
 use clap::Parser;
 use llama_safe::*;
-use llama_workspace::cli::{run_main, stats_line, ModelArgs, SamplingArgs};
+use llama_workspace::cli::{run_main, stats_line, GenerationArgs, SamplingArgs};
 use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(Parser, Debug)]
 #[command(about = "Chat with a GGUF model, reusing the KV cache across turns")]
 struct Args {
     #[command(flatten)]
-    model: ModelArgs,
+    generation: GenerationArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
     /// A system message to start the conversation with.
     #[arg(long)]
     system: Option<String>,
-    /// Context size in tokens.
-    #[arg(long, short = 'c', default_value_t = 4096)]
-    ctx_size: u32,
     /// Most tokens per reply.
     #[arg(long, short = 'n', default_value_t = 256)]
     max_tokens: u32,
@@ -40,12 +37,10 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let backend = LlamaBackend::init();
-    let model = args.model.load(&backend)?;
-    let threads = args.model.threads();
-    let ctx_params = ContextParams::default()
-        .with_n_ctx(args.ctx_size)
-        .with_threads(threads);
+    let Some((model, ctx_params)) = args.generation.load()? else {
+        return Ok(()); // --list-devices
+    };
+    let threads = args.generation.model.threads();
     let mut ctx = LlamaContext::new(&model, &ctx_params)?;
     let options = GenerateOptions {
         max_tokens: args.max_tokens,

@@ -55,7 +55,7 @@ fn run(args: Args) -> Result<()> {
     } else {
         args.sentences.clone()
     };
-    let backend = LlamaBackend::init();
+    let backend = args.model.backend()?;
     let model = args.model.load(&backend)?;
     let pooling = match args.pooling {
         PoolingArg::Model => Pooling::Model,

@@ -15,7 +15,7 @@
 use clap::Parser;
 use llama_safe::engine::EngineConfig;
 use llama_safe::*;
-use llama_workspace::cli::{run_main, ModelArgs};
+use llama_workspace::cli::{run_main, FitArgs, ModelArgs};
 use llama_workspace::server::{serve, AppState, Timeouts};
 
 #[derive(Parser, Debug)]
@@ -61,6 +61,8 @@ struct Args {
     /// The model name clients use (default: the file name without `.gguf`).
     #[arg(long)]
     alias: Option<String>,
+    #[command(flatten)]
+    fit: FitArgs,
 }
 
 fn main() {
@@ -69,23 +71,33 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let backend = LlamaBackend::init();
-    let model = std::sync::Arc::new(args.model.load(&backend)?);
-    let name = args.alias.clone().unwrap_or_else(|| {
-        model
-            .path()
-            .file_stem()
-            .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
-    });
+    let backend = args.model.backend()?;
+    if args.model.list_devices(&backend) {
+        return Ok(());
+    }
     // Every decode uses all the threads: one batch carries every request.
     let threads = args.model.threads();
-    let config = EngineConfig::default()
+    let mut config = EngineConfig::default()
         .with_n_ctx(args.ctx_size)
         .with_n_parallel(args.parallel)
         .with_n_batch(args.batch_size)
         .with_threads(threads)
         .with_queue(args.queue)
         .with_prompt_cache(!args.no_prompt_cache);
+    let params = match args.fit.run(&args.model, &config.context_params())? {
+        Some((params, ctx)) => {
+            config = config.with_n_ctx(ctx.n_ctx());
+            params
+        }
+        None => args.model.params(),
+    };
+    let model = std::sync::Arc::new(args.model.load_with(&backend, params)?);
+    let name = args.alias.clone().unwrap_or_else(|| {
+        model
+            .path()
+            .file_stem()
+            .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
+    });
     let state = AppState::new(model, name.clone(), config)?;
 
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {

@@ -1,37 +1,5 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's llama-server, the peer of the serving benchmark
-# (src/bin/serve_bench.rs), from the llama-cpp-python source distribution on
-# the Python package index, which carries llama.cpp's whole tree, tools
-# included (the package llama-sys builds from does not carry the server).
-# Pinned by version and SHA-256; the build lands in target/peers/.
-#
-#   scripts/build-llama-server.sh        # prints the binary's path
-#
-# Not run by CI: it is another llama.cpp build (about 10 minutes on 2 cores).
-set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-version=0.3.36
-sha256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
-url=https://files.pythonhosted.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/llama_cpp_python-$version.tar.gz
-peers="$repo/target/peers"
-sdist="$peers/llama_cpp_python-$version.tar.gz"
-mkdir -p "$peers"
-if [ ! -f "$sdist" ]; then
-  curl -sfL -o "$sdist.part" "$url"
-  mv "$sdist.part" "$sdist"
-fi
-actual=$(sha256sum "$sdist" | cut -d' ' -f1)
-if [ "$actual" != "$sha256" ]; then
-  echo "build-llama-server: $sdist has SHA-256 $actual, expected $sha256" >&2
-  exit 1
-fi
-src="$peers/llama_cpp_python-$version"
-[ -d "$src" ] || tar -xzf "$sdist" -C "$peers"
-build="$peers/llama-server-build"
-cmake -S "$src/vendor/llama.cpp" -B "$build" -DCMAKE_BUILD_TYPE=Release \
-  -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-  -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON >/dev/null
-cmake --build "$build" --target llama-server -j"$(nproc)" >/dev/null
-cp "$build/bin/llama-server" "$peers/llama-server"
-echo "$peers/llama-server"
+# (src/bin/serve_bench.rs), into target/peers/; prints its path.
+# See build-llama-peer.sh. Not run by CI (about 10 minutes on 2 cores).
+exec "$(dirname "$0")/build-llama-peer.sh" llama-server

@@ -63,7 +63,8 @@ pub struct ModelArgs {
     #[arg(long, short = 'g', default_value_t = 999)]
     pub n_gpu_layers: u32,
     /// Devices to offload to, by name, comma-separated (llama.cpp's --device:
-    /// `Vulkan0`, `CUDA0,CUDA1`); default: every GPU ggml finds. An unknown
+    /// `Vulkan0`, `CUDA0,CUDA1`); default: every GPU ggml finds. Naming
+    /// devices also offers Vulkan's software devices (lavapipe). An unknown
     /// name is an error that lists the devices there are.
     #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
     pub device: Vec<String>,
@@ -86,6 +87,10 @@ pub struct ModelArgs {
     /// Print no loading progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// List the devices (name, kind, free and total memory) and exit
+    /// (llama.cpp's --list-devices).
+    #[arg(long)]
+    pub list_devices: bool,
 }
 
 impl ModelArgs {
@@ -128,6 +133,36 @@ impl ModelArgs {
         params
     }
 
+    /// Initialises llama.cpp for these flags: when devices are named
+    /// (`--device`) or listed, Vulkan's software devices are offered too
+    /// (lavapipe as `Vulkan0` on a machine without a GPU, no environment
+    /// variable needed).
+    pub fn backend(&self) -> Result<LlamaBackend> {
+        let named = !self.device.is_empty() || self.list_devices;
+        LlamaBackend::init_with(BackendOptions::default().with_software_devices(named))
+    }
+
+    /// With `--list-devices`, prints the devices and returns `true` (the
+    /// caller then exits).
+    pub fn list_devices(&self, backend: &LlamaBackend) -> bool {
+        if !self.list_devices {
+            return false;
+        }
+        let mib = |b: u64| b / (1024 * 1024);
+        println!("Available devices:");
+        for d in backend.devices() {
+            println!(
+                "  {}: {} ({:?}, {} MiB free of {} MiB)",
+                d.name,
+                d.description,
+                d.kind,
+                mib(d.memory_free),
+                mib(d.memory_total)
+            );
+        }
+        true
+    }
+
     /// Threads: `--threads`, or every core.
     pub fn threads(&self) -> u32 {
         self.threads
@@ -137,11 +172,21 @@ impl ModelArgs {
     /// Loads the model, with a progress bar on stderr unless `--quiet`, and
     /// says on stderr what was loaded and where its tensors went.
     pub fn load(&self, backend: &LlamaBackend) -> Result<LlamaModel> {
+        self.load_with(backend, self.params())
+    }
+
+    /// [`load`](Self::load) with `params` (e.g. from `--fit`) instead of the
+    /// flags' own.
+    pub fn load_with(
+        &self,
+        backend: &LlamaBackend,
+        params: LlamaModelParams,
+    ) -> Result<LlamaModel> {
         let path = self.path()?;
         if self.is_demo() {
             eprintln!("model: built-in demo MoE model ({})", path.display());
         }
-        let mut params = self.params();
+        let mut params = params;
         if !self.quiet {
             params = params.with_progress_callback(progress_bar());
         }
@@ -164,6 +209,147 @@ impl ModelArgs {
         );
         eprint!("{}", model.placement());
         Ok(model)
+    }
+}
+
+/// Context flags with llama.cpp's names: attention, KV cache type and
+/// placement, operation offload.
+#[derive(Args, Debug, Clone)]
+pub struct ContextArgs {
+    /// Flash attention: on, off or auto (llama.cpp's -fa).
+    #[arg(long = "flash-attn", short = 'F', alias = "fa", value_name = "on|off|auto",
+          default_value = "auto", value_parser = ["on", "off", "auto"])]
+    pub flash_attn: String,
+    /// K cache type: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1
+    /// (llama.cpp's -ctk).
+    #[arg(long = "cache-type-k", alias = "ctk", value_name = "TYPE", default_value = "f16",
+          value_parser = parse_kv_type)]
+    pub cache_type_k: KvCacheType,
+    /// V cache type; a quantized one needs flash attention (llama.cpp's -ctv).
+    #[arg(long = "cache-type-v", alias = "ctv", value_name = "TYPE", default_value = "f16",
+          value_parser = parse_kv_type)]
+    pub cache_type_v: KvCacheType,
+    /// Keep the KV cache and attention in host memory (llama.cpp's -nkvo).
+    #[arg(long, alias = "nkvo")]
+    pub no_kv_offload: bool,
+    /// Run large batches' operations where their weights are, not on the
+    /// GPU (llama.cpp's --no-op-offload).
+    #[arg(long)]
+    pub no_op_offload: bool,
+}
+
+fn parse_kv_type(text: &str) -> std::result::Result<KvCacheType, String> {
+    text.parse().map_err(|e: Error| e.to_string())
+}
+
+impl ContextArgs {
+    /// `params` with these flags applied.
+    pub fn apply(&self, params: ContextParams) -> ContextParams {
+        let flash = match self.flash_attn.as_str() {
+            "on" => Some(true),
+            "off" => Some(false),
+            _ => None,
+        };
+        params
+            .with_flash_attention(flash)
+            .with_kv_cache_type(self.cache_type_k, self.cache_type_v)
+            .with_offload_kqv(!self.no_kv_offload)
+            .with_op_offload(!self.no_op_offload)
+    }
+}
+
+/// `--fit` and its options, with llama.cpp's names: fit the load to the
+/// devices' free memory ([`LlamaModelParams::fit`]).
+#[derive(Args, Debug, Clone)]
+pub struct FitArgs {
+    /// Fit to the devices' free memory: choose --n-cpu-moe, then
+    /// --n-gpu-layers, then a smaller context (llama.cpp's --fit on).
+    #[arg(long)]
+    pub fit: bool,
+    /// MiB to leave free on each device (llama.cpp's --fit-target).
+    #[arg(long, value_name = "MiB", default_value_t = 1024)]
+    pub fit_target: u64,
+    /// Smallest context --fit may shrink to (llama.cpp's --fit-ctx).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub fit_ctx: u32,
+    /// Fit to SIZE per device (bytes, or with K, M, G, T: 24G, 512M) instead
+    /// of the free memory less --fit-target.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub fit_device_memory: Option<u64>,
+}
+
+impl FitArgs {
+    /// Whether a fit was asked for.
+    pub fn enabled(&self) -> bool {
+        self.fit || self.fit_device_memory.is_some()
+    }
+
+    /// The fit's options.
+    pub fn options(&self) -> fit::FitOptions {
+        fit::FitOptions::default()
+            .with_margin(self.fit_target.saturating_mul(1024 * 1024))
+            .with_min_ctx(self.fit_ctx)
+            .with_budget(self.fit_device_memory)
+    }
+
+    /// Fits `model`'s params and `ctx` when asked, printing the steps on
+    /// stderr: the params and context to load with, or `None` when no fit
+    /// was asked for.
+    pub fn run(
+        &self,
+        model: &ModelArgs,
+        ctx: &ContextParams,
+    ) -> Result<Option<(LlamaModelParams, ContextParams)>> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let fitted = model.params().fit(model.path()?, ctx, &self.options())?;
+        eprint!("{fitted}");
+        eprintln!("fit: {} dry runs", fitted.dry_runs);
+        Ok(Some((fitted.params, fitted.ctx)))
+    }
+}
+
+/// What the generating examples (`moe_generate`, `chat`) share: the model
+/// and placement flags, the context size and flags, and `--fit`.
+#[derive(Args, Debug, Clone)]
+pub struct GenerationArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub model: ModelArgs,
+    /// Context size in tokens.
+    #[arg(long, short = 'c', default_value_t = 4096)]
+    pub ctx_size: u32,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub context: ContextArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub fit: FitArgs,
+}
+
+impl GenerationArgs {
+    /// Loads the model for one generating sequence, as the flags say: the
+    /// context of `--ctx-size` tokens with the context flags, one output per
+    /// decode (as llama-server keeps), and `--fit` when asked. The model and
+    /// the params to create its context with, or `None` once
+    /// `--list-devices` has listed them.
+    pub fn load(&self) -> Result<Option<(LlamaModel, ContextParams)>> {
+        let backend = self.model.backend()?;
+        if self.model.list_devices(&backend) {
+            return Ok(None);
+        }
+        let ctx_params = self.context.apply(
+            ContextParams::default()
+                .with_n_ctx(self.ctx_size)
+                .with_threads(self.model.threads())
+                .with_n_outputs_max(1),
+        );
+        let (params, ctx_params) = self
+            .fit
+            .run(&self.model, &ctx_params)?
+            .unwrap_or_else(|| (self.model.params(), ctx_params));
+        Ok(Some((self.model.load_with(&backend, params)?, ctx_params)))
     }
 }
 

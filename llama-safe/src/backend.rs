@@ -7,6 +7,67 @@ use std::sync::Mutex;
 /// Live [`LlamaBackend`] handles in this process.
 static HANDLES: Mutex<usize> = Mutex::new(0);
 
+/// The options of the first initialisation in this process: ggml's device
+/// registry is built once and keeps them.
+static FIRST: std::sync::OnceLock<BackendOptions> = std::sync::OnceLock::new();
+
+/// Options of the process-wide backend, fixed by the first
+/// [`LlamaBackend::init_with`] (or [`LlamaBackend::init`], which takes the
+/// defaults): ggml builds its device registry once per process.
+///
+/// ```
+/// let options = llama_safe::BackendOptions::default().with_software_devices(true);
+/// assert!(options.software_devices());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendOptions {
+    software_devices: bool,
+}
+
+impl BackendOptions {
+    /// Also offer Vulkan's software devices (Mesa's lavapipe, SwiftShader),
+    /// which ggml-vulkan skips by default, as `Vulkan0`, `Vulkan1`, ... in
+    /// the Vulkan loader's order, so that `--device Vulkan0` can name one
+    /// without setting `GGML_VK_VISIBLE_DEVICES`. Every Vulkan device is
+    /// then visible, so on a machine with a GPU too, name the devices a
+    /// model should use ([`with_devices`](crate::LlamaModelParams::with_devices)).
+    /// A `GGML_VK_VISIBLE_DEVICES` already set wins; without the `vulkan`
+    /// feature this changes nothing.
+    pub fn with_software_devices(mut self, enabled: bool) -> Self {
+        self.software_devices = enabled;
+        self
+    }
+
+    /// Whether software devices are asked for.
+    pub fn software_devices(&self) -> bool {
+        self.software_devices
+    }
+}
+
+/// Before ggml's registry exists: make every Vulkan device visible to
+/// ggml-vulkan when software devices are asked for.
+fn prepare_registry(options: &BackendOptions) {
+    const VISIBLE: &str = "GGML_VK_VISIBLE_DEVICES";
+    if !options.software_devices || std::env::var_os(VISIBLE).is_some() {
+        return;
+    }
+    let mut types = [0 as std::ffi::c_int; 64];
+    // SAFETY: `types` holds `types.len()` ints; the shim writes at most that
+    // many and only uses the Vulkan loader's C API (no exceptions).
+    let count =
+        unsafe { llama_safe_sys::llama_sys_vk_physical_devices(types.as_mut_ptr(), types.len()) };
+    if count <= 0 {
+        return;
+    }
+    let list: Vec<String> = (0..count.min(types.len() as i32))
+        .map(|i| i.to_string())
+        .collect();
+    // ggml-vulkan reads this once, when the registry is built just after;
+    // it is set under the handle lock, before any llama.cpp call of this
+    // process (FIRST is unset).
+    std::env::set_var(VISIBLE, list.join(","));
+}
+
 /// A handle on llama.cpp's process-wide backend state.
 ///
 /// The first handle initialises llama.cpp (and routes its log to the `log`
@@ -24,8 +85,51 @@ pub struct LlamaBackend {
 
 impl LlamaBackend {
     /// Initialises llama.cpp if no handle is alive, and returns a handle.
+    /// The first initialisation in the process fixes the
+    /// [`BackendOptions`]; this one takes whatever they are.
     pub fn init() -> LlamaBackend {
         let mut handles = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
+        if FIRST.get().is_none() {
+            let _ = FIRST.set(BackendOptions::default());
+        }
+        Self::init_locked(&mut handles)
+    }
+
+    /// [`init`](Self::init) with `options`, which only the process's first
+    /// initialisation can set: later, options other than the first ones are
+    /// [`Error::InvalidParameter`].
+    ///
+    /// ```
+    /// use llama_safe::{BackendOptions, LlamaBackend};
+    /// let backend = LlamaBackend::init_with(BackendOptions::default())?;
+    /// // The registry is built: other options can no longer apply.
+    /// let late = LlamaBackend::init_with(BackendOptions::default().with_software_devices(true));
+    /// assert!(late.is_err());
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn init_with(options: BackendOptions) -> Result<LlamaBackend> {
+        let mut handles = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
+        match FIRST.get() {
+            None => {
+                prepare_registry(&options);
+                let _ = FIRST.set(options);
+            }
+            Some(first) if *first == options => {}
+            Some(first) => {
+                return Err(Error::InvalidParameter {
+                    name: "backend options",
+                    reason: format!(
+                        "{options:?} asked after llama.cpp was first set up in this process with \
+                         {first:?}: ggml's device registry is built once, so set them before \
+                         anything else uses llama.cpp"
+                    ),
+                })
+            }
+        }
+        Ok(Self::init_locked(&mut handles))
+    }
+
+    fn init_locked(handles: &mut usize) -> LlamaBackend {
         if *handles == 0 {
             crate::logging::install();
             // SAFETY: called with no other handle alive, under the lock, so

@@ -318,6 +318,15 @@ pub enum DecodeError {
         /// The most one decode takes.
         limit: u32,
     },
+    /// The batch asks for more outputs (logits or embeddings) than the
+    /// context keeps room for ([`ContextParams::with_n_outputs_max`](crate::ContextParams::with_n_outputs_max)).
+    #[error("batch asks for {outputs} outputs, more than the context's limit of {limit}")]
+    TooManyOutputs {
+        /// Outputs the batch asks for.
+        outputs: usize,
+        /// The context's limit.
+        limit: u32,
+    },
     /// Any other status.
     #[error("llama_decode returned {0}")]
     Other(i32),

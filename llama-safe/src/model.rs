@@ -119,6 +119,7 @@ impl LlamaModel {
                 reason: "a context needs weights; these params load vocabulary only".into(),
             });
         }
+        ctx_params.check()?;
         let raw = load_checked(file, params, true)?;
         let model = Freed(raw, llama_safe_sys::llama_model_free);
         // SAFETY: the model is live until `model` drops, after the context;

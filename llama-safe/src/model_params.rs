@@ -333,6 +333,17 @@ impl LlamaModelParams {
         self.cpu_ffn_blocks
     }
 
+    /// Layers to store in GPU memory, as llama.cpp reads it (negative: all).
+    pub fn n_gpu_layers(&self) -> i32 {
+        self.n_gpu_layers
+    }
+
+    /// The devices named with [`with_devices`](Self::with_devices) (empty:
+    /// every GPU ggml finds).
+    pub fn devices(&self) -> &[String] {
+        &self.devices
+    }
+
     /// How the weights will be read.
     pub fn load_mode(&self) -> LoadMode {
         self.load_mode

@@ -493,3 +493,24 @@ fn embeddings_need_an_embeddings_context() {
         Err(Error::PromptTooLong { .. })
     ));
 }
+
+/// With one output per decode, the compute buffer keeps no room for a
+/// batch's worth of logits. On the demo model (308 tokens of vocabulary,
+/// smaller than its other per-token tensors) the saving is small, but it
+/// must not grow.
+#[test]
+fn output_limit_does_not_grow_the_compute_buffer() {
+    let model = load();
+    let compute = |ctx: &ContextParams| {
+        let uses = LlamaModelParams::default()
+            .memory_plan(model.path(), ctx)
+            .unwrap();
+        uses.iter().map(|u| u.compute_bytes).sum::<u64>()
+    };
+    let all = compute(&params().with_n_ubatch(512));
+    let one = compute(&params().with_n_ubatch(512).with_n_outputs_max(1));
+    assert!(
+        one < all,
+        "{one} B with one output, {all} B with every output"
+    );
+}

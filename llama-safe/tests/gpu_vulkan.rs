@@ -1,5 +1,6 @@
 //! The GPU path on a real ggml GPU backend: Vulkan (in CI, on Mesa's
-//! software device, lavapipe, made visible with `GGML_VK_VISIBLE_DEVICES=0`).
+//! software device, lavapipe, offered through
+//! `BackendOptions::with_software_devices`: no environment variable).
 //! Non-expert weights go to the device, the expert tensors the overrides
 //! move stay in host memory, exactly the planned bytes leave the device,
 //! and the text does not change. Built and run with `--features vulkan`.
@@ -22,6 +23,12 @@ fn device_lock() -> std::sync::MutexGuard<'static, ()> {
     DEVICE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The backend, with Vulkan's software devices offered (the first test to
+/// run sets this for the process; every test asks for the same).
+fn backend() -> LlamaBackend {
+    LlamaBackend::init_with(BackendOptions::default().with_software_devices(true)).unwrap()
+}
+
 /// The first Vulkan device's name.
 fn vulkan_device(backend: &LlamaBackend) -> String {
     backend
@@ -30,8 +37,8 @@ fn vulkan_device(backend: &LlamaBackend) -> String {
         .find(|d| d.name.starts_with("Vulkan"))
         .map(|d| d.name)
         .expect(
-            "no Vulkan device: on a machine with only a software device (lavapipe), \
-             set GGML_VK_VISIBLE_DEVICES=0",
+            "no Vulkan device: no Vulkan driver is installed (Debian: mesa-vulkan-drivers, \
+             see scripts/provision-vulkan.sh)",
         )
 }
 
@@ -78,7 +85,7 @@ struct MemoryTotalsSeen {
 #[test]
 fn experts_stay_in_host_memory_and_the_text_does_not_change() {
     let _one_at_a_time = device_lock();
-    let backend = LlamaBackend::init();
+    let backend = backend();
     let device = vulkan_device(&backend);
     let all_on_device = LlamaModelParams::default()
         .with_n_gpu_layers(999)
@@ -129,7 +136,7 @@ fn experts_stay_in_host_memory_and_the_text_does_not_change() {
 #[test]
 fn an_unknown_device_is_a_typed_error() {
     let _one_at_a_time = device_lock();
-    let backend = LlamaBackend::init();
+    let backend = backend();
     let params = LlamaModelParams::default()
         .with_n_gpu_layers(999)
         .with_devices(&["Vulkan9"]);
@@ -143,7 +150,7 @@ fn an_unknown_device_is_a_typed_error() {
 #[test]
 fn offload_controls_change_what_they_say_on_the_device() {
     let _one_at_a_time = device_lock();
-    let backend = LlamaBackend::init();
+    let backend = backend();
     let device = vulkan_device(&backend);
     let base = LlamaModelParams::default()
         .with_n_gpu_layers(999)
@@ -215,4 +222,145 @@ fn offload_controls_change_what_they_say_on_the_device() {
         let (text, _, _) = measure(&m, &ctx_default);
         assert_eq!(text, DEMO_CONTINUATION);
     }
+}
+
+/// A real load and context with the fit's params put exactly the bytes it
+/// predicted on the device.
+fn loads_as_fitted(backend: &LlamaBackend, path: &std::path::Path, fitted: &Fitted, device: &str) {
+    let model = LlamaModel::load(backend, path, &fitted.params).unwrap();
+    let ctx = LlamaContext::new(&model, &fitted.ctx).unwrap();
+    let seen = device_bytes(&ctx.memory_breakdown().unwrap(), Some(device));
+    assert_eq!(seen, fitted.devices[0].bytes, "{fitted}");
+}
+
+/// Device bytes a dry run predicts for `params` and `ctx` on `device`.
+fn predicted(
+    path: &std::path::Path,
+    params: &LlamaModelParams,
+    ctx: &ContextParams,
+    device: &str,
+) -> u64 {
+    device_bytes(&params.memory_plan(path, ctx).unwrap(), Some(device))
+}
+
+#[test]
+fn fit_moves_experts_then_layers_then_context_and_the_load_matches() {
+    let _one_at_a_time = device_lock();
+    let backend = backend();
+    let device = vulkan_device(&backend);
+    let path = demo::DemoModel::Moe.cached().unwrap();
+    let ctx = ContextParams::default().with_n_ctx(4096).with_threads(2);
+    let base = LlamaModelParams::default()
+        .with_n_gpu_layers(999)
+        .with_devices(&[&device])
+        .with_tensor_override(r"^output_norm\.weight$", OverrideTarget::Cpu)
+        .unwrap();
+    let plan =
+        |params: &LlamaModelParams, ctx: &ContextParams| predicted(&path, params, ctx, &device);
+    let budget = |bytes: u64| {
+        FitOptions::default()
+            .with_budget(Some(bytes))
+            .with_min_ctx(512)
+    };
+    let full = plan(&base, &ctx);
+    let n2 = plan(&base.clone().with_n_cpu_moe(2), &ctx);
+    let dense = plan(&base.clone().with_cpu_moe_all(), &ctx);
+    let layers2 = plan(&base.clone().with_cpu_moe_all().with_n_gpu_layers(2), &ctx);
+    let none = base.clone().with_cpu_moe_all().with_n_gpu_layers(0);
+    let none_full_ctx = plan(&none, &ctx);
+    let none_1024 = plan(&none, &ctx.clone().with_n_ctx(1024));
+    let none_512 = plan(&none, &ctx.clone().with_n_ctx(512));
+    eprintln!("full {full} n2 {n2} dense {dense} layers2 {layers2} none {none_full_ctx} none@1024 {none_1024} none@512 {none_512}");
+    assert!(full > n2 && n2 > dense && dense > layers2 && layers2 > none_full_ctx);
+    assert!(none_full_ctx > none_1024 && none_1024 > none_512);
+
+    // Room for everything: nothing changes.
+    let fitted = base.fit(&path, &ctx, &budget(full)).unwrap();
+    eprint!("{fitted}");
+    assert_eq!(
+        (fitted.moe, fitted.n_gpu_layers, fitted.n_ctx),
+        (MoeMode::None, None, 4096)
+    );
+
+    // 1. Experts: the smallest n_cpu_moe that fits, and a real load puts
+    // exactly the predicted bytes on the device, with the same text.
+    let fitted = base.fit(&path, &ctx, &budget(n2)).unwrap();
+    eprint!("{fitted}");
+    assert_eq!(
+        (fitted.moe, fitted.n_gpu_layers),
+        (MoeMode::FirstLayers(2), None)
+    );
+    assert_eq!(fitted.devices.len(), 1);
+    assert_eq!(
+        (fitted.devices[0].bytes, fitted.devices[0].budget),
+        (n2, n2)
+    );
+    // The caller's own override is kept, before the MoE patterns.
+    let kept: Vec<String> = fitted
+        .params
+        .tensor_overrides()
+        .map(|(p, _)| p.to_string())
+        .collect();
+    assert_eq!(kept, [r"^output_norm\.weight$"]);
+    {
+        let model = LlamaModel::load(&backend, &path, &fitted.params).unwrap();
+        let mut live = LlamaContext::new(&model, &fitted.ctx).unwrap();
+        let text = greedy_in(&mut live, DEMO_PROMPT, 64);
+        assert_eq!(
+            device_bytes(&live.memory_breakdown().unwrap(), Some(&device)),
+            n2
+        );
+        assert!(text.starts_with(DEMO_CONTINUATION), "{text:?}");
+    }
+
+    // 2. Even the dense part is too much: fewer layers, every expert on the host.
+    let fitted = base.fit(&path, &ctx, &budget(layers2)).unwrap();
+    eprint!("{fitted}");
+    assert_eq!(fitted.n_gpu_layers, Some(2));
+    assert_eq!(fitted.devices[0].bytes, layers2);
+    loads_as_fitted(&backend, &path, &fitted, &device);
+    // With room for the experts of the last block (llama.cpp offloads the
+    // last layers: with 2 on the GPU, block 3 and the output), they come back.
+    let back = plan(&base.clone().with_n_cpu_moe(3).with_n_gpu_layers(2), &ctx);
+    let three = plan(&base.clone().with_cpu_moe_all().with_n_gpu_layers(3), &ctx);
+    eprintln!("experts of block 3 back: {back}, 3 layers: {three}");
+    assert!(back > layers2 && back < three);
+    let fitted = base.fit(&path, &ctx, &budget(back)).unwrap();
+    eprint!("{fitted}");
+    assert_eq!(
+        (fitted.moe, fitted.n_gpu_layers),
+        (MoeMode::FirstLayers(3), Some(2))
+    );
+    assert_eq!(fitted.devices[0].bytes, back);
+    loads_as_fitted(&backend, &path, &fitted, &device);
+
+    // 3. Not even with no layer: a smaller context, not below the floor.
+    let fitted = base.fit(&path, &ctx, &budget(none_1024)).unwrap();
+    eprint!("{fitted}");
+    assert_eq!(fitted.n_gpu_layers, Some(0));
+    assert!(
+        fitted.n_ctx >= 1024 && fitted.n_ctx < 4096,
+        "{}",
+        fitted.n_ctx
+    );
+    assert!(fitted.devices[0].bytes <= none_1024);
+    loads_as_fitted(&backend, &path, &fitted, &device);
+
+    // Nothing fits at the floor: a typed error naming the bytes.
+    match base.fit(&path, &ctx, &budget(none_512 - 1)) {
+        Err(Error::BudgetTooSmall { needed, budget }) => {
+            assert_eq!((needed, budget), (none_512, none_512 - 1))
+        }
+        other => panic!("expected BudgetTooSmall, got {other:?}"),
+    }
+
+    // The device's own free memory, less the default 1 GiB margin: lavapipe
+    // reports host RAM, so the demo model fits as asked.
+    let fitted = base.fit(&path, &ctx, &FitOptions::default()).unwrap();
+    eprint!("{fitted}");
+    let seen = &fitted.devices[0];
+    assert_eq!(seen.name, device);
+    let free = seen.free.expect("the device's free memory");
+    assert_eq!(seen.budget, free - (1 << 30));
+    assert_eq!(fitted.n_gpu_layers, None);
 }

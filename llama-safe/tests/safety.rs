@@ -14,6 +14,7 @@ mod gguf_layout;
 use child::in_child;
 use common::*;
 use gguf_layout::{string_array_items, string_array_value, ty, Layout};
+use llama_safe::demo::{DEMO_CONTINUATION, DEMO_PROMPT};
 use llama_safe::*;
 use std::time::{Duration, Instant};
 
@@ -721,6 +722,67 @@ fn an_embedding_width_override_does_not_read_out_of_bounds() {
                 assert_eq!(model.n_embd_out(), width as u32);
                 assert_eq!(ctx.embeddings_ith(0).unwrap().len(), width as usize);
             }
+        },
+    );
+}
+
+/// `n_outputs_max`: llama.cpp asserts (aborts) on a limit below `n_seq_max`
+/// and on a batch with more outputs than the limit; both are typed errors
+/// here, checked in a child process so an abort would be counted.
+#[test]
+fn output_limit_is_checked_before_llama_cpp_asserts() {
+    in_child(
+        "output_limit_is_checked_before_llama_cpp_asserts",
+        Duration::from_secs(60),
+        || {
+            let model = load_moe();
+            let below = ContextParams::default()
+                .with_n_ctx(256)
+                .with_threads(1)
+                .with_n_seq_max(2)
+                .with_n_outputs_max(1);
+            assert!(matches!(
+                LlamaContext::new(&model, &below),
+                Err(Error::InvalidParameter {
+                    name: "n_outputs_max",
+                    ..
+                })
+            ));
+            assert!(matches!(
+                LlamaModelParams::default().memory_plan(model.path(), &below),
+                Err(Error::InvalidParameter {
+                    name: "n_outputs_max",
+                    ..
+                })
+            ));
+            let embeddings = ContextParams::default()
+                .with_n_ctx(256)
+                .with_threads(1)
+                .with_embeddings(true)
+                .with_n_outputs_max(1);
+            assert!(LlamaContext::new(&model, &embeddings).is_err());
+
+            let mut ctx = LlamaContext::new(
+                &model,
+                &ContextParams::default()
+                    .with_n_ctx(256)
+                    .with_threads(1)
+                    .with_n_outputs_max(1),
+            )
+            .unwrap();
+            let tokens = model.tokenize(DEMO_PROMPT, Tokenize::PROMPT).unwrap();
+            let mut batch = Batch::new();
+            batch.add_sequence(&tokens, 0, 0, true).unwrap();
+            batch.keep_all_outputs();
+            match ctx.decode_batch(&batch) {
+                Err(Error::Decode(DecodeError::TooManyOutputs { outputs, limit: 1 })) => {
+                    assert_eq!(outputs, tokens.len())
+                }
+                other => panic!("expected TooManyOutputs, got {other:?}"),
+            }
+            // Generation asks for one output per decode, and its text is the same.
+            let text = greedy_in(&mut ctx, DEMO_PROMPT, 64);
+            assert!(text.starts_with(DEMO_CONTINUATION), "{text:?}");
         },
     );
 }

@@ -435,14 +435,23 @@ fn options(ctx: &Context) -> cmake_build::Options {
 }
 
 /// Compiles the C++ shims llama-safe uses: `shim/regex.cpp` (std::regex
-/// checks) and `shim/firewall.cpp` (entry points that may throw, wrapped so
+/// checks), `shim/firewall.cpp` (entry points that may throw, wrapped so
 /// no C++ exception reaches Rust, and the memory breakdown of
-/// `src/llama-ext.h`, when the source has it).
+/// `src/llama-ext.h`, when the source has it), `shim/grammar_budget.cpp`
+/// and `shim/vulkan_devices.cpp` (the Vulkan loader's device list).
 fn build_shim(include_dir: &Path, source_root: &Path) {
     let mut build = cc::Build::new();
     let ext = source_root.join("src");
     if ext.join("llama-ext.h").is_file() {
         build.include(&ext).define("LLAMA_SYS_HAVE_EXT", None);
+    }
+    // The Vulkan device count (shim/vulkan_devices.cpp) uses the loader's C
+    // API, with the headers the build checked (tools::vulkan_headers).
+    if env::feature("vulkan") {
+        build.define("LLAMA_SYS_VULKAN", None);
+        if let Some(sdk) = std::env::var_os("VULKAN_SDK") {
+            build.include(Path::new(&sdk).join("include"));
+        }
     }
     build
         .cpp(true)
@@ -451,6 +460,7 @@ fn build_shim(include_dir: &Path, source_root: &Path) {
         .file("shim/regex.cpp")
         .file("shim/firewall.cpp")
         .file("shim/grammar_budget.cpp")
+        .file("shim/vulkan_devices.cpp")
         .cpp_link_stdlib(None)
         .warnings(false)
         .compile("llama_sys_shim");

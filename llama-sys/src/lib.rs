@@ -158,6 +158,18 @@ extern "C" {
     ) -> core::ffi::c_int;
 }
 
+// The Vulkan loader's devices (`shim/vulkan_devices.cpp`).
+extern "C" {
+    /// Writes the `VkPhysicalDeviceType` of up to `cap` Vulkan physical
+    /// devices, in the loader's order, to `types` and returns how many there
+    /// are; -1 when the build has no `vulkan` feature, or there is no
+    /// loader or driver.
+    pub fn llama_sys_vk_physical_devices(
+        types: *mut core::ffi::c_int,
+        cap: usize,
+    ) -> core::ffi::c_int;
+}
+
 // The exception firewall (`shim/firewall.cpp`): llama.cpp entry points that
 // can let a C++ exception escape, wrapped so that none reaches Rust (which
 // would abort the process). Each returns 0 when the wrapped call returned,

@@ -36,6 +36,10 @@ pub struct RunSpec {
     /// The RPC server's process id, to read its resident memory.
     #[serde(default)]
     pub rpc_pid: Option<u32>,
+    /// A GPU device to put the layers on (`Vulkan0`, `CUDA0`); its memory
+    /// is measured as the RPC device's is.
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 /// What one run put on the accelerator (the RPC device), from llama.cpp's
@@ -82,6 +86,9 @@ pub struct DeviceMemory {
     pub used_before: u64,
     /// `total - free` after loading and creating the context, bytes.
     pub used_after: u64,
+    /// `total - free` after the first decode (the prompt's), bytes.
+    #[serde(default)]
+    pub used_after_decode: Option<u64>,
     /// Total memory, bytes.
     pub total: u64,
 }
@@ -124,6 +131,9 @@ pub struct RunResult {
     /// The RPC device's share, when the run used one.
     #[serde(default)]
     pub device_use: Option<DeviceUse>,
+    /// For a fit configuration: what `LlamaModelParams::fit` decided.
+    #[serde(default)]
+    pub fit_choice: Option<String>,
 }
 
 /// The process's peak resident memory from `/proc/self/status` (Linux).
@@ -173,32 +183,52 @@ fn rpc_device(_: &LlamaBackend, _: &str) -> Result<String> {
     })
 }
 
+/// The load and context params every configuration starts from: the
+/// spec's layers, context, threads and load mode, on `device` if given,
+/// one output per decode.
+pub fn base_params(spec: &RunSpec, device: Option<&str>) -> (LlamaModelParams, ContextParams) {
+    let mut params = LlamaModelParams::default().with_n_gpu_layers(spec.n_gpu_layers);
+    if let Some(name) = device {
+        params = params.with_devices(&[name]);
+    }
+    if spec.no_mmap {
+        params = params.with_load_mode(LoadMode::Read);
+    }
+    let ctx = ContextParams::default()
+        .with_n_ctx(spec.ctx_size)
+        .with_threads(spec.threads)
+        .with_n_outputs_max(1);
+    (params, ctx)
+}
+
 /// One run of the Rust path (high-level `generate`, greedy) in this process.
 pub fn run_rust(spec: &RunSpec, config: &Config) -> Result<RunResult> {
-    let backend = LlamaBackend::init();
+    let backend = LlamaBackend::init_with(
+        BackendOptions::default().with_software_devices(spec.device.is_some()),
+    )?;
     let before = gpu_memory(&backend);
     let server_rss_idle = spec.rpc_pid.and_then(rss_of);
-    let mut params = LlamaModelParams::default().with_n_gpu_layers(spec.n_gpu_layers);
-    let rpc_device = match &spec.rpc {
-        Some(endpoint) => {
-            let name = rpc_device(&backend, endpoint)?;
-            params = params.with_devices(&[name.as_str()]);
-            Some(name)
-        }
-        None => None,
+    let device = match (&spec.rpc, &spec.device) {
+        (Some(endpoint), _) => Some(rpc_device(&backend, endpoint)?),
+        (None, Some(name)) => Some(name.clone()),
+        (None, None) => None,
     };
+    let (mut params, mut ctx_params) = base_params(spec, device.as_deref());
+    let mut fit_choice = None;
     params = match config {
         Config::CpuMoe => params.with_cpu_moe_all(),
         Config::NCpuMoe(k) => params.with_n_cpu_moe(*k),
         Config::Baseline | Config::CGreedy => params,
+        Config::Fit(budget) => {
+            let options = fit::FitOptions::default().with_budget(*budget);
+            let fitted = params.fit(&spec.model, &ctx_params, &options)?;
+            eprint!("{fitted}");
+            fit_choice = fitted.steps.last().cloned();
+            ctx_params = fitted.ctx;
+            fitted.params
+        }
     };
-    if spec.no_mmap {
-        params = params.with_load_mode(LoadMode::Read);
-    }
-    let ctx_params = ContextParams::default()
-        .with_n_ctx(spec.ctx_size)
-        .with_threads(spec.threads);
-    let predicted = match &rpc_device {
+    let predicted = match &device {
         Some(_) => Some(params.memory_plan(&spec.model, &ctx_params)?),
         None => None,
     };
@@ -207,7 +237,7 @@ pub fn run_rust(spec: &RunSpec, config: &Config) -> Result<RunResult> {
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let mut ctx = LlamaContext::new(&model, &ctx_params)?;
     let after = gpu_memory(&backend);
-    let device_use = match (&rpc_device, &predicted) {
+    let device_use = match (&device, &predicted) {
         (Some(device), Some(predicted)) => {
             let real = ctx.memory_breakdown()?;
             let on = context::device_totals(&real, Some(device));
@@ -239,12 +269,19 @@ pub fn run_rust(spec: &RunSpec, config: &Config) -> Result<RunResult> {
     };
     let mut text = String::new();
     let mut stats = None;
+    let mut after_decode = None;
     for event in ctx.generate(&spec.prompt, &options)? {
         match event? {
-            Event::Piece(p) => text.push_str(&p.text),
+            Event::Piece(p) => {
+                if after_decode.is_none() {
+                    after_decode = Some(gpu_memory(&backend));
+                }
+                text.push_str(&p.text)
+            }
             Event::Done(s) => stats = Some(s),
         }
     }
+    let after_decode = after_decode.unwrap_or_else(|| gpu_memory(&backend));
     let stats = stats.expect("a generation always ends with Done");
     let placement = model.placement();
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
@@ -267,16 +304,21 @@ pub fn run_rust(spec: &RunSpec, config: &Config) -> Result<RunResult> {
         devices: before
             .into_iter()
             .zip(after)
+            .zip(after_decode)
             .map(
-                |((name, used_before, total), (_, used_after, _))| DeviceMemory {
-                    name,
-                    used_before,
-                    used_after,
-                    total,
+                |(((name, used_before, total), (_, used_after, _)), (_, decoded, _))| {
+                    DeviceMemory {
+                        name,
+                        used_before,
+                        used_after,
+                        used_after_decode: Some(decoded),
+                        total,
+                    }
                 },
             )
             .collect(),
         device_use,
+        fit_choice,
     })
 }
 
@@ -333,5 +375,6 @@ pub fn run_c(exe: &Path, spec: &RunSpec) -> std::result::Result<RunResult, Strin
         peak_rss_bytes: c.peak_rss_bytes,
         devices: Vec::new(),
         device_use: None,
+        fit_choice: None,
     })
 }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod measure;
+pub mod peer;
 pub mod process;
 pub mod report;
 pub mod serving;

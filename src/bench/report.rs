@@ -81,6 +81,20 @@ pub struct Overhead {
     pub load_ms_ratio: Summary,
 }
 
+/// Both fits on one budget: llama.cpp's (`llama-fit-params`, which reads
+/// the free memory itself) and ours given the budget llama.cpp saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitComparison {
+    /// The configuration (`fit=100M`).
+    pub config: String,
+    /// The margin given to llama.cpp (`-fitt`), MiB.
+    pub margin_mib: u64,
+    /// llama.cpp's choice, and its bytes once loaded.
+    pub peer: Result<super::peer::PeerFit, String>,
+    /// Our choice for llama.cpp's budget, and the device bytes it predicts.
+    pub ours: Result<(String, u64), String>,
+}
+
 /// Everything the benchmark writes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -92,6 +106,14 @@ pub struct Report {
     pub summaries: Vec<ConfigSummary>,
     /// Present when the C program ran.
     pub overhead: Option<Overhead>,
+    /// llama.cpp's own tools on the same device, per configuration (with
+    /// `moe_bench --llama-cpp DIR`).
+    #[serde(default)]
+    pub peer: Vec<super::peer::PeerMemory>,
+    /// llama.cpp's `--fit` choice for each fit configuration, and ours for
+    /// the same budget.
+    #[serde(default)]
+    pub peer_fit: Vec<FitComparison>,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -109,6 +131,8 @@ impl Report {
             runs,
             summaries,
             overhead,
+            peer: Vec::new(),
+            peer_fit: Vec::new(),
         }
     }
 
@@ -166,7 +190,9 @@ impl Report {
                 opt(&c.peak_rss_mib, 1)
             );
         }
+        s.push_str(&self.text_agreement());
         s.push_str(&self.device_table());
+        s.push_str(&self.peer_table());
         if let Some(o) = &self.overhead {
             let _ = writeln!(
                 s,
@@ -181,10 +207,12 @@ impl Report {
         s
     }
 
-    /// The accelerator table, for runs that put layers on an RPC device:
-    /// bytes on it (weights, KV cache, compute buffers; llama.cpp's memory
-    /// breakdown), what the dry run predicted and its error, host bytes, and
-    /// the RPC server's resident memory growth. Empty without such runs.
+    /// The accelerator table, for runs that put layers on a GPU or an RPC
+    /// device: bytes on it (weights, KV cache, compute buffers; llama.cpp's
+    /// memory breakdown), what the dry run predicted and its error, host
+    /// bytes, ggml's device memory query after the load and after the first
+    /// decode (each less its value before the load), and an RPC server's
+    /// resident memory growth. Empty without such runs.
     fn device_table(&self) -> String {
         let mut s = String::new();
         let mut header = false;
@@ -203,14 +231,27 @@ impl Report {
                     "\nOn the device `{}` (MiB; mean ± sd (min–max) over the runs):\n",
                     first.device
                 );
-                s.push_str("| config | device total | weights | KV cache | compute | predicted | prediction error | host (weights+KV+compute) | RPC server RSS growth |\n");
-                s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+                s.push_str("| config | device total | weights | KV cache | compute | predicted | prediction error | host (weights+KV+compute) | device query: used after load | used after 1st decode | RPC server RSS growth |\n");
+                s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
             }
             let of = |f: &dyn Fn(&DeviceUse) -> f64| {
                 Summary::of(&uses.iter().map(|u| f(u)).collect::<Vec<_>>())
                     .map_or("—".into(), |x| x.display(1))
             };
             let mib = |b: u64| b as f64 / MIB;
+            // ggml's own device query (total - free), as it changed over
+            // the load and over the first decode.
+            let query = |after: &dyn Fn(&super::measure::DeviceMemory) -> Option<u64>| {
+                let deltas: Vec<f64> = self
+                    .runs
+                    .iter()
+                    .filter(|r| r.config == c.config)
+                    .flat_map(|r| r.devices.iter())
+                    .filter(|d| d.name == first.device)
+                    .filter_map(|d| Some((after(d)? as f64 - d.used_before as f64) / MIB))
+                    .collect();
+                Summary::of(&deltas).map_or("—".into(), |x| x.display(1))
+            };
             let growth: Vec<f64> = uses
                 .iter()
                 .filter_map(|u| Some(u.server_rss_loaded? as f64 - u.server_rss_idle? as f64))
@@ -225,7 +266,7 @@ impl Report {
             .map_or("—".into(), |x| format!("{} %", x.display(2)));
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.config,
                 of(&|u| mib(u.total())),
                 of(&|u| mib(u.model_bytes)),
@@ -234,7 +275,116 @@ impl Report {
                 of(&|u| mib(u.predicted_bytes)),
                 error,
                 of(&|u| mib(u.host_bytes)),
+                query(&|d| Some(d.used_after)),
+                query(&|d| d.used_after_decode),
                 Summary::of(&growth).map_or("—".into(), |x| x.display(1)),
+            );
+        }
+        s
+    }
+
+    /// Whether every run generated the same text as the first one, and
+    /// where each that did not first differs.
+    fn text_agreement(&self) -> String {
+        let Some(first) = self.runs.first() else {
+            return String::new();
+        };
+        let differing: Vec<String> = self
+            .runs
+            .iter()
+            .filter(|r| r.text != first.text)
+            .map(|r| {
+                let at = r
+                    .text
+                    .chars()
+                    .zip(first.text.chars())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                format!("{} (from character {at})", r.config)
+            })
+            .collect();
+        if differing.is_empty() {
+            format!(
+                "\nText: all {} runs generated the same text as `{}`'s first run.\n",
+                self.runs.len(),
+                first.config
+            )
+        } else {
+            format!(
+                "\nText: {} of {} runs differ from `{}`'s first run: {}.\n",
+                differing.len(),
+                self.runs.len(),
+                first.config,
+                differing.join(", ")
+            )
+        }
+    }
+
+    /// llama.cpp's own figures beside ours, per configuration, in whole MiB
+    /// as llama.cpp prints them, and the two fits' choices. Empty without
+    /// `--llama-cpp`.
+    fn peer_table(&self) -> String {
+        let mut s = String::new();
+        if self.peer.is_empty() {
+            return s;
+        }
+        s.push_str("\nllama.cpp's own tools on the same device (MiB: weights + KV cache + compute = total; llama.cpp truncates to whole MiB):\n\n");
+        s.push_str("| config | llama.cpp flags | llama-fit-params dry run | llama-server loaded | ours loaded (mean) |\n");
+        s.push_str("| --- | --- | --- | --- | --- |\n");
+        let show = |r: &Result<super::peer::PeerMib, String>| match r {
+            Ok(m) => format!(
+                "{} + {} + {} = {}",
+                m.model,
+                m.context,
+                m.compute,
+                m.total()
+            ),
+            Err(e) => format!("— ({})", e.replace('|', "/")),
+        };
+        for p in &self.peer {
+            let ours: Vec<f64> = self
+                .runs
+                .iter()
+                .filter(|r| r.config == p.config)
+                .filter_map(|r| r.device_use.as_ref())
+                .map(|u| u.total() as f64 / MIB)
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} | `{}` | {} | {} | {} |",
+                p.config,
+                p.args.join(" "),
+                show(&p.dry_run),
+                show(&p.served),
+                Summary::of(&ours).map_or("—".into(), |x| format!("{:.1}", x.mean)),
+            );
+        }
+        if !self.peer_fit.is_empty() {
+            s.push_str("\nThe two fits on the same budget (llama.cpp reads the free memory itself; ours is given the budget it saw):\n\n");
+            s.push_str("| config | budget MiB (free − margin) | llama.cpp chose | llama-server loaded | ours chose | ours on the device (MiB) |\n");
+            s.push_str("| --- | --- | --- | --- | --- | --- |\n");
+        }
+        for f in &self.peer_fit {
+            let (budget, theirs, served) = match &f.peer {
+                Ok(p) => (
+                    format!("{} ({} − {})", p.budget_mib, p.free_mib, f.margin_mib),
+                    format!("`{}`", p.flags),
+                    show(&p.served),
+                ),
+                Err(e) => (
+                    "—".into(),
+                    format!("failed: {}", e.replace('|', "/")),
+                    "—".into(),
+                ),
+            };
+            let (ours, bytes) = match &f.ours {
+                Ok((choice, bytes)) => (choice.clone(), format!("{:.1}", *bytes as f64 / MIB)),
+                Err(e) => (format!("failed: {}", e.replace('|', "/")), "—".into()),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {budget} | {theirs} | {served} | {ours} | {bytes} |",
+                f.config
             );
         }
         s

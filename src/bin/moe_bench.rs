@@ -10,6 +10,10 @@
 //! # every layer on its device; reports the bytes on it and fit's prediction.
 //! cargo build --release --features rpc --example rpc_server --bin moe_bench
 //! target/release/moe_bench --model model.gguf --rpc-server target/release/examples/rpc_server
+//! # A GPU (here Vulkan; lavapipe needs GGML_VK_VISIBLE_DEVICES=0), with
+//! # `fit` (free memory less 1 GiB) or `fit=SIZE` among the configurations:
+//! cargo build --release --features vulkan --bin moe_bench
+//! target/release/moe_bench --device Vulkan0 --configs baseline,n-cpu-moe=2,cpu-moe,fit=9M
 //! ```
 //!
 //! Run it with the machine otherwise idle: llama.cpp's threads spin, and a
@@ -18,9 +22,10 @@
 use clap::Parser;
 use llama_safe::demo::DEMO_PROMPT;
 use llama_safe::*;
-use llama_workspace::bench::measure::{run_c, run_rust, RunSpec};
+use llama_workspace::bench::measure::{self, run_c, run_rust, RunSpec};
+use llama_workspace::bench::peer;
 use llama_workspace::bench::process::RpcServer;
-use llama_workspace::bench::report::{Meta, Report};
+use llama_workspace::bench::report::{FitComparison, Meta, Report};
 use llama_workspace::bench::{Config, RunResult};
 use llama_workspace::cli::run_main;
 use sha2::{Digest, Sha256};
@@ -72,6 +77,16 @@ struct Args {
     /// stands in for a GPU, and its bytes are measured.
     #[arg(long)]
     rpc_server: Option<PathBuf>,
+    /// Put the layers on this GPU device (`Vulkan0`, `CUDA0`; see
+    /// `moe_generate --list-devices`) and measure its memory as for an RPC
+    /// device.
+    #[arg(long)]
+    device: Option<String>,
+    /// A folder with llama.cpp's `llama-fit-params` and `llama-server`
+    /// (scripts/build-llama-peer.sh): with `--device`, their own figures
+    /// for each configuration on the same device go beside ours.
+    #[arg(long)]
+    llama_cpp: Option<PathBuf>,
     /// Threads of the RPC server.
     #[arg(long, default_value_t = 1)]
     rpc_threads: u32,
@@ -95,6 +110,10 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    // A named device may be a software one (lavapipe): offer those too.
+    let _backend = LlamaBackend::init_with(
+        BackendOptions::default().with_software_devices(args.device.is_some()),
+    )?;
     let model = match &args.model {
         Some(m) => m.clone(),
         None => demo::DemoModel::Moe.cached()?,
@@ -112,6 +131,7 @@ fn run(args: Args) -> Result<()> {
         ignore_eos: !args.stop_at_eos,
         rpc: args.rpc.clone(),
         rpc_pid: args.rpc_pid,
+        device: args.device.clone(),
     };
     if let Some(child) = &args.child {
         let config = Config::parse(child).map_err(invalid("child"))?;
@@ -166,7 +186,10 @@ fn run(args: Args) -> Result<()> {
         }
     }
 
-    let report = Report::new(meta(&args, &spec)?, runs, &order);
+    let mut report = Report::new(meta(&args, &spec)?, runs, &order);
+    if let (Some(dir), Some(device)) = (&args.llama_cpp, &args.device) {
+        peer_figures(&mut report, dir, &spec, &configs, device);
+    }
     std::fs::create_dir_all(&args.out).map_err(io(&args.out))?;
     let write = |name: &str, text: String| {
         let path = args.out.join(name);
@@ -184,6 +207,64 @@ fn run(args: Args) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// llama.cpp's own figures for each configuration (its dry run, its server
+/// once loaded, and its `--fit` choice), run after ours, one at a time.
+fn peer_figures(report: &mut Report, dir: &Path, spec: &RunSpec, configs: &[Config], device: &str) {
+    for config in configs {
+        if *config == Config::CGreedy {
+            continue;
+        }
+        // llama.cpp reads the device's free memory itself: its margin is
+        // set so that free less margin is our budget.
+        let margin = match config {
+            Config::Fit(Some(budget)) => {
+                let backend = LlamaBackend::init();
+                let free = backend
+                    .devices()
+                    .into_iter()
+                    .find(|d| d.name == device)
+                    .map_or(0, |d| d.memory_free);
+                Some(peer::margin_for(free, *budget))
+            }
+            Config::Fit(None) => Some(1024),
+            _ => None,
+        };
+        eprintln!("moe_bench: llama.cpp's tools for {}", config.name());
+        report
+            .peer
+            .push(peer::measure(dir, spec, config, device, margin));
+        if let Some(margin_mib) = margin {
+            let peer = peer::fit_choice(dir, spec, device, margin_mib);
+            let ours = match &peer {
+                Ok(p) => ours_for_budget(spec, device, p.budget_mib << 20),
+                Err(_) => Err("llama.cpp's budget is unknown".into()),
+            };
+            report.peer_fit.push(FitComparison {
+                config: config.name(),
+                margin_mib,
+                peer,
+                ours,
+            });
+        }
+    }
+}
+
+/// Our fit for `budget` bytes on `device`: the step it ended with, and the
+/// device bytes it predicts.
+fn ours_for_budget(
+    spec: &RunSpec,
+    device: &str,
+    budget: u64,
+) -> std::result::Result<(String, u64), String> {
+    let (params, ctx) = measure::base_params(spec, Some(device));
+    let options = fit::FitOptions::default().with_budget(Some(budget));
+    let fitted = params
+        .fit(&spec.model, &ctx, &options)
+        .map_err(|e| e.to_string())?;
+    let bytes = fitted.devices.iter().map(|d| d.bytes).sum();
+    Ok((fitted.steps.last().cloned().unwrap_or_default(), bytes))
 }
 
 /// The configurations asked for, or the default set.
@@ -238,6 +319,9 @@ fn one_run(
     }
     if args.stop_at_eos {
         cmd.arg("--stop-at-eos");
+    }
+    if let Some(device) = &args.device {
+        cmd.args(["--device", device]);
     }
     // Declared before the run, so the server outlives the child's model.
     let _server = match &args.rpc_server {

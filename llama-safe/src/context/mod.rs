@@ -68,6 +68,8 @@ pub struct LlamaContext<'model> {
     outputs: Vec<usize>,
     embeddings: bool,
     kv_unified: bool,
+    /// The output limit asked for (0: `n_batch`).
+    outputs_max: u32,
     /// Kept alive (at a stable address) as long as llama.cpp may call it.
     abort: Option<Box<AbortState>>,
     /// The LoRA adapters applied, kept alive while llama.cpp refers to them
@@ -135,6 +137,7 @@ impl<'model> LlamaContext<'model> {
                 reason: "a context needs weights; this model was loaded vocabulary-only".into(),
             });
         }
+        params.check()?;
         let abort = params.abort.clone().map(|callback| {
             Box::new(AbortState {
                 callback,
@@ -159,6 +162,7 @@ impl<'model> LlamaContext<'model> {
             outputs: Vec::new(),
             embeddings: params.raw.embeddings,
             kv_unified: params.raw.kv_unified,
+            outputs_max: params.raw.n_outputs_max,
             abort,
             loras: Vec::new(),
         })
@@ -277,6 +281,21 @@ impl<'model> LlamaContext<'model> {
             return Err(DecodeError::BatchTooLarge {
                 tokens: batch.len(),
                 limit,
+            }
+            .into());
+        }
+        // llama.cpp asserts (aborts) on a batch with more outputs than the
+        // context's output limit (`output_reserve`); embeddings contexts
+        // output every token.
+        let outputs = if self.embeddings {
+            batch.len()
+        } else {
+            batch.n_outputs()
+        };
+        if self.outputs_max != 0 && outputs > self.outputs_max as usize {
+            return Err(DecodeError::TooManyOutputs {
+                outputs,
+                limit: self.outputs_max,
             }
             .into());
         }

@@ -168,6 +168,53 @@ impl ContextParams {
         self.raw.op_offload = enabled;
         self
     }
+    /// The most outputs (tokens whose logits are kept) one decode may ask
+    /// for; 0 (the default) means `n_batch`. Generation needs one per
+    /// sequence, and llama.cpp sizes its compute buffers for this many
+    /// rows of `n_vocab` logits, so a small limit saves memory on a large
+    /// vocabulary (llama-server sets it too). It must be at least
+    /// `n_seq_max`, and 0 for embeddings (which output every token); a
+    /// batch asking for more is
+    /// [`DecodeError::TooManyOutputs`](crate::DecodeError::TooManyOutputs).
+    ///
+    /// ```
+    /// let params = llama_safe::ContextParams::default().with_n_outputs_max(1);
+    /// assert_eq!(params.n_outputs_max(), 1);
+    /// ```
+    pub fn with_n_outputs_max(mut self, n: u32) -> Self {
+        self.raw.n_outputs_max = n;
+        self
+    }
+    /// The output limit asked for (0: `n_batch`).
+    pub fn n_outputs_max(&self) -> u32 {
+        self.raw.n_outputs_max
+    }
+    /// Checks what llama.cpp asserts rather than reports: an output limit
+    /// below `n_seq_max` aborts in `llama_init_from_model`
+    /// (`output_reserve`), and embeddings output every token.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        let limit = self.raw.n_outputs_max;
+        if limit == 0 {
+            return Ok(());
+        }
+        if self.raw.embeddings {
+            return Err(crate::Error::InvalidParameter {
+                name: "n_outputs_max",
+                reason: "an embeddings context outputs every token: leave n_outputs_max at 0"
+                    .into(),
+            });
+        }
+        if limit < self.raw.n_seq_max {
+            return Err(crate::Error::InvalidParameter {
+                name: "n_outputs_max",
+                reason: format!(
+                    "{limit} is below n_seq_max ({}): each sequence needs an output",
+                    self.raw.n_seq_max
+                ),
+            });
+        }
+        Ok(())
+    }
     /// A callback polled during each decode; `true` aborts it.
     ///
     /// ```
@@ -233,6 +280,51 @@ impl KvCacheType {
 
     fn from_raw(raw: llama_safe_sys::ggml_type) -> Option<KvCacheType> {
         Self::ALL.iter().find(|(_, r)| *r == raw).map(|(t, _)| *t)
+    }
+
+    /// llama.cpp's name for the type, as its `--cache-type-k` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvCacheType::F32 => "f32",
+            KvCacheType::F16 => "f16",
+            KvCacheType::BF16 => "bf16",
+            KvCacheType::Q8_0 => "q8_0",
+            KvCacheType::Q4_0 => "q4_0",
+            KvCacheType::Q4_1 => "q4_1",
+            KvCacheType::Q5_0 => "q5_0",
+            KvCacheType::Q5_1 => "q5_1",
+            KvCacheType::Iq4Nl => "iq4_nl",
+        }
+    }
+}
+
+impl std::str::FromStr for KvCacheType {
+    type Err = crate::Error;
+
+    /// Parses llama.cpp's names (`f16`, `q8_0`, `iq4_nl`, ...), in any case.
+    ///
+    /// ```
+    /// use llama_safe::KvCacheType;
+    /// assert_eq!("Q8_0".parse::<KvCacheType>()?, KvCacheType::Q8_0);
+    /// assert!("q3_k".parse::<KvCacheType>().is_err());
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    fn from_str(text: &str) -> crate::Result<KvCacheType> {
+        Self::ALL
+            .iter()
+            .map(|(t, _)| *t)
+            .find(|t| t.name().eq_ignore_ascii_case(text))
+            .ok_or_else(|| crate::Error::InvalidParameter {
+                name: "KV cache type",
+                reason: format!(
+                    "{text:?} is not one of {}",
+                    Self::ALL
+                        .iter()
+                        .map(|(t, _)| t.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
     }
 }
 

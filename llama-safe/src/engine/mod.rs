@@ -45,6 +45,7 @@
 mod slot;
 mod worker;
 
+use crate::context::params::ContextParams;
 use crate::error::{Error, Result};
 use crate::generate::{Event, GenerateOptions};
 use crate::model::LlamaModel;
@@ -119,6 +120,22 @@ impl EngineConfig {
     pub fn with_prompt_cache(mut self, enabled: bool) -> Self {
         self.prompt_cache = enabled;
         self
+    }
+
+    /// The parameters of the one context the engine creates: `n_ctx` cells
+    /// in a unified KV cache for `n_parallel` sequences, batches of
+    /// `n_batch`, room for one output per sequence per decode (all the
+    /// engine asks for). For dry runs and fits of the engine's memory
+    /// ([`LlamaModelParams::fit`](crate::LlamaModelParams::fit)).
+    pub fn context_params(&self) -> ContextParams {
+        ContextParams::default()
+            .with_n_ctx(self.n_ctx)
+            .with_n_seq_max(self.n_parallel)
+            .with_n_outputs_max(self.n_parallel)
+            .with_kv_unified(true)
+            .with_n_batch(self.n_batch)
+            .with_n_ubatch(self.n_batch)
+            .with_threads(self.threads)
     }
 }
 

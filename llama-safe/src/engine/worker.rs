@@ -4,7 +4,6 @@
 use super::slot::{Outcome, Run, Slot};
 use super::{Counters, EngineConfig, Job};
 use crate::context::batch::Batch;
-use crate::context::params::ContextParams;
 use crate::context::LlamaContext;
 use crate::error::{Error, Result};
 use crate::model::LlamaModel;
@@ -21,14 +20,7 @@ pub(super) fn run(
     jobs: flume::Receiver<Job>,
     ready: flume::Sender<Result<()>>,
 ) {
-    let params = ContextParams::default()
-        .with_n_ctx(config.n_ctx)
-        .with_n_seq_max(config.n_parallel)
-        .with_kv_unified(true)
-        .with_n_batch(config.n_batch)
-        .with_n_ubatch(config.n_batch)
-        .with_threads(config.threads);
-    let ctx = match LlamaContext::new(model, &params) {
+    let ctx = match LlamaContext::new(model, &config.context_params()) {
         Ok(ctx) => ctx,
         Err(e) => {
             let _ = ready.send(Err(e));
