@@ -64,9 +64,9 @@ fn run(args: Args) -> Result<()> {
         if interactive {
             eprint!("> ");
         }
-        let Some(line) = lines.next().transpose().map_err(|source| Error::Io {
-            path: "<stdin>".into(),
-            source,
+        let Some(line) = lines.next().transpose().map_err(|source| Error::System {
+            what: "read standard input".into(),
+            source: source.into(),
         })?
         else {
             break;

@@ -91,7 +91,7 @@ fn run(args: Args) -> Result<()> {
         }
         None => args.model.params(),
     };
-    let model = std::sync::Arc::new(args.model.load_with(&backend, params)?);
+    let model = args.model.load_with(&backend, params)?;
     let name = args.alias.clone().unwrap_or_else(|| {
         model
             .path()
@@ -100,16 +100,16 @@ fn run(args: Args) -> Result<()> {
     });
     let state = AppState::new(model, name.clone(), config)?;
 
-    let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
-        path: "tokio runtime".into(),
-        source,
+    let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::System {
+        what: "start the tokio runtime".into(),
+        source: source.into(),
     })?;
     runtime.block_on(async {
         let address = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&address)
             .await
-            .map_err(|source| Error::Io { path: address.clone().into(), source })?;
-        let local = listener.local_addr().map_err(|source| Error::Io { path: address.into(), source })?;
+            .map_err(|source| Error::System { what: format!("listen on {address}"), source: source.into() })?;
+        let local = listener.local_addr().map_err(|source| Error::System { what: format!("address of {address}"), source: source.into() })?;
         eprintln!(
             "server: {name} on http://{local} ({} parallel sequences, {} KV cells, {threads} threads, queue {})",
             args.parallel, state.n_ctx(), args.queue
@@ -122,7 +122,7 @@ fn run(args: Args) -> Result<()> {
         };
         serve(listener, state, shutdown_signal(), timeouts)
             .await
-            .map_err(|source| Error::Io { path: local.to_string().into(), source })?;
+            .map_err(|source| Error::System { what: format!("serve on {local}"), source: source.into() })?;
         eprintln!("server: stopped");
         Ok(())
     })

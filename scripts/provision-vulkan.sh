@@ -5,7 +5,7 @@
 # - glslc, SPIRV-Headers and the Vulkan loader (bookworm's own packages);
 # - Mesa's Vulkan drivers from bookworm-backports (Mesa 25.x): bookworm's
 #   lavapipe (Mesa 22.3.6) segfaults inside libvulkan_lvp.so on several MoE
-#   models once the whole model is on its device (see README, "GPU backends");
+#   models once the whole model is on its device (see docs/BUILDING.md, "Vulkan");
 # - Vulkan headers new enough for the pinned ggml-vulkan (it needs
 #   VK_EXT_layer_settings, which bookworm's 1.3.239 headers lack): Debian 13's
 #   libvulkan-dev, downloaded with apt into a folder of its own and unpacked

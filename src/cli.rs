@@ -353,21 +353,32 @@ impl GenerationArgs {
     }
 }
 
-/// A progress callback drawing a bar on stderr, redrawn every 5%.
+/// A load progress callback for stderr: a bar (indicatif) when stderr is a
+/// terminal; otherwise one plain line when the load is done, so logs and
+/// pipes get no redraw frames.
 pub fn progress_bar() -> impl FnMut(f32) -> bool + Send + 'static {
-    let mut shown = -1i32;
+    use std::io::IsTerminal;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(100);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("loading [{bar:30}] {pos:>3}% {elapsed}")
+                .expect("a valid template")
+                .progress_chars("#>-"),
+        );
+        bar
+    });
+    let start = std::time::Instant::now();
+    let mut done = false;
     move |p| {
-        let pct = (p * 100.0) as i32;
-        if pct / 5 != shown {
-            shown = pct / 5;
-            let filled = (pct / 5).clamp(0, 20) as usize;
-            eprint!(
-                "\rloading [{}{}] {pct:3}%",
-                "#".repeat(filled),
-                " ".repeat(20 - filled)
-            );
-            if pct >= 100 {
-                eprintln!();
+        let pct = (p.clamp(0.0, 1.0) * 100.0) as u64;
+        if let Some(bar) = &bar {
+            bar.set_position(pct);
+        }
+        if pct >= 100 && !done {
+            done = true;
+            match &bar {
+                Some(bar) => bar.finish(),
+                None => eprintln!("loaded in {:.2} s", start.elapsed().as_secs_f64()),
             }
         }
         true

@@ -468,9 +468,12 @@ async fn sixteen_streams_with_random_disconnects_free_every_cell() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(freed, "cells still in use: {}", health(&b).await);
+    // One after another, every generated token but the last of each stream
+    // is one decode and every prompt one more: decodes would be close to
+    // the tokens decoded. Batched, a decode carries every running stream.
     let stats = s.state.engine.stats();
     assert!(
-        stats.decodes < stats.tokens_decoded,
+        stats.decodes * 2 < stats.tokens_decoded,
         "never batched: {stats:?}"
     );
 }

@@ -20,6 +20,7 @@ static FIRST: std::sync::OnceLock<BackendOptions> = std::sync::OnceLock::new();
 /// assert!(options.software_devices());
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use = "builders return a new value: use it"]
 pub struct BackendOptions {
     software_devices: bool,
 }
@@ -79,6 +80,7 @@ fn prepare_registry(options: &BackendOptions) {
 /// assert!(backend.devices().iter().any(|d| d.kind == llama_safe::DeviceKind::Cpu));
 /// ```
 #[derive(Debug)]
+#[must_use = "a handle: keep it for as long as it is needed"]
 pub struct LlamaBackend {
     _private: (),
 }

@@ -6,7 +6,7 @@ use crate::context::LlamaContext;
 use crate::error::{Error, Result};
 use crate::token::{Token, Tokenize};
 
-impl LlamaContext<'_> {
+impl LlamaContext {
     /// One pooled embedding per text, computed in this context, which must be in
     /// embeddings mode with a pooling other than [`Pooling::None`]
     /// ([`ContextParams::with_embeddings`](crate::ContextParams::with_embeddings),
@@ -60,9 +60,7 @@ impl LlamaContext<'_> {
             .collect::<Result<Vec<_>>>()?;
         for tokens in &tokenized {
             if tokens.is_empty() {
-                return Err(Error::Tokenize {
-                    reason: "an empty text has no embedding".into(),
-                });
+                return Err(Error::EmptyPrompt);
             }
             if tokens.len() > limit {
                 return Err(Error::PromptTooLong {
@@ -93,7 +91,7 @@ impl LlamaContext<'_> {
 
 /// Decodes one pack of texts, one sequence each, and collects their vectors.
 fn embed_group(
-    ctx: &mut LlamaContext<'_>,
+    ctx: &mut LlamaContext,
     batch: &mut Batch,
     group: &[&[Token]],
     normalize: bool,

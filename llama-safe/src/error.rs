@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong, with the context needed to act on it: the
 /// path, the pattern, llama.cpp's own reason or status code.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The model path does not exist.
@@ -25,9 +25,9 @@ pub enum Error {
     Unreadable {
         /// The path concerned.
         path: PathBuf,
-        /// The underlying I/O error.
+        /// The underlying I/O error (shared, so the error is `Clone`).
         #[source]
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
     /// The file does not start with the GGUF magic.
     #[error("not a GGUF file (no GGUF magic at the start): {path}")]
@@ -125,11 +125,21 @@ pub enum Error {
     /// An I/O error while writing a file.
     #[error("I/O error on {path}: {source}")]
     Io {
-        /// The path (or what stood for one) concerned.
+        /// The file concerned.
         path: PathBuf,
         /// The underlying I/O error.
         #[source]
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// The operating system refused something that is not a file: a
+    /// thread, a socket, a runtime.
+    #[error("{what}: {source}")]
+    System {
+        /// What was being done (`start the engine thread`, `listen on 127.0.0.1:8080`).
+        what: String,
+        /// The underlying I/O error.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
     },
     /// Creating a context failed.
     #[error("llama.cpp could not create a context: {reason}")]
@@ -283,12 +293,104 @@ pub enum Error {
     /// The engine has stopped (or its thread could not start).
     #[error("the engine has stopped")]
     EngineStopped,
+    /// A prompt or text with no tokens, wherever it was given (`generate`,
+    /// `decode`, the engine, `embed`).
+    #[error("the prompt is empty")]
+    EmptyPrompt,
     /// Embeddings were asked of a context that cannot give them.
     #[error("embeddings: {reason}")]
     Embeddings {
         /// What went wrong, in llama.cpp's words where it gave any.
         reason: String,
     },
+}
+
+/// The class of an [`Error`], for callers that act on the class rather
+/// than the details: a server picks its HTTP status from it, a retry loop
+/// retries [`Busy`](ErrorKind::Busy) only.
+///
+/// ```
+/// use llama_safe::{Error, ErrorKind};
+/// let e = Error::NotFound { path: "missing.gguf".into() };
+/// assert_eq!(e.kind(), ErrorKind::NotFound);
+/// assert_eq!(e.clone().kind(), ErrorKind::NotFound); // errors are Clone
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller's input is wrong: a parameter, pattern, token, sequence
+    /// id, batch, prompt, template, grammar or schema.
+    InvalidInput,
+    /// A file or device that does not exist.
+    NotFound,
+    /// A file that is not what it should be: not GGUF, a corrupt GGUF, a
+    /// model, adapter or state llama.cpp would misread.
+    InvalidFile,
+    /// Something is full or too small: the context, a budget the input
+    /// exceeds, device memory.
+    ResourceExhausted,
+    /// The engine's queue is full: retry later.
+    Busy,
+    /// Stopped by the caller: an abort or progress callback, or a stopped
+    /// engine.
+    Cancelled,
+    /// This build, model or context cannot do it.
+    Unsupported,
+    /// llama.cpp failed where it gave no better reason (a throw, an unknown
+    /// status, a load that failed on a well-formed file, an RPC server).
+    Backend,
+    /// The operating system: reading or writing a file, a thread, a socket.
+    Io,
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
+        match self {
+            Error::NotFound { .. } | Error::UnknownDevice { .. } => K::NotFound,
+            Error::IsDirectory { .. }
+            | Error::NotGguf { .. }
+            | Error::InvalidGguf { .. }
+            | Error::Metadata { .. }
+            | Error::InvalidModel { .. }
+            | Error::StateFile { .. }
+            | Error::State { .. }
+            | Error::Lora { .. }
+            | Error::ModelMismatch { .. } => K::InvalidFile,
+            Error::Unreadable { .. } | Error::Io { .. } | Error::System { .. } => K::Io,
+            Error::Load { .. } | Error::Exception { .. } | Error::Rpc { .. } => K::Backend,
+            Error::LoadCancelled { .. } | Error::EngineStopped => K::Cancelled,
+            Error::InvalidPattern { .. }
+            | Error::InvalidSequence { .. }
+            | Error::InvalidParameter { .. }
+            | Error::NulByte { .. }
+            | Error::TooManyOverrides { .. }
+            | Error::Tokenize { .. }
+            | Error::ChatTemplate { .. }
+            | Error::InvalidToken { .. }
+            | Error::NoLogits { .. }
+            | Error::Grammar { .. }
+            | Error::JsonSchema { .. }
+            | Error::GrammarDeadEnd { .. }
+            | Error::Embeddings { .. }
+            | Error::EmptyPrompt => K::InvalidInput,
+            Error::BudgetTooSmall { .. }
+            | Error::PromptTooLong { .. }
+            | Error::GrammarBudget { .. } => K::ResourceExhausted,
+            Error::Context { .. } => K::InvalidInput,
+            Error::Unsupported { .. } => K::Unsupported,
+            Error::EngineBusy { .. } => K::Busy,
+            Error::Decode(d) => match d {
+                DecodeError::NoKvSlot => K::ResourceExhausted,
+                DecodeError::Aborted => K::Cancelled,
+                DecodeError::InvalidBatch
+                | DecodeError::BatchTooLarge { .. }
+                | DecodeError::TooManyOutputs { .. } => K::InvalidInput,
+                DecodeError::Other(_) => K::Backend,
+            },
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -24,6 +24,7 @@ use std::path::Path;
 /// assert_eq!(options.margin(), 512 << 20);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "builders return a new value: use it"]
 pub struct FitOptions {
     margin: u64,
     min_ctx: u32,
@@ -91,6 +92,7 @@ pub struct DeviceFit {
 
 /// What [`LlamaModelParams::fit`] chose, and why.
 #[derive(Debug, Clone)]
+#[must_use = "builders return a new value: use it"]
 pub struct Fitted {
     /// The params to load with: the caller's, with the chosen MoE mode and
     /// GPU layers.

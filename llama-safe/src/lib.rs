@@ -26,9 +26,9 @@
 
 #![warn(missing_docs)]
 
-pub mod backend;
+mod backend;
 pub mod chat;
-pub mod check;
+mod check;
 pub mod context;
 pub mod demo;
 mod embeddings;
@@ -42,32 +42,43 @@ pub mod grammar;
 pub mod logging;
 mod lora;
 mod model;
-pub mod model_params;
+mod model_params;
 pub mod moe;
 mod panic;
-pub mod pattern_limits;
-pub mod placement;
-pub mod plan;
+mod pattern_limits;
+mod placement;
+mod plan;
 #[cfg(feature = "rpc")]
 pub mod rpc;
 mod sampler;
-pub mod tensor_override;
+mod tensor_override;
 mod token;
+
+/// The raw bindings this crate is built on (`llama-safe-sys`), for what the
+/// safe API does not cover; their types appear in [`RawModelParams`].
+pub use llama_safe_sys as sys;
+
+/// The limits this crate checks before llama.cpp sees an input: model
+/// shapes it refuses to load, and the bounds of tensor-override patterns.
+pub mod limits {
+    pub use crate::check::{MAX_EXPERTS, MAX_LAYERS};
+    pub use crate::pattern_limits::{MAX_NAME_LEN, MAX_NESTING, MAX_PATTERN_LEN, MAX_REPETITIONS};
+}
 
 pub use backend::{BackendOptions, Device, DeviceKind, LlamaBackend};
 pub use chat::{ChatMessage, Tool, ToolCall};
 pub use context::batch::Batch;
 pub use context::params::{AbortCallback, ContextParams, KvCacheType, Pooling};
 pub use context::LlamaContext;
-pub use error::{DecodeError, Error, Reason, Result};
+pub use error::{DecodeError, Error, ErrorKind, Reason, Result};
 pub use fit::{FitOptions, Fitted};
 pub use generate::{Event, GenerateOptions, Generation, GenerationStats, Piece, StopReason};
 pub use lora::LoraAdapter;
 pub use model::LlamaModel;
 pub use model_params::{KvValue, LlamaModelParams, LoadMode, RawModelParams, SplitMode};
 pub use moe::MoeMode;
-pub use placement::Placement;
-pub use plan::{MoeFit, Plan};
+pub use placement::{BufferUsage, MovedTensor, Placement};
+pub use plan::{MoeFit, Plan, PlannedTensor};
 pub use sampler::{Sampler, SamplerStage, SamplingOptions};
 pub use tensor_override::{OverrideTarget, TensorPattern};
 pub use token::{Token, TokenAttrs, Tokenize, Utf8Stream};

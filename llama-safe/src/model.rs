@@ -11,8 +11,11 @@ use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
-/// A loaded model. Share it between threads (`Arc<LlamaModel>`); each thread
-/// makes its own [`LlamaContext`](crate::LlamaContext).
+/// A loaded model: a cheap handle to shared weights. Clone it to share it
+/// between threads and owners; the weights are freed when the last handle,
+/// and the last [`LlamaContext`](crate::LlamaContext) or
+/// [`Sampler`](crate::Sampler) made from it, is gone. Each thread makes its
+/// own context.
 ///
 /// ```no_run
 /// use llama_safe::{LlamaBackend, LlamaModel, LlamaModelParams};
@@ -20,31 +23,39 @@ use std::ptr::NonNull;
 /// let params = LlamaModelParams::default().with_n_gpu_layers(999).with_cpu_moe_all();
 /// let model = LlamaModel::load(&backend, "qwen3-30b-a3b-q4_k_m.gguf", &params)?;
 /// println!("{}", model.placement());
+/// let shared = model.clone(); // the same weights, not a copy
 /// # Ok::<(), llama_safe::Error>(())
 /// ```
+#[must_use = "a handle: keep it for as long as it is needed"]
+#[derive(Clone)]
 pub struct LlamaModel {
+    inner: std::sync::Arc<ModelInner>,
+}
+
+/// What every handle of one model shares.
+struct ModelInner {
     raw: NonNull<llama_safe_sys::llama_model>,
     path: PathBuf,
     placement: Placement,
     vocab_only: bool,
     /// The longest token's text, in bytes (computed on first use).
-    pub(crate) max_token_bytes: std::sync::OnceLock<usize>,
+    max_token_bytes: std::sync::OnceLock<usize>,
     _backend: LlamaBackend,
 }
 
 // SAFETY: a llama_model is not modified after loading; llama.cpp reads it
 // from any thread, and everything that changes during inference lives in a
-// llama_context. Freeing happens in Drop, with no other reference left.
-unsafe impl Send for LlamaModel {}
+// llama_context. Freeing happens in Drop, when no handle is left.
+unsafe impl Send for ModelInner {}
 // SAFETY: all methods take `&self` and only read the loaded model; several
 // contexts on several threads can use one model at once (llama.cpp's server
 // does the same with its slots).
-unsafe impl Sync for LlamaModel {}
+unsafe impl Sync for ModelInner {}
 
-impl Drop for LlamaModel {
+impl Drop for ModelInner {
     fn drop(&mut self) {
         // SAFETY: raw came from llama_model_load_from_file and is freed once;
-        // contexts borrow the model, so none is alive now.
+        // contexts, samplers and adapters hold a handle, so none is alive now.
         unsafe { llama_safe_sys::llama_model_free(self.raw.as_ptr()) };
     }
 }
@@ -52,7 +63,7 @@ impl Drop for LlamaModel {
 impl std::fmt::Debug for LlamaModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlamaModel")
-            .field("path", &self.path)
+            .field("path", &self.inner.path)
             .finish()
     }
 }
@@ -73,7 +84,7 @@ impl LlamaModel {
         let _span = tracing::info_span!("llama_load", path = %path.display()).entered();
         let file = GgufFile::open(path)?;
         let raw = load_checked(&file, params, false)?;
-        let mut model = LlamaModel {
+        let mut inner = ModelInner {
             raw,
             path: path.to_path_buf(),
             placement: Placement::default(),
@@ -81,10 +92,12 @@ impl LlamaModel {
             max_token_bytes: std::sync::OnceLock::new(),
             _backend: backend.clone(),
         };
-        // (On an error here, dropping `model` frees what llama.cpp loaded.)
+        // (On an error here, dropping `inner` frees what llama.cpp loaded.)
         let planned = params.planned_moves(&file.tensors(), file.layer_count());
-        model.placement = Placement::of_model(model.as_ptr(), &planned)?;
-        Ok(model)
+        inner.placement = Placement::of_model(inner.raw.as_ptr(), &planned)?;
+        Ok(LlamaModel {
+            inner: std::sync::Arc::new(inner),
+        })
     }
 
     /// Runs llama.cpp's loader on `file` without allocating or reading any
@@ -138,31 +151,40 @@ impl LlamaModel {
         crate::context::breakdown::of_raw(ctx.0.as_ptr())
     }
 
+    pub(crate) fn max_token_bytes_cell(&self) -> &std::sync::OnceLock<usize> {
+        &self.inner.max_token_bytes
+    }
+
+    /// Whether `self` and `other` are handles of the same loaded model.
+    pub fn same_model(&self, other: &LlamaModel) -> bool {
+        std::sync::Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub(crate) fn as_ptr(&self) -> *mut llama_safe_sys::llama_model {
-        self.raw.as_ptr()
+        self.inner.raw.as_ptr()
     }
 
     pub(crate) fn vocab(&self) -> *const llama_safe_sys::llama_vocab {
         // SAFETY: the model is live; the vocab lives as long as it.
-        unsafe { llama_safe_sys::llama_model_get_vocab(self.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_model_get_vocab(self.inner.raw.as_ptr()) }
     }
 
     /// Whether only the vocabulary was loaded
     /// ([`with_vocab_only`](LlamaModelParams::with_vocab_only)): such a
     /// model tokenizes, but has no weights to run.
     pub fn is_vocab_only(&self) -> bool {
-        self.vocab_only
+        self.inner.vocab_only
     }
 
     /// The file it was loaded from.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
     /// Where this load put the weights: bytes per buffer, and every tensor
     /// a buffer override moved.
     pub fn placement(&self) -> &Placement {
-        &self.placement
+        &self.inner.placement
     }
 
     /// Architecture name, e.g. `llama`, `qwen3moe`.
@@ -173,7 +195,7 @@ impl LlamaModel {
     /// Number of repeating layers (blocks).
     pub fn n_layer(&self) -> u32 {
         // SAFETY: model is live.
-        unsafe { llama_safe_sys::llama_model_n_layer(self.raw.as_ptr()) }.max(0) as u32
+        unsafe { llama_safe_sys::llama_model_n_layer(self.inner.raw.as_ptr()) }.max(0) as u32
     }
 
     /// Experts per MoE layer; 0 for a dense model.
@@ -200,26 +222,26 @@ impl LlamaModel {
     /// Number of parameters.
     pub fn n_params(&self) -> u64 {
         // SAFETY: model is live.
-        unsafe { llama_safe_sys::llama_model_n_params(self.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_model_n_params(self.inner.raw.as_ptr()) }
     }
 
     /// Total bytes of the weights.
     pub fn size_bytes(&self) -> u64 {
         // SAFETY: model is live.
-        unsafe { llama_safe_sys::llama_model_size(self.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_model_size(self.inner.raw.as_ptr()) }
     }
 
     /// Embedding width.
     pub fn n_embd(&self) -> u32 {
         // SAFETY: model is live.
-        unsafe { llama_safe_sys::llama_model_n_embd(self.raw.as_ptr()) }.max(0) as u32
+        unsafe { llama_safe_sys::llama_model_n_embd(self.inner.raw.as_ptr()) }.max(0) as u32
     }
 
     /// Width of the embeddings the model outputs (`n_embd` unless the
     /// architecture projects them, e.g. models with `embedding_length_out`).
     pub fn n_embd_out(&self) -> u32 {
         // SAFETY: model is live.
-        unsafe { llama_safe_sys::llama_model_n_embd_out(self.raw.as_ptr()) }.max(0) as u32
+        unsafe { llama_safe_sys::llama_model_n_embd_out(self.inner.raw.as_ptr()) }.max(0) as u32
     }
 
     /// Vocabulary size.
@@ -231,7 +253,7 @@ impl LlamaModel {
     /// Context length the model was trained with.
     pub fn n_ctx_train(&self) -> u32 {
         // SAFETY: model is live.
-        unsafe { llama_safe_sys::llama_model_n_ctx_train(self.raw.as_ptr()) }.max(0) as u32
+        unsafe { llama_safe_sys::llama_model_n_ctx_train(self.inner.raw.as_ptr()) }.max(0) as u32
     }
 
     /// llama.cpp's one-line description, e.g. `llama ?B Q8_0`.
@@ -239,7 +261,7 @@ impl LlamaModel {
         // SAFETY: buf is writable for len bytes; llama.cpp NUL-terminates
         // and returns the full length.
         read_c_string(|buf, len| unsafe {
-            llama_safe_sys::llama_model_desc(self.raw.as_ptr(), buf, len)
+            llama_safe_sys::llama_model_desc(self.inner.raw.as_ptr(), buf, len)
         })
         .unwrap_or_default()
     }
@@ -249,7 +271,7 @@ impl LlamaModel {
         // SAFETY: model is live; NULL name asks for the default template; the
         // result is NULL or a string owned by the model.
         let ptr = unsafe {
-            llama_safe_sys::llama_model_chat_template(self.raw.as_ptr(), std::ptr::null())
+            llama_safe_sys::llama_model_chat_template(self.inner.raw.as_ptr(), std::ptr::null())
         };
         // SAFETY: non-NULL results are NUL-terminated and live with the model.
         (!ptr.is_null()).then(|| {
@@ -264,7 +286,12 @@ impl LlamaModel {
         let key = CString::new(key).ok()?;
         // SAFETY: key is a C string; buf is writable for len bytes.
         read_c_string(|buf, len| unsafe {
-            llama_safe_sys::llama_model_meta_val_str(self.raw.as_ptr(), key.as_ptr(), buf, len)
+            llama_safe_sys::llama_model_meta_val_str(
+                self.inner.raw.as_ptr(),
+                key.as_ptr(),
+                buf,
+                len,
+            )
         })
     }
 
@@ -281,7 +308,7 @@ impl LlamaModel {
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
     pub fn metadata(&self) -> Vec<(String, String)> {
-        let raw = self.raw.as_ptr();
+        let raw = self.inner.raw.as_ptr();
         // SAFETY: the model is live.
         let n = unsafe { llama_safe_sys::llama_model_meta_count(raw) }.max(0);
         (0..n)

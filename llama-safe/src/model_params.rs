@@ -71,6 +71,7 @@ type Progress = Arc<Mutex<dyn FnMut(f32) -> bool + Send>>;
 /// # Ok::<(), llama_safe::Error>(())
 /// ```
 #[derive(Clone)]
+#[must_use = "builders return a new value: use it"]
 pub struct LlamaModelParams {
     n_gpu_layers: i32,
     main_gpu: i32,

@@ -92,7 +92,7 @@ impl LlamaModelParams {
     /// ```
     pub fn plan(&self, path: impl AsRef<Path>) -> Result<Plan> {
         let file = GgufFile::open(path)?;
-        crate::backend::LlamaBackend::init();
+        let _backend = crate::backend::LlamaBackend::init();
         crate::model::LlamaModel::dry_load(&file, self)?;
         let block_count = file.layer_count();
         let tensors = file.tensors();
@@ -190,7 +190,7 @@ impl LlamaModelParams {
         ctx: &ContextParams,
     ) -> Result<Vec<MemoryUse>> {
         let file = GgufFile::open(path)?;
-        crate::backend::LlamaBackend::init();
+        let _backend = crate::backend::LlamaBackend::init();
         crate::model::LlamaModel::dry_memory(&file, self, ctx)
     }
 }
@@ -226,7 +226,7 @@ impl LlamaModelParams {
         let params = self;
         // One parse of the file for every dry run.
         let file = GgufFile::open(path)?;
-        crate::backend::LlamaBackend::init();
+        let _backend = crate::backend::LlamaBackend::init();
         let block_count = file.layer_count();
         let mut dry_runs = 0;
         let mut measure = |n: u32| -> Result<Vec<MemoryUse>> {

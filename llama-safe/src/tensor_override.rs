@@ -51,7 +51,7 @@ impl TensorPattern {
     /// invalid one fails here, naming the pattern, not deep inside a load.
     ///
     /// Patterns are bounded so that engine can neither overflow its stack
-    /// nor run away (see [`pattern_limits`](crate::pattern_limits)): at most
+    /// nor run away (see [`limits`](crate::limits)): at most
     /// 256 bytes, groups nested at most 8 deep, no repeated group holding a
     /// repetition or an alternation (`(a*)*`, `(a|aa)*`), at most 3
     /// repetitions with counts up to 63, no back-references.

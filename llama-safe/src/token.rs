@@ -97,7 +97,7 @@ impl LlamaModel {
     /// `n` tokens or fewer: a check that costs nothing before tokenizing
     /// a long text. Read from the vocabulary on first use.
     pub fn max_token_bytes(&self) -> usize {
-        *self.max_token_bytes.get_or_init(|| {
+        *self.max_token_bytes_cell().get_or_init(|| {
             (0..self.n_vocab() as i32)
                 .filter_map(|t| self.token_bytes(Token(t), true).ok())
                 .map(|b| b.len())

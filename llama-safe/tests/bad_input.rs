@@ -194,3 +194,39 @@ fn invalid_grammar() {
         Err(Error::Grammar { .. })
     ));
 }
+
+/// One mistake, one error, whatever the entry point: a prompt of no tokens
+/// is `Error::EmptyPrompt` (kind `InvalidInput`) for `generate_tokens`,
+/// `decode` and the engine. (An empty text is not: tokenized as a prompt it
+/// is the BOS token, from which a model generates.)
+#[test]
+fn an_empty_prompt_is_one_error_everywhere() {
+    let backend = LlamaBackend::init();
+    let model = LlamaModel::load(&backend, moe_path(), &LlamaModelParams::default()).unwrap();
+    let params = ContextParams::default().with_n_ctx(128);
+    let mut ctx = LlamaContext::new(&model, &params).unwrap();
+    let generate = ctx
+        .generate_tokens(&[], &GenerateOptions::default())
+        .map(|_| ());
+    let decode = ctx.decode(&[]);
+    let engine = llama_safe::engine::Engine::new(
+        &model,
+        llama_safe::engine::EngineConfig::default().with_n_ctx(128),
+    )
+    .unwrap()
+    .submit(llama_safe::engine::Request::new(
+        Vec::new(),
+        GenerateOptions::default(),
+    ))
+    .map(|_| ());
+    for (entry, result) in [
+        ("generate_tokens", generate),
+        ("decode", decode),
+        ("engine", engine),
+    ] {
+        match result {
+            Err(e @ Error::EmptyPrompt) => assert_eq!(e.kind(), ErrorKind::InvalidInput),
+            other => panic!("{entry}: expected EmptyPrompt, got {other:?}"),
+        }
+    }
+}

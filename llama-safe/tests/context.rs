@@ -25,7 +25,7 @@ fn prompt(model: &LlamaModel) -> Vec<Token> {
 
 /// Greedy tokens from the context's current logits until end-of-generation
 /// (the context must have logits for its last token).
-fn continue_greedy(model: &LlamaModel, ctx: &mut LlamaContext<'_>) -> String {
+fn continue_greedy(model: &LlamaModel, ctx: &mut LlamaContext) -> String {
     let mut sampler = Sampler::greedy_chain(model);
     let mut out = Vec::new();
     for _ in 0..32 {
@@ -40,21 +40,17 @@ fn continue_greedy(model: &LlamaModel, ctx: &mut LlamaContext<'_>) -> String {
 }
 
 trait GreedyChain {
-    fn greedy_chain(model: &LlamaModel) -> Sampler<'_>;
+    fn greedy_chain(model: &LlamaModel) -> Sampler;
 }
-impl GreedyChain for Sampler<'_> {
-    fn greedy_chain(model: &LlamaModel) -> Sampler<'_> {
+impl GreedyChain for Sampler {
+    fn greedy_chain(model: &LlamaModel) -> Sampler {
         Sampler::new(model, &SamplingOptions::greedy()).unwrap()
     }
 }
 
 /// Greedy generation of several prompts at once, one sequence each, in
 /// shared batches; returns each sequence's text.
-fn generate_together(
-    model: &LlamaModel,
-    ctx: &mut LlamaContext<'_>,
-    prompts: &[&str],
-) -> Vec<String> {
+fn generate_together(model: &LlamaModel, ctx: &mut LlamaContext, prompts: &[&str]) -> Vec<String> {
     let mut batch = Batch::new();
     let mut idx = Vec::new();
     let mut pos = Vec::new();
@@ -253,7 +249,7 @@ fn state_saved_and_restored_continues_identically() {
     in_cache.extend(&generated);
     ctx.save_state_file(&file, &in_cache).unwrap();
 
-    let rest_of = |ctx: &mut LlamaContext<'_>| {
+    let rest_of = |ctx: &mut LlamaContext| {
         ctx.decode(&[pending]).unwrap();
         let mut text = model.detokenize(&generated).unwrap();
         text += &model.detokenize(&[pending]).unwrap();

@@ -203,6 +203,35 @@ fn offload_controls_change_what_they_say_on_the_device() {
         no_op.compute_bytes < on_device.compute_bytes,
         "{no_op:?} {on_device:?}"
     );
+    // Flash attention off: attention's score matrix is materialised in the
+    // device's compute buffer, so it grows; the same text.
+    let (text, fa_on, _) = measure(
+        &model,
+        &ctx_default.clone().with_flash_attention(Some(true)),
+    );
+    let (text_off, fa_off, _) = measure(
+        &model,
+        &ctx_default.clone().with_flash_attention(Some(false)),
+    );
+    eprintln!("flash attention on: {fa_on:?}, off: {fa_off:?}");
+    assert_eq!(
+        (text.as_str(), text_off.as_str()),
+        (DEMO_CONTINUATION, DEMO_CONTINUATION)
+    );
+    assert!(
+        fa_off.compute_bytes > fa_on.compute_bytes,
+        "{fa_off:?} {fa_on:?}"
+    );
+    // mlock keeps the mapping (the same buffers as mmap) and the text.
+    let locked = LlamaModel::load(
+        &backend,
+        moe_path(),
+        &base.clone().with_load_mode(LoadMode::MmapLocked),
+    )
+    .unwrap();
+    assert_eq!(locked.placement().buffers, model.placement().buffers);
+    assert_eq!(measure(&locked, &ctx_default).0, DEMO_CONTINUATION);
+    drop(locked);
     // no_host, with the weights read (not mapped): the host weights leave
     // the device's pinned host buffer type for plain CPU memory.
     for no_host in [false, true] {

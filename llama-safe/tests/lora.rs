@@ -7,7 +7,7 @@ use common::*;
 use llama_safe::demo::{DemoLora, DEMO_CONTINUATION, DEMO_PROMPT};
 use llama_safe::*;
 
-fn text(ctx: &mut LlamaContext<'_>) -> String {
+fn text(ctx: &mut LlamaContext) -> String {
     ctx.clear();
     greedy_in(ctx, DEMO_PROMPT, GenerateOptions::default().max_tokens)
 }

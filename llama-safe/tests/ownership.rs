@@ -16,7 +16,7 @@ const _: () = {
     assert_send::<LlamaModel>();
     assert_sync::<LlamaModel>();
     assert_send::<LlamaBackend>();
-    assert_send::<LlamaContext<'static>>();
+    assert_send::<LlamaContext>();
     assert_send::<Sampler>();
     assert_send::<gguf::GgufFile>();
 };
@@ -117,4 +117,34 @@ fn one_file_written_by_many_threads_at_once_is_whole() {
     assert_eq!(greedy_text(&model, DEMO_PROMPT), DEMO_CONTINUATION);
     let leftovers = std::fs::read_dir(&dir).unwrap().count();
     assert_eq!(leftovers, 1, "temporary files left behind");
+}
+
+/// Contexts, samplers and adapters hold a handle of their model: the
+/// caller's handle can go first, and they still generate (valgrind runs
+/// this binary in CI: a freed model would show).
+#[test]
+fn context_and_sampler_outlive_the_callers_model_handle() {
+    let backend = LlamaBackend::init();
+    let (mut ctx, mut sampler) = {
+        let model = LlamaModel::load(&backend, moe_path(), &LlamaModelParams::default()).unwrap();
+        let ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(128)).unwrap();
+        let sampler = Sampler::new(&model, &SamplingOptions::greedy()).unwrap();
+        (ctx, sampler)
+    };
+    let model = ctx.model().clone();
+    let prompt = model.tokenize(DEMO_PROMPT, Tokenize::PROMPT).unwrap();
+    drop(model);
+    ctx.decode(&prompt).unwrap();
+    let token = sampler.sample(&mut ctx).unwrap();
+    let piece = ctx.model().detokenize(&[token]).unwrap();
+    assert!(DEMO_CONTINUATION.starts_with(&piece), "{piece:?}");
+    // A context moved into another thread, used there.
+    let text = std::thread::spawn(move || {
+        drop(sampler);
+        ctx.clear();
+        greedy_in(&mut ctx, DEMO_PROMPT, 32)
+    })
+    .join()
+    .unwrap();
+    assert!(text.starts_with(DEMO_CONTINUATION), "{text:?}");
 }

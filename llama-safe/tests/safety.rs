@@ -485,7 +485,7 @@ fn absurd_thread_counts_are_clamped() {
 }
 
 /// A context in embeddings mode (no pooling) that has decoded "Once upon".
-fn embeddings_of_once_upon(model: &LlamaModel) -> LlamaContext<'_> {
+fn embeddings_of_once_upon(model: &LlamaModel) -> LlamaContext {
     let mut ctx = LlamaContext::new(
         model,
         &ctx_params()
@@ -575,7 +575,7 @@ fn a_load_inside_the_progress_callback_does_not_deadlock() {
                 true
             });
             *slot.lock().unwrap() = Some(params.clone());
-            load_with(&params).unwrap();
+            let _model = load_with(&params).unwrap();
             assert_eq!(*nested.lock().unwrap(), [true]);
         },
     );

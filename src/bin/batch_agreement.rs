@@ -13,7 +13,6 @@ use llama_safe::*;
 use llama_workspace::bench::serving::prompt;
 use llama_workspace::cli::run_main;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(about = "Batched against solo greedy text, prompt by prompt")]
@@ -43,7 +42,7 @@ fn main() {
             Some(p) => p.clone(),
             None => demo::DemoModel::Moe.cached()?,
         };
-        let model = Arc::new(LlamaModel::load(&backend, &path, &Default::default())?);
+        let model = LlamaModel::load(&backend, &path, &Default::default())?;
         let eos = model.token_eos().unwrap_or(Token(2));
         let options = GenerateOptions {
             max_tokens: args.max_tokens,
@@ -54,7 +53,7 @@ fn main() {
             ..Default::default()
         };
         let engine = Engine::new(
-            model.clone(),
+            &model,
             EngineConfig::default()
                 .with_n_ctx(8192)
                 .with_n_parallel(args.parallel)

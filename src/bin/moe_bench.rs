@@ -409,6 +409,6 @@ fn invalid(name: &'static str) -> impl Fn(String) -> Error {
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
-        source,
+        source: source.into(),
     }
 }

@@ -40,6 +40,29 @@ impl ApiError {
             param: None,
         }
     }
+
+    /// The answer to a llama-safe error met while serving a request, by its
+    /// [`ErrorKind`](llama_safe::ErrorKind): the request's own mistakes and
+    /// budgets are 400 (naming `param`), a full queue 429, a stopping
+    /// server 503, the rest 500.
+    pub fn from_error(param: &'static str, error: &llama_safe::Error) -> ApiError {
+        use llama_safe::ErrorKind as K;
+        let message = error.to_string();
+        match error.kind() {
+            K::InvalidInput | K::ResourceExhausted | K::Unsupported => {
+                ApiError::bad(param, message)
+            }
+            K::Busy => ApiError::status(
+                StatusCode::TOO_MANY_REQUESTS,
+                "every sequence is busy and the queue is full; retry later",
+            ),
+            K::Cancelled => ApiError::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            ),
+            _ => ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, message),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -119,17 +119,7 @@ pub async fn start(
         tokio::task::spawn_blocking(move || engine.engine.submit(Request::new(tokens, options)))
             .await
             .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-            .map_err(|e| match e {
-                Error::EngineBusy { .. } => ApiError::status(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "every sequence is busy and the queue is full; retry later",
-                ),
-                Error::EngineStopped => ApiError::status(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the server is shutting down",
-                ),
-                other => ApiError::bad(param, other.to_string()),
-            })?;
+            .map_err(|e| ApiError::from_error(param, &e))?;
     let (tx, rx) = mpsc::channel(32);
     let state = state.clone();
     tokio::spawn(async move {
@@ -147,16 +137,17 @@ pub async fn start(
                         .observe(stats.generation_tokens_per_second);
                     GenEvent::Done(stats)
                 }
-                Err(Error::EngineStopped) => GenEvent::Error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the server is shutting down".into(),
-                ),
-                // The request's own grammar (response_format, tools,
-                // format) was too ambiguous to follow: its fault, not ours.
-                Err(e @ Error::GrammarBudget { .. }) => {
-                    GenEvent::Error(StatusCode::BAD_REQUEST, describe(&e))
+                // By kind: a stopping server is 503; the request's own
+                // grammar too ambiguous to follow (response_format, tools,
+                // format) is its fault, 400; the rest ours, 500.
+                Err(e) => {
+                    let status = ApiError::from_error(param, &e).status;
+                    let message = match e.kind() {
+                        llama_safe::ErrorKind::Cancelled => "the server is shutting down".into(),
+                        _ => describe(&e),
+                    };
+                    GenEvent::Error(status, message)
                 }
-                Err(e) => GenEvent::Error(StatusCode::INTERNAL_SERVER_ERROR, describe(&e)),
             };
             if tx.send(event).await.is_err() {
                 // The client is gone: dropping the handle cancels the request.

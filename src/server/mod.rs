@@ -30,7 +30,7 @@ use std::time::Duration;
 /// Everything the handlers share.
 pub struct AppState {
     /// The model, loaded once, for the life of the process.
-    pub model: Arc<LlamaModel>,
+    pub model: LlamaModel,
     /// The name clients use for it (`model` in requests).
     pub model_name: String,
     /// The batching engine every request runs on.
@@ -46,14 +46,14 @@ impl AppState {
     /// An engine over `model` configured by `config` (`n_parallel`
     /// sequences, a queue of `queue` more requests before 429).
     pub fn new(
-        model: Arc<LlamaModel>,
+        model: LlamaModel,
         model_name: impl Into<String>,
         config: EngineConfig,
     ) -> llama_safe::Result<Arc<AppState>> {
         // Read the longest token once now (it scans the vocabulary), not
         // on the first request's async worker.
         model.max_token_bytes();
-        let engine = Engine::new(model.clone(), config)?;
+        let engine = Engine::new(&model, config)?;
         let model_digest = {
             use sha2::{Digest, Sha256};
             let meta = std::fs::metadata(model.path()).ok();

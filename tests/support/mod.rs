@@ -58,7 +58,7 @@ pub async fn start_model(
 ) -> Server {
     let backend = LlamaBackend::init();
     let model = LlamaModel::load(&backend, path, &LlamaModelParams::default()).unwrap();
-    let state = AppState::new(Arc::new(model), "demo", config).unwrap();
+    let state = AppState::new(model, "demo", config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -128,7 +128,7 @@ unsafe fn name(ptr: *const std::ffi::c_char) -> String {
     }
 }
 
-impl LlamaContext<'_> {
+impl LlamaContext {
     /// Where this context's memory is, per buffer type: the model's weights,
     /// the KV cache and the compute buffers, as llama.cpp counts them.
     ///

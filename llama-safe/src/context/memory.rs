@@ -10,7 +10,7 @@ use super::LlamaContext;
 use crate::error::{Error, Result};
 use std::ops::{Bound, RangeBounds};
 
-impl LlamaContext<'_> {
+impl LlamaContext {
     /// Clears the KV cache of every sequence.
     pub fn clear(&mut self) {
         // SAFETY: the memory handle lives with the context.
@@ -30,7 +30,7 @@ impl LlamaContext<'_> {
     /// part of a sequence (recurrent models); a whole sequence always goes.
     ///
     /// ```no_run
-    /// # fn f(ctx: &mut llama_safe::LlamaContext<'_>) -> llama_safe::Result<()> {
+    /// # fn f(ctx: &mut llama_safe::LlamaContext) -> llama_safe::Result<()> {
     /// ctx.seq_remove(Some(1), ..)?; // forget sequence 1
     /// ctx.seq_remove(None, 100..)?; // cut every sequence at position 100
     /// # Ok(()) }

@@ -23,23 +23,39 @@ use std::ffi::c_void;
 use std::ptr::NonNull;
 
 /// One inference stream over a model (or several, with sequence ids and
-/// [`Batch`]). It borrows the model, so the model outlives it; these do not
-/// compile:
+/// [`Batch`]). It holds a handle of its model, so it can live beside it or
+/// without it, in a struct or in a server's state:
 ///
-/// ```compile_fail
+/// ```
+/// use std::sync::{Arc, Mutex};
 /// use llama_safe::{demo::DemoModel, ContextParams, LlamaBackend, LlamaContext, LlamaModel};
+///
+/// struct Service {
+///     model: LlamaModel,
+///     ctx: LlamaContext,
+/// }
+///
 /// let backend = LlamaBackend::init();
+/// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
+/// let ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(256))?;
+/// let service = Service { model, ctx };
+/// // Shared state for a web server's handlers (axum's `State` needs Send + Sync + 'static):
+/// let state: Arc<Mutex<Service>> = Arc::new(Mutex::new(service));
+/// fn handler_state<T: Send + Sync + 'static>(_: &T) {}
+/// handler_state(&state);
+/// // A context outlives the handle it was made from:
 /// let ctx = {
 ///     let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
-///     LlamaContext::new(&model, &ContextParams::default())?
-/// }; // error: `model` does not live long enough
+///     LlamaContext::new(&model, &ContextParams::default().with_n_ctx(256))?
+/// };
+/// assert_eq!(ctx.n_past(), 0);
 /// # Ok::<(), llama_safe::Error>(())
 /// ```
 ///
 /// Logits borrow the context until the next decode overwrites them:
 ///
-/// ```compile_fail
-/// use llama_safe::{demo::DemoModel, ContextParams, LlamaBackend, LlamaContext, LlamaModel};
+/// ```compile_fail,E0502
+/// use llama_safe::{demo::DemoModel, ContextParams, LlamaBackend, LlamaContext, LlamaModel, Tokenize};
 /// let backend = LlamaBackend::init();
 /// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
 /// let mut ctx = LlamaContext::new(&model, &ContextParams::default())?;
@@ -52,18 +68,19 @@ use std::ptr::NonNull;
 ///
 /// A context is not `Sync`:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn shared<T: Sync>() {}
-/// shared::<llama_safe::LlamaContext<'static>>();
+/// shared::<llama_safe::LlamaContext>();
 /// ```
 ///
 /// `Send` (move it to a worker thread) but not `Sync`: llama.cpp contexts
 /// are not safe to use from two threads at once, and every call that runs
 /// the model takes `&mut self`. Many contexts over one shared
 /// [`LlamaModel`] (which is `Send + Sync`) may run in parallel.
-pub struct LlamaContext<'model> {
+pub struct LlamaContext {
     raw: NonNull<llama_safe_sys::llama_context>,
-    model: &'model LlamaModel,
+    /// Dropped after the context is freed (fields drop after `Drop::drop`).
+    model: LlamaModel,
     /// Batch indices whose outputs the last decode kept.
     outputs: Vec<usize>,
     embeddings: bool,
@@ -80,17 +97,18 @@ pub struct LlamaContext<'model> {
 // SAFETY: a llama_context may move between threads; it refers only to its
 // model, which is Sync, and the abort callback, which is Send + Sync;
 // `&mut self` on every call that computes keeps it to one thread at a time.
-unsafe impl Send for LlamaContext<'_> {}
+unsafe impl Send for LlamaContext {}
 
-impl Drop for LlamaContext<'_> {
+impl Drop for LlamaContext {
     fn drop(&mut self) {
         // SAFETY: raw came from llama_init_from_model and is freed once; the
-        // abort callback box is dropped after this, when nothing calls it.
+        // abort callback box and the model handle are dropped after this
+        // (fields drop after `drop`), when nothing refers to them.
         unsafe { llama_safe_sys::llama_free(self.raw.as_ptr()) };
     }
 }
 
-impl std::fmt::Debug for LlamaContext<'_> {
+impl std::fmt::Debug for LlamaContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlamaContext")
             .field("n_ctx", &self.n_ctx())
@@ -115,7 +133,7 @@ unsafe extern "C" fn abort_trampoline(data: *mut c_void) -> bool {
     state.panic.wrap(|| (state.callback)()).unwrap_or(true)
 }
 
-impl<'model> LlamaContext<'model> {
+impl LlamaContext {
     /// Creates a context over `model`. llama.cpp's refusal (an impossible
     /// size, a quantized V cache without flash attention, too many
     /// sequences) is [`Error::Context`] with its logged reason; a
@@ -129,7 +147,7 @@ impl<'model> LlamaContext<'model> {
     /// assert_eq!(ctx.n_past(), 0);
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
-    pub fn new(model: &'model LlamaModel, params: &ContextParams) -> Result<LlamaContext<'model>> {
+    pub fn new(model: &LlamaModel, params: &ContextParams) -> Result<LlamaContext> {
         if model.is_vocab_only() {
             // llama.cpp creates the context, then aborts in the first decode
             // (the model has no tensors to build a graph from).
@@ -149,7 +167,8 @@ impl<'model> LlamaContext<'model> {
             raw_params.abort_callback = Some(abort_trampoline);
             raw_params.abort_callback_data = (&**callback as *const AbortState).cast_mut().cast();
         }
-        // SAFETY: the model is live for 'model, longer than the context; the
+        // SAFETY: the context keeps a handle of the model, so the model is
+        // freed after the context (see Drop); the
         // abort data pointer stays valid while the context lives (the box
         // moves into it and is dropped after llama_free).
         let raw = crate::ffi::non_null(
@@ -158,7 +177,7 @@ impl<'model> LlamaContext<'model> {
         )?;
         Ok(LlamaContext {
             raw,
-            model,
+            model: model.clone(),
             outputs: Vec::new(),
             embeddings: params.raw.embeddings,
             kv_unified: params.raw.kv_unified,
@@ -169,8 +188,8 @@ impl<'model> LlamaContext<'model> {
     }
 
     /// The model this context runs.
-    pub fn model(&self) -> &'model LlamaModel {
-        self.model
+    pub fn model(&self) -> &LlamaModel {
+        &self.model
     }
 
     /// Context size in tokens (llama.cpp may round the size asked for up).
@@ -238,10 +257,11 @@ impl<'model> LlamaContext<'model> {
     /// Appends `tokens` to sequence 0, splitting them into batches that one
     /// decode takes, and keeps the output of the last one (of all of them in
     /// embeddings mode). A prompt that does not fit the context is
-    /// [`Error::PromptTooLong`] before anything runs.
+    /// [`Error::PromptTooLong`] before anything runs; no tokens is
+    /// [`Error::EmptyPrompt`].
     pub fn decode(&mut self, tokens: &[Token]) -> Result<()> {
         if tokens.is_empty() {
-            return Err(DecodeError::InvalidBatch.into());
+            return Err(Error::EmptyPrompt);
         }
         let start = self.n_past();
         let needed = start as usize + tokens.len();

@@ -26,6 +26,7 @@ pub type AbortCallback = Arc<dyn Fn() -> bool + Send + Sync>;
 /// assert_eq!(params.n_ctx(), 2048);
 /// ```
 #[derive(Clone)]
+#[must_use = "builders return a new value: use it"]
 pub struct ContextParams {
     pub(crate) raw: llama_safe_sys::llama_context_params,
     pub(crate) abort: Option<AbortCallback>,

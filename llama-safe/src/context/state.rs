@@ -28,7 +28,7 @@ use crate::ffi::{c_path, logged};
 use crate::token::Token;
 use std::path::Path;
 
-impl LlamaContext<'_> {
+impl LlamaContext {
     /// Size in bytes of the state as it is now.
     pub fn state_size(&mut self) -> usize {
         // SAFETY: the context is live.
@@ -38,7 +38,7 @@ impl LlamaContext<'_> {
     /// The whole state as bytes.
     ///
     /// ```no_run
-    /// # fn f(ctx: &mut llama_safe::LlamaContext<'_>) -> llama_safe::Result<()> {
+    /// # fn f(ctx: &mut llama_safe::LlamaContext) -> llama_safe::Result<()> {
     /// let saved = ctx.save_state()?;
     /// // ... decode more, or clear ...
     /// ctx.load_state(&saved)?;

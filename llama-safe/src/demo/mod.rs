@@ -209,7 +209,7 @@ fn cached_file(file: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<Pa
     let dir = cache_dir();
     std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
         path: dir.clone(),
-        source,
+        source: source.into(),
     })?;
     let path = dir.join(file);
     if !path.is_file() {

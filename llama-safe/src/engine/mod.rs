@@ -28,10 +28,9 @@
 //! ```
 //! use llama_safe::{demo::{DemoModel, DEMO_CONTINUATION, DEMO_PROMPT}, *};
 //! use llama_safe::engine::{Engine, EngineConfig, Request};
-//! use std::sync::Arc;
 //! let backend = LlamaBackend::init();
-//! let model = Arc::new(LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?);
-//! let engine = Engine::new(model.clone(), EngineConfig::default().with_n_ctx(512))?;
+//! let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
+//! let engine = Engine::new(&model, EngineConfig::default().with_n_ctx(512))?;
 //! let options = GenerateOptions { sampling: SamplingOptions::greedy(), ..Default::default() };
 //! let handles: Vec<_> = (0..3)
 //!     .map(|_| engine.submit(Request::new(model.tokenize(DEMO_PROMPT, Tokenize::PROMPT)?, options.clone())))
@@ -58,6 +57,7 @@ use std::time::Instant;
 
 /// How an [`Engine`] is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "builders return a new value: use it"]
 pub struct EngineConfig {
     /// KV cells shared by all sequences (prompt and answer tokens).
     pub n_ctx: u32,
@@ -254,7 +254,7 @@ struct Job {
 
 /// The batching engine; see the [module docs](self).
 pub struct Engine {
-    model: Arc<LlamaModel>,
+    model: LlamaModel,
     config: EngineConfig,
     jobs: Option<flume::Sender<Job>>,
     counters: Arc<Counters>,
@@ -273,7 +273,8 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Starts the engine's thread with a context over `model` sized by
     /// `config`; a context llama.cpp refuses is the error here.
-    pub fn new(model: Arc<LlamaModel>, config: EngineConfig) -> Result<Engine> {
+    pub fn new(model: &LlamaModel, config: EngineConfig) -> Result<Engine> {
+        let model = model.clone();
         let (jobs_tx, jobs_rx) = flume::unbounded();
         let (ready_tx, ready_rx) = flume::bounded(1);
         let counters = Arc::new(Counters::default());
@@ -284,9 +285,9 @@ impl Engine {
             std::thread::Builder::new()
                 .name("llama-engine".into())
                 .spawn(move || worker::run(&model, &config, &counters, jobs_rx, ready_tx))
-                .map_err(|source| Error::Io {
-                    path: "engine thread".into(),
-                    source,
+                .map_err(|source| Error::System {
+                    what: "start the engine thread".into(),
+                    source: source.into(),
                 })?
         };
         match ready_rx.recv() {
@@ -309,7 +310,7 @@ impl Engine {
         })
     }
 
-    /// Queues `request`. An empty prompt is [`Error::InvalidParameter`]; a
+    /// Queues `request`. An empty prompt is [`Error::EmptyPrompt`]; a
     /// prompt and `max_tokens` that can never fit the cache are
     /// [`Error::PromptTooLong`]; a token outside the vocabulary is
     /// [`Error::InvalidToken`]; sampling options the model cannot take (a
@@ -320,10 +321,7 @@ impl Engine {
             return Err(Error::EngineStopped);
         }
         if request.prompt.is_empty() {
-            return Err(Error::InvalidParameter {
-                name: "prompt",
-                reason: "the prompt has no tokens".into(),
-            });
+            return Err(Error::EmptyPrompt);
         }
         let needed = request.prompt.len() + request.options.max_tokens as usize;
         if needed > self.config.n_ctx as usize {
@@ -373,7 +371,7 @@ impl Engine {
     }
 
     /// The model it runs.
-    pub fn model(&self) -> &Arc<LlamaModel> {
+    pub fn model(&self) -> &LlamaModel {
         &self.model
     }
 

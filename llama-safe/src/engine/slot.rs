@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// A sequence id of the context, and what its KV cells hold.
-pub(super) struct Slot<'m> {
+pub(super) struct Slot {
     /// The sequence id.
     pub seq: u32,
     /// The tokens in this sequence's KV cells, in position order.
@@ -18,13 +18,13 @@ pub(super) struct Slot<'m> {
     /// When it last finished a request (for least-recently-used eviction).
     pub last_used: Instant,
     /// The request it runs, if any.
-    pub run: Option<Run<'m>>,
+    pub run: Option<Run>,
 }
 
 /// A request running in a slot.
-pub(super) struct Run<'m> {
+pub(super) struct Run {
     pub job: Job,
-    sampler: Sampler<'m>,
+    sampler: Sampler,
     utf8: Utf8Stream,
     stop: StopMatcher,
     /// Sampled but not decoded yet: the next token to feed.
@@ -53,8 +53,8 @@ pub(super) enum Outcome {
     Finished(crate::Result<Event>),
 }
 
-impl<'m> Run<'m> {
-    pub fn new(job: Job, sampler: Sampler<'m>) -> Run<'m> {
+impl Run {
+    pub fn new(job: Job, sampler: Sampler) -> Run {
         let reserved = job.request.prompt.len() + job.request.options.max_tokens as usize;
         Run {
             stop: StopMatcher::new(&job.request.options.stop),
@@ -90,8 +90,8 @@ impl<'m> Run<'m> {
 
     /// Samples from batch entry `i`, streams the piece, and decides whether
     /// the request goes on.
-    pub fn sample(&mut self, ctx: &mut crate::LlamaContext<'m>, i: usize) -> Outcome {
-        let model = ctx.model();
+    pub fn sample(&mut self, ctx: &mut crate::LlamaContext, i: usize) -> Outcome {
+        let model = ctx.model().clone();
         let token = match self.sampler.sample_ith(ctx, i) {
             Ok(t) => t,
             Err(Error::GrammarDeadEnd { .. }) => {

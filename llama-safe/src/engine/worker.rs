@@ -52,13 +52,13 @@ pub(super) fn run(
 }
 
 /// A submitted request and its sampler (built, or why it could not be).
-type Built<'m> = (Job, Result<Sampler<'m>>);
+type Built = (Job, Result<Sampler>);
 
-fn serve<'m>(
+fn serve(
     config: &EngineConfig,
     counters: &Counters,
-    ctx: LlamaContext<'m>,
-    jobs: &flume::Receiver<Built<'m>>,
+    ctx: LlamaContext,
+    jobs: &flume::Receiver<Built>,
 ) {
     let mut worker = Worker {
         n_ctx: ctx.n_ctx() as usize,
@@ -80,19 +80,19 @@ fn serve<'m>(
     worker.serve(jobs);
 }
 
-struct Worker<'m, 'a> {
-    ctx: LlamaContext<'m>,
+struct Worker<'a> {
+    ctx: LlamaContext,
     config: &'a EngineConfig,
     counters: &'a Counters,
-    slots: Vec<Slot<'m>>,
-    waiting: VecDeque<Built<'m>>,
+    slots: Vec<Slot>,
+    waiting: VecDeque<Built>,
     batch: Batch,
     n_ctx: usize,
     n_batch: usize,
 }
 
-impl<'m> Worker<'m, '_> {
-    fn serve(&mut self, jobs: &flume::Receiver<Built<'m>>) {
+impl Worker<'_> {
+    fn serve(&mut self, jobs: &flume::Receiver<Built>) {
         let mut open = true;
         loop {
             // Take what was submitted; with nothing to do, wait for it.
@@ -159,7 +159,7 @@ impl<'m> Worker<'m, '_> {
     }
 
     /// Ends the run of slot `i` (its cells stay, for the prompt cache).
-    fn end_run(&mut self, i: usize) -> Option<Run<'m>> {
+    fn end_run(&mut self, i: usize) -> Option<Run> {
         let run = self.slots[i].run.take();
         if run.is_some() {
             self.counters.active.fetch_sub(1, Ordering::SeqCst);
@@ -308,7 +308,7 @@ impl<'m> Worker<'m, '_> {
             for i in 0..self.slots.len() {
                 if self.slots[i].run.is_some() && self.in_batch(self.slots[i].seq) {
                     if let Some(run) = self.end_run(i) {
-                        run.fail(clone_error(&e));
+                        run.fail(e.clone());
                     }
                     self.forget(i);
                 }
@@ -373,20 +373,4 @@ impl<'m> Worker<'m, '_> {
 
 fn common_prefix(a: &[crate::Token], b: &[crate::Token]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-/// Errors are not `Clone` (some hold an `io::Error`); a decode error is
-/// always one of these.
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Decode(d) => Error::Decode(*d),
-        Error::Exception { call, message } => Error::Exception {
-            call,
-            message: message.clone(),
-        },
-        other => Error::Exception {
-            call: "llama_decode",
-            message: other.to_string(),
-        },
-    }
 }

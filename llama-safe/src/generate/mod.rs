@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Options for [`LlamaContext::generate`].
 #[derive(Debug, Clone)]
+#[must_use = "builders return a new value: use it"]
 pub struct GenerateOptions {
     /// Most tokens to generate.
     pub max_tokens: u32,
@@ -133,9 +134,9 @@ pub enum Event {
 }
 
 /// An iterator of [`Event`]s: pieces of text, then one `Done`.
-pub struct Generation<'c, 'm> {
-    ctx: &'c mut LlamaContext<'m>,
-    sampler: Sampler<'m>,
+pub struct Generation<'c> {
+    ctx: &'c mut LlamaContext,
+    sampler: Sampler,
     options: GenerateOptions,
     utf8: Utf8Stream,
     /// Stop strings, and the text held back because it may start one.
@@ -155,7 +156,7 @@ pub struct Generation<'c, 'm> {
     span: tracing::Span,
 }
 
-impl<'m> LlamaContext<'m> {
+impl LlamaContext {
     /// Decodes `prompt` in this context (after what it already holds) and
     /// returns an iterator of generated pieces ending with [`Event::Done`].
     /// The context runs its own model only: the types rule out a context
@@ -178,7 +179,7 @@ impl<'m> LlamaContext<'m> {
         &'c mut self,
         prompt: &str,
         options: &GenerateOptions,
-    ) -> Result<Generation<'c, 'm>> {
+    ) -> Result<Generation<'c>> {
         // The clock and the span start before tokenizing: the stats count
         // it, as part of the prompt's time.
         let start = Instant::now();
@@ -215,7 +216,7 @@ impl<'m> LlamaContext<'m> {
         &'c mut self,
         tokens: &[Token],
         options: &GenerateOptions,
-    ) -> Result<Generation<'c, 'm>> {
+    ) -> Result<Generation<'c>> {
         let start = Instant::now();
         #[cfg(feature = "tracing")]
         let span = tracing::info_span!("llama_generate", max_tokens = options.max_tokens);
@@ -238,11 +239,9 @@ impl<'m> LlamaContext<'m> {
         options: &GenerateOptions,
         start: Instant,
         #[cfg(feature = "tracing")] span: tracing::Span,
-    ) -> Result<Generation<'c, 'm>> {
+    ) -> Result<Generation<'c>> {
         if tokens.is_empty() {
-            return Err(Error::Tokenize {
-                reason: "the prompt is empty".into(),
-            });
+            return Err(Error::EmptyPrompt);
         }
         let needed = self.n_past() as usize + tokens.len();
         if needed > self.n_ctx() as usize {
@@ -275,7 +274,7 @@ impl<'m> LlamaContext<'m> {
     }
 }
 
-impl Generation<'_, '_> {
+impl Generation<'_> {
     fn stats(&self, stop_reason: StopReason) -> GenerationStats {
         GenerationStats::measured(
             self.prompt_tokens,
@@ -317,7 +316,7 @@ impl Generation<'_, '_> {
         if self.generated >= self.options.max_tokens as usize {
             return Ok(self.finish(StopReason::MaxTokens));
         }
-        let model = self.ctx.model();
+        let model = self.ctx.model().clone();
         let token = match self.sampler.sample(self.ctx) {
             Err(Error::GrammarDeadEnd { .. }) => {
                 return Ok(self.finish(StopReason::GrammarDeadEnd));
@@ -350,7 +349,7 @@ impl Generation<'_, '_> {
     }
 }
 
-impl Iterator for Generation<'_, '_> {
+impl Iterator for Generation<'_> {
     type Item = Result<Event>;
 
     fn next(&mut self) -> Option<Self::Item> {

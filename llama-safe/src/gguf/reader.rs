@@ -60,7 +60,7 @@ pub(crate) fn check_gguf_path(path: &Path) -> Result<()> {
         },
         _ => Error::Unreadable {
             path: path.to_path_buf(),
-            source,
+            source: source.into(),
         },
     })?;
     if meta.is_dir() {
@@ -71,7 +71,7 @@ pub(crate) fn check_gguf_path(path: &Path) -> Result<()> {
     let mut magic = [0u8; 4];
     let mut file = std::fs::File::open(path).map_err(|source| Error::Unreadable {
         path: path.to_path_buf(),
-        source,
+        source: source.into(),
     })?;
     match file.read_exact(&mut magic) {
         Ok(()) if &magic == b"GGUF" => Ok(()),
@@ -83,7 +83,7 @@ pub(crate) fn check_gguf_path(path: &Path) -> Result<()> {
         }),
         Err(source) => Err(Error::Unreadable {
             path: path.to_path_buf(),
-            source,
+            source: source.into(),
         }),
     }
 }

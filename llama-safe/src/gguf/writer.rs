@@ -173,9 +173,9 @@ impl GgufWriter {
     /// folder and a rename, so a reader never sees half a file; the
     /// temporary file is removed if anything fails).
     pub fn write_to(&self, path: &Path) -> Result<()> {
-        let io = |source| Error::Io {
+        let io = |source: std::io::Error| Error::Io {
             path: path.to_path_buf(),
-            source,
+            source: source.into(),
         };
         // A temporary file of its own per call: two threads writing the same
         // file, as tests do on a fresh cache, never share one, and the rename

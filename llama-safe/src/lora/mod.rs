@@ -48,12 +48,12 @@ impl Drop for Raw {
 /// assert_eq!(text, DemoLora::CONTINUATION);
 /// # Ok::<(), llama_safe::Error>(())
 /// ```
-pub struct LoraAdapter<'model> {
+pub struct LoraAdapter {
     raw: Arc<Raw>,
-    model: &'model LlamaModel,
+    model: LlamaModel,
 }
 
-impl std::fmt::Debug for LoraAdapter<'_> {
+impl std::fmt::Debug for LoraAdapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoraAdapter").finish_non_exhaustive()
     }
@@ -64,7 +64,7 @@ impl LlamaModel {
     /// model. A missing file, another architecture, tensors of the wrong
     /// shape, rank or type, or a pair on an expert tensor are
     /// [`Error::Lora`] with the reason.
-    pub fn load_lora(&self, path: impl AsRef<Path>) -> Result<LoraAdapter<'_>> {
+    pub fn load_lora(&self, path: impl AsRef<Path>) -> Result<LoraAdapter> {
         let path = path.as_ref();
         // llama.cpp reads these keys with getters that assert their type
         // (gguf_get_val_str, gguf_get_val_f32): check them first.
@@ -103,21 +103,21 @@ impl LlamaModel {
         )?;
         Ok(LoraAdapter {
             raw: Arc::new(Raw(raw)),
-            model: self,
+            model: self.clone(),
         })
     }
 }
 
-impl<'model> LlamaContext<'model> {
+impl LlamaContext {
     /// Applies these adapters, each with its scale, replacing any applied
     /// before (an empty list removes them all). An adapter of another model
     /// is [`Error::ModelMismatch`]; a scale that is not finite is
     /// [`Error::InvalidParameter`]. The context keeps each adapter alive
     /// while it is applied.
-    pub fn set_loras(&mut self, adapters: &[(&LoraAdapter<'model>, f32)]) -> Result<()> {
+    pub fn set_loras(&mut self, adapters: &[(&LoraAdapter, f32)]) -> Result<()> {
         if adapters
             .iter()
-            .any(|(a, _)| !std::ptr::eq(a.model, self.model()))
+            .any(|(a, _)| !a.model.same_model(self.model()))
         {
             return Err(Error::ModelMismatch {
                 what: "a LoRA adapter",

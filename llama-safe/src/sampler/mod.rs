@@ -16,6 +16,7 @@ pub use stage::SamplerStage;
 /// assert_eq!(greedy.temperature, 0.0);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[must_use = "builders return a new value: use it"]
 pub struct SamplingOptions {
     /// 0 or below: always the most likely token.
     pub temperature: f32,
@@ -181,21 +182,21 @@ impl SamplingOptions {
 
 /// A llama.cpp sampler chain over one model's vocabulary. `Send`, not `Sync`.
 ///
-/// It borrows its model: a grammar sampler keeps a pointer to the model's
-/// vocabulary, so the model must outlive it. This does not compile:
+/// It holds a handle of its model: a grammar sampler keeps a pointer to the
+/// model's vocabulary, so the model lives as long as the sampler does.
 ///
-/// ```compile_fail
+/// ```
 /// use llama_safe::{demo::DemoModel, LlamaBackend, LlamaModel, Sampler, SamplingOptions};
 /// let backend = LlamaBackend::init();
 /// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
 /// let sampler = Sampler::new(&model, &SamplingOptions::greedy())?;
-/// drop(model); // error: `model` is still borrowed by `sampler`
+/// drop(model); // the sampler's handle keeps the weights and vocabulary alive
 /// drop(sampler);
 /// # Ok::<(), llama_safe::Error>(())
 /// ```
-pub struct Sampler<'model> {
+pub struct Sampler {
     chain: Chain,
-    model: &'model LlamaModel,
+    model: LlamaModel,
     /// Positions in the chain of the grammar stages.
     grammars: Vec<i32>,
     /// A grammar reached a dead end: llama.cpp left it with no parse
@@ -205,10 +206,8 @@ pub struct Sampler<'model> {
     dead_end: bool,
 }
 
-/// The owned llama.cpp chain. Its `Drop` lives here, on a type without the
-/// model's lifetime, so a sampler may still be dropped after its model (at
-/// the end of a scope, say) while any *use* after the model is gone does not
-/// compile.
+/// The owned llama.cpp chain, freed before the sampler's model handle
+/// (fields drop in order: `chain` first).
 struct Chain(NonNull<llama_safe_sys::llama_sampler>);
 
 // SAFETY: the chain is owned and only used through `&mut Sampler`; the
@@ -225,13 +224,13 @@ impl Drop for Chain {
     }
 }
 
-impl std::fmt::Debug for Sampler<'_> {
+impl std::fmt::Debug for Sampler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sampler").finish_non_exhaustive()
     }
 }
 
-impl<'model> Sampler<'model> {
+impl Sampler {
     /// Builds the chain for `options` over `model`'s vocabulary: the
     /// preset made of its fields, or its own [`chain`](SamplingOptions::chain).
     /// A grammar that does not parse is [`Error::Grammar`] with
@@ -256,7 +255,7 @@ impl<'model> Sampler<'model> {
     /// assert!(Sampler::new(&model, &SamplingOptions::chain(vec![SamplerStage::TopK(5)])).is_err());
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
-    pub fn new(model: &'model LlamaModel, options: &SamplingOptions) -> Result<Sampler<'model>> {
+    pub fn new(model: &LlamaModel, options: &SamplingOptions) -> Result<Sampler> {
         let stages = options.stages();
         stage::check(model, &stages)?;
         // SAFETY: returns a plain struct; the chain is owned by the Sampler
@@ -271,7 +270,7 @@ impl<'model> Sampler<'model> {
                 name: "sampler",
                 reason: "llama.cpp could not create a sampler chain".into(),
             })?),
-            model,
+            model: model.clone(),
             grammars: Vec::new(),
             dead_end: false,
         };
@@ -300,7 +299,7 @@ impl<'model> Sampler<'model> {
     /// logits (a fresh, cleared or restored one) is [`Error::NoLogits`].
     /// A context over another model is [`Error::ModelMismatch`]; a grammar
     /// with no way forward is [`Error::GrammarDeadEnd`].
-    pub fn sample(&mut self, ctx: &mut LlamaContext<'_>) -> Result<Token> {
+    pub fn sample(&mut self, ctx: &mut LlamaContext) -> Result<Token> {
         match ctx.last_output() {
             Some(i) => self.sample_ith(ctx, i),
             None => Err(Error::NoLogits { index: None }),
@@ -310,8 +309,8 @@ impl<'model> Sampler<'model> {
     /// Samples from the logits of batch entry `i` of the last
     /// [`decode_batch`](LlamaContext::decode_batch) (one sampler per
     /// sequence keeps their penalties apart).
-    pub fn sample_ith(&mut self, ctx: &mut LlamaContext<'_>, i: usize) -> Result<Token> {
-        if !std::ptr::eq(ctx.model(), self.model) {
+    pub fn sample_ith(&mut self, ctx: &mut LlamaContext, i: usize) -> Result<Token> {
+        if !ctx.model().same_model(&self.model) {
             return Err(Error::ModelMismatch {
                 what: "the sampler",
             });

@@ -44,7 +44,7 @@ pub fn greedy_text(model: &LlamaModel, prompt: &str) -> String {
 }
 
 /// Greedy generation of `prompt` in `ctx`, at most `max_tokens`; the text.
-pub fn greedy_in(ctx: &mut LlamaContext<'_>, prompt: &str, max_tokens: u32) -> String {
+pub fn greedy_in(ctx: &mut LlamaContext, prompt: &str, max_tokens: u32) -> String {
     let options = GenerateOptions {
         sampling: SamplingOptions::greedy(),
         max_tokens,
