@@ -42,11 +42,9 @@ fn run(args: Args) -> Result<()> {
     };
     let threads = args.generation.model.threads();
     let mut ctx = LlamaContext::new(&model, &ctx_params)?;
-    let options = GenerateOptions {
-        max_tokens: args.max_tokens,
-        sampling: args.sampling.options(),
-        ..GenerateOptions::default()
-    };
+    let options = GenerateOptions::default()
+        .with_max_tokens(args.max_tokens)
+        .with_sampling(args.sampling.options());
 
     let mut messages: Vec<ChatMessage> = args
         .system

@@ -74,7 +74,12 @@ fn run(args: Args) -> Result<()> {
         .with_pooling(pooling);
     let mut ctx = LlamaContext::new(&model, &params)?;
     let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    let vectors = ctx.embed(&texts, !args.no_normalize)?;
+    let scale = if args.no_normalize {
+        Normalize::None
+    } else {
+        Normalize::UnitLength
+    };
+    let vectors = ctx.embed(&texts, scale)?;
 
     println!(
         "{} sentences, {} dimensions, pooling {:?}",

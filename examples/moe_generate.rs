@@ -59,11 +59,9 @@ fn run(args: Args) -> Result<()> {
     } else {
         prompt
     };
-    let options = GenerateOptions {
-        max_tokens: args.max_tokens,
-        sampling: args.sampling.options(),
-        ..GenerateOptions::default()
-    };
+    let options = GenerateOptions::default()
+        .with_max_tokens(args.max_tokens)
+        .with_sampling(args.sampling.options());
 
     let mut out = std::io::stdout().lock();
     if !args.chat {

@@ -19,11 +19,9 @@ fn main() -> Result<()> {
     let backend = LlamaBackend::init();
     let model = LlamaModel::load(&backend, &path, &LlamaModelParams::default())?;
     let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(2048))?;
-    let options = GenerateOptions {
-        max_tokens: 64,
-        sampling: SamplingOptions::greedy(),
-        ..Default::default()
-    };
+    let options = GenerateOptions::default()
+        .with_max_tokens(64)
+        .with_sampling(SamplingOptions::greedy());
 
     print!("{prompt}");
     for event in ctx.generate(&prompt, &options)? {

@@ -246,9 +246,9 @@ impl ContextArgs {
     /// `params` with these flags applied.
     pub fn apply(&self, params: ContextParams) -> ContextParams {
         let flash = match self.flash_attn.as_str() {
-            "on" => Some(true),
-            "off" => Some(false),
-            _ => None,
+            "on" => FlashAttention::Enabled,
+            "off" => FlashAttention::Disabled,
+            _ => FlashAttention::Auto,
         };
         params
             .with_flash_attention(flash)
@@ -411,15 +411,13 @@ pub struct SamplingArgs {
 impl SamplingArgs {
     /// The sampling options these flags describe.
     pub fn options(&self) -> SamplingOptions {
-        SamplingOptions {
-            temperature: self.temp,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repeat_penalty: self.repeat_penalty,
-            seed: self.seed,
-            ..SamplingOptions::default()
-        }
+        SamplingOptions::default()
+            .with_temperature(self.temp)
+            .with_top_k(self.top_k)
+            .with_top_p(self.top_p)
+            .with_min_p(self.min_p)
+            .with_repeat_penalty(self.repeat_penalty)
+            .with_seed(self.seed)
     }
 }
 

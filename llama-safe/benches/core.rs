@@ -92,9 +92,7 @@ fn params(c: &mut Criterion) {
                 .with_n_gpu_layers(999)
                 .with_cpu_moe_all();
             for i in 0..8 {
-                p = p
-                    .with_tensor_override(&format!(r"blk\.{i}\.attn_.*"), OverrideTarget::Cpu)
-                    .unwrap();
+                p = p.with_tensor_override(&format!(r"blk\.{i}\.attn_.*"), OverrideTarget::Cpu);
             }
             p
         })
@@ -104,7 +102,6 @@ fn params(c: &mut Criterion) {
             &format!(r"blk\.{i}\.ffn_(up|down|gate)_exps"),
             OverrideTarget::Cpu,
         )
-        .unwrap()
     });
     g.bench_function("materialize_48_override_array", |b| {
         b.iter_batched(

@@ -13,11 +13,11 @@ impl LlamaContext {
     /// [`with_pooling`](crate::ContextParams::with_pooling)). Texts are packed
     /// into as few decodes as the batch size and `n_seq_max` allow (with a
     /// unified KV cache; one per decode otherwise); the cache is cleared
-    /// before each. `normalize` scales each vector to unit
+    /// before each. [`Normalize::UnitLength`] scales each vector to unit
     /// length (Euclidean), so dot products are cosine similarities.
     ///
     /// ```
-    /// use llama_safe::{demo::DemoModel, ContextParams, LlamaBackend, LlamaContext, LlamaModel, Pooling};
+    /// use llama_safe::{demo::DemoModel, ContextParams, LlamaBackend, LlamaContext, LlamaModel, Normalize, Pooling};
     /// let backend = LlamaBackend::init();
     /// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
     /// let params = ContextParams::default()
@@ -27,12 +27,13 @@ impl LlamaContext {
     ///     .with_embeddings(true)
     ///     .with_pooling(Pooling::Mean);
     /// let mut ctx = LlamaContext::new(&model, &params)?;
-    /// let vectors = ctx.embed(&["one tiny model", "many experts"], true)?;
+    /// let vectors = ctx.embed(&["one tiny model", "many experts"], Normalize::UnitLength)?;
     /// assert_eq!(vectors.len(), 2);
     /// assert_eq!(vectors[0].len(), model.n_embd_out() as usize);
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
-    pub fn embed(&mut self, texts: &[&str], normalize: bool) -> Result<Vec<Vec<f32>>> {
+    pub fn embed(&mut self, texts: &[&str], scale: Normalize) -> Result<Vec<Vec<f32>>> {
+        let normalize = scale == Normalize::UnitLength;
         let ctx = self;
         if !ctx.embeddings_enabled() {
             return Err(Error::Embeddings {
@@ -125,4 +126,13 @@ fn embed_group(
         out.push(v);
     }
     Ok(())
+}
+
+/// How [`LlamaContext::embed`] scales each vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalize {
+    /// To unit length (Euclidean), so a dot product is the cosine similarity.
+    UnitLength,
+    /// As the model gives it.
+    None,
 }

@@ -68,8 +68,9 @@ pub mod limits {
 pub use backend::{BackendOptions, Device, DeviceKind, LlamaBackend};
 pub use chat::{ChatMessage, Tool, ToolCall};
 pub use context::batch::Batch;
-pub use context::params::{AbortCallback, ContextParams, KvCacheType, Pooling};
+pub use context::params::{AbortCallback, ContextParams, FlashAttention, KvCacheType, Pooling};
 pub use context::LlamaContext;
+pub use embeddings::Normalize;
 pub use error::{DecodeError, Error, ErrorKind, Reason, Result};
 pub use fit::{FitOptions, Fitted};
 pub use generate::{Event, GenerateOptions, Generation, GenerationStats, Piece, StopReason};

@@ -336,6 +336,7 @@ fn load_checked(
     no_alloc: bool,
 ) -> Result<NonNull<llama_safe_sys::llama_model>> {
     let path = file.path();
+    params.check()?;
     crate::check::model(file, params)?;
     let block_count = file.layer_count();
     let mut raw_params = params.materialize(block_count)?;

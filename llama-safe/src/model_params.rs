@@ -65,7 +65,7 @@ type Progress = Arc<Mutex<dyn FnMut(f32) -> bool + Send>>;
 /// use llama_safe::{LlamaModelParams, OverrideTarget};
 /// let params = LlamaModelParams::default()
 ///     .with_n_gpu_layers(999)
-///     .with_tensor_override(r"blk\.0\.attn_.*", OverrideTarget::Cpu)?
+///     .with_tensor_override(r"blk\.0\.attn_.*", OverrideTarget::Cpu)
 ///     .with_n_cpu_moe(10);
 /// assert_eq!(params.moe_mode(), llama_safe::MoeMode::FirstLayers(10));
 /// # Ok::<(), llama_safe::Error>(())
@@ -88,6 +88,9 @@ pub struct LlamaModelParams {
     moe: MoeMode,
     cpu_ffn_blocks: u32,
     progress: Option<Progress>,
+    /// The first mistake a builder met (a bad pattern, key or split),
+    /// reported when the params are used: builders stay chainable.
+    invalid: Option<Error>,
 }
 
 impl Default for LlamaModelParams {
@@ -111,6 +114,7 @@ impl Default for LlamaModelParams {
             moe: MoeMode::None,
             cpu_ffn_blocks: 0,
             progress: None,
+            invalid: None,
         }
     }
 }
@@ -161,23 +165,45 @@ impl LlamaModelParams {
 
     /// Proportions of the model per GPU (at most `llama_max_devices()`
     /// entries, each finite and non-negative).
-    pub fn with_tensor_split(mut self, split: &[f32]) -> Result<Self> {
+    pub fn with_tensor_split(mut self, split: &[f32]) -> Self {
         // SAFETY: pure function.
         let max = unsafe { llama_safe_sys::llama_max_devices() };
         if split.len() > max {
-            return Err(Error::InvalidParameter {
+            return self.invalid(Error::InvalidParameter {
                 name: "tensor_split",
                 reason: format!("{} entries, llama.cpp takes at most {max}", split.len()),
             });
         }
         if split.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return Err(Error::InvalidParameter {
+            return self.invalid(Error::InvalidParameter {
                 name: "tensor_split",
                 reason: format!("{split:?} has a negative or non-finite entry"),
             });
         }
         self.tensor_split = split.to_vec();
-        Ok(self)
+        self
+    }
+
+    /// Records the first mistake of a builder, for [`check`](Self::check).
+    fn invalid(mut self, error: Error) -> Self {
+        self.invalid.get_or_insert(error);
+        self
+    }
+
+    /// The first mistake a builder met (an invalid pattern, key, value or
+    /// split), if any. Loads, plans and fits return it; call this to find
+    /// out sooner.
+    ///
+    /// ```
+    /// use llama_safe::{LlamaModelParams, OverrideTarget};
+    /// let params = LlamaModelParams::default().with_tensor_override("blk\\.(", OverrideTarget::Cpu);
+    /// assert!(matches!(params.check(), Err(llama_safe::Error::InvalidPattern { .. })));
+    /// ```
+    pub fn check(&self) -> Result<()> {
+        match &self.invalid {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
     }
 
     /// How the weights are read (mmap, mlock, plain reads).
@@ -219,17 +245,19 @@ impl LlamaModelParams {
         self
     }
 
-    /// Overrides a metadata key/value of the model at load.
-    pub fn with_kv_override(mut self, key: &str, value: KvValue) -> Result<Self> {
+    /// Overrides a metadata key/value of the model at load. A key or string
+    /// llama.cpp cannot take (empty, over 127 bytes, a NUL) is
+    /// [`Error::InvalidParameter`] from [`check`](Self::check) and the load.
+    pub fn with_kv_override(mut self, key: &str, value: KvValue) -> Self {
         if key.is_empty() || key.len() > 127 || key.contains('\0') {
-            return Err(Error::InvalidParameter {
+            return self.invalid(Error::InvalidParameter {
                 name: "kv_override key",
                 reason: format!("{key:?} must be 1..=127 bytes without NUL"),
             });
         }
         if let KvValue::Str(s) = &value {
             if s.len() > 127 || s.contains('\0') {
-                return Err(Error::InvalidParameter {
+                return self.invalid(Error::InvalidParameter {
                     name: "kv_override value",
                     reason: format!("string for {key:?} must be at most 127 bytes without NUL"),
                 });
@@ -237,7 +265,7 @@ impl LlamaModelParams {
         }
         self.kv_overrides.retain(|(k, _)| k != key);
         self.kv_overrides.push((key.to_string(), value));
-        Ok(self)
+        self
     }
 
     /// Called with the load progress (0.0 to 1.0). Returning `false` cancels
@@ -258,14 +286,20 @@ impl LlamaModelParams {
     ///
     /// The pattern is a C++ `std::regex` (ECMAScript) searched anywhere in
     /// the tensor name, exactly as llama.cpp's `-ot pattern=target`; it is
-    /// checked now and an invalid one is [`Error::InvalidPattern`].
+    /// checked now, and an invalid one is [`Error::InvalidPattern`] from
+    /// [`check`](Self::check) and from every load, plan or fit with these
+    /// params (the builder stays chainable).
     /// llama.cpp applies the first pattern that matches, so overrides added
     /// here come before the MoE patterns of [`with_cpu_moe_all`](Self::with_cpu_moe_all)
     /// and [`with_n_cpu_moe`](Self::with_n_cpu_moe), in the order added.
-    pub fn with_tensor_override(mut self, pattern: &str, target: OverrideTarget) -> Result<Self> {
-        let pattern = TensorPattern::new(pattern)?;
-        self.overrides.push((pattern, target));
-        Ok(self)
+    pub fn with_tensor_override(mut self, pattern: &str, target: OverrideTarget) -> Self {
+        match TensorPattern::new(pattern) {
+            Ok(pattern) => {
+                self.overrides.push((pattern, target));
+                self
+            }
+            Err(e) => self.invalid(e),
+        }
     }
 
     /// Keeps every MoE expert tensor in host memory, like llama.cpp's
@@ -405,6 +439,7 @@ impl LlamaModelParams {
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
     pub fn materialize(&self, block_count: u32) -> Result<RawModelParams> {
+        self.check()?;
         let overrides = self.effective_overrides(block_count);
         // SAFETY: pure function.
         let limit = unsafe { llama_safe_sys::llama_max_tensor_buft_overrides() };

@@ -84,8 +84,7 @@ fn truncated_gguf_reports_llama_cpps_reason() {
 #[test]
 fn unknown_device_is_an_error_at_load() {
     let params = LlamaModelParams::default()
-        .with_tensor_override("ffn_up_exps", OverrideTarget::Device("CUDA7".into()))
-        .unwrap();
+        .with_tensor_override("ffn_up_exps", OverrideTarget::Device("CUDA7".into()));
     let backend = LlamaBackend::init();
     match LlamaModel::load(&backend, moe_path(), &params) {
         Err(Error::UnknownDevice { name, available }) => {
@@ -104,7 +103,9 @@ fn unknown_device_is_an_error_at_load() {
 #[test]
 fn impossible_parameters() {
     assert!(matches!(
-        LlamaModelParams::default().with_tensor_split(&[-1.0]),
+        LlamaModelParams::default()
+            .with_tensor_split(&[-1.0])
+            .check(),
         Err(Error::InvalidParameter {
             name: "tensor_split",
             ..
@@ -112,15 +113,40 @@ fn impossible_parameters() {
     ));
     assert!(LlamaModelParams::default()
         .with_tensor_split(&[1.0; 1000])
+        .check()
         .is_err());
     assert!(LlamaModelParams::default()
         .with_kv_override(&"k".repeat(200), KvValue::Bool(true))
+        .check()
         .is_err());
     assert!(LlamaModelParams::default()
         .with_kv_override("a.b", KvValue::Str("s".repeat(200)))
+        .check()
         .is_err());
+    // Builders stay chainable; the first mistake comes back from the load,
+    // the plan and the fit, whatever is chained after it.
+    let bad = LlamaModelParams::default()
+        .with_tensor_override("(", OverrideTarget::Cpu)
+        .with_cpu_moe_all()
+        .with_tensor_override("blk\\.[", OverrideTarget::Cpu);
+    assert!(
+        matches!(bad.check(), Err(Error::InvalidPattern { ref pattern, .. }) if pattern == "(")
+    );
+    let backend = LlamaBackend::init();
     assert!(matches!(
-        LlamaModelParams::default().with_tensor_override("(", OverrideTarget::Cpu),
+        LlamaModel::load(&backend, moe_path(), &bad),
+        Err(Error::InvalidPattern { .. })
+    ));
+    assert!(matches!(
+        bad.plan(moe_path()),
+        Err(Error::InvalidPattern { .. })
+    ));
+    assert!(matches!(
+        bad.fit(
+            moe_path(),
+            &ContextParams::default(),
+            &FitOptions::default()
+        ),
         Err(Error::InvalidPattern { .. })
     ));
 }
@@ -185,10 +211,7 @@ fn prompt_longer_than_the_context() {
 fn invalid_grammar() {
     let backend = LlamaBackend::init();
     let model = LlamaModel::load(&backend, moe_path(), &LlamaModelParams::default()).unwrap();
-    let options = SamplingOptions {
-        grammar: Some("root ::= (".into()),
-        ..SamplingOptions::greedy()
-    };
+    let options = SamplingOptions::greedy().with_grammar("root ::= (");
     assert!(matches!(
         Sampler::new(&model, &options),
         Err(Error::Grammar { .. })

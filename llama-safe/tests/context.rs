@@ -369,7 +369,7 @@ fn kv_cache_types() {
     // The demo model's heads are 16 wide: 32-element quantized blocks do not
     // fit, and llama.cpp says so instead of crashing.
     let q8 = params()
-        .with_flash_attention(Some(true))
+        .with_flash_attention(FlashAttention::Enabled)
         .with_kv_cache_type(KvCacheType::Q8_0, KvCacheType::Q8_0);
     match LlamaContext::new(&model, &q8) {
         Err(Error::Context { reason }) => assert!(reason.contains("block size"), "{reason}"),
@@ -434,9 +434,9 @@ fn embeddings_are_normalised_and_independent_of_packing() {
     ];
     let mut packed = LlamaContext::new(&model, &embed_params(4).with_kv_unified(true)).unwrap();
     assert_eq!(packed.pooling(), Pooling::Mean);
-    let a = packed.embed(&texts, true).unwrap();
+    let a = packed.embed(&texts, Normalize::UnitLength).unwrap();
     let mut single = LlamaContext::new(&model, &embed_params(1)).unwrap();
-    let b = single.embed(&texts, true).unwrap();
+    let b = single.embed(&texts, Normalize::UnitLength).unwrap();
     assert_eq!(a.len(), texts.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.len(), model.n_embd() as usize);
@@ -452,12 +452,12 @@ fn embeddings_are_normalised_and_independent_of_packing() {
     // Without a unified cache embed decodes one text at a time (llama.cpp
     // pools mixed-length sequences of one batch wrongly there).
     let mut per_seq = LlamaContext::new(&model, &embed_params(4)).unwrap();
-    assert_eq!(per_seq.embed(&texts, true).unwrap(), b);
+    assert_eq!(per_seq.embed(&texts, Normalize::UnitLength).unwrap(), b);
     let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
     assert!((dot(&a[0], &a[3]) - 1.0).abs() < 1e-4);
     assert!(dot(&a[0], &a[1]) < 0.9999);
 
-    let raw = packed.embed(&texts[..1], false).unwrap();
+    let raw = packed.embed(&texts[..1], Normalize::None).unwrap();
     let norm: f32 = raw[0].iter().map(|v| v * v).sum::<f32>().sqrt();
     assert!(
         (norm - 1.0).abs() > 1e-3,
@@ -470,7 +470,7 @@ fn embeddings_need_an_embeddings_context() {
     let model = load();
     let mut plain = LlamaContext::new(&model, &params()).unwrap();
     assert!(matches!(
-        plain.embed(&["x"], true),
+        plain.embed(&["x"], Normalize::UnitLength),
         Err(Error::Embeddings { .. })
     ));
     let mut unpooled = LlamaContext::new(
@@ -479,13 +479,13 @@ fn embeddings_need_an_embeddings_context() {
     )
     .unwrap();
     assert!(matches!(
-        unpooled.embed(&["x"], true),
+        unpooled.embed(&["x"], Normalize::UnitLength),
         Err(Error::Embeddings { .. })
     ));
     let mut ctx = LlamaContext::new(&model, &embed_params(2)).unwrap();
     let long = "experts ".repeat(600);
     assert!(matches!(
-        ctx.embed(&[long.as_str()], true),
+        ctx.embed(&[long.as_str()], Normalize::UnitLength),
         Err(Error::PromptTooLong { .. })
     ));
 }

@@ -15,11 +15,9 @@ fn model() -> LlamaModel {
 }
 
 fn options(max_tokens: u32, sampling: SamplingOptions) -> GenerateOptions {
-    GenerateOptions {
-        max_tokens,
-        sampling,
-        ..Default::default()
-    }
+    GenerateOptions::default()
+        .with_max_tokens(max_tokens)
+        .with_sampling(sampling)
 }
 
 fn request(model: &LlamaModel, prompt: &str, options: GenerateOptions) -> Request {
@@ -127,10 +125,7 @@ fn dropping_a_handle_cancels_and_frees_its_cells() {
     let eos = model.token_eos().unwrap();
     let long = options(
         1500,
-        SamplingOptions {
-            logit_bias: vec![(eos, f32::NEG_INFINITY)],
-            ..SamplingOptions::greedy()
-        },
+        SamplingOptions::greedy().with_logit_bias(vec![(eos, f32::NEG_INFINITY)]),
     );
     let handle = engine
         .submit(request(&model, demo::DEMO_PROMPT, long))
@@ -161,10 +156,7 @@ fn admission_waits_for_room_and_refuses_what_never_fits() {
     let eos = model.token_eos().unwrap();
     let long = options(
         55,
-        SamplingOptions {
-            logit_bias: vec![(eos, f32::NEG_INFINITY)],
-            ..SamplingOptions::greedy()
-        },
+        SamplingOptions::greedy().with_logit_bias(vec![(eos, f32::NEG_INFINITY)]),
     );
     let opts = options(40, SamplingOptions::greedy());
     // 5 + 55 cells reserved: the second (5 + 40) must wait for the first.
@@ -214,25 +206,17 @@ fn each_sequence_keeps_its_own_seed_sampler_and_stop_strings() {
     .unwrap();
     let seeded = options(
         16,
-        SamplingOptions {
-            temperature: 1.5,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            seed: 42,
-            ..SamplingOptions::default()
-        },
+        SamplingOptions::default()
+            .with_temperature(1.5)
+            .with_top_k(0)
+            .with_top_p(1.0)
+            .with_min_p(0.0)
+            .with_seed(42),
     );
-    let stop = GenerateOptions {
-        stop: vec!["tiny mo".into()],
-        ..options(24, SamplingOptions::greedy())
-    };
+    let stop = options(24, SamplingOptions::greedy()).with_stop(vec!["tiny mo".into()]);
     let grammar = options(
         8,
-        SamplingOptions {
-            grammar: Some(r#"root ::= " there lived""#.into()),
-            ..SamplingOptions::greedy()
-        },
+        SamplingOptions::greedy().with_grammar(r#"root ::= " there lived""#),
     );
     let a = engine
         .submit(request(&model, "Once upon", seeded.clone()))
@@ -369,10 +353,7 @@ fn a_slow_sampler_build_does_not_stall_running_sequences() {
         grammar.push_str(&format!("r{i} ::= \"{words}\" r{}\n", i + 1));
     }
     grammar.push_str("r8000 ::= \" there\"\n");
-    let slow = SamplingOptions {
-        grammar: Some(grammar),
-        ..SamplingOptions::greedy()
-    };
+    let slow = SamplingOptions::greedy().with_grammar(grammar);
     // What one build takes here (the median of three, past the first).
     drop(Sampler::new(&model, &slow).unwrap());
     let mut builds: Vec<Duration> = (0..3)
@@ -394,15 +375,11 @@ fn a_slow_sampler_build_does_not_stall_running_sequences() {
     )
     .unwrap();
     let eos = model.token_eos().unwrap();
-    let long = SamplingOptions {
-        logit_bias: vec![(eos, f32::NEG_INFINITY)],
-        ..SamplingOptions::greedy()
-    };
+    let long = SamplingOptions::greedy().with_logit_bias(vec![(eos, f32::NEG_INFINITY)]);
     // Long enough to outlast the slow request whatever the machine's
     // speed; cancelled once that one is done.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut long_options = options(2000, long);
-    long_options.cancel = Some(stop.clone());
+    let long_options = options(2000, long).with_cancel(stop.clone());
     let running = engine
         .submit(request(&model, demo::DEMO_PROMPT, long_options))
         .unwrap();

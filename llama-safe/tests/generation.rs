@@ -44,11 +44,9 @@ fn run(
 }
 
 fn greedy() -> GenerateOptions {
-    GenerateOptions {
-        sampling: SamplingOptions::greedy(),
-        max_tokens: 64,
-        ..Default::default()
-    }
+    GenerateOptions::default()
+        .with_sampling(SamplingOptions::greedy())
+        .with_max_tokens(64)
 }
 
 #[test]
@@ -99,22 +97,12 @@ fn low_level_api_gives_the_known_sentence() {
 #[test]
 fn max_tokens_and_stop_strings() {
     let model = load();
-    let (text, tokens, stats) = run(
-        &model,
-        DEMO_PROMPT,
-        &GenerateOptions {
-            max_tokens: 3,
-            ..greedy()
-        },
-    );
+    let (text, tokens, stats) = run(&model, DEMO_PROMPT, &greedy().with_max_tokens(3));
     assert_eq!(text, " there lived one");
     assert_eq!((tokens.len(), stats.generated_tokens), (3, 3));
     assert_eq!(stats.stop_reason, StopReason::MaxTokens);
 
-    let options = GenerateOptions {
-        stop: vec![" tiny".into()],
-        ..greedy()
-    };
+    let options = greedy().with_stop(vec![" tiny".into()]);
     let (text, _, stats) = run(&model, DEMO_PROMPT, &options);
     assert_eq!(text, " there lived one");
     assert_eq!(stats.stop_reason, StopReason::StopString);
@@ -124,14 +112,7 @@ fn max_tokens_and_stop_strings() {
 fn cancel_flag_stops_generation() {
     let model = load();
     let flag = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let (text, _, stats) = run(
-        &model,
-        DEMO_PROMPT,
-        &GenerateOptions {
-            cancel: Some(flag),
-            ..greedy()
-        },
-    );
+    let (text, _, stats) = run(&model, DEMO_PROMPT, &greedy().with_cancel(flag));
     assert_eq!(text, "");
     assert_eq!(stats.stop_reason, StopReason::Cancelled);
 }
@@ -198,15 +179,13 @@ fn one_model_many_threads_same_text() {
 #[test]
 fn seeded_sampling_is_reproducible() {
     let model = load();
-    let options = GenerateOptions {
-        sampling: SamplingOptions {
-            temperature: 0.8,
-            seed: 7,
-            ..Default::default()
-        },
-        max_tokens: 8,
-        ..Default::default()
-    };
+    let options = GenerateOptions::default()
+        .with_sampling(
+            SamplingOptions::default()
+                .with_temperature(0.8)
+                .with_seed(7),
+        )
+        .with_max_tokens(8);
     assert_eq!(
         run(&model, DEMO_PROMPT, &options).0,
         run(&model, DEMO_PROMPT, &options).0

@@ -182,7 +182,7 @@ fn offload_controls_change_what_they_say_on_the_device() {
         &ctx_default
             .clone()
             .with_kv_cache_type(KvCacheType::F32, KvCacheType::F32)
-            .with_flash_attention(Some(true)),
+            .with_flash_attention(FlashAttention::Enabled),
     );
     eprintln!("f32 KV + flash attention: {f32_kv:?}");
     assert_eq!(text, DEMO_CONTINUATION);
@@ -207,11 +207,15 @@ fn offload_controls_change_what_they_say_on_the_device() {
     // device's compute buffer, so it grows; the same text.
     let (text, fa_on, _) = measure(
         &model,
-        &ctx_default.clone().with_flash_attention(Some(true)),
+        &ctx_default
+            .clone()
+            .with_flash_attention(FlashAttention::Enabled),
     );
     let (text_off, fa_off, _) = measure(
         &model,
-        &ctx_default.clone().with_flash_attention(Some(false)),
+        &ctx_default
+            .clone()
+            .with_flash_attention(FlashAttention::Disabled),
     );
     eprintln!("flash attention on: {fa_on:?}, off: {fa_off:?}");
     assert_eq!(
@@ -282,8 +286,7 @@ fn fit_moves_experts_then_layers_then_context_and_the_load_matches() {
     let base = LlamaModelParams::default()
         .with_n_gpu_layers(999)
         .with_devices(&[&device])
-        .with_tensor_override(r"^output_norm\.weight$", OverrideTarget::Cpu)
-        .unwrap();
+        .with_tensor_override(r"^output_norm\.weight$", OverrideTarget::Cpu);
     let plan =
         |params: &LlamaModelParams, ctx: &ContextParams| predicted(&path, params, ctx, &device);
     let budget = |bytes: u64| {

@@ -37,11 +37,9 @@ fn ctx_params() -> ContextParams {
 /// error, if any, is returned (a typed one, or the test fails on a crash).
 fn run(model: &LlamaModel, sampling: SamplingOptions, n: u32) -> Result<String> {
     let mut ctx = LlamaContext::new(model, &ctx_params())?;
-    let options = GenerateOptions {
-        max_tokens: n,
-        sampling,
-        ..Default::default()
-    };
+    let options = GenerateOptions::default()
+        .with_max_tokens(n)
+        .with_sampling(sampling);
     let mut text = String::new();
     for event in ctx.generate(demo::DEMO_PROMPT, &options)? {
         if let Event::Piece(p) = event? {
@@ -258,16 +256,8 @@ fn schema_corpus_gives_errors_or_grammars_that_run() {
             for i in 0..CASES {
                 let schema = schema_case(&mut rng, 0);
                 let start = Instant::now();
-                let outcome = json_schema_to_grammar(&schema).and_then(|g| {
-                    run(
-                        &model,
-                        SamplingOptions {
-                            grammar: Some(g),
-                            ..SamplingOptions::greedy()
-                        },
-                        8,
-                    )
-                });
+                let outcome = json_schema_to_grammar(&schema)
+                    .and_then(|g| run(&model, SamplingOptions::greedy().with_grammar(g), 8));
                 match outcome {
                     Ok(_) => ran += 1,
                     Err(e) if typed_schema_error(&e) => refused += 1,
@@ -372,14 +362,8 @@ fn an_ambiguous_grammar_ends_its_request_instead_of_stalling() {
                 {"type": "array", "items": {"$ref": "#/$defs/a"}}]}},
                 "$ref": "#/$defs/a"});
             let grammar = json_schema_to_grammar(&schema).unwrap();
-            let mut sampler = Sampler::new(
-                &model,
-                &SamplingOptions {
-                    grammar: Some(grammar),
-                    ..SamplingOptions::greedy()
-                },
-            )
-            .unwrap();
+            let mut sampler =
+                Sampler::new(&model, &SamplingOptions::greedy().with_grammar(grammar)).unwrap();
             let open: Vec<Token> = (0..model.n_vocab() as i32)
                 .map(Token)
                 .filter(|&t| model.token_bytes(t, false).is_ok_and(|b| b == b"["))
@@ -486,10 +470,7 @@ fn gbnf_corpus_gives_errors_or_grammars_that_run() {
             for i in 0..CASES {
                 let gbnf = gbnf_case(&mut rng);
                 let start = Instant::now();
-                let sampling = SamplingOptions {
-                    grammar: Some(gbnf.clone()),
-                    ..SamplingOptions::greedy()
-                };
+                let sampling = SamplingOptions::greedy().with_grammar(gbnf.clone());
                 match run(&model, sampling, 8) {
                     Ok(_) => ran += 1,
                     Err(e) if typed_schema_error(&e) || matches!(e, Error::NulByte { .. }) => {
@@ -540,13 +521,7 @@ fn gbnf_regressions_are_errors() {
             ),
         ] {
             let start = Instant::now();
-            let result = Sampler::new(
-                &model,
-                &SamplingOptions {
-                    grammar: Some(gbnf),
-                    ..SamplingOptions::greedy()
-                },
-            );
+            let result = Sampler::new(&model, &SamplingOptions::greedy().with_grammar(gbnf));
             assert!(
                 matches!(result, Err(Error::Grammar { .. })),
                 "{what}: {result:?}"

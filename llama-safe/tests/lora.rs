@@ -9,7 +9,7 @@ use llama_safe::*;
 
 fn text(ctx: &mut LlamaContext) -> String {
     ctx.clear();
-    greedy_in(ctx, DEMO_PROMPT, GenerateOptions::default().max_tokens)
+    greedy_in(ctx, DEMO_PROMPT, GenerateOptions::default().max_tokens())
 }
 
 #[test]

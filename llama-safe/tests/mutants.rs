@@ -358,11 +358,9 @@ fn run_one(path: &Path) -> String {
             &ContextParams::default().with_n_ctx(64).with_threads(1),
         )
         .and_then(|mut ctx| {
-            let options = GenerateOptions {
-                max_tokens: 4,
-                sampling: SamplingOptions::greedy(),
-                ..Default::default()
-            };
+            let options = GenerateOptions::default()
+                .with_max_tokens(4)
+                .with_sampling(SamplingOptions::greedy());
             let mut n = 0;
             for event in ctx.generate(demo::DEMO_PROMPT, &options)? {
                 if let Event::Piece(_) = event? {

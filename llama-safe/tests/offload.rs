@@ -133,7 +133,6 @@ fn plan_predicts_exactly_what_the_load_reports() {
         LlamaModelParams::default().with_n_cpu_moe(3),
         LlamaModelParams::default()
             .with_tensor_override(r"blk\.0\.attn_(q|k)", OverrideTarget::Cpu)
-            .unwrap()
             .with_n_cpu_moe(1),
     ];
     for params in cases {
@@ -159,8 +158,7 @@ fn explicit_overrides_come_first_and_last_moe_call_wins() {
     let params = LlamaModelParams::default()
         .with_n_cpu_moe(4)
         .with_cpu_moe_all()
-        .with_tensor_override(r"blk\.0\.ffn_up_exps", OverrideTarget::Cpu)
-        .unwrap();
+        .with_tensor_override(r"blk\.0\.ffn_up_exps", OverrideTarget::Cpu);
     assert_eq!(params.moe_mode(), MoeMode::All);
     let effective = params.effective_overrides(4);
     assert_eq!(

@@ -41,10 +41,7 @@ fn sampler_of_another_model_is_a_typed_error() {
     in_child("sampler_of_another_model_is_a_typed_error", LIMIT, || {
         let a = default_model();
         let b = LlamaModel::load(&LlamaBackend::init(), dense_path(), &Default::default()).unwrap();
-        let grammar = SamplingOptions {
-            grammar: Some(r#"root ::= [a-z ]+"#.into()),
-            ..SamplingOptions::greedy()
-        };
+        let grammar = SamplingOptions::greedy().with_grammar(r#"root ::= [a-z ]+"#);
         let mut sampler = Sampler::new(&a, &grammar).unwrap();
         let mut ctx = LlamaContext::new(&b, &ctx_params()).unwrap();
         ctx.decode(&b.tokenize("Once upon", Tokenize::PROMPT).unwrap())
@@ -63,15 +60,13 @@ fn sampler_of_another_model_is_a_typed_error() {
 fn grammar_run(grammar: &str, logit_bias: Vec<(Token, f32)>) -> Result<GenerationStats> {
     let model = default_model();
     let mut ctx = LlamaContext::new(&model, &ctx_params())?;
-    let options = GenerateOptions {
-        max_tokens: 16,
-        sampling: SamplingOptions {
-            grammar: Some(grammar.into()),
-            logit_bias,
-            ..SamplingOptions::greedy()
-        },
-        ..Default::default()
-    };
+    let options = GenerateOptions::default()
+        .with_max_tokens(16)
+        .with_sampling(
+            SamplingOptions::greedy()
+                .with_grammar(grammar)
+                .with_logit_bias(logit_bias),
+        );
     let mut stats = None;
     for event in ctx.generate(demo::DEMO_PROMPT, &options)? {
         if let Event::Done(s) = event? {
@@ -114,10 +109,7 @@ fn sampler_accept_of_a_token_the_grammar_forbids_is_a_typed_error() {
         LIMIT,
         || {
             let model = default_model();
-            let options = SamplingOptions {
-                grammar: Some(r#"root ::= "x""#.into()),
-                ..SamplingOptions::greedy()
-            };
+            let options = SamplingOptions::greedy().with_grammar(r#"root ::= "x""#);
             let mut sampler = Sampler::new(&model, &options).unwrap();
             let once = model.tokenize("Once", Tokenize::TEXT).unwrap()[0];
             assert!(matches!(
@@ -143,20 +135,14 @@ fn a_grammar_end_or_dead_end_from_accept_is_a_typed_error_not_an_abort() {
         || {
             let model = default_model();
             let eos = model.token_eos().unwrap();
-            let plain = SamplingOptions {
-                grammar: Some(r#"root ::= "xyz""#.into()),
-                ..SamplingOptions::greedy()
-            };
+            let plain = SamplingOptions::greedy().with_grammar(r#"root ::= "xyz""#);
             let mut sampler = Sampler::new(&model, &plain).unwrap();
             assert!(matches!(
                 sampler.accept(eos),
                 Err(Error::GrammarDeadEnd { .. })
             ));
             // A grammar that may end here accepts it.
-            let optional = SamplingOptions {
-                grammar: Some(r#"root ::= "xyz"?"#.into()),
-                ..SamplingOptions::greedy()
-            };
+            let optional = SamplingOptions::greedy().with_grammar(r#"root ::= "xyz"?"#);
             Sampler::new(&model, &optional)
                 .unwrap()
                 .accept(eos)
@@ -200,10 +186,8 @@ fn a_grammar_end_or_dead_end_from_accept_is_a_typed_error_not_an_abort() {
 #[test]
 fn logit_bias_outside_the_vocabulary_is_a_typed_error() {
     let model = default_model();
-    let options = SamplingOptions {
-        logit_bias: vec![(Token(model.n_vocab() as i32), -1.0)],
-        ..SamplingOptions::greedy()
-    };
+    let options =
+        SamplingOptions::greedy().with_logit_bias(vec![(Token(model.n_vocab() as i32), -1.0)]);
     assert!(matches!(
         Sampler::new(&model, &options),
         Err(Error::InvalidToken { .. })
@@ -219,9 +203,7 @@ fn override_rejected(key: &str, value: KvValue) -> Error {
 /// `plan` and `load` of `path` with `key` overridden both give
 /// `InvalidModel` for that key.
 fn override_rejected_in(path: &std::path::Path, key: &str, value: KvValue) -> Error {
-    let params = LlamaModelParams::default()
-        .with_kv_override(key, value)
-        .unwrap();
+    let params = LlamaModelParams::default().with_kv_override(key, value);
     let planned = params.plan(path);
     let backend = LlamaBackend::init();
     let loaded = LlamaModel::load(&backend, path, &params);
@@ -384,8 +366,7 @@ fn a_vocabulary_without_a_tokenizer_is_a_typed_error() {
         LIMIT,
         || {
             let params = LlamaModelParams::default()
-                .with_kv_override("tokenizer.ggml.model", KvValue::Str("none".into()))
-                .unwrap();
+                .with_kv_override("tokenizer.ggml.model", KvValue::Str("none".into()));
             let model = load_with(&params).unwrap();
             assert!(matches!(
                 model.tokenize("Once", Tokenize::PROMPT),
@@ -409,8 +390,7 @@ fn a_bert_vocabulary_with_byte_tokens_is_invalid_model() {
         LIMIT,
         || {
             let params = LlamaModelParams::default()
-                .with_kv_override("tokenizer.ggml.model", KvValue::Str("bert".into()))
-                .unwrap();
+                .with_kv_override("tokenizer.ggml.model", KvValue::Str("bert".into()));
             assert!(matches!(
                 load_with(&params),
                 Err(Error::InvalidModel { .. })
@@ -681,15 +661,11 @@ fn banning_every_token_does_not_abort() {
             .collect();
         for temperature in [0.0, 1.0] {
             let mut ctx = LlamaContext::new(&model, &ctx_params()).unwrap();
-            let options = GenerateOptions {
-                max_tokens: 4,
-                sampling: SamplingOptions {
-                    temperature,
-                    logit_bias: ban_all.clone(),
-                    ..SamplingOptions::default()
-                },
-                ..Default::default()
-            };
+            let options = GenerateOptions::default().with_max_tokens(4).with_sampling(
+                SamplingOptions::default()
+                    .with_temperature(temperature)
+                    .with_logit_bias(ban_all.clone()),
+            );
             let result: Result<Vec<Event>> = ctx
                 .generate(demo::DEMO_PROMPT, &options)
                 .and_then(|g| g.collect());
@@ -710,13 +686,11 @@ fn an_embedding_width_override_does_not_read_out_of_bounds() {
         || {
             // Wider than the llama graph's output: a read past the tensor.
             let wide = LlamaModelParams::default()
-                .with_kv_override("llama.embedding_length_out", KvValue::Int(128))
-                .unwrap();
+                .with_kv_override("llama.embedding_length_out", KvValue::Int(128));
             assert!(matches!(load_with(&wide), Err(Error::InvalidModel { .. })));
             for width in [32, 64] {
                 let params = LlamaModelParams::default()
-                    .with_kv_override("llama.embedding_length_out", KvValue::Int(width))
-                    .unwrap();
+                    .with_kv_override("llama.embedding_length_out", KvValue::Int(width));
                 let model = load_with(&params).unwrap();
                 let ctx = embeddings_of_once_upon(&model);
                 assert_eq!(model.n_embd_out(), width as u32);

@@ -19,11 +19,9 @@ fn run(model: &LlamaModel, mut stages: Vec<SamplerStage>) -> String {
         &ContextParams::default().with_n_ctx(256).with_threads(2),
     )
     .unwrap();
-    let options = GenerateOptions {
-        max_tokens: 40,
-        sampling: SamplingOptions::chain(stages),
-        ..Default::default()
-    };
+    let options = GenerateOptions::default()
+        .with_max_tokens(40)
+        .with_sampling(SamplingOptions::chain(stages));
     let mut text = String::new();
     for event in ctx.generate(demo::DEMO_PROMPT, &options).unwrap() {
         if let Event::Piece(p) = event.unwrap() {

@@ -29,11 +29,9 @@ fn generate(
         &ContextParams::default().with_n_ctx(2048).with_threads(1),
     )
     .unwrap();
-    let options = GenerateOptions {
-        sampling: SamplingOptions::chain(stages),
-        max_tokens: max,
-        ..Default::default()
-    };
+    let options = GenerateOptions::default()
+        .with_sampling(SamplingOptions::chain(stages))
+        .with_max_tokens(max);
     let (mut text, mut reason) = (String::new(), None);
     for event in ctx.generate(prompt, &options).unwrap() {
         match event.unwrap() {
@@ -177,14 +175,7 @@ fn bad_schemas_are_typed_errors_naming_where() {
         "$ref": "#/$defs/node"});
     let grammar = json_schema_to_grammar(&tree).unwrap();
     let model = load();
-    Sampler::new(
-        &model,
-        &SamplingOptions {
-            grammar: Some(grammar),
-            ..SamplingOptions::greedy()
-        },
-    )
-    .unwrap();
+    Sampler::new(&model, &SamplingOptions::greedy().with_grammar(grammar)).unwrap();
 }
 
 #[test]

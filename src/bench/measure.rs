@@ -257,16 +257,16 @@ pub fn run_rust(spec: &RunSpec, config: &Config) -> Result<RunResult> {
 
     let mut sampling = SamplingOptions::greedy();
     if spec.ignore_eos {
-        sampling.logit_bias = model
-            .token_eos()
-            .map(|eos| vec![(eos, f32::NEG_INFINITY)])
-            .unwrap_or_default();
+        sampling = sampling.with_logit_bias(
+            model
+                .token_eos()
+                .map(|eos| vec![(eos, f32::NEG_INFINITY)])
+                .unwrap_or_default(),
+        );
     }
-    let options = GenerateOptions {
-        max_tokens: spec.max_tokens,
-        sampling,
-        ..GenerateOptions::default()
-    };
+    let options = GenerateOptions::default()
+        .with_max_tokens(spec.max_tokens)
+        .with_sampling(sampling);
     let mut text = String::new();
     let mut stats = None;
     let mut after_decode = None;

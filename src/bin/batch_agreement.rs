@@ -44,14 +44,11 @@ fn main() {
         };
         let model = LlamaModel::load(&backend, &path, &Default::default())?;
         let eos = model.token_eos().unwrap_or(Token(2));
-        let options = GenerateOptions {
-            max_tokens: args.max_tokens,
-            sampling: SamplingOptions {
-                logit_bias: vec![(eos, f32::NEG_INFINITY)],
-                ..SamplingOptions::greedy()
-            },
-            ..Default::default()
-        };
+        let options = GenerateOptions::default()
+            .with_max_tokens(args.max_tokens)
+            .with_sampling(
+                SamplingOptions::greedy().with_logit_bias(vec![(eos, f32::NEG_INFINITY)]),
+            );
         let engine = Engine::new(
             &model,
             EngineConfig::default()

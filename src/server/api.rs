@@ -496,24 +496,25 @@ fn max_tokens(
 fn sampling(body: &Body, opts: &Sampling, n_vocab: u32) -> Result<SamplingOptions, ApiError> {
     let mut sampling = SamplingOptions::default();
     if let Some(t) = within(opts.temperature, "temperature", 0.0, 5.0)? {
-        sampling.temperature = t as f32;
+        sampling = sampling.with_temperature(t as f32);
     }
     if let Some(k) = within(opts.top_k, "top_k", 0.0, 1e6)? {
-        sampling.top_k = k as i32;
+        sampling = sampling.with_top_k(k as i32);
     }
     if let Some(p) = within(opts.repeat_penalty, "repeat_penalty", 0.0, 10.0)? {
-        sampling.repeat_penalty = p as f32;
+        sampling = sampling.with_repeat_penalty(p as f32);
     }
     if let Some(p) = within(opts.top_p, "top_p", 0.0, 1.0)? {
         if p == 0.0 {
             return Err(ApiError::bad("top_p", "`top_p` must be above 0"));
         }
-        sampling.top_p = p as f32;
+        sampling = sampling.with_top_p(p as f32);
     }
     if let Some(seed) = opts.seed {
-        sampling.seed = seed;
+        sampling = sampling.with_seed(seed);
     }
     if let Some(bias) = &body.logit_bias {
+        let mut biases = Vec::with_capacity(bias.len());
         for (token, b) in bias {
             let id: i32 = token
                 .parse()
@@ -537,10 +538,9 @@ fn sampling(body: &Body, opts: &Sampling, n_vocab: u32) -> Result<SamplingOption
             } else {
                 *b as f32
             };
-            sampling.logit_bias.push((llama_safe::Token(id), b));
+            biases.push((llama_safe::Token(id), b));
         }
-        let banned = sampling
-            .logit_bias
+        let banned = biases
             .iter()
             .filter(|(_, b)| *b == f32::NEG_INFINITY)
             .count();
@@ -550,6 +550,7 @@ fn sampling(body: &Body, opts: &Sampling, n_vocab: u32) -> Result<SamplingOption
                 "every token is banned (-100): there is nothing to generate",
             ));
         }
+        sampling = sampling.with_logit_bias(biases);
     }
     Ok(sampling)
 }

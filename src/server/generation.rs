@@ -106,12 +106,10 @@ pub async fn start(
         ));
     }
     // The answer gets what the context has left, at most max_tokens.
-    let options = GenerateOptions {
-        max_tokens: req.max_tokens.min((n_ctx - tokens.len()) as u32),
-        sampling: req.sampling.clone(),
-        stop: req.stop.clone(),
-        ..GenerateOptions::default()
-    };
+    let options = GenerateOptions::default()
+        .with_max_tokens(req.max_tokens.min((n_ctx - tokens.len()) as u32))
+        .with_sampling(req.sampling.clone())
+        .with_stop(req.stop.clone());
     // Submitting checks the sampling options by building a sampler (a
     // grammar takes up to its budget to build): off the async workers.
     let engine = state.clone();

@@ -359,7 +359,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     Json(json!({
         "status": "ok",
         "model": state.model_name,
-        "parallel": state.engine.config().n_parallel,
+        "parallel": state.engine.config().n_parallel(),
         "active": s.active,
         "queued": s.queued,
         "kv_cells": s.kv_cells,
@@ -372,6 +372,6 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = state
         .metrics
-        .render(state.engine.config().n_parallel, &state.engine.stats());
+        .render(state.engine.config().n_parallel(), &state.engine.stats());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

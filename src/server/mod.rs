@@ -76,7 +76,7 @@ impl AppState {
 
     /// KV cells of the engine: the most a prompt and its answer can take.
     pub fn n_ctx(&self) -> u32 {
-        self.engine.config().n_ctx
+        self.engine.config().n_ctx()
     }
 }
 

@@ -85,10 +85,11 @@ pub fn parse_tools(
             trigger_words,
             ..
         }) => {
-            sampling.grammar = Some(grammar);
-            sampling.grammar_triggers = trigger_words;
+            *sampling = std::mem::take(sampling).with_lazy_grammar(grammar, trigger_words);
         }
-        Some(SamplerStage::Grammar(grammar)) => sampling.grammar = Some(grammar),
+        Some(SamplerStage::Grammar(grammar)) => {
+            *sampling = std::mem::take(sampling).with_grammar(grammar)
+        }
         _ => {}
     }
     Ok(Some(ToolUse { tools, format }))
@@ -176,13 +177,13 @@ pub fn parse_response_format(
                 ))
             }
         };
-    if sampling.grammar.is_some() {
+    if sampling.grammar().is_some() {
         return Err(ApiError::bad(
             field,
             format!("`{field}` cannot be combined with tool calling"),
         ));
     }
-    sampling.grammar = Some(grammar);
+    *sampling = std::mem::take(sampling).with_grammar(grammar);
     Ok(())
 }
 

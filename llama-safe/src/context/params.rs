@@ -123,12 +123,13 @@ impl ContextParams {
     pub fn threads(&self) -> u32 {
         self.raw.n_threads.max(1) as u32
     }
-    /// Flash attention: `None` lets llama.cpp decide.
-    pub fn with_flash_attention(mut self, enabled: Option<bool>) -> Self {
-        self.raw.flash_attn_type = match enabled {
-            None => llama_safe_sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
-            Some(false) => llama_safe_sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
-            Some(true) => llama_safe_sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    /// Flash attention (default [`FlashAttention::Auto`]: llama.cpp decides
+    /// per device).
+    pub fn with_flash_attention(mut self, mode: FlashAttention) -> Self {
+        self.raw.flash_attn_type = match mode {
+            FlashAttention::Auto => llama_safe_sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
+            FlashAttention::Disabled => llama_safe_sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+            FlashAttention::Enabled => llama_safe_sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
         };
         self
     }
@@ -232,6 +233,19 @@ impl ContextParams {
     pub fn with_abort_flag(self, flag: Arc<AtomicBool>) -> Self {
         self.with_abort_callback(Arc::new(move || flag.load(Ordering::Relaxed)))
     }
+}
+
+/// Whether attention uses llama.cpp's fused flash-attention kernels
+/// (llama.cpp's `-fa on|off|auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlashAttention {
+    /// llama.cpp decides, per device (its default).
+    #[default]
+    Auto,
+    /// Always: less memory for attention, and needed for a quantized V cache.
+    Enabled,
+    /// Never.
+    Disabled,
 }
 
 /// Element type of the K or V cache.

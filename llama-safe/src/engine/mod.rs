@@ -31,7 +31,7 @@
 //! let backend = LlamaBackend::init();
 //! let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &Default::default())?;
 //! let engine = Engine::new(&model, EngineConfig::default().with_n_ctx(512))?;
-//! let options = GenerateOptions { sampling: SamplingOptions::greedy(), ..Default::default() };
+//! let options = GenerateOptions::default().with_sampling(SamplingOptions::greedy());
 //! let handles: Vec<_> = (0..3)
 //!     .map(|_| engine.submit(Request::new(model.tokenize(DEMO_PROMPT, Tokenize::PROMPT)?, options.clone())))
 //!     .collect::<Result<_>>()?;
@@ -55,24 +55,31 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-/// How an [`Engine`] is set up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How an [`Engine`] is set up: its context (a [`ContextParams`] the
+/// engine sizes for its sequences) and its scheduling.
+///
+/// ```
+/// use llama_safe::{engine::EngineConfig, ContextParams, FlashAttention, KvCacheType};
+/// let config = EngineConfig::default()
+///     .with_n_ctx(8192)
+///     .with_n_parallel(8)
+///     .with_context(
+///         ContextParams::default()
+///             .with_flash_attention(FlashAttention::Enabled)
+///             .with_kv_cache_type(KvCacheType::Q8_0, KvCacheType::Q8_0),
+///     );
+/// assert_eq!(config.context_params().n_ctx(), 8192);
+/// ```
+#[derive(Debug, Clone)]
 #[must_use = "builders return a new value: use it"]
 pub struct EngineConfig {
-    /// KV cells shared by all sequences (prompt and answer tokens).
-    pub n_ctx: u32,
-    /// Sequences generating at once.
-    pub n_parallel: u32,
-    /// Most tokens one decode takes (prompt chunks are cut to fit).
-    pub n_batch: u32,
-    /// Threads for every decode.
-    pub threads: u32,
-    /// Requests that may wait, beyond the `n_parallel` running, before
-    /// `submit` is refused.
-    pub queue: usize,
-    /// Reuse the KV cells of a finished sequence for a prompt that starts
-    /// with the same tokens.
-    pub prompt_cache: bool,
+    context: ContextParams,
+    n_ctx: u32,
+    n_parallel: u32,
+    n_batch: u32,
+    threads: u32,
+    queue: usize,
+    prompt_cache: bool,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +87,7 @@ impl Default for EngineConfig {
     /// prompt cache on.
     fn default() -> Self {
         EngineConfig {
+            context: ContextParams::default(),
             n_ctx: 4096,
             n_parallel: 4,
             n_batch: 512,
@@ -121,6 +129,41 @@ impl EngineConfig {
         self.prompt_cache = enabled;
         self
     }
+    /// The context's other settings: flash attention, KV cache types and
+    /// placement, operation offload, the abort callback. The engine sets
+    /// the size, sequences, unified cache, batch sizes, threads and output
+    /// limit itself (from this config).
+    pub fn with_context(mut self, context: ContextParams) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// KV cells shared by all sequences (prompt and answer tokens).
+    pub fn n_ctx(&self) -> u32 {
+        self.n_ctx
+    }
+    /// Sequences generating at once.
+    pub fn n_parallel(&self) -> u32 {
+        self.n_parallel
+    }
+    /// Most tokens one decode takes (prompt chunks are cut to fit).
+    pub fn n_batch(&self) -> u32 {
+        self.n_batch
+    }
+    /// Threads for every decode.
+    pub fn threads(&self) -> u32 {
+        self.threads
+    }
+    /// Requests that may wait, beyond the `n_parallel` running, before
+    /// `submit` is refused.
+    pub fn queue(&self) -> usize {
+        self.queue
+    }
+    /// Whether the KV cells of a finished sequence are reused for a prompt
+    /// that starts with the same tokens.
+    pub fn prompt_cache(&self) -> bool {
+        self.prompt_cache
+    }
 
     /// The parameters of the one context the engine creates: `n_ctx` cells
     /// in a unified KV cache for `n_parallel` sequences, batches of
@@ -128,7 +171,8 @@ impl EngineConfig {
     /// engine asks for). For dry runs and fits of the engine's memory
     /// ([`LlamaModelParams::fit`](crate::LlamaModelParams::fit)).
     pub fn context_params(&self) -> ContextParams {
-        ContextParams::default()
+        self.context
+            .clone()
             .with_n_ctx(self.n_ctx)
             .with_n_seq_max(self.n_parallel)
             .with_n_outputs_max(self.n_parallel)
@@ -310,7 +354,37 @@ impl Engine {
         })
     }
 
-    /// Queues `request`. An empty prompt is [`Error::EmptyPrompt`]; a
+    /// Tokenizes `prompt` on the caller's thread, as
+    /// [`LlamaContext::generate`](crate::LlamaContext::generate) does (the
+    /// start token and special tokens as `options` say), and queues it. A
+    /// text too long for the cache whatever its tokens is
+    /// [`Error::PromptTooLong`] before it is tokenized; otherwise the
+    /// errors of [`submit`](Self::submit).
+    ///
+    /// ```
+    /// use llama_safe::{demo::{DemoModel, DEMO_CONTINUATION, DEMO_PROMPT}, *};
+    /// use llama_safe::engine::{Engine, EngineConfig};
+    /// let model = LlamaModel::load(&LlamaBackend::init(), DemoModel::Moe.cached()?, &Default::default())?;
+    /// let engine = Engine::new(&model, EngineConfig::default().with_n_ctx(256))?;
+    /// let options = GenerateOptions::default().with_sampling(SamplingOptions::greedy());
+    /// assert_eq!(engine.submit_text(DEMO_PROMPT, options)?.text()?, DEMO_CONTINUATION);
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn submit_text(&self, prompt: &str, options: GenerateOptions) -> Result<Handle> {
+        let at_least = prompt.len().div_ceil(self.model.max_token_bytes());
+        if at_least > self.config.n_ctx as usize {
+            return Err(Error::PromptTooLong {
+                tokens: at_least,
+                n_ctx: self.config.n_ctx,
+            });
+        }
+        let tokens = self.model.tokenize(prompt, options.tokenize_how())?;
+        self.submit(Request::new(tokens, options))
+    }
+
+    /// Queues `request`, a prompt already tokenized (on the caller's
+    /// thread: tokenizing a long text takes time the engine's decoding
+    /// should not wait for). An empty prompt is [`Error::EmptyPrompt`]; a
     /// prompt and `max_tokens` that can never fit the cache are
     /// [`Error::PromptTooLong`]; a token outside the vocabulary is
     /// [`Error::InvalidToken`]; sampling options the model cannot take (a
@@ -323,7 +397,7 @@ impl Engine {
         if request.prompt.is_empty() {
             return Err(Error::EmptyPrompt);
         }
-        let needed = request.prompt.len() + request.options.max_tokens as usize;
+        let needed = request.prompt.len() + request.options.max_tokens() as usize;
         if needed > self.config.n_ctx as usize {
             return Err(Error::PromptTooLong {
                 tokens: needed,
@@ -334,7 +408,7 @@ impl Engine {
             self.model.check_token(t)?;
         }
         // The worker builds its own; this one only checks the options now.
-        drop(Sampler::new(&self.model, &request.options.sampling)?);
+        drop(Sampler::new(&self.model, request.options.sampling())?);
         // In flight: running plus waiting, at most n_parallel + queue. The
         // worker counts a request as active before it stops counting it as
         // queued, so this never lets one too many in.
@@ -347,8 +421,8 @@ impl Engine {
         let (events_tx, events_rx) = flume::unbounded();
         let cancel = request
             .options
-            .cancel
-            .clone()
+            .cancel()
+            .cloned()
             .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
         let job = Job {
             request,

@@ -55,9 +55,9 @@ pub(super) enum Outcome {
 
 impl Run {
     pub fn new(job: Job, sampler: Sampler) -> Run {
-        let reserved = job.request.prompt.len() + job.request.options.max_tokens as usize;
+        let reserved = job.request.prompt.len() + job.request.options.max_tokens() as usize;
         Run {
-            stop: StopMatcher::new(&job.request.options.stop),
+            stop: StopMatcher::new(job.request.options.stop()),
             job,
             sampler,
             utf8: Utf8Stream::default(),
@@ -117,7 +117,7 @@ impl Run {
         if stopped {
             return self.finish(StopReason::StopString);
         }
-        if self.generated >= self.job.request.options.max_tokens as usize {
+        if self.generated >= self.job.request.options.max_tokens() as usize {
             return self.finish(StopReason::MaxTokens);
         }
         self.pending = Some(token);

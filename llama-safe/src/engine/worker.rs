@@ -37,7 +37,7 @@ pub(super) fn run(
             .name("llama-engine-samplers".into())
             .spawn_scoped(scope, move || {
                 for job in jobs.iter() {
-                    let sampler = Sampler::new(model, &job.request.options.sampling);
+                    let sampler = Sampler::new(model, job.request.options.sampling());
                     if built_tx.send((job, sampler)).is_err() {
                         return;
                     }
@@ -189,7 +189,7 @@ impl Worker<'_> {
     fn admit(&mut self) {
         while let Some((job, _)) = self.waiting.front() {
             let prompt = &job.request.prompt;
-            let need = prompt.len() + job.request.options.max_tokens as usize;
+            let need = prompt.len() + job.request.options.max_tokens() as usize;
             // The idle slot sharing the longest prefix with the prompt, else
             // the least recently used one.
             let Some(pick) = self

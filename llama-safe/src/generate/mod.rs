@@ -17,17 +17,75 @@ use std::time::{Duration, Instant};
 #[must_use = "builders return a new value: use it"]
 pub struct GenerateOptions {
     /// Most tokens to generate.
-    pub max_tokens: u32,
+    max_tokens: u32,
     /// How tokens are chosen.
-    pub sampling: SamplingOptions,
+    sampling: SamplingOptions,
     /// Stop when the output contains one of these (not included in the text).
-    pub stop: Vec<String>,
+    stop: Vec<String>,
     /// Add the model's start token to the prompt where it asks for one.
-    pub add_bos: bool,
+    add_bos: bool,
     /// Parse special-token text in the prompt (needed for chat templates).
-    pub parse_special: bool,
+    parse_special: bool,
     /// Set it to stop the generation from another thread.
-    pub cancel: Option<Arc<AtomicBool>>,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl GenerateOptions {
+    /// Most tokens to generate (default 128).
+    pub fn with_max_tokens(mut self, n: u32) -> Self {
+        self.max_tokens = n;
+        self
+    }
+    /// How tokens are chosen.
+    pub fn with_sampling(mut self, sampling: SamplingOptions) -> Self {
+        self.sampling = sampling;
+        self
+    }
+    /// Stop when the output contains one of these (not included in the text).
+    pub fn with_stop(mut self, stop: Vec<String>) -> Self {
+        self.stop = stop;
+        self
+    }
+    /// Add the model's start token to the prompt where it asks for one
+    /// (default on).
+    pub fn with_add_bos(mut self, add: bool) -> Self {
+        self.add_bos = add;
+        self
+    }
+    /// Parse special-token text in the prompt (default on: chat templates
+    /// need it).
+    pub fn with_parse_special(mut self, parse: bool) -> Self {
+        self.parse_special = parse;
+        self
+    }
+    /// A flag that stops the generation when set, from any thread.
+    pub fn with_cancel(mut self, cancel: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+    /// Most tokens to generate.
+    pub fn max_tokens(&self) -> u32 {
+        self.max_tokens
+    }
+    /// The sampling options.
+    pub fn sampling(&self) -> &SamplingOptions {
+        &self.sampling
+    }
+    /// The stop strings.
+    pub fn stop(&self) -> &[String] {
+        &self.stop
+    }
+    /// The cancel flag, if any.
+    pub fn cancel(&self) -> Option<&Arc<AtomicBool>> {
+        self.cancel.as_ref()
+    }
+    /// How a text prompt is tokenized for these options.
+    pub(crate) fn tokenize_how(&self) -> Tokenize {
+        Tokenize {
+            add_special: self.add_bos,
+            parse_special: self.parse_special,
+        }
+    }
 }
 
 impl Default for GenerateOptions {
@@ -167,7 +225,7 @@ impl LlamaContext {
     /// let backend = LlamaBackend::init();
     /// let model = LlamaModel::load(&backend, DemoModel::Moe.cached()?, &LlamaModelParams::default())?;
     /// let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(128))?;
-    /// let options = GenerateOptions { sampling: SamplingOptions::greedy(), ..Default::default() };
+    /// let options = GenerateOptions::default().with_sampling(SamplingOptions::greedy());
     /// let mut text = String::new();
     /// for event in ctx.generate(DEMO_PROMPT, &options)? {
     ///     if let Event::Piece(p) = event? { text.push_str(&p.text) }

@@ -41,7 +41,7 @@ impl Drop for Raw {
 /// let adapter = model.load_lora(DemoLora::cached()?)?;
 /// let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(128))?;
 /// ctx.set_loras(&[(&adapter, 1.0)])?;
-/// let options = GenerateOptions { sampling: SamplingOptions::greedy(), ..Default::default() };
+/// let options = GenerateOptions::default().with_sampling(SamplingOptions::greedy());
 /// let text: String = ctx.generate(DEMO_PROMPT, &options)?
 ///     .filter_map(|e| match e { Ok(Event::Piece(p)) => Some(p.text), _ => None })
 ///     .collect();

@@ -13,41 +13,46 @@ pub use stage::SamplerStage;
 ///
 /// ```
 /// let greedy = llama_safe::SamplingOptions::greedy();
-/// assert_eq!(greedy.temperature, 0.0);
+/// assert_eq!(greedy.temperature(), 0.0);
+/// let creative = llama_safe::SamplingOptions::default().with_temperature(1.1).with_top_k(64);
+/// assert_eq!(creative.top_k(), 64);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[must_use = "builders return a new value: use it"]
 pub struct SamplingOptions {
     /// 0 or below: always the most likely token.
-    pub temperature: f32,
+    temperature: f32,
     /// Keep the k most likely tokens (0: off).
-    pub top_k: i32,
+    top_k: i32,
     /// Nucleus sampling (1.0: off).
-    pub top_p: f32,
+    top_p: f32,
     /// Drop tokens below `min_p` times the best one's probability (0: off).
-    pub min_p: f32,
+    min_p: f32,
     /// Locally typical sampling (1.0: off).
-    pub typical_p: f32,
+    typical_p: f32,
     /// Repetition penalty (1.0: off).
-    pub repeat_penalty: f32,
+    repeat_penalty: f32,
     /// Frequency penalty (0: off).
-    pub frequency_penalty: f32,
+    frequency_penalty: f32,
     /// Presence penalty (0: off).
-    pub presence_penalty: f32,
+    presence_penalty: f32,
     /// How many recent tokens the penalties look at.
-    pub penalty_last_n: i32,
+    penalty_last_n: i32,
     /// Seed of the random sampler.
-    pub seed: u32,
+    seed: u32,
     /// Additive biases per token.
-    pub logit_bias: Vec<(Token, f32)>,
+    logit_bias: Vec<(Token, f32)>,
     /// A GBNF grammar the output must follow (root rule `root`).
-    pub grammar: Option<String>,
+    grammar: Option<String>,
     /// When not empty, the grammar is lazy: it applies from the first of
     /// these words on (see [`SamplerStage::LazyGrammar`]).
-    pub grammar_triggers: Vec<String>,
+    grammar_triggers: Vec<String>,
     /// A chain of your own, in the order given: when not empty it replaces
     /// every field above (see [`SamplerStage`]).
-    pub chain: Vec<SamplerStage>,
+    chain: Vec<SamplerStage>,
+    /// Whether a preset builder was called: with a chain too, that is a
+    /// mistake [`Sampler::new`] reports rather than ignoring the preset.
+    preset_set: bool,
 }
 
 impl Default for SamplingOptions {
@@ -69,6 +74,7 @@ impl Default for SamplingOptions {
             grammar: None,
             grammar_triggers: Vec::new(),
             chain: Vec::new(),
+            preset_set: false,
         }
     }
 }
@@ -151,6 +157,141 @@ impl SamplingOptions {
             temperature: 0.0,
             ..Self::default()
         }
+    }
+
+    /// 0 or below: always the most likely token.
+    pub fn with_temperature(mut self, t: f32) -> Self {
+        self.temperature = t;
+        self.preset_set = true;
+        self
+    }
+    /// Keep the k most likely tokens (0: off).
+    pub fn with_top_k(mut self, k: i32) -> Self {
+        self.top_k = k;
+        self.preset_set = true;
+        self
+    }
+    /// Nucleus sampling (1.0: off).
+    pub fn with_top_p(mut self, p: f32) -> Self {
+        self.top_p = p;
+        self.preset_set = true;
+        self
+    }
+    /// Drop tokens below `p` times the best one's probability (0: off).
+    pub fn with_min_p(mut self, p: f32) -> Self {
+        self.min_p = p;
+        self.preset_set = true;
+        self
+    }
+    /// Locally typical sampling (1.0: off).
+    pub fn with_typical_p(mut self, p: f32) -> Self {
+        self.typical_p = p;
+        self.preset_set = true;
+        self
+    }
+    /// Repetition penalty (1.0: off).
+    pub fn with_repeat_penalty(mut self, penalty: f32) -> Self {
+        self.repeat_penalty = penalty;
+        self.preset_set = true;
+        self
+    }
+    /// Frequency penalty (0: off).
+    pub fn with_frequency_penalty(mut self, penalty: f32) -> Self {
+        self.frequency_penalty = penalty;
+        self.preset_set = true;
+        self
+    }
+    /// Presence penalty (0: off).
+    pub fn with_presence_penalty(mut self, penalty: f32) -> Self {
+        self.presence_penalty = penalty;
+        self.preset_set = true;
+        self
+    }
+    /// How many recent tokens the penalties look at.
+    pub fn with_penalty_last_n(mut self, n: i32) -> Self {
+        self.penalty_last_n = n;
+        self.preset_set = true;
+        self
+    }
+    /// Seed of the random draw.
+    pub fn with_seed(mut self, seed: u32) -> Self {
+        self.seed = seed;
+        self.preset_set = true;
+        self
+    }
+    /// Additive biases per token (`f32::NEG_INFINITY` bans one).
+    pub fn with_logit_bias(mut self, bias: Vec<(Token, f32)>) -> Self {
+        self.logit_bias = bias;
+        self.preset_set = true;
+        self
+    }
+    /// A GBNF grammar the output must follow (root rule `root`), from the
+    /// first token on.
+    pub fn with_grammar(mut self, grammar: impl Into<String>) -> Self {
+        self.grammar = Some(grammar.into());
+        self.grammar_triggers.clear();
+        self.preset_set = true;
+        self
+    }
+    /// A grammar that applies from the first of `triggers` on (see
+    /// [`SamplerStage::LazyGrammar`]).
+    pub fn with_lazy_grammar(mut self, grammar: impl Into<String>, triggers: Vec<String>) -> Self {
+        self.grammar = Some(grammar.into());
+        self.grammar_triggers = triggers;
+        self.preset_set = true;
+        self
+    }
+
+    /// The temperature.
+    pub fn temperature(&self) -> f32 {
+        self.temperature
+    }
+    /// The top-k.
+    pub fn top_k(&self) -> i32 {
+        self.top_k
+    }
+    /// The top-p.
+    pub fn top_p(&self) -> f32 {
+        self.top_p
+    }
+    /// The min-p.
+    pub fn min_p(&self) -> f32 {
+        self.min_p
+    }
+    /// The seed.
+    pub fn seed(&self) -> u32 {
+        self.seed
+    }
+    /// The logit biases.
+    pub fn logit_bias(&self) -> &[(Token, f32)] {
+        &self.logit_bias
+    }
+    /// The grammar, if any.
+    pub fn grammar(&self) -> Option<&str> {
+        self.grammar.as_deref()
+    }
+    /// The lazy grammar's trigger words (empty: not lazy).
+    pub fn grammar_triggers(&self) -> &[String] {
+        &self.grammar_triggers
+    }
+    /// The chain of your own, if any.
+    pub fn custom_chain(&self) -> &[SamplerStage] {
+        &self.chain
+    }
+
+    /// A chain and preset builders together would silently drop the preset:
+    /// refused when the options are used.
+    pub(crate) fn check(&self) -> Result<()> {
+        if !self.chain.is_empty() && self.preset_set {
+            return Err(Error::InvalidParameter {
+                name: "sampling",
+                reason: "both a chain of stages and preset settings (temperature, top-k, \
+                         grammar, ...) were given: the chain replaces the preset, so put \
+                         those stages in the chain"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     /// The sampling defaults a GGUF file carries (`general.sampling.*`),
@@ -256,6 +397,7 @@ impl Sampler {
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
     pub fn new(model: &LlamaModel, options: &SamplingOptions) -> Result<Sampler> {
+        options.check()?;
         let stages = options.stages();
         stage::check(model, &stages)?;
         // SAFETY: returns a plain struct; the chain is owned by the Sampler

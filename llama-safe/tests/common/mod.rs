@@ -45,11 +45,9 @@ pub fn greedy_text(model: &LlamaModel, prompt: &str) -> String {
 
 /// Greedy generation of `prompt` in `ctx`, at most `max_tokens`; the text.
 pub fn greedy_in(ctx: &mut LlamaContext, prompt: &str, max_tokens: u32) -> String {
-    let options = GenerateOptions {
-        sampling: SamplingOptions::greedy(),
-        max_tokens,
-        ..Default::default()
-    };
+    let options = GenerateOptions::default()
+        .with_sampling(SamplingOptions::greedy())
+        .with_max_tokens(max_tokens);
     let mut text = String::new();
     for event in ctx.generate(prompt, &options).unwrap() {
         if let Event::Piece(p) = event.unwrap() {
