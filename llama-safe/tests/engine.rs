@@ -36,20 +36,51 @@ fn finish(handle: Handle) -> (String, GenerationStats) {
     panic!("no Done event");
 }
 
+/// What a request's events say, timing aside: every piece (token and
+/// text, in order) and the stats' counts and stop reason.
+#[derive(Debug, PartialEq)]
+struct Transcript {
+    pieces: Vec<(Token, String)>,
+    prompt_tokens: usize,
+    generated_tokens: usize,
+    stop: StopReason,
+}
+
+fn transcript(events: impl IntoIterator<Item = Result<Event>>) -> Transcript {
+    let mut pieces = Vec::new();
+    for event in events {
+        match event.unwrap() {
+            Event::Piece(p) => pieces.push((p.token, p.text)),
+            Event::Done(stats) => {
+                return Transcript {
+                    pieces,
+                    prompt_tokens: stats.prompt_tokens,
+                    generated_tokens: stats.generated_tokens,
+                    stop: stats.stop_reason,
+                }
+            }
+        }
+    }
+    panic!("no Done event");
+}
+
 /// The same request run alone through `LlamaContext::generate`.
-fn solo(model: &LlamaModel, prompt: &str, options: &GenerateOptions) -> String {
+fn solo_transcript(model: &LlamaModel, prompt: &str, options: &GenerateOptions) -> Transcript {
     let mut ctx = LlamaContext::new(
         model,
         &ContextParams::default().with_n_ctx(256).with_threads(2),
     )
     .unwrap();
-    let mut text = String::new();
-    for event in ctx.generate(prompt, options).unwrap() {
-        if let Event::Piece(p) = event.unwrap() {
-            text.push_str(&p.text);
-        }
-    }
-    text
+    transcript(ctx.generate(prompt, options).unwrap())
+}
+
+/// Its text only.
+fn solo(model: &LlamaModel, prompt: &str, options: &GenerateOptions) -> String {
+    solo_transcript(model, prompt, options)
+        .pieces
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect()
 }
 
 const PROMPTS: [&str; 6] = [
@@ -88,16 +119,19 @@ fn batched_sequences_give_what_they_give_alone() {
         .iter()
         .map(|p| engine.submit(request(&model, p, opts.clone())).unwrap())
         .collect();
-    let results: Vec<(String, GenerationStats)> = handles.into_iter().map(finish).collect();
-    for (prompt, (text, stats)) in PROMPTS.iter().zip(&results) {
-        assert_eq!(text, &solo(&model, prompt, &opts), "{prompt}");
+    let results: Vec<Transcript> = handles.into_iter().map(transcript).collect();
+    // Event for event: the same pieces (token and text), counts and stop
+    // reason as the request alone through `generate` (one core makes both).
+    for (prompt, batched) in PROMPTS.iter().zip(&results) {
+        assert_eq!(batched, &solo_transcript(&model, prompt, &opts), "{prompt}");
         assert_eq!(
-            stats.prompt_tokens,
+            batched.prompt_tokens,
             model.tokenize(prompt, Tokenize::PROMPT).unwrap().len()
         );
-        assert!(stats.generated_tokens > 0);
+        assert!(batched.generated_tokens > 0);
     }
-    assert_eq!(results[0].0, demo::DEMO_CONTINUATION);
+    let first: String = results[0].pieces.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(first, demo::DEMO_CONTINUATION);
     // Interleaved: one after another, each sequence would take at least one
     // decode per token it generated (its prompt's decode gives the first
     // token, each later token needs the one before decoded); batched, one
@@ -105,7 +139,7 @@ fn batched_sequences_give_what_they_give_alone() {
     let s = engine.stats();
     let generated: u64 = results
         .iter()
-        .map(|(_, st)| st.generated_tokens as u64)
+        .map(|t| t.generated_tokens as u64)
         .sum();
     assert!(s.decodes < generated, "{s:?}, {generated} tokens generated");
 }

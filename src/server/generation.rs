@@ -123,6 +123,9 @@ pub async fn start(
     tokio::spawn(async move {
         while let Some(event) = handle.recv_async().await {
             let event = match event {
+                // A token that ends inside a UTF-8 character has no text
+                // yet: nothing to send.
+                Ok(Event::Piece(p)) if p.text.is_empty() => continue,
                 Ok(Event::Piece(p)) => GenEvent::Piece(p),
                 Ok(Event::Done(stats)) => {
                     let m = &state.metrics;

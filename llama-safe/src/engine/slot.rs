@@ -2,12 +2,12 @@
 
 use super::Job;
 use crate::error::Error;
-use crate::generate::stop::StopMatcher;
-use crate::generate::{Event, GenerationStats, Piece, StopReason};
+use crate::generate::stream::{Step, TokenStream};
+use crate::generate::{Event, StopReason};
 use crate::sampler::Sampler;
-use crate::token::{Token, Utf8Stream};
+use crate::token::Token;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A sequence id of the context, and what its KV cells hold.
 pub(super) struct Slot {
@@ -25,22 +25,14 @@ pub(super) struct Slot {
 pub(super) struct Run {
     pub job: Job,
     sampler: Sampler,
-    utf8: Utf8Stream,
-    stop: StopMatcher,
+    /// What each sampled token does: the core `generate` uses too.
+    stream: TokenStream,
     /// Sampled but not decoded yet: the next token to feed.
     pub pending: Option<Token>,
     /// Cells reserved: prompt + max_tokens.
     pub reserved: usize,
     /// Index of this sequence's logits in the batch being decoded.
     pub output: Option<usize>,
-    generated: usize,
-    /// The last token generated (not end-of-generation): a tail of bytes
-    /// that completes only at the end is its piece.
-    last_generated: Option<Token>,
-    admitted: Instant,
-    prompt_done: Option<Instant>,
-    first_token: Option<Instant>,
-    last_token: Option<Instant>,
 }
 
 /// What sampling one token did to a run.
@@ -55,21 +47,21 @@ pub(super) enum Outcome {
 
 impl Run {
     pub fn new(job: Job, sampler: Sampler) -> Run {
-        let reserved = job.request.prompt.len() + job.request.options.max_tokens() as usize;
+        let options = &job.request.options;
+        let reserved = job.request.prompt.len() + options.max_tokens() as usize;
+        let stream = TokenStream::new(
+            options,
+            job.request.prompt.len(),
+            job.submitted,
+            Instant::now(),
+        );
         Run {
-            stop: StopMatcher::new(job.request.options.stop()),
+            stream,
             job,
             sampler,
-            utf8: Utf8Stream::default(),
             pending: None,
             reserved,
             output: None,
-            generated: 0,
-            last_generated: None,
-            admitted: Instant::now(),
-            prompt_done: None,
-            first_token: None,
-            last_token: None,
         }
     }
 
@@ -85,76 +77,39 @@ impl Run {
 
     /// Marks the prompt as read.
     pub fn prompt_read(&mut self) {
-        self.prompt_done.get_or_insert_with(Instant::now);
+        self.stream.prompt_read();
     }
 
     /// Samples from batch entry `i`, streams the piece, and decides whether
     /// the request goes on.
     pub fn sample(&mut self, ctx: &mut crate::LlamaContext, i: usize) -> Outcome {
+        if self.stream.limit_reached() {
+            let events = self.stream.finish(StopReason::MaxTokens);
+            return self.send_all_but_last(events);
+        }
         let model = ctx.model().clone();
-        let token = match self.sampler.sample_ith(ctx, i) {
-            Ok(t) => t,
-            Err(Error::GrammarDeadEnd { .. }) => {
-                return self.finish(StopReason::GrammarDeadEnd);
+        let sampled = self.sampler.sample_ith(ctx, i);
+        match self.stream.accept(&model, sampled) {
+            Ok(Step::Continue { token, piece }) => {
+                let _ = self.job.events.send(Ok(Event::Piece(piece)));
+                self.pending = Some(token);
+                Outcome::Continue
             }
-            Err(e) => return Outcome::Finished(Err(e)),
-        };
-        let now = Instant::now();
-        self.first_token.get_or_insert(now);
-        self.last_token = Some(now);
-        if model.is_eog(token) {
-            return self.finish(StopReason::EndOfGeneration);
+            Ok(Step::Finished(events)) => self.send_all_but_last(events),
+            Err(e) => Outcome::Finished(Err(e)),
         }
-        self.generated += 1;
-        self.last_generated = Some(token);
-        let bytes = match model.token_bytes(token, false) {
-            Ok(b) => b,
-            Err(e) => return Outcome::Finished(Err(e)),
-        };
-        let text = self.utf8.push(&bytes);
-        let (emit, stopped) = self.stop.push(&text);
-        self.piece(token, emit);
-        if stopped {
-            return self.finish(StopReason::StopString);
-        }
-        if self.generated >= self.job.request.options.max_tokens() as usize {
-            return self.finish(StopReason::MaxTokens);
-        }
-        self.pending = Some(token);
-        Outcome::Continue
     }
 
-    fn piece(&self, token: Token, text: String) {
-        if text.is_empty() {
-            return;
+    /// Sends every event but the last (`Done`), which the worker sends once
+    /// the sequence is released.
+    fn send_all_but_last(&self, mut events: Vec<Event>) -> Outcome {
+        let last = events.pop();
+        for event in events {
+            let _ = self.job.events.send(Ok(event));
         }
-        let _ = self.job.events.send(Ok(Event::Piece(Piece {
-            token,
-            text,
-            at: self.job.submitted.elapsed(),
-        })));
-    }
-
-    fn finish(&mut self, reason: StopReason) -> Outcome {
-        if let (true, Some(token)) = (reason != StopReason::StopString, self.last_generated) {
-            let tail = self.stop.finish_with(&self.utf8.finish());
-            self.piece(token, tail);
+        match last {
+            Some(done) => Outcome::Finished(Ok(done)),
+            None => Outcome::Finished(Err(Error::EngineStopped)),
         }
-        Outcome::Finished(Ok(Event::Done(self.stats(reason))))
-    }
-
-    fn stats(&self, stop_reason: StopReason) -> GenerationStats {
-        let prompt_done = self.prompt_done.unwrap_or(self.admitted);
-        GenerationStats::measured(
-            self.job.request.prompt.len(),
-            self.generated,
-            self.first_token.map_or(Duration::ZERO, |t| {
-                t.saturating_duration_since(self.job.submitted)
-            }),
-            prompt_done.saturating_duration_since(self.admitted),
-            self.last_token
-                .map_or(Duration::ZERO, |t| t.saturating_duration_since(prompt_done)),
-            stop_reason,
-        )
     }
 }

@@ -4,13 +4,14 @@
 use crate::context::LlamaContext;
 use crate::error::{Error, Result};
 use crate::sampler::{Sampler, SamplingOptions};
-use crate::token::{Token, Tokenize, Utf8Stream};
-use stop::StopMatcher;
+use crate::token::{Token, Tokenize};
 
 pub(crate) mod stop;
+pub(crate) mod stream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use stream::{Step, TokenStream};
 
 /// Options for [`LlamaContext::generate`].
 #[derive(Debug, Clone)]
@@ -195,19 +196,8 @@ pub enum Event {
 pub struct Generation<'c> {
     ctx: &'c mut LlamaContext,
     sampler: Sampler,
-    options: GenerateOptions,
-    utf8: Utf8Stream,
-    /// Stop strings, and the text held back because it may start one.
-    stop: StopMatcher,
-    start: Instant,
-    prompt_tokens: usize,
-    prompt_done: Instant,
-    first_token: Option<Instant>,
-    last_token: Instant,
-    generated: usize,
-    /// The last token generated (not end-of-generation): a tail of bytes
-    /// that completes only at the end is its piece.
-    last_generated: Option<Token>,
+    cancel: Option<Arc<AtomicBool>>,
+    stream: TokenStream,
     finished: bool,
     queue: std::collections::VecDeque<Event>,
     #[cfg(feature = "tracing")]
@@ -309,21 +299,14 @@ impl LlamaContext {
             });
         }
         let sampler = Sampler::new(self.model(), &options.sampling)?;
+        let mut stream = TokenStream::new(options, tokens.len(), start, start);
         self.decode(tokens)?;
-        let prompt_done = Instant::now();
+        stream.prompt_read();
         Ok(Generation {
             ctx: self,
             sampler,
-            options: options.clone(),
-            utf8: Utf8Stream::default(),
-            stop: StopMatcher::new(&options.stop),
-            start,
-            prompt_tokens: tokens.len(),
-            prompt_done,
-            first_token: None,
-            last_token: prompt_done,
-            generated: 0,
-            last_generated: None,
+            cancel: options.cancel.clone(),
+            stream,
             finished: false,
             queue: Default::default(),
             #[cfg(feature = "tracing")]
@@ -333,77 +316,26 @@ impl LlamaContext {
 }
 
 impl Generation<'_> {
-    fn stats(&self, stop_reason: StopReason) -> GenerationStats {
-        GenerationStats::measured(
-            self.prompt_tokens,
-            self.generated,
-            self.first_token.map_or(Duration::ZERO, |t| t - self.start),
-            self.prompt_done - self.start,
-            self.last_token - self.prompt_done,
-            stop_reason,
-        )
-    }
-
-    fn finish(&mut self, reason: StopReason) -> Vec<Event> {
-        self.finished = true;
-        let mut events = Vec::new();
-        let mut tail = String::new();
-        if reason != StopReason::StopString {
-            tail = self.stop.finish_with(&self.utf8.finish());
-        }
-        if let (false, Some(token)) = (tail.is_empty(), self.last_generated) {
-            events.push(Event::Piece(Piece {
-                token,
-                text: tail,
-                at: self.start.elapsed(),
-            }));
-        }
-        events.push(Event::Done(self.stats(reason)));
-        events
-    }
-
     fn step(&mut self) -> Result<Vec<Event>> {
         if self
-            .options
             .cancel
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
         {
-            return Ok(self.finish(StopReason::Cancelled));
+            return Ok(self.stream.finish(StopReason::Cancelled));
         }
-        if self.generated >= self.options.max_tokens as usize {
-            return Ok(self.finish(StopReason::MaxTokens));
+        if self.stream.limit_reached() {
+            return Ok(self.stream.finish(StopReason::MaxTokens));
         }
         let model = self.ctx.model().clone();
-        let token = match self.sampler.sample(self.ctx) {
-            Err(Error::GrammarDeadEnd { .. }) => {
-                return Ok(self.finish(StopReason::GrammarDeadEnd));
+        let sampled = self.sampler.sample(self.ctx);
+        match self.stream.accept(&model, sampled)? {
+            Step::Continue { token, piece } => {
+                self.ctx.decode(&[token])?;
+                Ok(vec![Event::Piece(piece)])
             }
-            other => other?,
-        };
-        let now = Instant::now();
-        self.first_token.get_or_insert(now);
-        self.last_token = now;
-        if model.is_eog(token) {
-            return Ok(self.finish(StopReason::EndOfGeneration));
+            Step::Finished(events) => Ok(events),
         }
-        self.generated += 1;
-        self.last_generated = Some(token);
-        let text = self.utf8.push(&model.token_bytes(token, false)?);
-        let (emit, stopped) = self.stop.push(&text);
-        let mut events = vec![Event::Piece(Piece {
-            token,
-            text: emit,
-            at: self.start.elapsed(),
-        })];
-        if stopped {
-            events.extend(self.finish(StopReason::StopString));
-            return Ok(events);
-        }
-        if self.generated < self.options.max_tokens as usize {
-            self.ctx.decode(&[token])?;
-        }
-        Ok(events)
     }
 }
 
@@ -421,7 +353,10 @@ impl Iterator for Generation<'_> {
                 return None;
             }
             match self.step() {
-                Ok(events) => self.queue.extend(events),
+                Ok(events) => {
+                    self.finished = events.iter().any(|e| matches!(e, Event::Done(_)));
+                    self.queue.extend(events);
+                }
                 Err(e) => {
                     self.finished = true;
                     return Some(Err(e));
