@@ -124,7 +124,8 @@ impl LlamaBackend {
                         "{options:?} asked after llama.cpp was first set up in this process with \
                          {first:?}: ggml's device registry is built once, so set them before \
                          anything else uses llama.cpp"
-                    ),
+                    )
+                    .into(),
                 })
             }
         }

@@ -158,7 +158,7 @@ pub(crate) fn model(file: &GgufFile, params: &LlamaModelParams) -> Result<()> {
     let invalid = |key: &str, reason: String| Error::InvalidModel {
         path: file.path().to_path_buf(),
         key: key.to_string(),
-        reason,
+        reason: reason.into(),
     };
     mapped_alignment(file, params).map_err(|(key, reason)| invalid(&key, reason))?;
     vocab(&meta).map_err(|(key, reason)| invalid(&key, reason))?;

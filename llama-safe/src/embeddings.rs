@@ -109,7 +109,7 @@ fn embed_group(
         let mut v = ctx
             .embeddings_seq(seq as u32)
             .ok_or_else(|| Error::Embeddings {
-                reason: format!("llama.cpp pooled no embedding for sequence {seq}"),
+                reason: format!("llama.cpp pooled no embedding for sequence {seq}").into(),
             })?
             .to_vec();
         if normalize {

@@ -63,7 +63,7 @@ pub enum Error {
         /// The pattern as given.
         pattern: String,
         /// What went wrong, in llama.cpp's words where it gave any.
-        reason: String,
+        reason: Reason,
     },
     /// A device name is not among the ggml backend devices.
     #[error("unknown device {name:?}; available: {}", available.join(", "))]
@@ -88,7 +88,7 @@ pub enum Error {
         /// The name as given.
         name: &'static str,
         /// What went wrong, in llama.cpp's words where it gave any.
-        reason: String,
+        reason: Reason,
     },
     /// A string handed to llama.cpp contains a NUL byte.
     #[error("{what} contains a NUL byte")]
@@ -102,7 +102,7 @@ pub enum Error {
         /// The metadata key.
         key: String,
         /// What went wrong, in llama.cpp's words where it gave any.
-        reason: String,
+        reason: Reason,
     },
     /// Too many tensor overrides for llama.cpp.
     #[error("{count} tensor overrides exceed llama.cpp's limit of {limit}")]
@@ -154,7 +154,7 @@ pub enum Error {
     #[error("tokenization failed: {reason}")]
     Tokenize {
         /// What went wrong, in llama.cpp's words where it gave any.
-        reason: String,
+        reason: Reason,
     },
     /// The prompt does not fit the context.
     #[error("prompt of {tokens} tokens does not fit the context of {n_ctx} tokens")]
@@ -168,7 +168,7 @@ pub enum Error {
     #[error("chat template: {reason}")]
     ChatTemplate {
         /// What went wrong, in llama.cpp's words where it gave any.
-        reason: String,
+        reason: Reason,
     },
     /// A token id outside the model's vocabulary.
     #[error("token {token} is outside the vocabulary of {n_vocab} tokens")]
@@ -205,7 +205,7 @@ pub enum Error {
         /// The endpoint as given.
         endpoint: String,
         /// What went wrong, in llama.cpp's words where it gave any.
-        reason: String,
+        reason: Reason,
     },
     /// A llama.cpp call threw a C++ exception; the exception firewall in
     /// llama-sys caught it before it could reach Rust.
@@ -222,7 +222,7 @@ pub enum Error {
     #[error("grammar dead end: {reason}")]
     GrammarDeadEnd {
         /// llama.cpp's message.
-        reason: String,
+        reason: Reason,
     },
     /// A grammar went past its budget while sampling (more parse stacks
     /// than [`MAX_GRAMMAR_STACKS`](crate::grammar::MAX_GRAMMAR_STACKS)):
@@ -231,7 +231,7 @@ pub enum Error {
     #[error("grammar over budget: {reason}")]
     GrammarBudget {
         /// What went past which limit.
-        reason: String,
+        reason: Reason,
     },
     /// An object of one model was used with a context of another.
     #[error("{what} belongs to another model than the context")]
@@ -250,14 +250,14 @@ pub enum Error {
         /// The metadata key or structure concerned.
         key: String,
         /// Why the value cannot be loaded.
-        reason: String,
+        reason: Reason,
     },
     /// An operation the model cannot do (a context on a vocabulary-only
     /// model, say).
     #[error("unsupported: {reason}")]
     Unsupported {
         /// What and why.
-        reason: String,
+        reason: Reason,
     },
     /// A GBNF grammar llama.cpp could not parse (or a lazy grammar's
     /// trigger it refused).
@@ -273,7 +273,7 @@ pub enum Error {
         /// Where in the schema.
         at: String,
         /// What is wrong or unsupported.
-        reason: String,
+        reason: Reason,
     },
     /// A LoRA adapter could not be loaded (another architecture, tensors
     /// of the wrong shape, not an adapter).
@@ -301,7 +301,7 @@ pub enum Error {
     #[error("embeddings: {reason}")]
     Embeddings {
         /// What went wrong, in llama.cpp's words where it gave any.
-        reason: String,
+        reason: Reason,
     },
 }
 

@@ -27,7 +27,9 @@ pub(crate) fn check(call: &'static str, status: c_int) -> Result<()> {
         .to_string_lossy()
         .into_owned();
     if message.contains("empty grammar stack") {
-        return Err(Error::GrammarDeadEnd { reason: message });
+        return Err(Error::GrammarDeadEnd {
+            reason: message.into(),
+        });
     }
     if let Some(reason) = message.strip_prefix("llama_sys: grammar budget: ") {
         return Err(Error::GrammarBudget {

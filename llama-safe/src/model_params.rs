@@ -171,13 +171,13 @@ impl LlamaModelParams {
         if split.len() > max {
             return self.invalid(Error::InvalidParameter {
                 name: "tensor_split",
-                reason: format!("{} entries, llama.cpp takes at most {max}", split.len()),
+                reason: format!("{} entries, llama.cpp takes at most {max}", split.len()).into(),
             });
         }
         if split.iter().any(|v| !v.is_finite() || *v < 0.0) {
             return self.invalid(Error::InvalidParameter {
                 name: "tensor_split",
-                reason: format!("{split:?} has a negative or non-finite entry"),
+                reason: format!("{split:?} has a negative or non-finite entry").into(),
             });
         }
         self.tensor_split = split.to_vec();
@@ -252,14 +252,15 @@ impl LlamaModelParams {
         if key.is_empty() || key.len() > 127 || key.contains('\0') {
             return self.invalid(Error::InvalidParameter {
                 name: "kv_override key",
-                reason: format!("{key:?} must be 1..=127 bytes without NUL"),
+                reason: format!("{key:?} must be 1..=127 bytes without NUL").into(),
             });
         }
         if let KvValue::Str(s) = &value {
             if s.len() > 127 || s.contains('\0') {
                 return self.invalid(Error::InvalidParameter {
                     name: "kv_override value",
-                    reason: format!("string for {key:?} must be at most 127 bytes without NUL"),
+                    reason: format!("string for {key:?} must be at most 127 bytes without NUL")
+                        .into(),
                 });
             }
         }

@@ -33,7 +33,7 @@ const PROTO_MAJOR: u8 = 7;
 /// llama.cpp keeps one connection per endpoint for the life of the process.
 static REGISTERED: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
 
-fn rpc_error(endpoint: &str, reason: impl Into<String>) -> Error {
+fn rpc_error(endpoint: &str, reason: impl Into<crate::Reason>) -> Error {
     Error::Rpc {
         endpoint: endpoint.to_string(),
         reason: reason.into(),
@@ -44,7 +44,7 @@ fn rpc_error(endpoint: &str, reason: impl Into<String>) -> Error {
 fn parse_endpoint(endpoint: &str) -> Result<()> {
     let bad = |reason: &str| Error::InvalidParameter {
         name: "endpoint",
-        reason: format!("{endpoint:?}: {reason}"),
+        reason: format!("{endpoint:?}: {reason}").into(),
     };
     let (host, port) = endpoint
         .split_once(':')

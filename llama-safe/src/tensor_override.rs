@@ -64,7 +64,7 @@ impl TensorPattern {
     pub fn new(pattern: &str) -> Result<TensorPattern> {
         let invalid = |reason: String| Error::InvalidPattern {
             pattern: pattern.to_string(),
-            reason,
+            reason: reason.into(),
         };
         if pattern.is_empty() {
             return Err(invalid(

@@ -250,7 +250,7 @@ impl LlamaModel {
             Some(name) => Err(Error::Tokenize {
                 reason: format!(
                     "the vocabulary adds a {name} token but has none; tokenize without special tokens"
-                ),
+                ).into(),
             }),
             None => Ok(()),
         }

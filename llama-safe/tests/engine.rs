@@ -137,10 +137,7 @@ fn batched_sequences_give_what_they_give_alone() {
     // token, each later token needs the one before decoded); batched, one
     // decode serves every running sequence.
     let s = engine.stats();
-    let generated: u64 = results
-        .iter()
-        .map(|t| t.generated_tokens as u64)
-        .sum();
+    let generated: u64 = results.iter().map(|t| t.generated_tokens as u64).sum();
     assert!(s.decodes < generated, "{s:?}, {generated} tokens generated");
 }
 

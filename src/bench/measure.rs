@@ -172,7 +172,7 @@ fn rpc_device(backend: &LlamaBackend, endpoint: &str) -> Result<String> {
         .first()
         .map(|d| d.name.clone())
         .ok_or_else(|| Error::Unsupported {
-            reason: format!("the RPC server at {endpoint} offers no device"),
+            reason: format!("the RPC server at {endpoint} offers no device").into(),
         })
 }
 

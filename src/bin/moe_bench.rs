@@ -297,7 +297,7 @@ fn one_run(
 ) -> Result<RunResult> {
     let failed = |reason: String| Error::InvalidParameter {
         name: "run",
-        reason,
+        reason: reason.into(),
     };
     if *config == Config::CGreedy {
         return run_c(c_exe.expect("checked above"), spec).map_err(failed);
@@ -403,7 +403,10 @@ fn meta(args: &Args, spec: &RunSpec) -> Result<Meta> {
 }
 
 fn invalid(name: &'static str) -> impl Fn(String) -> Error {
-    move |reason| Error::InvalidParameter { name, reason }
+    move |reason| Error::InvalidParameter {
+        name,
+        reason: reason.into(),
+    }
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {

@@ -76,7 +76,9 @@ pub fn parse_tools(
     let stage = format
         .grammar(&tools, &choice, parallel)
         .map_err(|e| match e {
-            Error::InvalidParameter { reason, .. } => ApiError::bad("tool_choice", reason),
+            Error::InvalidParameter { reason, .. } => {
+                ApiError::bad("tool_choice", reason.to_string())
+            }
             other => ApiError::bad("tools", other.to_string()),
         })?;
     match stage {

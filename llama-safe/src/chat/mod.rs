@@ -115,7 +115,7 @@ pub fn render(
     eos_token: &str,
 ) -> Result<String> {
     let fail = |e: minijinja::Error| Error::ChatTemplate {
-        reason: format!("{e:#}"),
+        reason: format!("{e:#}").into(),
     };
     // Namespace assignments pass through the guard (see `sandbox`); the
     // source outlives the environment that borrows it.

@@ -145,7 +145,7 @@ impl ToolCallFormat {
                 if t.is_empty() {
                     return Err(Error::InvalidParameter {
                         name: "tool_choice",
-                        reason: format!("no tool is named {name:?}"),
+                        reason: format!("no tool is named {name:?}").into(),
                     });
                 }
                 t

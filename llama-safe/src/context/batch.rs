@@ -157,6 +157,6 @@ impl Batch {
 fn to_i32(name: &'static str, value: u32) -> Result<i32> {
     i32::try_from(value).map_err(|_| Error::InvalidParameter {
         name,
-        reason: format!("{value} is beyond i32::MAX"),
+        reason: format!("{value} is beyond i32::MAX").into(),
     })
 }

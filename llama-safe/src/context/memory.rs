@@ -61,7 +61,7 @@ impl LlamaContext {
                 name: "range",
                 reason: format!(
                     "a copy between sequences of a non-unified KV cache must cover all positions (`..`), not {p0}..{p1}"
-                ),
+                ).into(),
             });
         }
         // SAFETY: ids checked; positions as in seq_remove; a partial copy
@@ -97,7 +97,7 @@ impl LlamaContext {
             // (signed overflow in C++).
             return Err(Error::InvalidParameter {
                 name: "delta",
-                reason: format!("position {max} + {delta} overflows i32"),
+                reason: format!("position {max} + {delta} overflows i32").into(),
             });
         }
         // SAFETY: the memory handle lives with the context.
@@ -147,7 +147,7 @@ fn positions(range: &impl RangeBounds<u32>) -> Result<(i32, i32)> {
     let to_i32 = |p: u64| {
         i32::try_from(p).map_err(|_| Error::InvalidParameter {
             name: "range",
-            reason: format!("position {p} is beyond i32::MAX"),
+            reason: format!("position {p} is beyond i32::MAX").into(),
         })
     };
     let p0 = match range.start_bound() {
@@ -163,7 +163,7 @@ fn positions(range: &impl RangeBounds<u32>) -> Result<(i32, i32)> {
     if p1 >= 0 && p1 < p0 {
         return Err(Error::InvalidParameter {
             name: "range",
-            reason: format!("empty or reversed position range {p0}..{p1}"),
+            reason: format!("empty or reversed position range {p0}..{p1}").into(),
         });
     }
     Ok((p0, p1))

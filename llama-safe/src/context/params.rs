@@ -212,7 +212,8 @@ impl ContextParams {
                 reason: format!(
                     "{limit} is below n_seq_max ({}): each sequence needs an output",
                     self.raw.n_seq_max
-                ),
+                )
+                .into(),
             });
         }
         Ok(())
@@ -338,7 +339,8 @@ impl std::str::FromStr for KvCacheType {
                         .map(|(t, _)| t.name())
                         .collect::<Vec<_>>()
                         .join(", ")
-                ),
+                )
+                .into(),
             })
     }
 }

@@ -133,7 +133,8 @@ impl Family {
                     "{} needs more than {} blocks (its leading dense ones)",
                     self.name(),
                     self.leading_dense_blocks()
-                ),
+                )
+                .into(),
             });
         }
         super::build_family(DemoModel::Moe, self, shape)?.write_to(path)

@@ -92,7 +92,7 @@ impl SyntheticMoe {
         let bad = |reason: String| {
             Err(Error::InvalidParameter {
                 name: "SyntheticMoe",
-                reason,
+                reason: reason.into(),
             })
         };
         if self.n_layer == 0 || self.n_expert == 0 || self.n_head == 0 {

@@ -113,13 +113,13 @@ impl GgufWriter {
         if count as usize != values.len() {
             return Err(Error::InvalidParameter {
                 name: "values",
-                reason: format!("tensor {name}: {} values for dims {dims:?}", values.len()),
+                reason: format!("tensor {name}: {} values for dims {dims:?}", values.len()).into(),
             });
         }
         if ty == GgmlType::Q8_0 && dims.first().is_none_or(|d| d % 32 != 0) {
             return Err(Error::InvalidParameter {
                 name: "dims",
-                reason: format!("tensor {name}: Q8_0 rows must be a multiple of 32"),
+                reason: format!("tensor {name}: Q8_0 rows must be a multiple of 32").into(),
             });
         }
         let data = match ty {

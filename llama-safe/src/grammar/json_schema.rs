@@ -192,7 +192,7 @@ fn child(name: &str, part: &str) -> String {
 fn fail(at: &str, reason: impl Into<String>) -> Error {
     Error::JsonSchema {
         at: at.to_string(),
-        reason: reason.into(),
+        reason: reason.into().into(),
     }
 }
 

@@ -126,7 +126,7 @@ impl LlamaContext {
         if let Some((_, s)) = adapters.iter().find(|(_, s)| !s.is_finite()) {
             return Err(Error::InvalidParameter {
                 name: "scale",
-                reason: format!("LoRA scale {s} is not finite"),
+                reason: format!("LoRA scale {s} is not finite").into(),
             });
         }
         let mut raws: Vec<*mut llama_safe_sys::llama_adapter_lora> =

@@ -164,7 +164,7 @@ impl SamplerStage {
 fn invalid(reason: impl Into<String>) -> Error {
     Error::InvalidParameter {
         name: "sampler chain",
-        reason: reason.into(),
+        reason: reason.into().into(),
     }
 }
 
