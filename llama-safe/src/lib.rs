@@ -36,7 +36,7 @@ pub mod engine;
 mod error;
 mod ffi;
 pub mod fit;
-pub mod generate;
+mod generate;
 pub mod gguf;
 pub mod grammar;
 pub mod logging;
@@ -62,6 +62,7 @@ pub use llama_safe_sys as sys;
 /// shapes it refuses to load, and the bounds of tensor-override patterns.
 pub mod limits {
     pub use crate::check::{MAX_EXPERTS, MAX_LAYERS};
+    pub use crate::context::params::MAX_THREADS;
     pub use crate::pattern_limits::{MAX_NAME_LEN, MAX_NESTING, MAX_PATTERN_LEN, MAX_REPETITIONS};
 }
 

@@ -456,7 +456,7 @@ fn absurd_thread_counts_are_clamped() {
         let model = default_model();
         for n in [100_000, u32::MAX] {
             let params = ContextParams::default().with_n_ctx(64).with_threads(n);
-            assert_eq!(params.threads(), context::params::MAX_THREADS);
+            assert_eq!(params.threads(), limits::MAX_THREADS);
             let mut ctx = LlamaContext::new(&model, &params).unwrap();
             ctx.decode(&model.tokenize("Once", Tokenize::PROMPT).unwrap())
                 .unwrap();

@@ -1,15 +1,15 @@
 //! [`LlamaContext`]: the state of inference over a model (the KV cache, the
 //! compute buffers), and decoding tokens and batches.
 //!
-//! - [`params`]: [`ContextParams`] and its types;
-//! - [`batch`]: the multi-sequence [`Batch`];
+//! - `params`: [`ContextParams`] and its types (at the crate root);
+//! - `batch`: the multi-sequence [`Batch`] (at the crate root);
 //! - `memory`: KV cache operations on sequences;
 //! - `state`: saving and restoring the context state.
 
-pub mod batch;
+pub(crate) mod batch;
 pub(crate) mod breakdown;
 mod memory;
-pub mod params;
+pub(crate) mod params;
 mod state;
 
 pub use breakdown::{device_bytes, device_totals, host_bytes, MemoryTotals, MemoryUse};
