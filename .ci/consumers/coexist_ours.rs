@@ -6,11 +6,9 @@ fn ours(path: &std::path::Path, prompt: &str) -> llama_safe::Result<String> {
     let backend = LlamaBackend::init();
     let model = LlamaModel::load(&backend, path, &LlamaModelParams::default())?;
     let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(2048))?;
-    let options = GenerateOptions {
-        max_tokens: 32,
-        sampling: SamplingOptions::greedy(),
-        ..Default::default()
-    };
+    let options = GenerateOptions::default()
+        .with_max_tokens(32)
+        .with_sampling(SamplingOptions::greedy());
     let mut text = prompt.to_string();
     for event in ctx.generate(prompt, &options)? {
         if let Event::Piece(piece) = event? {
