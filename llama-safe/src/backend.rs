@@ -52,17 +52,14 @@ fn prepare_registry(options: &BackendOptions) {
     if !options.software_devices || std::env::var_os(VISIBLE).is_some() {
         return;
     }
-    let mut types = [0 as std::ffi::c_int; 64];
-    // SAFETY: `types` holds `types.len()` ints; the shim writes at most that
-    // many and only uses the Vulkan loader's C API (no exceptions).
-    let count =
-        unsafe { llama_safe_sys::llama_sys_vk_physical_devices(types.as_mut_ptr(), types.len()) };
+    // Every device, whatever its type: only the count is needed.
+    // SAFETY: with a capacity of 0 the shim writes nothing through the
+    // (NULL) pointer; it only uses the Vulkan loader's C API (no exceptions).
+    let count = unsafe { llama_safe_sys::llama_sys_vk_physical_devices(std::ptr::null_mut(), 0) };
     if count <= 0 {
         return;
     }
-    let list: Vec<String> = (0..count.min(types.len() as i32))
-        .map(|i| i.to_string())
-        .collect();
+    let list: Vec<String> = (0..count).map(|i| i.to_string()).collect();
     // ggml-vulkan reads this once, when the registry is built just after;
     // it is set under the handle lock, before any llama.cpp call of this
     // process (FIRST is unset).

@@ -99,12 +99,8 @@ pub struct Fitted {
     pub params: LlamaModelParams,
     /// The context params to use: the caller's, with the chosen size.
     pub ctx: ContextParams,
-    /// The MoE mode chosen.
-    pub moe: MoeMode,
     /// The GPU layers chosen, if the fit had to lower them.
     pub n_gpu_layers: Option<u32>,
-    /// The context size chosen.
-    pub n_ctx: u32,
     /// Every device that gets something, with its budget and bytes.
     pub devices: Vec<DeviceFit>,
     /// The whole predicted breakdown, per buffer type.
@@ -113,6 +109,18 @@ pub struct Fitted {
     pub dry_runs: u32,
     /// What was tried and decided, one line each, in order.
     pub steps: Vec<String>,
+}
+
+impl Fitted {
+    /// The MoE mode chosen (that of [`params`](Self::params)).
+    pub fn moe(&self) -> MoeMode {
+        self.params.moe_mode()
+    }
+
+    /// The context size chosen (that of [`ctx`](Self::ctx)).
+    pub fn n_ctx(&self) -> u32 {
+        self.ctx.n_ctx()
+    }
 }
 
 impl fmt::Display for Fitted {
@@ -192,44 +200,65 @@ impl Budgets {
     }
 }
 
+/// The largest value in `lo..=hi` whose measurement fits, knowing `lo`'s
+/// does (measured as `at_lo`) and that the bytes grow with the value: a
+/// binary search, about `log2(hi - lo)` measurements.
+pub(crate) fn largest_fitting<T>(
+    lo: u32,
+    hi: u32,
+    at_lo: T,
+    mut measure: impl FnMut(u32) -> Result<T>,
+    fits: impl Fn(&T) -> bool,
+) -> Result<(u32, T)> {
+    let (mut lo, mut hi, mut best) = (lo, hi, at_lo);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        let measured = measure(mid)?;
+        if fits(&measured) {
+            lo = mid;
+            best = measured;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok((lo, best))
+}
+
 /// The state of one fit: the file, the budgets, the dry runs so far and
 /// what was decided.
 struct Fitter<'a> {
     file: GgufFile,
     ctx: &'a ContextParams,
     budgets: Budgets,
-    dry_runs: u32,
+    dry_runs: std::cell::Cell<u32>,
     steps: Vec<String>,
 }
 
 impl Fitter<'_> {
-    fn measure(&mut self, params: &LlamaModelParams, n_ctx: u32) -> Result<Vec<MemoryUse>> {
-        self.dry_runs += 1;
+    fn measure(&self, params: &LlamaModelParams, n_ctx: u32) -> Result<Vec<MemoryUse>> {
+        self.dry_runs.set(self.dry_runs.get() + 1);
         LlamaModel::dry_memory(&self.file, params, &self.ctx.clone().with_n_ctx(n_ctx))
     }
 
-    /// The largest value in `lo..=hi` whose candidate fits, knowing `lo`'s
-    /// does (measured as `at_lo`) and that device bytes grow with the value.
+    /// [`largest_fitting`] over dry runs of `candidate(value)` against the
+    /// budgets.
     fn largest_fitting(
-        &mut self,
+        &self,
         lo: u32,
         hi: u32,
         at_lo: Vec<MemoryUse>,
         candidate: impl Fn(u32) -> (LlamaModelParams, u32),
     ) -> Result<(u32, Vec<MemoryUse>)> {
-        let (mut lo, mut hi, mut best) = (lo, hi, at_lo);
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            let (params, n_ctx) = candidate(mid);
-            let uses = self.measure(&params, n_ctx)?;
-            if self.budgets.fits(&uses) {
-                lo = mid;
-                best = uses;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        Ok((lo, best))
+        largest_fitting(
+            lo,
+            hi,
+            at_lo,
+            |value| {
+                let (params, n_ctx) = candidate(value);
+                self.measure(&params, n_ctx)
+            },
+            |uses| self.budgets.fits(uses),
+        )
     }
 
     fn describe(&self, uses: &[MemoryUse]) -> String {
@@ -254,12 +283,10 @@ impl Fitter<'_> {
         Fitted {
             ctx: self.ctx.clone().with_n_ctx(n_ctx),
             devices: self.budgets.devices(&memory),
-            moe: params.moe_mode(),
             params,
             n_gpu_layers,
-            n_ctx,
             memory,
-            dry_runs: self.dry_runs,
+            dry_runs: self.dry_runs.get(),
             steps: self.steps,
         }
     }
@@ -294,7 +321,7 @@ impl LlamaModelParams {
     /// let ctx = ContextParams::default().with_n_ctx(256);
     /// let fitted = LlamaModelParams::default().fit(DemoModel::Moe.cached()?, &ctx, &FitOptions::default())?;
     /// // A CPU-only build puts nothing on a device: nothing to change.
-    /// assert_eq!(fitted.n_ctx, 256);
+    /// assert_eq!(fitted.n_ctx(), 256);
     /// println!("{fitted}");
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
@@ -319,7 +346,7 @@ impl LlamaModelParams {
             file,
             ctx,
             budgets: Budgets::read(&backend, options),
-            dry_runs: 0,
+            dry_runs: Default::default(),
             steps: Vec::new(),
         };
 

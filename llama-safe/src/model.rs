@@ -166,7 +166,7 @@ impl LlamaModel {
 
     pub(crate) fn vocab(&self) -> *const llama_safe_sys::llama_vocab {
         // SAFETY: the model is live; the vocab lives as long as it.
-        unsafe { llama_safe_sys::llama_model_get_vocab(self.inner.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_model_get_vocab(self.as_ptr()) }
     }
 
     /// Whether only the vocabulary was loaded
@@ -195,7 +195,7 @@ impl LlamaModel {
     /// Number of repeating layers (blocks).
     pub fn n_layer(&self) -> u32 {
         // SAFETY: model is live.
-        unsafe { llama_safe_sys::llama_model_n_layer(self.inner.raw.as_ptr()) }.max(0) as u32
+        unsafe { llama_safe_sys::llama_model_n_layer(self.as_ptr()) }.max(0) as u32
     }
 
     /// Experts per MoE layer; 0 for a dense model.
@@ -222,26 +222,26 @@ impl LlamaModel {
     /// Number of parameters.
     pub fn n_params(&self) -> u64 {
         // SAFETY: model is live.
-        unsafe { llama_safe_sys::llama_model_n_params(self.inner.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_model_n_params(self.as_ptr()) }
     }
 
     /// Total bytes of the weights.
     pub fn size_bytes(&self) -> u64 {
         // SAFETY: model is live.
-        unsafe { llama_safe_sys::llama_model_size(self.inner.raw.as_ptr()) }
+        unsafe { llama_safe_sys::llama_model_size(self.as_ptr()) }
     }
 
     /// Embedding width.
     pub fn n_embd(&self) -> u32 {
         // SAFETY: model is live.
-        unsafe { llama_safe_sys::llama_model_n_embd(self.inner.raw.as_ptr()) }.max(0) as u32
+        unsafe { llama_safe_sys::llama_model_n_embd(self.as_ptr()) }.max(0) as u32
     }
 
     /// Width of the embeddings the model outputs (`n_embd` unless the
     /// architecture projects them, e.g. models with `embedding_length_out`).
     pub fn n_embd_out(&self) -> u32 {
         // SAFETY: model is live.
-        unsafe { llama_safe_sys::llama_model_n_embd_out(self.inner.raw.as_ptr()) }.max(0) as u32
+        unsafe { llama_safe_sys::llama_model_n_embd_out(self.as_ptr()) }.max(0) as u32
     }
 
     /// Vocabulary size.
@@ -253,7 +253,7 @@ impl LlamaModel {
     /// Context length the model was trained with.
     pub fn n_ctx_train(&self) -> u32 {
         // SAFETY: model is live.
-        unsafe { llama_safe_sys::llama_model_n_ctx_train(self.inner.raw.as_ptr()) }.max(0) as u32
+        unsafe { llama_safe_sys::llama_model_n_ctx_train(self.as_ptr()) }.max(0) as u32
     }
 
     /// llama.cpp's one-line description, e.g. `llama ?B Q8_0`.
@@ -261,7 +261,7 @@ impl LlamaModel {
         // SAFETY: buf is writable for len bytes; llama.cpp NUL-terminates
         // and returns the full length.
         read_c_string(|buf, len| unsafe {
-            llama_safe_sys::llama_model_desc(self.inner.raw.as_ptr(), buf, len)
+            llama_safe_sys::llama_model_desc(self.as_ptr(), buf, len)
         })
         .unwrap_or_default()
     }
@@ -270,9 +270,8 @@ impl LlamaModel {
     pub fn chat_template(&self) -> Option<String> {
         // SAFETY: model is live; NULL name asks for the default template; the
         // result is NULL or a string owned by the model.
-        let ptr = unsafe {
-            llama_safe_sys::llama_model_chat_template(self.inner.raw.as_ptr(), std::ptr::null())
-        };
+        let ptr =
+            unsafe { llama_safe_sys::llama_model_chat_template(self.as_ptr(), std::ptr::null()) };
         // SAFETY: non-NULL results are NUL-terminated and live with the model.
         (!ptr.is_null()).then(|| {
             unsafe { CStr::from_ptr(ptr) }
@@ -286,12 +285,7 @@ impl LlamaModel {
         let key = CString::new(key).ok()?;
         // SAFETY: key is a C string; buf is writable for len bytes.
         read_c_string(|buf, len| unsafe {
-            llama_safe_sys::llama_model_meta_val_str(
-                self.inner.raw.as_ptr(),
-                key.as_ptr(),
-                buf,
-                len,
-            )
+            llama_safe_sys::llama_model_meta_val_str(self.as_ptr(), key.as_ptr(), buf, len)
         })
     }
 
@@ -308,7 +302,7 @@ impl LlamaModel {
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
     pub fn metadata(&self) -> Vec<(String, String)> {
-        let raw = self.inner.raw.as_ptr();
+        let raw = self.as_ptr();
         // SAFETY: the model is live.
         let n = unsafe { llama_safe_sys::llama_model_meta_count(raw) }.max(0);
         (0..n)

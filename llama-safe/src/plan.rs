@@ -234,28 +234,25 @@ impl LlamaModelParams {
             let params = params.clone().with_n_cpu_moe(n);
             crate::model::LlamaModel::dry_memory(&file, &params, ctx)
         };
-        let fits = |uses: &[MemoryUse]| device_bytes(uses, device) <= device_budget_bytes;
-        // Smallest n in lo..=hi that fits, knowing hi fits.
-        let (mut lo, mut hi) = (0u32, block_count);
-        let mut best = measure(hi)?;
-        if !fits(&best) {
+        let fits = |uses: &Vec<MemoryUse>| device_bytes(uses, device) <= device_budget_bytes;
+        let all_on_host = measure(block_count)?;
+        if !fits(&all_on_host) {
             return Err(Error::BudgetTooSmall {
-                needed: device_bytes(&best, device),
+                needed: device_bytes(&all_on_host, device),
                 budget: device_budget_bytes,
             });
         }
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let uses = measure(mid)?;
-            if fits(&uses) {
-                hi = mid;
-                best = uses;
-            } else {
-                lo = mid + 1;
-            }
-        }
+        // The smallest n that fits: the most layers (block_count - n) whose
+        // experts stay on the device.
+        let (keep, best) = crate::fit::largest_fitting(
+            0,
+            block_count,
+            all_on_host,
+            |keep| measure(block_count - keep),
+            fits,
+        )?;
         Ok(MoeFit {
-            n_cpu_moe: hi,
+            n_cpu_moe: block_count - keep,
             device_bytes: device_bytes(&best, device),
             host_bytes: host_bytes(&best),
             memory: best,

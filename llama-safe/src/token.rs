@@ -107,6 +107,25 @@ impl LlamaModel {
         })
     }
 
+    /// Tokenizes a prompt for a cache of `n_ctx` cells. A text too long for
+    /// it whatever its tokens is [`Error::PromptTooLong`] before it is
+    /// tokenized (which takes time and memory in proportion).
+    pub(crate) fn tokenize_prompt(
+        &self,
+        text: &str,
+        how: Tokenize,
+        n_ctx: u32,
+    ) -> Result<Vec<Token>> {
+        let at_least = text.len().div_ceil(self.max_token_bytes());
+        if at_least > n_ctx as usize {
+            return Err(Error::PromptTooLong {
+                tokens: at_least,
+                n_ctx,
+            });
+        }
+        self.tokenize(text, how)
+    }
+
     /// The bytes of one token's text (byte tokens give single bytes, which
     /// may be half of a UTF-8 character; see [`Utf8Stream`](crate::Utf8Stream)).
     /// `special` renders control tokens as their text. A token outside the

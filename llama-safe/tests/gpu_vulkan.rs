@@ -310,7 +310,7 @@ fn fit_moves_experts_then_layers_then_context_and_the_load_matches() {
     let fitted = base.fit(&path, &ctx, &budget(full)).unwrap();
     eprint!("{fitted}");
     assert_eq!(
-        (fitted.moe, fitted.n_gpu_layers, fitted.n_ctx),
+        (fitted.moe(), fitted.n_gpu_layers, fitted.n_ctx()),
         (MoeMode::None, None, 4096)
     );
 
@@ -319,7 +319,7 @@ fn fit_moves_experts_then_layers_then_context_and_the_load_matches() {
     let fitted = base.fit(&path, &ctx, &budget(n2)).unwrap();
     eprint!("{fitted}");
     assert_eq!(
-        (fitted.moe, fitted.n_gpu_layers),
+        (fitted.moe(), fitted.n_gpu_layers),
         (MoeMode::FirstLayers(2), None)
     );
     assert_eq!(fitted.devices.len(), 1);
@@ -360,7 +360,7 @@ fn fit_moves_experts_then_layers_then_context_and_the_load_matches() {
     let fitted = base.fit(&path, &ctx, &budget(back)).unwrap();
     eprint!("{fitted}");
     assert_eq!(
-        (fitted.moe, fitted.n_gpu_layers),
+        (fitted.moe(), fitted.n_gpu_layers),
         (MoeMode::FirstLayers(3), Some(2))
     );
     assert_eq!(fitted.devices[0].bytes, back);
@@ -371,9 +371,9 @@ fn fit_moves_experts_then_layers_then_context_and_the_load_matches() {
     eprint!("{fitted}");
     assert_eq!(fitted.n_gpu_layers, Some(0));
     assert!(
-        fitted.n_ctx >= 1024 && fitted.n_ctx < 4096,
+        fitted.n_ctx() >= 1024 && fitted.n_ctx() < 4096,
         "{}",
-        fitted.n_ctx
+        fitted.n_ctx()
     );
     assert!(fitted.devices[0].bytes <= none_1024);
     loads_as_fitted(&backend, &path, &fitted, &device);

@@ -371,14 +371,9 @@ impl Engine {
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
     pub fn submit_text(&self, prompt: &str, options: GenerateOptions) -> Result<Handle> {
-        let at_least = prompt.len().div_ceil(self.model.max_token_bytes());
-        if at_least > self.config.n_ctx as usize {
-            return Err(Error::PromptTooLong {
-                tokens: at_least,
-                n_ctx: self.config.n_ctx,
-            });
-        }
-        let tokens = self.model.tokenize(prompt, options.tokenize_how())?;
+        let tokens =
+            self.model
+                .tokenize_prompt(prompt, options.tokenize_how(), self.config.n_ctx)?;
         self.submit(Request::new(tokens, options))
     }
 

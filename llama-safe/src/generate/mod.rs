@@ -235,20 +235,10 @@ impl LlamaContext {
         let span = tracing::info_span!("llama_generate", max_tokens = options.max_tokens);
         #[cfg(feature = "tracing")]
         let _entered = span.clone().entered();
-        let how = Tokenize {
-            add_special: options.add_bos && self.n_past() == 0,
-            parse_special: options.parse_special,
-        };
-        // A text too long for the context whatever its tokens is refused
-        // before tokenizing it (which takes time and memory in proportion).
-        let at_least = prompt.len().div_ceil(self.model().max_token_bytes());
-        if at_least > self.n_ctx() as usize {
-            return Err(Error::PromptTooLong {
-                tokens: at_least,
-                n_ctx: self.n_ctx(),
-            });
-        }
-        let tokens = self.model().tokenize(prompt, how)?;
+        // The start token only at the start of the context.
+        let mut how = options.tokenize_how();
+        how.add_special &= self.n_past() == 0;
+        let tokens = self.model().tokenize_prompt(prompt, how, self.n_ctx())?;
         self.start_generation(
             &tokens,
             options,
