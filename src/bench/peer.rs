@@ -45,30 +45,20 @@ pub struct PeerMemory {
     pub served: Result<PeerMib, String>,
 }
 
-/// The placement flags llama.cpp takes for `config`, with `fit` (`-fitt`
-/// margin, MiB) for the fit configurations.
-/// The placement flags llama.cpp takes for `config`: the layers and the
-/// MoE flags with its fit off, or its fit with margin `fit_margin_mib`
-/// (MiB) and the layers left for it to choose (it refuses to fit when
-/// `-ngl` is given).
-fn placement(spec: &RunSpec, config: &Config, fit_margin_mib: Option<u64>) -> Vec<String> {
-    let fixed = |moe: &[String]| {
-        let mut v = vec!["-ngl".to_string(), spec.n_gpu_layers.to_string()];
-        v.extend(moe.iter().cloned());
-        v.extend(["-fit".into(), "off".into()]);
-        v
+/// The placement flags llama.cpp takes for a fixed `config`: the layers
+/// and the MoE flags, with its own fit off. `None` for a fit configuration
+/// ([`fit_choice`] runs llama.cpp's) and for the C program.
+fn placement(spec: &RunSpec, config: &Config) -> Option<Vec<String>> {
+    let moe = match config {
+        Config::Baseline => vec![],
+        Config::CpuMoe => vec!["--cpu-moe".into()],
+        Config::NCpuMoe(k) => vec!["--n-cpu-moe".into(), k.to_string()],
+        Config::Fit(_) | Config::CGreedy => return None,
     };
-    match config {
-        Config::Baseline | Config::CGreedy => fixed(&[]),
-        Config::CpuMoe => fixed(&["--cpu-moe".into()]),
-        Config::NCpuMoe(k) => fixed(&["--n-cpu-moe".into(), k.to_string()]),
-        Config::Fit(_) => vec![
-            "-fit".into(),
-            "on".into(),
-            "-fitt".into(),
-            fit_margin_mib.unwrap_or(1024).to_string(),
-        ],
-    }
+    let mut v = vec!["-ngl".to_string(), spec.n_gpu_layers.to_string()];
+    v.extend(moe);
+    v.extend(["-fit".into(), "off".into()]);
+    Some(v)
 }
 
 /// The flags every llama.cpp run shares: model, context, device, threads.
@@ -173,35 +163,26 @@ fn split_flags(flags: &str) -> Vec<String> {
     out
 }
 
-/// What llama.cpp's tools say for `config` on `device`.
-pub fn measure(
-    dir: &Path,
-    spec: &RunSpec,
-    config: &Config,
-    device: &str,
-    fit_margin_mib: Option<u64>,
-) -> PeerMemory {
-    let args = placement(spec, config, fit_margin_mib);
+/// What llama.cpp's tools say for a fixed `config` on `device` (`None`
+/// for a fit configuration: see [`fit_choice`]).
+pub fn measure(dir: &Path, spec: &RunSpec, config: &Config, device: &str) -> Option<PeerMemory> {
+    let args = placement(spec, config)?;
     let mut all = common(spec, device);
     all.extend(args.iter().cloned());
-    let dry_run = if matches!(config, Config::Fit(_)) {
-        Err("llama-fit-params prints no breakdown for its own fit".into())
-    } else {
-        let mut print = all.clone();
-        print.extend(["--fit-print".into(), "on".into()]);
-        run(&dir.join("llama-fit-params"), &print).and_then(|out| {
-            out.lines()
-                .find_map(|l| parse_fit_print(l, device))
-                .ok_or_else(|| format!("no line for {device} in {out:?}"))
-        })
-    };
+    let mut print = all.clone();
+    print.extend(["--fit-print".into(), "on".into()]);
+    let dry_run = run(&dir.join("llama-fit-params"), &print).and_then(|out| {
+        out.lines()
+            .find_map(|l| parse_fit_print(l, device))
+            .ok_or_else(|| format!("no line for {device} in {out:?}"))
+    });
     let served = serve(&dir.join("llama-server"), &all, device);
-    PeerMemory {
+    Some(PeerMemory {
         config: config.name(),
         args,
         dry_run,
         served,
-    }
+    })
 }
 
 /// `Vulkan0 12 4 8`: device, model, context, compute (MiB).

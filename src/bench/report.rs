@@ -106,8 +106,9 @@ pub struct Report {
     pub summaries: Vec<ConfigSummary>,
     /// Present when the C program ran.
     pub overhead: Option<Overhead>,
-    /// llama.cpp's own tools on the same device, per configuration (with
-    /// `moe_bench --llama-cpp DIR`).
+    /// llama.cpp's own tools on the same device, per fixed configuration
+    /// (with `moe_bench --llama-cpp DIR`; fit configurations are in
+    /// `peer_fit`).
     #[serde(default)]
     pub peer: Vec<super::peer::PeerMemory>,
     /// llama.cpp's `--fit` choice for each fit configuration, and ours for
@@ -325,12 +326,11 @@ impl Report {
     /// `--llama-cpp`.
     fn peer_table(&self) -> String {
         let mut s = String::new();
-        if self.peer.is_empty() {
-            return s;
+        if !self.peer.is_empty() {
+            s.push_str("\nllama.cpp's own tools on the same device (MiB: weights + KV cache + compute = total; llama.cpp truncates to whole MiB):\n\n");
+            s.push_str("| config | llama.cpp flags | llama-fit-params dry run | llama-server loaded | ours loaded (mean) |\n");
+            s.push_str("| --- | --- | --- | --- | --- |\n");
         }
-        s.push_str("\nllama.cpp's own tools on the same device (MiB: weights + KV cache + compute = total; llama.cpp truncates to whole MiB):\n\n");
-        s.push_str("| config | llama.cpp flags | llama-fit-params dry run | llama-server loaded | ours loaded (mean) |\n");
-        s.push_str("| --- | --- | --- | --- | --- |\n");
         let show = |r: &Result<super::peer::PeerMib, String>| match r {
             Ok(m) => format!(
                 "{} + {} + {} = {}",

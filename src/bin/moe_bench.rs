@@ -10,8 +10,8 @@
 //! # every layer on its device; reports the bytes on it and fit's prediction.
 //! cargo build --release --features rpc --example rpc_server --bin moe_bench
 //! target/release/moe_bench --model model.gguf --rpc-server target/release/examples/rpc_server
-//! # A GPU (here Vulkan; lavapipe needs GGML_VK_VISIBLE_DEVICES=0), with
-//! # `fit` (free memory less 1 GiB) or `fit=SIZE` among the configurations:
+//! # A GPU (here Vulkan; --device also offers the software device, lavapipe),
+//! # with `fit` (free memory less 1 GiB) or `fit=SIZE` among the configurations:
 //! cargo build --release --features vulkan --bin moe_bench
 //! target/release/moe_bench --device Vulkan0 --configs baseline,n-cpu-moe=2,cpu-moe,fit=9M
 //! ```
@@ -209,8 +209,9 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// llama.cpp's own figures for each configuration (its dry run, its server
-/// once loaded, and its `--fit` choice), run after ours, one at a time.
+/// llama.cpp's own figures, run after ours, one at a time: for each fixed
+/// configuration its dry run and its server once loaded; for each fit
+/// configuration its `--fit` choice, loaded, beside ours on its budget.
 fn peer_figures(report: &mut Report, dir: &Path, spec: &RunSpec, configs: &[Config], device: &str) {
     for config in configs {
         if *config == Config::CGreedy {
@@ -232,9 +233,7 @@ fn peer_figures(report: &mut Report, dir: &Path, spec: &RunSpec, configs: &[Conf
             _ => None,
         };
         eprintln!("moe_bench: llama.cpp's tools for {}", config.name());
-        report
-            .peer
-            .push(peer::measure(dir, spec, config, device, margin));
+        report.peer.extend(peer::measure(dir, spec, config, device));
         if let Some(margin_mib) = margin {
             let peer = peer::fit_choice(dir, spec, device, margin_mib);
             let ours = match &peer {
