@@ -12,8 +12,8 @@
 //! empty line or end of input ends the chat.
 
 use clap::Parser;
+use llama_safe::cli::{run_main, stats_line, GenerationArgs, SamplingArgs};
 use llama_safe::*;
-use llama_workspace::cli::{run_main, stats_line, GenerationArgs, SamplingArgs};
 use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(Parser, Debug)]

@@ -7,8 +7,8 @@
 //! ```
 
 use clap::{Parser, ValueEnum};
+use llama_safe::cli::{run_main, ModelArgs};
 use llama_safe::*;
-use llama_workspace::cli::{run_main, ModelArgs};
 
 #[derive(Parser, Debug)]
 #[command(about = "Print sentence embeddings and their cosine similarities")]

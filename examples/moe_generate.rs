@@ -18,9 +18,9 @@
 //! stderr, so the text can be piped.
 
 use clap::Parser;
+use llama_safe::cli::{run_main, stats_line, GenerationArgs, SamplingArgs};
 use llama_safe::demo::DEMO_PROMPT;
 use llama_safe::*;
-use llama_workspace::cli::{run_main, stats_line, GenerationArgs, SamplingArgs};
 use std::io::Write;
 
 #[derive(Parser, Debug)]

@@ -11,8 +11,8 @@
 //! you trust.
 
 use clap::Parser;
+use llama_safe::cli::run_main;
 use llama_safe::LlamaBackend;
-use llama_workspace::cli::run_main;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]

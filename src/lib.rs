@@ -1,10 +1,10 @@
-//! Host package for the workspace examples and integration tests: the
-//! command-line pieces the examples share live in [`cli`], the A/B
-//! benchmark behind `src/bin/moe_bench.rs` in [`bench`](mod@bench).
+//! Host package for what the workspace does not publish: the examples, and
+//! the benchmarks behind `src/bin/moe_bench.rs` and `src/bin/serve_bench.rs`
+//! in [`bench`](mod@bench). The examples' command-line flags are
+//! `llama_safe::cli` (the `cli` feature); the server is the
+//! `llama-safe-server` crate.
 
 pub mod bench;
-pub mod cli;
-pub mod server;
 
 /// The README's Rust listings, compiled and run as doctests.
 #[cfg(doctest)]

@@ -33,6 +33,19 @@ impl LlamaContext {
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
     pub fn embed(&mut self, texts: &[&str], scale: Normalize) -> Result<Vec<Vec<f32>>> {
+        let tokenized = texts
+            .iter()
+            .map(|t| self.model().tokenize(t, Tokenize::PROMPT))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[Token]> = tokenized.iter().map(Vec::as_slice).collect();
+        self.embed_tokens(&refs, scale)
+    }
+
+    /// As [`embed`](Self::embed), for texts already tokenized (cut to
+    /// [`embed_limit`](Self::embed_limit), say). An empty one is
+    /// [`Error::EmptyPrompt`]; one over the limit [`Error::PromptTooLong`];
+    /// a token outside the vocabulary [`Error::InvalidToken`].
+    pub fn embed_tokens(&mut self, texts: &[&[Token]], scale: Normalize) -> Result<Vec<Vec<f32>>> {
         let normalize = scale == Normalize::UnitLength;
         let ctx = self;
         if !ctx.embeddings_enabled() {
@@ -47,7 +60,7 @@ impl LlamaContext {
                     .into(),
             });
         }
-        let limit = (ctx.decode_limit() as usize).min(ctx.n_ctx() as usize);
+        let limit = ctx.embed_limit() as usize;
         // Several texts per decode only in a unified cache (see
         // ContextParams::with_kv_unified for why).
         let max_seqs = if ctx.kv_unified() {
@@ -55,11 +68,11 @@ impl LlamaContext {
         } else {
             1
         };
-        let tokenized = texts
-            .iter()
-            .map(|t| ctx.model().tokenize(t, Tokenize::PROMPT))
-            .collect::<Result<Vec<_>>>()?;
-        for tokens in &tokenized {
+        let tokenized = texts;
+        for tokens in tokenized {
+            for &t in tokens.iter() {
+                ctx.model().check_token(t)?;
+            }
             if tokens.is_empty() {
                 return Err(Error::EmptyPrompt);
             }
@@ -87,6 +100,12 @@ impl LlamaContext {
             }
         }
         Ok(out)
+    }
+
+    /// The most tokens one text may have for [`embed`](Self::embed): the
+    /// context size, or the most one decode takes if that is less.
+    pub fn embed_limit(&self) -> u32 {
+        self.decode_limit().min(self.n_ctx())
     }
 }
 

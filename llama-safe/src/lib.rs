@@ -29,6 +29,8 @@
 mod backend;
 pub mod chat;
 mod check;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod context;
 pub mod demo;
 mod embeddings;
@@ -74,7 +76,10 @@ pub use context::LlamaContext;
 pub use embeddings::Normalize;
 pub use error::{DecodeError, Error, ErrorKind, Reason, Result};
 pub use fit::{FitOptions, Fitted};
-pub use generate::{Event, GenerateOptions, Generation, GenerationStats, Piece, StopReason};
+pub use generate::{
+    Event, GenerateOptions, Generation, GenerationStats, Piece, StopReason, TokenLogprob,
+    MAX_TOP_LOGPROBS,
+};
 pub use lora::LoraAdapter;
 pub use model::LlamaModel;
 pub use model_params::{KvValue, LlamaModelParams, LoadMode, RawModelParams, SplitMode};

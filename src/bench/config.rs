@@ -43,7 +43,7 @@ impl Config {
                         .map_err(|_| format!("n-cpu-moe wants a layer count, got {k:?}"));
                 }
                 if let Some(size) = other.strip_prefix("fit=") {
-                    return crate::cli::parse_size(size).map(|b| Config::Fit(Some(b)));
+                    return llama_safe::cli::parse_size(size).map(|b| Config::Fit(Some(b)));
                 }
                 Err(format!(
                     "unknown configuration {other:?}: use baseline, cpu-moe, n-cpu-moe=K, c, \

@@ -4,6 +4,7 @@
 //! EOS banned so every answer is exactly `max_tokens` long.
 
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "serve-bench")]
 use std::time::{Duration, Instant};
 
 /// What one load run measured.
@@ -26,6 +27,7 @@ pub struct LoadResult {
 }
 
 /// One streamed completion: (time to first text, total time, text chunks).
+#[cfg(feature = "serve-bench")]
 async fn one(
     client: &reqwest::Client,
     url: &str,
@@ -74,7 +76,8 @@ async fn one(
 }
 
 /// Runs `clients` closed-loop clients for `requests_per_client` requests
-/// each against `base` (`http://host:port`).
+/// each against `base` (`http://host:port`). With the `serve-bench` feature.
+#[cfg(feature = "serve-bench")]
 pub async fn run(
     base: &str,
     clients: usize,

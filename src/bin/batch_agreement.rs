@@ -8,10 +8,10 @@
 //! ```
 
 use clap::Parser;
+use llama_safe::cli::run_main;
 use llama_safe::engine::{Engine, EngineConfig, Request};
 use llama_safe::*;
 use llama_workspace::bench::serving::prompt;
-use llama_workspace::cli::run_main;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]

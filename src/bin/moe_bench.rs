@@ -20,6 +20,7 @@
 //! second busy process can slow decoding many times over.
 
 use clap::Parser;
+use llama_safe::cli::run_main;
 use llama_safe::demo::DEMO_PROMPT;
 use llama_safe::*;
 use llama_workspace::bench::measure::{self, run_c, run_rust, RunSpec};
@@ -27,7 +28,6 @@ use llama_workspace::bench::peer;
 use llama_workspace::bench::process::RpcServer;
 use llama_workspace::bench::report::{FitComparison, Meta, Report};
 use llama_workspace::bench::{Config, RunResult};
-use llama_workspace::cli::run_main;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,12 +1,12 @@
-//! Serving benchmark: our server (`examples/server`, on the batching engine)
+//! Serving benchmark: our server (the `llama-safe-server` binary, on the batching engine)
 //! against llama.cpp's `llama-server`, same model, same threads, same
 //! parallel sequences, closed-loop clients at several concurrencies,
 //! interleaved round by round. Writes JSON and Markdown.
 //!
 //! ```text
-//! cargo build --release --example server
+//! cargo build --release -p llama-safe-server
 //! scripts/build-llama-server.sh                 # the peer, outside CI
-//! cargo run --release --bin serve_bench -- --model m.gguf \
+//! cargo run --release --features serve-bench --bin serve_bench -- --model m.gguf \
 //!     --llama-server target/peers/llama-server --clients 1,2,4,8,16 --rounds 3
 //! ```
 //!
@@ -28,7 +28,7 @@ struct Args {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Our server binary.
-    #[arg(long, default_value = "target/release/examples/server")]
+    #[arg(long, default_value = "target/release/llama-safe-server")]
     server: PathBuf,
     /// llama.cpp's llama-server binary; without it only ours runs.
     #[arg(long)]

@@ -11,9 +11,9 @@
 //! ```
 
 use clap::Parser;
+use llama_safe::cli::run_main;
 use llama_safe::demo::{Family, SyntheticMoe};
 use llama_safe::gguf::GgmlType;
-use llama_workspace::cli::run_main;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]

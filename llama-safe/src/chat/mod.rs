@@ -10,11 +10,13 @@
 //! the renderer cannot run (without tools).
 
 mod builtin;
+mod reasoning;
 mod sandbox;
 mod tools;
 
+pub use reasoning::{ReasoningSplitter, Split, THINK_CLOSE, THINK_OPEN};
 pub use sandbox::{FUEL, MAX_FORMAT_WIDTH, MAX_JSON_INDENT, MAX_OUTPUT_BYTES, MAX_VALUE_DEPTH};
-pub use tools::{new_call_id, ParsedReply, ToolCallFormat, ToolChoice};
+pub use tools::{new_call_id, ParsedReply, ToolCallFormat, ToolChoice, ToolStream};
 
 use crate::error::{Error, Result};
 use crate::model::LlamaModel;
@@ -85,6 +87,60 @@ pub struct Tool {
     pub parameters: serde_json::Value,
 }
 
+/// How [`LlamaModel::apply_chat_template_with`] renders: tools, the
+/// assistant's turn, thinking.
+///
+/// ```
+/// use llama_safe::chat::TemplateOptions;
+/// let options = TemplateOptions::default().with_thinking(false);
+/// assert_eq!(options.thinking(), Some(false));
+/// assert!(options.add_assistant());
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TemplateOptions {
+    tools: Vec<Tool>,
+    no_assistant: bool,
+    thinking: Option<bool>,
+}
+
+impl TemplateOptions {
+    /// Tools the model may call: rendered by the template, or for a
+    /// template with no tool syntax ([`ToolCallFormat::Generic`]) described
+    /// in a system message with the JSON to answer with.
+    pub fn with_tools(mut self, tools: Vec<Tool>) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// End with the assistant's turn (the default) or not.
+    pub fn with_add_assistant(mut self, add: bool) -> Self {
+        self.no_assistant = !add;
+        self
+    }
+
+    /// Thinking on or off, for templates that read `enable_thinking`
+    /// (Qwen3's and its derivatives'); unset, the template's default.
+    pub fn with_thinking(mut self, on: bool) -> Self {
+        self.thinking = Some(on);
+        self
+    }
+
+    /// The tools.
+    pub fn tools(&self) -> &[Tool] {
+        &self.tools
+    }
+
+    /// Whether the prompt ends with the assistant's turn.
+    pub fn add_assistant(&self) -> bool {
+        !self.no_assistant
+    }
+
+    /// Thinking on or off, if set.
+    pub fn thinking(&self) -> Option<bool> {
+        self.thinking
+    }
+}
+
 /// A message as templates expect it (OpenAI's shape).
 #[derive(Serialize)]
 struct TemplateMessage<'a> {
@@ -113,6 +169,25 @@ pub fn render(
     add_generation_prompt: bool,
     bos_token: &str,
     eos_token: &str,
+) -> Result<String> {
+    render_with(
+        template,
+        messages,
+        tools,
+        add_generation_prompt,
+        None,
+        [bos_token, eos_token],
+    )
+}
+
+/// [`render`], with `enable_thinking` set for the template when given.
+fn render_with(
+    template: &str,
+    messages: &[ChatMessage],
+    tools: &[Tool],
+    add_generation_prompt: bool,
+    thinking: Option<bool>,
+    [bos_token, eos_token]: [&str; 2],
 ) -> Result<String> {
     let fail = |e: minijinja::Error| Error::ChatTemplate {
         reason: format!("{e:#}").into(),
@@ -176,6 +251,7 @@ pub fn render(
         add_generation_prompt => add_generation_prompt,
         bos_token => bos_token,
         eos_token => eos_token,
+        enable_thinking => thinking.map_or(minijinja::Value::UNDEFINED, minijinja::Value::from),
     };
     let mut out = sandbox::CappedOutput(Vec::new());
     env.get_template("chat")
@@ -264,6 +340,51 @@ impl LlamaModel {
         tools: &[Tool],
         add_assistant: bool,
     ) -> Result<String> {
+        self.render_template(messages, tools, add_assistant, None)
+    }
+
+    /// Formats `messages` as [`options`](TemplateOptions) say: with tools
+    /// (for a template with no tool syntax, described in a system message,
+    /// as [`ToolCallFormat::Generic`] parses the answer), thinking on or
+    /// off. Whether the answer starts inside a thinking block is
+    /// [`ReasoningSplitter::for_prompt`] of the result.
+    ///
+    /// ```
+    /// use llama_safe::chat::TemplateOptions;
+    /// use llama_safe::{demo::DemoModel, ChatMessage, LlamaBackend, LlamaModel};
+    /// let model = LlamaModel::load(&LlamaBackend::init(), DemoModel::Moe.cached()?, &Default::default())?;
+    /// let prompt = model.apply_chat_template_with(
+    ///     &[ChatMessage::new("user", "Hi")],
+    ///     &TemplateOptions::default().with_thinking(false),
+    /// )?;
+    /// assert!(prompt.contains("Hi"));
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn apply_chat_template_with(
+        &self,
+        messages: &[ChatMessage],
+        options: &TemplateOptions,
+    ) -> Result<String> {
+        let tools = options.tools();
+        if !tools.is_empty() && self.tool_call_format() == ToolCallFormat::Generic {
+            let messages = tools::with_generic_instructions(messages, tools);
+            return self.render_template(
+                &messages,
+                &[],
+                options.add_assistant(),
+                options.thinking(),
+            );
+        }
+        self.render_template(messages, tools, options.add_assistant(), options.thinking())
+    }
+
+    fn render_template(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        add_assistant: bool,
+        thinking: Option<bool>,
+    ) -> Result<String> {
         let template = self.chat_template();
         let token_text = |t: Option<crate::Token>| {
             t.and_then(|t| self.token_bytes(t, true).ok())
@@ -279,16 +400,10 @@ impl LlamaModel {
         } else {
             token_text(self.token_bos())
         };
-        let rendered = template.as_deref().map(|t| {
-            render(
-                t,
-                messages,
-                tools,
-                add_assistant,
-                &bos,
-                &token_text(self.token_eos()),
-            )
-        });
+        let eos = token_text(self.token_eos());
+        let rendered = template
+            .as_deref()
+            .map(|t| render_with(t, messages, tools, add_assistant, thinking, [&bos, &eos]));
         match (rendered, template) {
             (Some(Ok(text)), _) => Ok(text),
             (Some(Err(e)), _) if !tools.is_empty() => Err(e),

@@ -2,7 +2,7 @@
 //! in, a parser for it, and the grammar that makes the model write them
 //! correctly.
 
-use super::{Tool, ToolCall};
+use super::{ChatMessage, Tool, ToolCall};
 use crate::error::{Error, Result};
 use crate::grammar::{json_schema_to_grammar, literal};
 use crate::SamplerStage;
@@ -439,6 +439,108 @@ fn rebase_refs(schema: &Value, at: &str) -> Value {
     out
 }
 
+/// For the generic format (a template with no tool syntax): a system
+/// message that describes the tools and the JSON to answer with, put
+/// first (or joined to the caller's system message).
+pub(crate) fn with_generic_instructions(
+    messages: &[ChatMessage],
+    tools: &[Tool],
+) -> Vec<ChatMessage> {
+    let list: Vec<Value> = tools
+        .iter()
+        .map(|t| json!({"name": t.name, "description": t.description, "parameters": t.parameters}))
+        .collect();
+    let text = format!(
+        "You can call these tools:\n{}\nAnswer with JSON only: {{\"tool_calls\": [{{\"name\": ..., \"arguments\": {{...}}}}]}} to call tools, or {{\"response\": \"...\"}} to answer directly.",
+        serde_json::to_string_pretty(&list).unwrap_or_default()
+    );
+    let mut out = messages.to_vec();
+    match out.first_mut() {
+        Some(first) if first.role == "system" => {
+            first.content = format!("{}\n\n{text}", first.content);
+        }
+        _ => out.insert(0, ChatMessage::new("system", text)),
+    }
+    out
+}
+
+/// Streams an answer that may hold tool calls: text goes out as it comes,
+/// except what may be the start of a call (the format's trigger, or a
+/// prefix of it at the end), which is held back; at the end the whole
+/// answer is parsed.
+#[derive(Debug, Clone)]
+pub struct ToolStream {
+    format: ToolCallFormat,
+    text: String,
+    /// Bytes of `text` sent as content.
+    sent: usize,
+    /// The trigger was seen: nothing more goes out until the end.
+    holding: bool,
+}
+
+impl ToolStream {
+    /// A stream for answers in `format`.
+    pub fn new(format: ToolCallFormat) -> ToolStream {
+        ToolStream {
+            format,
+            text: String::new(),
+            sent: 0,
+            // The generic format's answer is JSON from its first byte.
+            holding: format == ToolCallFormat::Generic,
+        }
+    }
+
+    /// Adds a piece; returns the text that can go out now.
+    pub fn push(&mut self, piece: &str) -> Option<String> {
+        self.text.push_str(piece);
+        if self.holding {
+            return None;
+        }
+        let trigger = self.format.trigger().unwrap_or_default();
+        let pending = &self.text[self.sent..];
+        let safe = match pending.find(trigger) {
+            Some(at) => {
+                self.holding = true;
+                at
+            }
+            // Keep back a tail that could grow into the trigger.
+            None => (1..trigger.len().min(pending.len() + 1))
+                .rev()
+                .find(|&n| {
+                    pending.is_char_boundary(pending.len() - n)
+                        && trigger.starts_with(&pending[pending.len() - n..])
+                })
+                .map_or(pending.len(), |n| pending.len() - n),
+        };
+        let out = pending[..safe].to_string();
+        self.sent += safe;
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// The end: the content not yet sent and the calls.
+    pub fn finish(self) -> ParsedReply {
+        let reply = self.format.parse(&self.text);
+        if reply.tool_calls.is_empty() {
+            let content = if self.format == ToolCallFormat::Generic {
+                reply.content
+            } else {
+                self.text[self.sent..].to_string()
+            };
+            return ParsedReply {
+                content,
+                tool_calls: Vec::new(),
+            };
+        }
+        // Text after the calls, if the model wrote any.
+        let sent = self.text[..self.sent].trim();
+        let rest = reply.content.strip_prefix(sent).unwrap_or("").to_string();
+        ParsedReply {
+            content: rest,
+            tool_calls: reply.tool_calls,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,5 +658,29 @@ mod tests {
                 .grammar(&[weather()], &ToolChoice::Function("nope".into()), true)
                 .is_err());
         }
+    }
+
+    #[test]
+    fn a_stream_holds_back_what_may_start_a_call() {
+        let mut s = ToolStream::new(ToolCallFormat::Hermes);
+        let mut out = String::new();
+        for piece in [
+            "Let me ",
+            "check.<tool",
+            "_call>{\"name\": \"f\", ",
+            "\"arguments\": {}}</tool_call>",
+        ] {
+            out.push_str(&s.push(piece).unwrap_or_default());
+        }
+        assert_eq!(out, "Let me check.");
+        let end = s.finish();
+        assert_eq!(end.tool_calls[0].name, "f");
+        assert_eq!(end.content, "");
+
+        // A held-back prefix that does not become the trigger goes out.
+        let mut s = ToolStream::new(ToolCallFormat::Hermes);
+        assert_eq!(s.push("a <to").as_deref(), Some("a "));
+        assert_eq!(s.push("ad").as_deref(), Some("<toad"));
+        assert_eq!(s.finish().content, "");
     }
 }

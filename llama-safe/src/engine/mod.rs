@@ -392,6 +392,7 @@ impl Engine {
         if request.prompt.is_empty() {
             return Err(Error::EmptyPrompt);
         }
+        request.options.check()?;
         let needed = request.prompt.len() + request.options.max_tokens() as usize;
         if needed > self.config.n_ctx as usize {
             return Err(Error::PromptTooLong {

@@ -89,7 +89,7 @@ impl Run {
         }
         let model = ctx.model().clone();
         let sampled = self.sampler.sample_ith(ctx, i);
-        match self.stream.accept(&model, sampled) {
+        match self.stream.accept(&model, sampled, ctx.logits_ith(i)) {
             Ok(Step::Continue { token, piece }) => {
                 let _ = self.job.events.send(Ok(Event::Piece(piece)));
                 self.pending = Some(token);

@@ -29,7 +29,13 @@ pub struct GenerateOptions {
     parse_special: bool,
     /// Set it to stop the generation from another thread.
     cancel: Option<Arc<AtomicBool>>,
+    /// Log-probabilities of each token and of this many alternatives.
+    logprobs: Option<u32>,
 }
+
+/// Most alternatives [`GenerateOptions::with_logprobs`] may ask for (as in
+/// OpenAI's API).
+pub const MAX_TOP_LOGPROBS: u32 = 20;
 
 impl GenerateOptions {
     /// Most tokens to generate (default 128).
@@ -63,6 +69,30 @@ impl GenerateOptions {
     pub fn with_cancel(mut self, cancel: Arc<AtomicBool>) -> Self {
         self.cancel = Some(cancel);
         self
+    }
+    /// Give each [`Piece`] its token's log-probability under the model
+    /// (before sampling's changes: temperature, penalties, grammar) and the
+    /// `top` most likely tokens in its place, at most [`MAX_TOP_LOGPROBS`]
+    /// (more is [`Error::InvalidParameter`] when generation starts). Costs
+    /// one pass over the vocabulary's logits per token.
+    pub fn with_logprobs(mut self, top: u32) -> Self {
+        self.logprobs = Some(top);
+        self
+    }
+    /// How many alternatives each piece's log-probability comes with, if
+    /// asked for.
+    pub fn logprobs(&self) -> Option<u32> {
+        self.logprobs
+    }
+    /// What can be checked before anything runs.
+    pub(crate) fn check(&self) -> Result<()> {
+        match self.logprobs {
+            Some(top) if top > MAX_TOP_LOGPROBS => Err(Error::InvalidParameter {
+                name: "logprobs",
+                reason: format!("at most {MAX_TOP_LOGPROBS} alternatives, not {top}").into(),
+            }),
+            _ => Ok(()),
+        }
     }
     /// Most tokens to generate.
     pub fn max_tokens(&self) -> u32 {
@@ -98,6 +128,7 @@ impl Default for GenerateOptions {
             add_bos: true,
             parse_special: true,
             cancel: None,
+            logprobs: None,
         }
     }
 }
@@ -128,6 +159,45 @@ pub struct Piece {
     pub text: String,
     /// Time since generation started.
     pub at: Duration,
+    /// With [`GenerateOptions::with_logprobs`]: the token's log-probability
+    /// and the most likely alternatives.
+    pub logprob: Option<TokenLogprob>,
+}
+
+/// A sampled token's log-probability under the model (the softmax of its
+/// logits, before sampling's changes) and the most likely tokens in its
+/// place, most likely first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The sampled token's natural-log probability.
+    pub logprob: f32,
+    /// The `top` most likely tokens and theirs.
+    pub top: Vec<(Token, f32)>,
+}
+
+impl TokenLogprob {
+    /// `token`'s log-probability in `logits`, and the `top` best.
+    pub(crate) fn from_logits(logits: &[f32], token: Token, top: usize) -> Option<TokenLogprob> {
+        let &at = logits.get(usize::try_from(token.0).ok()?)?;
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+        let log_z = max + sum.ln() as f32;
+        let mut best: Vec<(Token, f32)> = Vec::with_capacity(top + 1);
+        if top > 0 {
+            for (i, &l) in logits.iter().enumerate() {
+                if best.len() == top && best.last().is_some_and(|b| b.1 >= l) {
+                    continue;
+                }
+                let place = best.partition_point(|b| b.1 >= l);
+                best.insert(place, (Token(i as i32), l));
+                best.truncate(top);
+            }
+        }
+        Some(TokenLogprob {
+            logprob: at - log_z,
+            top: best.into_iter().map(|(t, l)| (t, l - log_z)).collect(),
+        })
+    }
 }
 
 /// Exact figures for one generation; token counts come from the tokenizer
@@ -288,6 +358,7 @@ impl LlamaContext {
                 n_ctx: self.n_ctx(),
             });
         }
+        options.check()?;
         let sampler = Sampler::new(self.model(), &options.sampling)?;
         let mut stream = TokenStream::new(options, tokens.len(), start, start);
         self.decode(tokens)?;
@@ -319,7 +390,8 @@ impl Generation<'_> {
         }
         let model = self.ctx.model().clone();
         let sampled = self.sampler.sample(self.ctx);
-        match self.stream.accept(&model, sampled)? {
+        let logits = self.ctx.last_output().and_then(|i| self.ctx.logits_ith(i));
+        match self.stream.accept(&model, sampled, logits)? {
             Step::Continue { token, piece } => {
                 self.ctx.decode(&[token])?;
                 Ok(vec![Event::Piece(piece)])

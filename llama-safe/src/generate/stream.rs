@@ -4,7 +4,7 @@
 //! the end, and the stats. The callers only sample and decode.
 
 use super::stop::StopMatcher;
-use super::{Event, GenerateOptions, GenerationStats, Piece, StopReason};
+use super::{Event, GenerateOptions, GenerationStats, Piece, StopReason, TokenLogprob};
 use crate::error::{Error, Result};
 use crate::model::LlamaModel;
 use crate::token::{Token, Utf8Stream};
@@ -15,6 +15,8 @@ pub(crate) struct TokenStream {
     utf8: Utf8Stream,
     stop: StopMatcher,
     max_tokens: usize,
+    /// Alternatives per log-probability, if asked for.
+    logprobs: Option<u32>,
     prompt_tokens: usize,
     generated: usize,
     /// The last token generated (not end-of-generation): a tail of bytes
@@ -53,6 +55,7 @@ impl TokenStream {
             utf8: Utf8Stream::default(),
             stop: StopMatcher::new(options.stop()),
             max_tokens: options.max_tokens() as usize,
+            logprobs: options.logprobs(),
             prompt_tokens,
             generated: 0,
             last_generated: None,
@@ -76,8 +79,14 @@ impl TokenStream {
         self.generated >= self.max_tokens
     }
 
-    /// What the token the sampler gave (or its error) does.
-    pub fn accept(&mut self, model: &LlamaModel, sampled: Result<Token>) -> Result<Step> {
+    /// What the token the sampler gave (or its error) does; `logits` are
+    /// those it was sampled from (for log-probabilities, when asked for).
+    pub fn accept(
+        &mut self,
+        model: &LlamaModel,
+        sampled: Result<Token>,
+        logits: Option<&[f32]>,
+    ) -> Result<Step> {
         let token = match sampled {
             Err(Error::GrammarDeadEnd { .. }) => {
                 return Ok(Step::Finished(self.finish(StopReason::GrammarDeadEnd)))
@@ -94,10 +103,15 @@ impl TokenStream {
         self.last_generated = Some(token);
         let text = self.utf8.push(&model.token_bytes(token, false)?);
         let (emit, stopped) = self.stop.push(&text);
+        let logprob = self
+            .logprobs
+            .zip(logits)
+            .and_then(|(top, logits)| TokenLogprob::from_logits(logits, token, top as usize));
         let piece = Piece {
             token,
             text: emit,
             at: self.origin.elapsed(),
+            logprob,
         };
         if stopped {
             let mut events = vec![Event::Piece(piece)];
@@ -128,6 +142,7 @@ impl TokenStream {
                     token,
                     text: tail,
                     at: self.origin.elapsed(),
+                    logprob: None,
                 }));
             }
         }

@@ -1,82 +1,14 @@
-//! Request bodies, checked field by field, and the JSON errors that name the
-//! field at fault.
+//! Generation request bodies of the OpenAI and Ollama APIs, checked field by
+//! field; a field at fault is named in the [`ApiError`].
 
-use super::tools::{self, ToolUse};
+use crate::error::ApiError;
+use crate::tools::{self, ToolUse};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use llama_safe::chat::ToolCallFormat;
 use llama_safe::{ChatMessage, SamplingOptions};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
-
-/// A 4xx/5xx answer: `{"error": {"message", "type", "param"}}`, as OpenAI's
-/// API answers (`param` names the field at fault, or is null).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// What is wrong.
-    pub message: String,
-    /// The field at fault.
-    pub param: Option<&'static str>,
-}
-
-impl ApiError {
-    /// 400 for `param`.
-    pub fn bad(param: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-            param: Some(param),
-        }
-    }
-
-    /// Any status, no field.
-    pub fn status(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            param: None,
-        }
-    }
-
-    /// The answer to a llama-safe error met while serving a request, by its
-    /// [`ErrorKind`](llama_safe::ErrorKind): the request's own mistakes and
-    /// budgets are 400 (naming `param`), a full queue 429, a stopping
-    /// server 503, the rest 500.
-    pub fn from_error(param: &'static str, error: &llama_safe::Error) -> ApiError {
-        use llama_safe::ErrorKind as K;
-        let message = error.to_string();
-        match error.kind() {
-            K::InvalidInput | K::ResourceExhausted | K::Unsupported => {
-                ApiError::bad(param, message)
-            }
-            K::Busy => ApiError::status(
-                StatusCode::TOO_MANY_REQUESTS,
-                "every sequence is busy and the queue is full; retry later",
-            ),
-            K::Cancelled => ApiError::status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down",
-            ),
-            _ => ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, message),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let kind = match self.status {
-            StatusCode::NOT_FOUND => "not_found_error",
-            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
-            s if s.is_server_error() => "server_error",
-            _ => "invalid_request_error",
-        };
-        let body = json!({"error": {"message": self.message, "type": kind, "param": self.param}});
-        (self.status, axum::Json(body)).into_response()
-    }
-}
 
 /// What a generation request asks for, from any of the three APIs.
 #[derive(Debug, Clone)]
@@ -93,8 +25,16 @@ pub struct GenRequest {
     pub stop: Vec<String>,
     /// Stream the answer as server-sent events.
     pub stream: bool,
-    /// Tool calling, for `/v1/chat/completions` with `tools`.
+    /// Tool calling, for the chat APIs with `tools`.
     pub tools: Option<ToolUse>,
+    /// Thinking on or off for templates that think (Ollama's `think`,
+    /// `chat_template_kwargs.enable_thinking`, Anthropic's `thinking`);
+    /// unset, the template's default, with the thinking apart from the
+    /// answer.
+    pub think: Option<bool>,
+    /// Log-probabilities of each token, with this many alternatives
+    /// (OpenAI's `logprobs` and `top_logprobs`).
+    pub logprobs: Option<u32>,
 }
 
 /// Which API a body is for (their fields and defaults differ a little).
@@ -163,6 +103,10 @@ struct Body {
     template: Option<Value>,
     context: Option<Value>,
     raw: Option<Value>,
+    think: Option<Value>,
+    chat_template_kwargs: Option<Value>,
+    logprobs: Option<Value>,
+    top_logprobs: Option<Value>,
 }
 
 /// The sampling fields: OpenAI's at the top level, Ollama's in `options`
@@ -226,6 +170,10 @@ const FIELDS: &[&str] = &[
     "seed",
     "stop",
     "num_predict",
+    "think",
+    "chat_template_kwargs",
+    "logprobs",
+    "top_logprobs",
 ];
 
 /// Reads the body into `T` (a [`Body`], or the top-level [`Sampling`]
@@ -303,7 +251,7 @@ pub fn parse(bytes: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, A
     let mut sampling = sampling(&body, &opts, limits.n_vocab)?;
     let stop = stop_strings(opts.stop)?;
     let tools = match api {
-        Api::Chat => tools::parse_tools(
+        Api::Chat | Api::OllamaChat => tools::parse_tools(
             body.tools.as_ref(),
             body.tool_choice.as_ref(),
             body.parallel_tool_calls.as_ref(),
@@ -329,7 +277,88 @@ pub fn parse(bytes: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, A
         stop,
         stream: body.stream.unwrap_or(api.is_ollama()),
         tools,
+        think: think(&body, api)?,
+        logprobs: logprobs(&body, api)?,
     })
+}
+
+/// Ollama's `think` (true, false, or an effort: `high`, `medium`, `low`,
+/// which mean on), or `chat_template_kwargs.enable_thinking` (llama-server's
+/// and vLLM's way) on the OpenAI routes.
+fn think(body: &Body, api: Api) -> Result<Option<bool>, ApiError> {
+    if api.is_ollama() {
+        return match &body.think {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) if ["high", "medium", "low"].contains(&s.as_str()) => {
+                Ok(Some(true))
+            }
+            Some(_) => Err(ApiError::bad(
+                "think",
+                "`think` must be true, false, \"high\", \"medium\" or \"low\"",
+            )),
+        };
+    }
+    match &body.chat_template_kwargs {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(kwargs)) => match kwargs.get("enable_thinking") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ApiError::bad(
+                "chat_template_kwargs",
+                "`chat_template_kwargs.enable_thinking` must be true or false",
+            )),
+        },
+        Some(_) => Err(ApiError::bad(
+            "chat_template_kwargs",
+            "`chat_template_kwargs` must be an object",
+        )),
+    }
+}
+
+/// OpenAI's `logprobs`: on chat, `true` with `top_logprobs` alternatives
+/// (0 to 20); on completions, the number of alternatives (0 to 5, as
+/// OpenAI's legacy API). Not on Ollama's routes.
+fn logprobs(body: &Body, api: Api) -> Result<Option<u32>, ApiError> {
+    let top = |v: &Option<Value>, field: &'static str, max: u64| match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= max) => {
+            Ok(n.as_u64().map(|n| n as u32))
+        }
+        Some(_) => Err(ApiError::bad(
+            field,
+            format!("`{field}` must be an integer from 0 to {max}"),
+        )),
+    };
+    match api {
+        Api::Chat => {
+            let on = match &body.logprobs {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+                Some(Value::Bool(true)) => true,
+                Some(_) => {
+                    return Err(ApiError::bad(
+                        "logprobs",
+                        "`logprobs` must be true or false",
+                    ))
+                }
+            };
+            let n = top(
+                &body.top_logprobs,
+                "top_logprobs",
+                u64::from(llama_safe::MAX_TOP_LOGPROBS),
+            )?;
+            match (on, n) {
+                (false, Some(_)) => Err(ApiError::bad(
+                    "top_logprobs",
+                    "`top_logprobs` needs `logprobs: true`",
+                )),
+                (false, None) => Ok(None),
+                (true, n) => Ok(Some(n.unwrap_or(0))),
+            }
+        }
+        Api::Completions => top(&body.logprobs, "logprobs", 5),
+        Api::Generate | Api::OllamaChat => Ok(None),
+    }
 }
 
 /// Fields this server does not implement are refused, never ignored.
@@ -340,10 +369,23 @@ fn refuse_unsupported(body: &Body, api: Api) -> Result<(), ApiError> {
         Some(Value::String(s)) => !s.is_empty(),
         Some(_) => true,
     };
-    if api != Api::Chat && present(&body.tools) {
+    if !matches!(api, Api::Chat | Api::OllamaChat) && present(&body.tools) {
         return Err(ApiError::bad(
             "tools",
-            "`tools` (tool calling, on /v1/chat/completions only) is not supported by this server",
+            "`tools` (tool calling) is for /v1/chat/completions and /api/chat",
+        ));
+    }
+    if api == Api::Generate && present(&body.think) {
+        return Err(ApiError::bad(
+            "think",
+            "/api/generate sends the prompt as it is, with no chat template to think in: \
+             use /api/chat",
+        ));
+    }
+    if !api.is_ollama() && present(&body.think) {
+        return Err(ApiError::bad(
+            "think",
+            "`think` is Ollama's; on this route use `chat_template_kwargs.enable_thinking`",
         ));
     }
     for (field, value, what) in [
@@ -555,6 +597,12 @@ fn sampling(body: &Body, opts: &Sampling, n_vocab: u32) -> Result<SamplingOption
     Ok(sampling)
 }
 
+/// Stop strings given as a list (Anthropic's `stop_sequences`), checked
+/// as `stop` is.
+pub(crate) fn stop_list(stop: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    stop_strings(stop.map(Stop::Many))
+}
+
 /// `stop`: at most [`MAX_STOP_STRINGS`] non-empty strings of at most
 /// [`MAX_STOP_BYTES`].
 fn stop_strings(stop: Option<Stop>) -> Result<Vec<String>, ApiError> {
@@ -586,7 +634,7 @@ fn stop_strings(stop: Option<Stop>) -> Result<Vec<String>, ApiError> {
 }
 
 /// `value`, if given, when it lies in `min..=max`.
-fn within(
+pub(crate) fn within(
     value: Option<f64>,
     name: &'static str,
     min: f64,

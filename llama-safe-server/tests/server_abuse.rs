@@ -7,7 +7,7 @@ mod support;
 
 use llama_safe::demo::{DEMO_CONTINUATION, DEMO_PROMPT};
 use llama_safe::engine::EngineConfig;
-use llama_workspace::server::Timeouts;
+use llama_safe_server::Timeouts;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::{health, post, start, start_with};

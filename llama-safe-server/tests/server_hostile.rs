@@ -5,9 +5,9 @@
 //! child process (`in_child`), so a crash is a failure here, not a dead
 //! test run. All traffic is loopback; every loop is bounded.
 
-#[path = "../llama-safe/tests/common/child.rs"]
+#[path = "../../llama-safe/tests/common/child.rs"]
 mod child;
-#[path = "../llama-safe/tests/common/gguf_layout.rs"]
+#[path = "../../llama-safe/tests/common/gguf_layout.rs"]
 #[allow(dead_code)]
 mod gguf_layout;
 mod support;
@@ -17,7 +17,7 @@ use gguf_layout::{string_value, ty, Layout};
 use llama_safe::demo::{DemoModel, DEMO_PROMPT};
 use llama_safe::engine::EngineConfig;
 use llama_safe::*;
-use llama_workspace::server::Timeouts;
+use llama_safe_server::Timeouts;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 use llama_safe::demo::DemoModel;
 use llama_safe::engine::EngineConfig;
 use llama_safe::*;
-use llama_workspace::server::{serve, AppState, Timeouts};
+use llama_safe_server::{serve, AppState, ServerConfig, Timeouts};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -56,20 +56,36 @@ pub async fn start_model(
     config: EngineConfig,
     timeouts: Timeouts,
 ) -> Server {
+    start_configured(
+        path,
+        config,
+        ServerConfig::default().with_timeouts(timeouts),
+    )
+    .await
+}
+
+/// The model at `path` behind an engine configured by `config`, the
+/// server by `server`.
+pub async fn start_configured(
+    path: &std::path::Path,
+    config: EngineConfig,
+    server: ServerConfig,
+) -> Server {
     let backend = LlamaBackend::init();
     let model = LlamaModel::load(&backend, path, &LlamaModelParams::default()).unwrap();
     let state = AppState::new(model, "demo", config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(serve(
-        listener,
-        state.clone(),
-        async {
-            let _ = rx.await;
-        },
-        timeouts,
-    ));
+    let task = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            serve(listener, state, &server, async {
+                let _ = rx.await;
+            })
+            .await
+        })
+    };
     Server {
         base,
         state,

@@ -3,8 +3,9 @@
 //! `response_format`, Ollama's `format`; and the tool calls in answers,
 //! whole or streamed.
 
-use super::api::ApiError;
-use llama_safe::chat::{ParsedReply, ToolCallFormat, ToolChoice};
+use crate::error::ApiError;
+use crate::types::openai::{FunctionCall, ToolCallOut};
+use llama_safe::chat::{ToolCallFormat, ToolChoice};
 use llama_safe::grammar::{json_object_grammar, json_schema_to_grammar};
 use llama_safe::{ChatMessage, Error, SamplerStage, SamplingOptions, Tool, ToolCall};
 use serde_json::{json, Value};
@@ -70,6 +71,25 @@ pub fn parse_tools(
             ))
         }
     };
+    tool_use(tools, choice, parallel, format, sampling)
+}
+
+/// Tool calling with `tools` as `choice` and `parallel` allow: the grammar
+/// that keeps the model's calls well-formed goes into `sampling`. No tools,
+/// or [`ToolChoice::None`], is no tool calling.
+pub fn tool_use(
+    tools: Vec<Tool>,
+    choice: ToolChoice,
+    parallel: bool,
+    format: ToolCallFormat,
+    sampling: &mut SamplingOptions,
+) -> Result<Option<ToolUse>, ApiError> {
+    if tools.len() > MAX_TOOLS {
+        return Err(ApiError::bad(
+            "tools",
+            format!("at most {MAX_TOOLS} tools, not {}", tools.len()),
+        ));
+    }
     if tools.is_empty() || choice == ToolChoice::None {
         return Ok(None);
     }
@@ -104,32 +124,28 @@ fn bad_choice() -> ApiError {
     )
 }
 
-/// One entry of `tools`: `{"type": "function", "function": {"name",
-/// "description"?, "parameters"?}}`.
-fn tool(v: &Value) -> Result<Tool, ApiError> {
+/// A tool from its parts, checked: a name of 1 to 64 letters, digits, `_`
+/// or `-`, and parameters that are a JSON schema object (none: no
+/// parameters).
+pub fn checked_tool(
+    name: Option<&str>,
+    description: Option<&Value>,
+    parameters: Option<&Value>,
+) -> Result<Tool, ApiError> {
     let bad = |m: &str| ApiError::bad("tools", m.to_string());
-    if v.get("type").and_then(Value::as_str) != Some("function") {
-        return Err(bad("each tool needs `\"type\": \"function\"`"));
-    }
-    let f = v
-        .get("function")
-        .and_then(Value::as_object)
-        .ok_or_else(|| bad("each tool needs a `function` object"))?;
-    let name = f
-        .get("name")
-        .and_then(Value::as_str)
+    let name = name
         .filter(|n| {
             (1..=64).contains(&n.len())
                 && n.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         })
         .ok_or_else(|| bad("a function `name` is 1 to 64 letters, digits, `_` or `-`"))?;
-    let description = match f.get("description") {
+    let description = match description {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(bad("a function `description` must be a string")),
     };
-    let parameters = match f.get("parameters") {
+    let parameters = match parameters {
         None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
         Some(p @ Value::Object(_)) => p.clone(),
         Some(_) => {
@@ -143,6 +159,24 @@ fn tool(v: &Value) -> Result<Tool, ApiError> {
         description,
         parameters,
     })
+}
+
+/// One entry of `tools`: `{"type": "function", "function": {"name",
+/// "description"?, "parameters"?}}`.
+fn tool(v: &Value) -> Result<Tool, ApiError> {
+    let bad = |m: &str| ApiError::bad("tools", m.to_string());
+    if v.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(bad("each tool needs `\"type\": \"function\"`"));
+    }
+    let f = v
+        .get("function")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("each tool needs a `function` object"))?;
+    checked_tool(
+        f.get("name").and_then(Value::as_str),
+        f.get("description"),
+        f.get("parameters"),
+    )
 }
 
 /// OpenAI's `response_format` (`text`, `json_object`, `json_schema`) or
@@ -263,148 +297,20 @@ pub fn message(m: &Value) -> Result<ChatMessage, ApiError> {
     })
 }
 
-/// For the generic format (a template with no tool syntax): a system
-/// message that describes the tools and the JSON to answer with, put
-/// first (or joined to the caller's system message).
-pub fn with_generic_instructions(messages: &[ChatMessage], tools: &[Tool]) -> Vec<ChatMessage> {
-    let list: Vec<Value> = tools
-        .iter()
-        .map(|t| json!({"name": t.name, "description": t.description, "parameters": t.parameters}))
-        .collect();
-    let text = format!(
-        "You can call these tools:\n{}\nAnswer with JSON only: {{\"tool_calls\": [{{\"name\": ..., \"arguments\": {{...}}}}]}} to call tools, or {{\"response\": \"...\"}} to answer directly.",
-        serde_json::to_string_pretty(&list).unwrap_or_default()
-    );
-    let mut out = messages.to_vec();
-    match out.first_mut() {
-        Some(first) if first.role == "system" => {
-            first.content = format!("{}\n\n{text}", first.content);
-        }
-        _ => out.insert(0, ChatMessage::new("system", text)),
-    }
-    out
-}
-
 /// The calls as OpenAI writes them: `arguments` a string of JSON; with
 /// `index` for streamed deltas.
-pub fn calls_json(calls: &[ToolCall], streamed: bool) -> Value {
+pub fn calls_out(calls: &[ToolCall], streamed: bool) -> Vec<ToolCallOut> {
     calls
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            let mut v = json!({
-                "id": c.id, "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments.to_string()},
-            });
-            if streamed {
-                v["index"] = json!(i);
-            }
-            v
+        .map(|(i, c)| ToolCallOut {
+            index: streamed.then_some(i),
+            id: c.id.clone(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: c.name.clone(),
+                arguments: c.arguments.to_string(),
+            },
         })
         .collect()
-}
-
-/// Streams an answer that may hold tool calls: text goes out as it comes,
-/// except what may be the start of a call (the format's trigger, or a
-/// prefix of it at the end), which is held back; at the end the whole
-/// answer is parsed.
-pub struct ToolStream {
-    format: ToolCallFormat,
-    text: String,
-    /// Bytes of `text` sent as content.
-    sent: usize,
-    /// The trigger was seen: nothing more goes out until the end.
-    holding: bool,
-}
-
-impl ToolStream {
-    /// A stream for answers in `format`.
-    pub fn new(format: ToolCallFormat) -> ToolStream {
-        ToolStream {
-            format,
-            text: String::new(),
-            sent: 0,
-            // The generic format's answer is JSON from its first byte.
-            holding: format == ToolCallFormat::Generic,
-        }
-    }
-
-    /// Adds a piece; returns the text that can go out now.
-    pub fn push(&mut self, piece: &str) -> Option<String> {
-        self.text.push_str(piece);
-        if self.holding {
-            return None;
-        }
-        let trigger = self.format.trigger().unwrap_or_default();
-        let pending = &self.text[self.sent..];
-        let safe = match pending.find(trigger) {
-            Some(at) => {
-                self.holding = true;
-                at
-            }
-            // Keep back a tail that could grow into the trigger.
-            None => (1..trigger.len().min(pending.len() + 1))
-                .rev()
-                .find(|&n| {
-                    pending.is_char_boundary(pending.len() - n)
-                        && trigger.starts_with(&pending[pending.len() - n..])
-                })
-                .map_or(pending.len(), |n| pending.len() - n),
-        };
-        let out = pending[..safe].to_string();
-        self.sent += safe;
-        (!out.is_empty()).then_some(out)
-    }
-
-    /// The end: the content not yet sent and the calls.
-    pub fn finish(self) -> ParsedReply {
-        let reply = self.format.parse(&self.text);
-        if reply.tool_calls.is_empty() {
-            let content = if self.format == ToolCallFormat::Generic {
-                reply.content
-            } else {
-                self.text[self.sent..].to_string()
-            };
-            return ParsedReply {
-                content,
-                tool_calls: Vec::new(),
-            };
-        }
-        // Text after the calls, if the model wrote any.
-        let sent = self.text[..self.sent].trim();
-        let rest = reply.content.strip_prefix(sent).unwrap_or("").to_string();
-        ParsedReply {
-            content: rest,
-            tool_calls: reply.tool_calls,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stream_holds_back_what_may_start_a_call() {
-        let mut s = ToolStream::new(ToolCallFormat::Hermes);
-        let mut out = String::new();
-        for piece in [
-            "Let me ",
-            "check.<tool",
-            "_call>{\"name\": \"f\", ",
-            "\"arguments\": {}}</tool_call>",
-        ] {
-            out.push_str(&s.push(piece).unwrap_or_default());
-        }
-        assert_eq!(out, "Let me check.");
-        let end = s.finish();
-        assert_eq!(end.tool_calls[0].name, "f");
-        assert_eq!(end.content, "");
-
-        // A held-back prefix that does not become the trigger goes out.
-        let mut s = ToolStream::new(ToolCallFormat::Hermes);
-        assert_eq!(s.push("a <to").as_deref(), Some("a "));
-        assert_eq!(s.push("ad").as_deref(), Some("<toad"));
-        assert_eq!(s.finish().content, "");
-    }
 }

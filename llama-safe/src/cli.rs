@@ -1,18 +1,19 @@
-//! Command-line flags shared by the examples: which model to load and how to
-//! place it (`--model`, `--cpu-moe`, `--n-cpu-moe`, `--n-cpu-ffn`,
-//! `--n-gpu-layers`, ...),
-//! and sampling.
+//! Command-line flags in llama.cpp's names, for programs built on llama-safe
+//! (its examples and the `llama-safe-server` binary use them): which model to
+//! load and how to place it (`--model`, `--cpu-moe`, `--n-cpu-moe`,
+//! `--n-cpu-ffn`, `--n-gpu-layers`, `--device`, ...), the context's offload
+//! flags, `--fit`, and sampling. Behind the `cli` feature (clap, indicatif).
 
+use crate::demo::DemoModel;
+use crate::*;
 use clap::Args;
-use llama_safe::demo::DemoModel;
-use llama_safe::*;
 use std::path::PathBuf;
 
 /// Parses a byte size: a number, optionally followed by K, M, G or T
 /// (powers of 1024; `KiB`, `GB` and the like accepted too).
 ///
 /// ```
-/// use llama_workspace::cli::parse_size;
+/// use llama_safe::cli::parse_size;
 /// assert_eq!(parse_size("24G"), Ok(24 << 30));
 /// assert_eq!(parse_size("512MiB"), Ok(512 << 20));
 /// assert_eq!(parse_size("1000"), Ok(1000));

@@ -1,26 +1,30 @@
-//! An HTTP server for one model: `POST /api/generate`, OpenAI's
-//! `POST /v1/completions` and `POST /v1/chat/completions` (streaming as
-//! server-sent events, or not), `GET /health`, `GET /metrics`.
+//! The `llama-safe-server` command line (the `cli` feature): llama.cpp's
+//! model and offload flags (`--model`, `--cpu-moe`, `--n-cpu-moe`,
+//! `--device`, `--fit`, ...) and the server's own.
 //!
 //! ```text
-//! cargo run --release --example server                              # the demo model on :8080
-//! cargo run --release --features cuda --example server -- --model qwen3-30b-a3b-q4_k_m.gguf \
-//!     --cpu-moe --parallel 4 --port 8080
+//! llama-safe-server                                         # the demo model on :8080
+//! llama-safe-server --model qwen3-30b-a3b-q4_k_m.gguf --cpu-moe --parallel 4 --api-key "$KEY"
 //! curl -N localhost:8080/api/generate -d '{"prompt": "Once upon a time", "temperature": 0}'
 //! ```
 //!
 //! SIGINT or SIGTERM stops taking connections, answers queued requests 503
 //! and lets the answers in flight finish within `--shutdown-timeout`.
 
+use crate::{serve, AppState, ServerConfig, Timeouts};
 use clap::Parser;
+use llama_safe::cli::{run_main, FitArgs, ModelArgs};
 use llama_safe::engine::EngineConfig;
 use llama_safe::*;
-use llama_workspace::cli::{run_main, FitArgs, ModelArgs};
-use llama_workspace::server::{serve, AppState, Timeouts};
 
+/// The flags.
 #[derive(Parser, Debug)]
-#[command(about = "Serve a GGUF model over HTTP (OpenAI-style and /api/generate)")]
-struct Args {
+#[command(
+    name = "llama-safe-server",
+    version,
+    about = "Serve a GGUF model over HTTP: OpenAI's, Ollama's and Anthropic's APIs, MoE offload included"
+)]
+pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
     /// Address to listen on.
@@ -61,16 +65,35 @@ struct Args {
     /// The model name clients use (default: the file name without `.gguf`).
     #[arg(long)]
     alias: Option<String>,
+    /// An API key clients must send (`Authorization: Bearer KEY`, or
+    /// `x-api-key`); repeat for several. Also from LLAMA_SAFE_API_KEY
+    /// (comma-separated). Every route but /health then needs one.
+    #[arg(
+        long = "api-key",
+        env = "LLAMA_SAFE_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
+    /// Serve /metrics without a key even when keys are required.
+    #[arg(long)]
+    open_metrics: bool,
+    /// The largest request body, in bytes (413 beyond).
+    #[arg(long, default_value_t = crate::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
     #[command(flatten)]
     fit: FitArgs,
 }
 
-fn main() {
+/// Parses the command line and serves until SIGINT or SIGTERM; exits 1
+/// with the error on failure.
+pub fn main() {
     let args = Args::parse();
     run_main(|| run(args));
 }
 
-fn run(args: Args) -> Result<()> {
+/// Serves as `args` say.
+pub fn run(args: Args) -> Result<()> {
     let backend = args.model.backend()?;
     if args.model.list_devices(&backend) {
         return Ok(());
@@ -120,7 +143,21 @@ fn run(args: Args) -> Result<()> {
             body: seconds(args.body_timeout),
             shutdown: seconds(args.shutdown_timeout),
         };
-        serve(listener, state, shutdown_signal(), timeouts)
+        let config = args
+            .api_keys
+            .iter()
+            .fold(ServerConfig::default(), |c, key| c.with_api_key(key))
+            .with_timeouts(timeouts)
+            .with_max_body_bytes(args.max_body_bytes)
+            .with_open_metrics(args.open_metrics);
+        if config.requires_key() {
+            eprintln!(
+                "server: API keys required ({} configured){}",
+                args.api_keys.iter().filter(|k| !k.is_empty()).count(),
+                if config.open_metrics() { "; /metrics open" } else { "" }
+            );
+        }
+        serve(listener, state, &config, shutdown_signal())
             .await
             .map_err(|source| Error::System { what: format!("serve on {local}"), source: source.into() })?;
         eprintln!("server: stopped");

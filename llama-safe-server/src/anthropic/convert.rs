@@ -1,0 +1,212 @@
+//! An Anthropic Messages request as the generation request the other APIs
+//! make: messages for the chat template, sampling, tools, thinking.
+
+use crate::embeddings::parse;
+use crate::error::ApiError;
+use crate::ollama::check_model;
+use crate::request::{stop_list, within, GenRequest};
+use crate::tools::{checked_tool, tool_use};
+use crate::types::anthropic::{Block, Content, InputMessage, MessagesRequest};
+use crate::AppState;
+use llama_safe::chat::ToolChoice;
+use llama_safe::{ChatMessage, SamplingOptions, ToolCall};
+
+/// Checks `body` and makes the request.
+pub(super) fn request(state: &AppState, body: &[u8]) -> Result<GenRequest, ApiError> {
+    let req: MessagesRequest = parse(body)?;
+    check_model(state, Some(&req.model))?;
+    let n_ctx = i64::from(state.n_ctx());
+    if !(1..=n_ctx).contains(&req.max_tokens) {
+        return Err(ApiError::bad(
+            "max_tokens",
+            format!(
+                "`max_tokens` must be from 1 to {n_ctx} (the context size), got {}",
+                req.max_tokens
+            ),
+        ));
+    }
+    if req.messages.is_empty() {
+        return Err(ApiError::bad("messages", "`messages` must not be empty"));
+    }
+    let mut messages = Vec::with_capacity(req.messages.len() + 1);
+    if let Some(system) = &req.system {
+        messages.push(ChatMessage::new("system", text_of(system, "system")?));
+    }
+    for m in &req.messages {
+        convert_message(m, &mut messages)?;
+    }
+    let mut sampling = SamplingOptions::default();
+    if let Some(t) = within(req.temperature, "temperature", 0.0, 1.0)? {
+        sampling = sampling.with_temperature(t as f32);
+    }
+    if let Some(p) = within(req.top_p, "top_p", 0.0, 1.0)? {
+        if p == 0.0 {
+            return Err(ApiError::bad("top_p", "`top_p` must be above 0"));
+        }
+        sampling = sampling.with_top_p(p as f32);
+    }
+    if let Some(k) = req.top_k {
+        if !(0..=1_000_000).contains(&k) {
+            return Err(ApiError::bad("top_k", "`top_k` must be from 0 to 1000000"));
+        }
+        sampling = sampling.with_top_k(k as i32);
+    }
+    let tools = req
+        .tools
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            checked_tool(
+                Some(&t.name),
+                t.description
+                    .clone()
+                    .map(serde_json::Value::String)
+                    .as_ref(),
+                Some(&t.input_schema),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (choice, parallel) = match &req.tool_choice {
+        None => (ToolChoice::Auto, true),
+        Some(c) => {
+            let choice = match (c.kind.as_str(), &c.name) {
+                ("auto", _) => ToolChoice::Auto,
+                ("any", _) => ToolChoice::Required,
+                ("none", _) => ToolChoice::None,
+                ("tool", Some(name)) => ToolChoice::Function(name.clone()),
+                _ => {
+                    return Err(ApiError::bad(
+                        "tool_choice",
+                        "`tool_choice.type` must be \"auto\", \"any\", \"none\" or \"tool\" (with `name`)",
+                    ))
+                }
+            };
+            (choice, c.disable_parallel_tool_use != Some(true))
+        }
+    };
+    if tools.is_empty() && req.tool_choice.is_some() {
+        return Err(ApiError::bad("tool_choice", "`tool_choice` needs `tools`"));
+    }
+    let tools = tool_use(
+        tools,
+        choice,
+        parallel,
+        state.model.tool_call_format(),
+        &mut sampling,
+    )?;
+    let think = match &req.thinking {
+        None => None,
+        Some(t) => match t.kind.as_str() {
+            "enabled" => Some(true),
+            "disabled" => Some(false),
+            _ => {
+                return Err(ApiError::bad(
+                    "thinking",
+                    "`thinking.type` must be \"enabled\" or \"disabled\"",
+                ))
+            }
+        },
+    };
+    Ok(GenRequest {
+        prompt: String::new(),
+        messages: Some(messages),
+        max_tokens: req.max_tokens as u32,
+        sampling,
+        stop: stop_list(req.stop_sequences)?,
+        stream: req.stream.unwrap_or(false),
+        tools,
+        think,
+        logprobs: None,
+    })
+}
+
+/// The text of a string or of text blocks (the system prompt, a tool's
+/// result).
+fn text_of(content: &Content, field: &'static str) -> Result<String, ApiError> {
+    match content {
+        Content::Text(t) => Ok(t.clone()),
+        Content::Blocks(blocks) => blocks
+            .iter()
+            .map(|b| match b {
+                Block::Text { text } => Ok(text.as_str()),
+                _ => Err(ApiError::bad(
+                    field,
+                    format!("`{field}` takes text blocks only"),
+                )),
+            })
+            .collect(),
+    }
+}
+
+/// One Anthropic message as chat messages: a user's text and tool results
+/// (each a `tool` message), an assistant's text and calls.
+fn convert_message(m: &InputMessage, out: &mut Vec<ChatMessage>) -> Result<(), ApiError> {
+    let bad = |s: &str| ApiError::bad("messages", s.to_string());
+    let blocks = match &m.content {
+        Content::Text(t) => {
+            out.push(ChatMessage::new(m.role.clone(), t.clone()));
+            return check_role(&m.role);
+        }
+        Content::Blocks(blocks) => blocks,
+    };
+    check_role(&m.role)?;
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for block in blocks {
+        match block {
+            Block::Text { text: t } => text.push_str(t),
+            // Earlier thinking is not shown to the template again.
+            Block::Thinking { .. } => {}
+            Block::ToolUse { id, name, input } if m.role == "assistant" => {
+                if !input.is_object() {
+                    return Err(bad("a `tool_use` block's `input` must be an object"));
+                }
+                calls.push(ToolCall {
+                    id: id.clone(),
+                    name: name.clone(),
+                    arguments: input.clone(),
+                });
+            }
+            Block::ToolResult {
+                tool_use_id,
+                content,
+                is_error,
+            } if m.role == "user" => {
+                let mut result = match content {
+                    Some(c) => text_of(c, "messages")?,
+                    None => String::new(),
+                };
+                if *is_error == Some(true) {
+                    result.insert_str(0, "Error: ");
+                }
+                out.push(ChatMessage::tool_result(tool_use_id.clone(), result));
+            }
+            Block::Image { .. } => {
+                return Err(bad("image blocks (image input) are not supported by this server"))
+            }
+            _ => {
+                return Err(bad(
+                    "`tool_use` blocks belong in assistant messages, `tool_result` blocks in user messages",
+                ))
+            }
+        }
+    }
+    if !calls.is_empty() {
+        let mut message = ChatMessage::tool_calls(calls);
+        message.content = text;
+        out.push(message);
+    } else if !text.is_empty() || blocks.is_empty() {
+        out.push(ChatMessage::new(m.role.clone(), text));
+    }
+    Ok(())
+}
+
+fn check_role(role: &str) -> Result<(), ApiError> {
+    match role {
+        "user" | "assistant" => Ok(()),
+        _ => Err(ApiError::bad(
+            "messages",
+            format!("a message's `role` is \"user\" or \"assistant\", not {role:?}"),
+        )),
+    }
+}

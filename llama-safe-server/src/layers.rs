@@ -1,0 +1,78 @@
+//! The router's protective layers: the whole body within its time and size
+//! limits, and the API key.
+
+use crate::error::ApiError;
+use crate::ServerConfig;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+/// Reads the whole body within the body timeout and size limit, then hands
+/// the request on (408 or 413 otherwise).
+pub(crate) async fn body_in_time(
+    State(config): State<Arc<ServerConfig>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (limit, max) = (config.timeouts().body, config.max_body_bytes());
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
+        Err(_) => ApiError::status(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {limit:?}"),
+        )
+        .into_response(),
+        Ok(Err(_)) => ApiError::status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {max} bytes or broken off"),
+        )
+        .into_response(),
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+    }
+}
+
+/// 401 unless the request carries one of the keys, as
+/// `Authorization: Bearer KEY` or `x-api-key: KEY`. The key is never
+/// logged nor echoed.
+pub(crate) async fn require_key(
+    State(config): State<Arc<ServerConfig>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match presented_key(request.headers()) {
+        Some(key) if config.accepts(key) => next.run(request).await,
+        Some(_) => unauthorized("the API key is not valid"),
+        None => unauthorized(
+            "an API key is required: send `Authorization: Bearer YOUR_KEY` (or `x-api-key`)",
+        ),
+    }
+}
+
+/// The key of `Authorization: Bearer KEY`, else of `x-api-key`.
+fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| {
+        let v = v.as_bytes();
+        (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| v[7..].trim_ascii())
+    });
+    bearer.or_else(|| headers.get("x-api-key").map(|v| v.as_bytes().trim_ascii()))
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response = ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message: message.into(),
+        param: None,
+    }
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}

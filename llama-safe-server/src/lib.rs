@@ -1,0 +1,170 @@
+//! An HTTP server for llama.cpp models, MoE offload included: OpenAI's,
+//! Ollama's and Anthropic's APIs over llama-safe's batching
+//! [`Engine`](llama_safe::engine::Engine) (one context, `n_parallel`
+//! sequences decoded together), as the `llama-safe-server` binary
+//! (`cargo install llama-safe-server`) and as an axum [`Router`] a service
+//! mounts in its own.
+//!
+//! ```no_run
+//! use llama_safe::engine::EngineConfig;
+//! use llama_safe::{LlamaBackend, LlamaModel, LlamaModelParams};
+//! use llama_safe_server::{router, AppState, ServerConfig};
+//!
+//! # async fn app() -> Result<(), Box<dyn std::error::Error>> {
+//! let backend = LlamaBackend::init();
+//! let params = LlamaModelParams::default().with_n_gpu_layers(999).with_cpu_moe_all();
+//! let model = LlamaModel::load(&backend, "qwen3-30b-a3b-q4_k_m.gguf", &params)?;
+//! let state = AppState::new(model, "qwen3", EngineConfig::default().with_n_parallel(4))?;
+//! let config = ServerConfig::default().with_api_key(std::env::var("MY_KEY")?);
+//! // Every route, with the body limits and the key check, under /llm.
+//! let app = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "my service" }))
+//!     .nest("/llm", router(state, &config));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`serve`] adds what belongs to the connection rather than to the router
+//! (the header and idle timeouts, a graceful shutdown that lets streams
+//! finish); a service that mounts the router keeps its own.
+//!
+//! Routes (every one but `/health` needs a key when keys are configured):
+//! - OpenAI: `POST /v1/chat/completions`, `/v1/completions`,
+//!   `/v1/embeddings`, `GET /v1/models`;
+//! - Anthropic: `POST /v1/messages`;
+//! - Ollama: `POST /api/chat`, `/api/generate`, `/api/embed`, `/api/show`,
+//!   `GET /api/tags`;
+//! - llama-server's `POST /tokenize` and `/detokenize`;
+//! - `GET /health` and `GET /metrics` (Prometheus).
+
+mod anthropic;
+mod config;
+mod embeddings;
+mod error;
+mod generation;
+mod layers;
+pub mod metrics;
+mod ollama;
+mod openai;
+mod reply;
+pub mod request;
+mod serve;
+mod tokens;
+pub mod tools;
+pub mod types;
+
+#[cfg(feature = "cli")]
+pub mod cli;
+
+pub use config::{ServerConfig, Timeouts, DEFAULT_MAX_BODY_BYTES};
+pub use error::ApiError;
+pub use serve::serve;
+
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+use llama_safe::engine::{Engine, EngineConfig};
+use llama_safe::LlamaModel;
+use std::sync::Arc;
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// The model, loaded once, for the life of the process.
+    pub model: LlamaModel,
+    /// The name clients use for it (`model` in requests).
+    pub model_name: String,
+    /// The batching engine every request runs on.
+    pub engine: Engine,
+    /// A digest naming the model file for `/api/tags` (of its path, size and
+    /// modification time; hashing a large file would take minutes).
+    pub model_digest: String,
+    /// Counters for `/metrics`.
+    pub metrics: metrics::Metrics,
+    /// The context `/v1/embeddings` and `/api/embed` run in, made on first
+    /// use.
+    pub(crate) embedder: embeddings::Embedder,
+}
+
+impl AppState {
+    /// An engine over `model` configured by `config` (`n_parallel`
+    /// sequences, a queue of `queue` more requests before 429).
+    pub fn new(
+        model: LlamaModel,
+        model_name: impl Into<String>,
+        config: EngineConfig,
+    ) -> llama_safe::Result<Arc<AppState>> {
+        // Read the longest token once now (it scans the vocabulary), not
+        // on the first request's async worker.
+        model.max_token_bytes();
+        let engine = Engine::new(&model, config)?;
+        let model_digest = {
+            use sha2::{Digest, Sha256};
+            let meta = std::fs::metadata(model.path()).ok();
+            let stamp = format!(
+                "{}|{}|{:?}",
+                model.path().display(),
+                meta.as_ref().map_or(0, |m| m.len()),
+                meta.and_then(|m| m.modified().ok())
+            );
+            format!("{:x}", Sha256::digest(stamp.as_bytes()))
+        };
+        Ok(Arc::new(AppState {
+            model,
+            model_name: model_name.into(),
+            engine,
+            model_digest,
+            metrics: metrics::Metrics::default(),
+            embedder: embeddings::Embedder::default(),
+        }))
+    }
+
+    /// Whether the model's chat template thinks (writes a `<think>` block).
+    pub fn thinks(&self) -> bool {
+        self.model
+            .chat_template()
+            .is_some_and(|t| t.contains(llama_safe::chat::THINK_OPEN))
+    }
+
+    /// KV cells of the engine: the most a prompt and its answer can take.
+    pub fn n_ctx(&self) -> u32 {
+        self.engine.config().n_ctx()
+    }
+}
+
+/// Every route, with its protective layers: the body read within
+/// `config`'s time and size limits (408, 413), and the API key checked
+/// (401) on every route but `/health` (and `/metrics` when opened).
+pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
+    let config = Arc::new(config.clone());
+    let mut protected = Router::new()
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/embed", post(embeddings::ollama))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/chat/completions", post(openai::chat))
+        .route("/v1/embeddings", post(embeddings::openai))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/tokenize", post(tokens::tokenize))
+        .route("/detokenize", post(tokens::detokenize));
+    let mut open = Router::new().route("/health", get(openai::health));
+    if config.open_metrics() {
+        open = open.route("/metrics", get(openai::metrics));
+    } else {
+        protected = protected.route("/metrics", get(openai::metrics));
+    }
+    // The last layer added runs first: the key is checked before the body
+    // is read.
+    protected = protected.route_layer(middleware::from_fn_with_state(
+        config.clone(),
+        layers::body_in_time,
+    ));
+    if config.requires_key() {
+        protected =
+            protected.route_layer(middleware::from_fn_with_state(config, layers::require_key));
+    }
+    protected.merge(open).with_state(state)
+}
