@@ -10,18 +10,19 @@ set -euo pipefail
 . "$(dirname "$0")/workdir.sh"
 sentence="Once upon a time there lived one tiny model with many experts."
 
-# 1. Both packages, the -sys one carrying its llama.cpp source. (Built and
-#    run below instead of by `cargo package`'s own verification.)
+# 1. The three packages, the -sys one carrying its llama.cpp source. (Built
+#    and run below instead of by `cargo package`'s own verification.)
 "$repo/scripts/package-llama-sys.sh"
-(cd "$repo" && cargo package -q --no-verify --allow-dirty -p llama-safe-sys -p llama-safe)
+(cd "$repo" && cargo package -q --no-verify --allow-dirty -p llama-safe-sys -p llama-safe -p llama-safe-server)
 # What crates.io would take: both, under their names, built from the packages.
 # Cargo unpacks the packages of its temporary registry into
 # $CARGO_HOME/registry/src/-<hash of the registry's path>/ and reuses an
 # unpacked copy of the same version as is: on a machine that verified an
 # older commit from the same path, it would build that commit's sources.
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
-rm -rf "$cargo_home"/registry/src/-*/llama-safe-sys-* "$cargo_home"/registry/src/-*/llama-safe-[0-9]*
-(cd "$repo" && cargo publish -q --dry-run --allow-dirty -p llama-safe-sys -p llama-safe)
+rm -rf "$cargo_home"/registry/src/-*/llama-safe-sys-* "$cargo_home"/registry/src/-*/llama-safe-[0-9]* \
+  "$cargo_home"/registry/src/-*/llama-safe-server-*
+(cd "$repo" && cargo publish -q --dry-run --allow-dirty -p llama-safe-sys -p llama-safe -p llama-safe-server)
 "$repo/scripts/package-llama-sys.sh" --clean
 sys_crate=$(ls "$repo"/target/package/llama-safe-sys-*.crate | tail -1)
 safe_crate=$(ls "$repo"/target/package/llama-safe-[0-9]*.crate | tail -1)
@@ -78,4 +79,32 @@ grep -q "LLAMA_SYS_SOURCE_ORIGIN=package source" "$dir"/target/release/build/lla
 [ -z "$(ls -A "$home/registry" 2>/dev/null)" ] || {
   echo "offline-consumer: something wrote to the empty CARGO_HOME's registry" >&2; exit 1
 }
+# 5. `cargo install` of the server from its package, offline and with no
+#    network, its other dependencies vendored: how a packager builds it.
+#    (The llama.cpp build of step 4 is reused: same package, same target.)
+server_crate=$(ls "$repo"/target/package/llama-safe-server-*.crate | tail -1)
+tar -xzf "$server_crate" -C "$work/crates"
+server_dir=$(ls -d "$work"/crates/llama-safe-server-*)
+cat >> "$server_dir/Cargo.toml" <<EOF
+
+[patch.crates-io]
+llama-safe = { path = "$safe_dir" }
+llama-safe-sys = { path = "$sys_dir" }
+EOF
+mkdir -p "$server_dir/.cargo"
+(cd "$server_dir" && cargo vendor vendor > .cargo/config.toml 2>/dev/null)
+root="$work/server-root"
+rm -rf "$root"
+(cd "$server_dir" && env CARGO_HOME="$home" CARGO_NET_OFFLINE=true CARGO_TARGET_DIR="$dir/target" \
+  LLAMA_SYS_CACHE_DIR=off "${jail[@]}" cargo install -q --offline --path . --root "$root" 2>"$log") || {
+  echo "offline-consumer: the offline install of the server failed:" >&2; tail -30 "$log" >&2; exit 1
+}
+"$root/bin/llama-safe-server" --version
+"$root/bin/llama-safe-server" --port 0 --quiet 2>"$work/offline-server.err" &
+server_pid=$!
+addr=$(wait_addr "$work/offline-server.err")
+out=$(curl -sf "$addr/v1/completions" -d '{"prompt": "Once upon a time", "temperature": 0}')
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+grep -q '"text":" there lived one tiny model with many experts."' <<<"$out"
+echo "offline-consumer: llama-safe-server installed from $(basename "$server_crate") offline, and it answered"
 echo "offline-consumer: ok"

@@ -17,3 +17,15 @@ readme_simple() {
        inside && /^```$/ {exit}
        inside {print}' "$repo/README.md"
 }
+
+# Prints the first http://HOST:PORT a server wrote to the file $1, waiting up
+# to 30 s for it to appear.
+wait_addr() {
+  local addr=""
+  for _ in $(seq 300); do
+    addr=$(grep -o 'http://[0-9.:]*' "$1" | head -1 || true)
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  echo "$addr"
+}

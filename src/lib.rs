@@ -5,8 +5,3 @@
 //! `llama-safe-server` crate.
 
 pub mod bench;
-
-/// The README's Rust listings, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;

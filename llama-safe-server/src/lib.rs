@@ -1,6 +1,6 @@
 //! An HTTP server for llama.cpp models, MoE offload included: OpenAI's,
 //! Ollama's and Anthropic's APIs over llama-safe's batching
-//! [`Engine`](llama_safe::engine::Engine) (one context, `n_parallel`
+//! [`Engine`] (one context, `n_parallel`
 //! sequences decoded together), as the `llama-safe-server` binary
 //! (`cargo install llama-safe-server`) and as an axum [`Router`] a service
 //! mounts in its own.
@@ -56,6 +56,22 @@ pub mod types;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+
+/// The workspace README's Rust listings, compiled and run as doctests here,
+/// where everything they use is a dependency (in the repository only).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
+/// This crate's README's listings, likewise.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct CrateReadmeDoctests;
+
+/// docs/SERVER.md's Rust listings, likewise.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/SERVER.md")]
+pub struct ServerDocDoctests;
 
 pub use config::{ServerConfig, Timeouts, DEFAULT_MAX_BODY_BYTES};
 pub use error::ApiError;

@@ -534,23 +534,35 @@ fn max_tokens(
     })
 }
 
-/// The sampler options: temperature, top-k/p, penalty, seed, logit biases.
-fn sampling(body: &Body, opts: &Sampling, n_vocab: u32) -> Result<SamplingOptions, ApiError> {
+/// `temperature` (0 to `max_temperature`), `top_k` (0 to a million) and
+/// `top_p` (above 0, at most 1), each checked when given.
+pub(crate) fn basic_sampling(
+    temperature: Option<f64>,
+    max_temperature: f64,
+    top_k: Option<f64>,
+    top_p: Option<f64>,
+) -> Result<SamplingOptions, ApiError> {
     let mut sampling = SamplingOptions::default();
-    if let Some(t) = within(opts.temperature, "temperature", 0.0, 5.0)? {
+    if let Some(t) = within(temperature, "temperature", 0.0, max_temperature)? {
         sampling = sampling.with_temperature(t as f32);
     }
-    if let Some(k) = within(opts.top_k, "top_k", 0.0, 1e6)? {
+    if let Some(k) = within(top_k, "top_k", 0.0, 1e6)? {
         sampling = sampling.with_top_k(k as i32);
     }
-    if let Some(p) = within(opts.repeat_penalty, "repeat_penalty", 0.0, 10.0)? {
-        sampling = sampling.with_repeat_penalty(p as f32);
-    }
-    if let Some(p) = within(opts.top_p, "top_p", 0.0, 1.0)? {
+    if let Some(p) = within(top_p, "top_p", 0.0, 1.0)? {
         if p == 0.0 {
             return Err(ApiError::bad("top_p", "`top_p` must be above 0"));
         }
         sampling = sampling.with_top_p(p as f32);
+    }
+    Ok(sampling)
+}
+
+/// The sampler options: temperature, top-k/p, penalty, seed, logit biases.
+fn sampling(body: &Body, opts: &Sampling, n_vocab: u32) -> Result<SamplingOptions, ApiError> {
+    let mut sampling = basic_sampling(opts.temperature, 5.0, opts.top_k, opts.top_p)?;
+    if let Some(p) = within(opts.repeat_penalty, "repeat_penalty", 0.0, 10.0)? {
+        sampling = sampling.with_repeat_penalty(p as f32);
     }
     if let Some(seed) = opts.seed {
         sampling = sampling.with_seed(seed);
@@ -634,7 +646,7 @@ fn stop_strings(stop: Option<Stop>) -> Result<Vec<String>, ApiError> {
 }
 
 /// `value`, if given, when it lies in `min..=max`.
-pub(crate) fn within(
+fn within(
     value: Option<f64>,
     name: &'static str,
     min: f64,

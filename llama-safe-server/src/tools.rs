@@ -213,6 +213,16 @@ pub fn parse_response_format(
                 ))
             }
         };
+    set_output_grammar(grammar, field, sampling)
+}
+
+/// Puts the grammar of a structured output (asked for in `field`) into
+/// `sampling`; a request that also calls tools is a 400.
+pub fn set_output_grammar(
+    grammar: String,
+    field: &'static str,
+    sampling: &mut SamplingOptions,
+) -> Result<(), ApiError> {
     if sampling.grammar().is_some() {
         return Err(ApiError::bad(
             field,
@@ -223,7 +233,8 @@ pub fn parse_response_format(
     Ok(())
 }
 
-fn schema_grammar(schema: &Value, field: &'static str) -> Result<String, ApiError> {
+/// The grammar of a JSON schema given in `field`.
+pub fn schema_grammar(schema: &Value, field: &'static str) -> Result<String, ApiError> {
     json_schema_to_grammar(schema).map_err(|e| ApiError::bad(field, e.to_string()))
 }
 

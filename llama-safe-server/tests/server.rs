@@ -10,40 +10,11 @@ use llama_safe::engine::EngineConfig;
 use llama_safe_server::Timeouts;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{health, post, start, start_with};
+use support::{health, parse, post, sse, start, start_with};
 
 /// The demo model's greedy answer to one user message "Once upon a time"
 /// through its chat template (see examples/chat.rs in CI).
 const CHAT_REPLY: &str = " a time there lived one tiny model with many experts.";
-
-/// The `data:` payloads of an SSE response.
-async fn sse(base: &str, path: &str, body: Value) -> Vec<String> {
-    let r = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .header("accept", "text/event-stream")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    let text = r.text().await.unwrap();
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(String::from)
-        .collect()
-}
-
-fn parse(events: &[String]) -> Vec<Value> {
-    events
-        .iter()
-        .filter(|e| *e != "[DONE]")
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_apis_stream_and_not_give_the_known_sentence() {

@@ -10,7 +10,7 @@ use llama_safe::engine::EngineConfig;
 use llama_safe_server::Timeouts;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::{health, post, start, start_with};
+use support::{health, ndjson, post, start, start_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config() -> EngineConfig {
@@ -278,24 +278,6 @@ async fn openai_semantics_refuse_what_is_not_supported() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["usage"]["completion_tokens"], 3);
     assert_eq!(v["choices"][0]["finish_reason"], "length");
-}
-
-/// The JSON objects of an NDJSON body.
-async fn ndjson(b: &str, path: &str, body: Value) -> Vec<Value> {
-    let r = reqwest::Client::new()
-        .post(format!("{b}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
-    r.text()
-        .await
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

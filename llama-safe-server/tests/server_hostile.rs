@@ -206,9 +206,70 @@ fn template_and_schema_regressions_are_4xx_and_the_server_lives() {
     );
 }
 
+/// A request for the routes that do not generate with the OpenAI/Ollama
+/// body (embeddings, tokens, Anthropic's messages): valid and hostile
+/// values mixed.
+fn other_case(rng: &mut Rng) -> (&'static str, Value) {
+    let text = |rng: &mut Rng| -> Value {
+        match rng.below(7) {
+            0 => json!(""),
+            1 => json!("x".repeat(rng.below(200_000))),
+            2 => json!(12),
+            3 => json!(null),
+            4 => json!(vec!["a"; rng.below(600)]),
+            5 => json!([DEMO_PROMPT, "", 3]),
+            _ => json!(DEMO_PROMPT),
+        }
+    };
+    match rng.below(5) {
+        0 => (
+            "/v1/embeddings",
+            json!({"input": text(rng), "encoding_format": *rng.pick(&[json!("float"), json!("base64"), json!("x"), json!(1)])}),
+        ),
+        1 => (
+            "/api/embed",
+            json!({"model": *rng.pick(&["demo", "x"]), "input": text(rng), "truncate": *rng.pick(&[json!(true), json!(false), json!("yes")])}),
+        ),
+        2 => (
+            "/tokenize",
+            json!({"content": text(rng), "add_special": rng.below(2) == 0, "with_pieces": rng.below(2) == 0}),
+        ),
+        3 => (
+            "/detokenize",
+            json!({"tokens": *rng.pick(&[json!([1, 2, 3]), json!([-5]), json!([1u64 << 40]), json!(vec![7; 5000]), json!("x")])}),
+        ),
+        _ => {
+            let content = match rng.below(5) {
+                0 => {
+                    json!([{"type": "tool_result", "tool_use_id": "x", "content": [{"type": "image"}]}])
+                }
+                1 => json!([{"type": "tool_use", "id": "x", "name": "f", "input": 3}]),
+                2 => json!([{"type": "nonsense"}]),
+                3 => text(rng),
+                _ => json!(DEMO_PROMPT),
+            };
+            (
+                "/v1/messages",
+                json!({
+                    "model": *rng.pick(&["demo", "default", "x"]),
+                    "max_tokens": *rng.pick(&[json!(4), json!(0), json!(-1), json!(1u64 << 40), json!("4")]),
+                    "messages": [{"role": *rng.pick(&["user", "assistant", "system"]), "content": content}],
+                    "system": *rng.pick(&[json!(null), json!("be brief"), json!([{"type": "image"}]), json!(KILLS[0])]),
+                    "tools": *rng.pick(&[json!(null), json!([{"name": "f", "input_schema": {"type": "string", "maxLength": 5000}}]), json!([{"name": "", "input_schema": 1}])]),
+                    "thinking": *rng.pick(&[json!(null), json!({"type": "enabled"}), json!({"type": "x"})]),
+                    "stream": rng.below(2) == 0,
+                }),
+            )
+        }
+    }
+}
+
 /// One generated request: an endpoint and a body mixing valid and hostile
 /// fields.
 fn body_case(rng: &mut Rng) -> (&'static str, Value) {
+    if rng.below(3) == 0 {
+        return other_case(rng);
+    }
     let endpoint = *rng.pick(&[
         "/v1/completions",
         "/v1/chat/completions",
@@ -255,7 +316,26 @@ fn body_case(rng: &mut Rng) -> (&'static str, Value) {
         ])
     };
     for _ in 0..rng.below(5) {
-        let (key, value) = match rng.below(13) {
+        let (key, value) = match rng.below(15) {
+            13 => (
+                *rng.pick(&["think", "logprobs", "top_logprobs"]),
+                json!(*rng.pick(&[
+                    json!(true),
+                    json!(false),
+                    json!(3),
+                    json!(21),
+                    json!("high"),
+                    json!(-1)
+                ])),
+            ),
+            14 => (
+                "chat_template_kwargs",
+                json!(*rng.pick(&[
+                    json!({"enable_thinking": false}),
+                    json!({"enable_thinking": "x"}),
+                    json!(3)
+                ])),
+            ),
             0 => ("max_tokens", json!(*rng.pick(&[0i64, 1, 4, -1, 1 << 40]))),
             1 => ("temperature", json!(*rng.pick(&[0.0, 1.0, -1.0, 1e300]))),
             2 => ("top_p", json!(*rng.pick(&[0.0, 0.5, 2.0]))),

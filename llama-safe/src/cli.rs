@@ -82,6 +82,9 @@ pub struct ModelArgs {
     /// No extra CPU buffer types, i.e. no weight repacking (llama.cpp's --no-repack).
     #[arg(long)]
     pub no_repack: bool,
+    /// A Jinja chat template file to use instead of the model's own.
+    #[arg(long, value_name = "FILE")]
+    pub chat_template_file: Option<PathBuf>,
     /// CPU threads (default: all cores).
     #[arg(long, short = 't')]
     pub threads: Option<u32>,
@@ -92,6 +95,33 @@ pub struct ModelArgs {
     /// (llama.cpp's --list-devices).
     #[arg(long)]
     pub list_devices: bool,
+}
+
+/// A template file, read up to [`MAX_CHAT_TEMPLATE_BYTES`] (a bigger one is
+/// refused, not read whole).
+fn read_template(file: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| {
+            f.take(MAX_CHAT_TEMPLATE_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| Error::Io {
+            path: file.to_path_buf(),
+            source: e.into(),
+        })?;
+    let bad = |reason: String| Error::InvalidParameter {
+        name: "chat_template_file",
+        reason: reason.into(),
+    };
+    if bytes.len() > MAX_CHAT_TEMPLATE_BYTES {
+        return Err(bad(format!(
+            "{} is over {MAX_CHAT_TEMPLATE_BYTES} bytes",
+            file.display()
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| bad(format!("{} is not UTF-8", file.display())))
 }
 
 impl ModelArgs {
@@ -130,6 +160,12 @@ impl ModelArgs {
             .with_extra_buffer_types(!self.no_repack);
         if !self.device.is_empty() {
             params = params.with_devices(&self.device);
+        }
+        if let Some(file) = &self.chat_template_file {
+            params = match read_template(file) {
+                Ok(template) => params.with_chat_template(template),
+                Err(e) => params.invalid(e),
+            };
         }
         params
     }

@@ -82,7 +82,9 @@ pub use generate::{
 };
 pub use lora::LoraAdapter;
 pub use model::LlamaModel;
-pub use model_params::{KvValue, LlamaModelParams, LoadMode, RawModelParams, SplitMode};
+pub use model_params::{
+    KvValue, LlamaModelParams, LoadMode, RawModelParams, SplitMode, MAX_CHAT_TEMPLATE_BYTES,
+};
 pub use moe::MoeMode;
 pub use placement::{BufferUsage, MovedTensor, Placement};
 pub use plan::{MoeFit, Plan, PlannedTensor};

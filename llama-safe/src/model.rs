@@ -40,6 +40,8 @@ struct ModelInner {
     vocab_only: bool,
     /// The longest token's text, in bytes (computed on first use).
     max_token_bytes: std::sync::OnceLock<usize>,
+    /// [`LlamaModelParams::with_chat_template`]: used instead of the file's.
+    chat_template: Option<String>,
     _backend: LlamaBackend,
 }
 
@@ -90,6 +92,7 @@ impl LlamaModel {
             placement: Placement::default(),
             vocab_only: params.vocab_only(),
             max_token_bytes: std::sync::OnceLock::new(),
+            chat_template: params.chat_template().map(String::from),
             _backend: backend.clone(),
         };
         // (On an error here, dropping `inner` frees what llama.cpp loaded.)
@@ -268,6 +271,9 @@ impl LlamaModel {
 
     /// The default chat template, if the file has one.
     pub fn chat_template(&self) -> Option<String> {
+        if let Some(template) = &self.inner.chat_template {
+            return Some(template.clone());
+        }
         // SAFETY: model is live; NULL name asks for the default template; the
         // result is NULL or a string owned by the model.
         let ptr =

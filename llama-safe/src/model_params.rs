@@ -88,10 +88,15 @@ pub struct LlamaModelParams {
     moe: MoeMode,
     cpu_ffn_blocks: u32,
     progress: Option<Progress>,
+    chat_template: Option<std::sync::Arc<str>>,
     /// The first mistake a builder met (a bad pattern, key or split),
     /// reported when the params are used: builders stay chainable.
     invalid: Option<Error>,
 }
+
+/// The longest chat template [`LlamaModelParams::with_chat_template`]
+/// takes: 1 MiB (real ones are under 20 KiB).
+pub const MAX_CHAT_TEMPLATE_BYTES: usize = 1 << 20;
 
 impl Default for LlamaModelParams {
     /// llama.cpp's defaults (`llama_model_default_params`), no overrides.
@@ -114,6 +119,7 @@ impl Default for LlamaModelParams {
             moe: MoeMode::None,
             cpu_ffn_blocks: 0,
             progress: None,
+            chat_template: None,
             invalid: None,
         }
     }
@@ -184,8 +190,42 @@ impl LlamaModelParams {
         self
     }
 
+    /// A Jinja chat template to use instead of the file's
+    /// `tokenizer.chat_template` (llama.cpp's `--chat-template-file`): what
+    /// [`LlamaModel::chat_template`](crate::LlamaModel::chat_template)
+    /// returns and the chat functions render. Longer than
+    /// [`MAX_CHAT_TEMPLATE_BYTES`] is [`Error::InvalidParameter`] at load.
+    ///
+    /// ```
+    /// use llama_safe::{demo::DemoModel, LlamaBackend, LlamaModel, LlamaModelParams};
+    /// let params = LlamaModelParams::default().with_chat_template("{{ messages[0].content }}");
+    /// let model = LlamaModel::load(&LlamaBackend::init(), DemoModel::Moe.cached()?, &params)?;
+    /// assert_eq!(model.chat_template().as_deref(), Some("{{ messages[0].content }}"));
+    /// # Ok::<(), llama_safe::Error>(())
+    /// ```
+    pub fn with_chat_template(mut self, template: impl Into<String>) -> Self {
+        let template: String = template.into();
+        if template.len() > MAX_CHAT_TEMPLATE_BYTES {
+            return self.invalid(Error::InvalidParameter {
+                name: "chat_template",
+                reason: format!(
+                    "{} bytes; the most is {MAX_CHAT_TEMPLATE_BYTES}",
+                    template.len()
+                )
+                .into(),
+            });
+        }
+        self.chat_template = Some(template.into());
+        self
+    }
+
+    /// The chat template given with [`with_chat_template`](Self::with_chat_template).
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
     /// Records the first mistake of a builder, for [`check`](Self::check).
-    fn invalid(mut self, error: Error) -> Self {
+    pub(crate) fn invalid(mut self, error: Error) -> Self {
         self.invalid.get_or_insert(error);
         self
     }

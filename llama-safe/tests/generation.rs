@@ -191,3 +191,91 @@ fn seeded_sampling_is_reproducible() {
         run(&model, DEMO_PROMPT, &options).0
     );
 }
+
+#[test]
+fn log_probabilities_of_each_piece() {
+    let model = load();
+    let mut ctx = LlamaContext::new(
+        &model,
+        &ContextParams::default().with_n_ctx(256).with_threads(1),
+    )
+    .unwrap();
+    let options = greedy().with_logprobs(4);
+    let mut pieces = 0;
+    for event in ctx.generate(DEMO_PROMPT, &options).unwrap() {
+        if let Event::Piece(p) = event.unwrap() {
+            let Some(lp) = p.logprob else {
+                continue; // the held-back tail carries none
+            };
+            pieces += 1;
+            assert_eq!(lp.top.len(), 4);
+            // Greedy takes the most likely token; the list is sorted.
+            assert_eq!(lp.top[0], (p.token, lp.logprob));
+            assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+            assert!(lp.logprob <= 0.0);
+            let mass: f32 = lp.top.iter().map(|(_, l)| l.exp()).sum();
+            assert!(mass <= 1.0 + 1e-4, "{mass}");
+        }
+    }
+    assert_eq!(pieces, 9);
+    // Without asking, none; more than the most is a typed error.
+    let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(256)).unwrap();
+    for event in ctx.generate(DEMO_PROMPT, &greedy()).unwrap() {
+        if let Event::Piece(p) = event.unwrap() {
+            assert!(p.logprob.is_none());
+        }
+    }
+    let too_many = greedy().with_logprobs(MAX_TOP_LOGPROBS + 1);
+    assert!(matches!(
+        ctx.generate(DEMO_PROMPT, &too_many).err(),
+        Some(Error::InvalidParameter {
+            name: "logprobs",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn template_options_and_a_template_of_ones_own() {
+    use llama_safe::chat::{ReasoningSplitter, TemplateOptions};
+    let thinking = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}\
+                    {% if add_generation_prompt %}assistant: {% if enable_thinking is defined and not enable_thinking %}\
+                    <think></think>{% else %}<think>{% endif %}{% endif %}";
+    let params = LlamaModelParams::default().with_chat_template(thinking);
+    let model = LlamaModel::load(&LlamaBackend::init(), moe_path(), &params).unwrap();
+    assert_eq!(model.chat_template().as_deref(), Some(thinking));
+    let hi = [ChatMessage::new("user", "Hi")];
+    let on = model
+        .apply_chat_template_with(&hi, &TemplateOptions::default())
+        .unwrap();
+    assert_eq!(on, "user: Hi\nassistant: <think>");
+    assert!(ReasoningSplitter::for_prompt(&on).thinking());
+    let off = model
+        .apply_chat_template_with(&hi, &TemplateOptions::default().with_thinking(false))
+        .unwrap();
+    assert_eq!(off, "user: Hi\nassistant: <think></think>");
+    assert!(!ReasoningSplitter::for_prompt(&off).thinking());
+    // A template with no tool syntax gets the tools in a system message.
+    let tool = Tool {
+        name: "weather".into(),
+        description: "The weather".into(),
+        parameters: serde_json::json!({"type": "object"}),
+    };
+    let with_tools = model
+        .apply_chat_template_with(&hi, &TemplateOptions::default().with_tools(vec![tool]))
+        .unwrap();
+    assert!(
+        with_tools.starts_with("system: You can call these tools:"),
+        "{with_tools}"
+    );
+    // Too big a template is refused at load.
+    let huge =
+        LlamaModelParams::default().with_chat_template("x".repeat(MAX_CHAT_TEMPLATE_BYTES + 1));
+    assert!(matches!(
+        LlamaModel::load(&LlamaBackend::init(), moe_path(), &huge),
+        Err(Error::InvalidParameter {
+            name: "chat_template",
+            ..
+        })
+    ));
+}

@@ -4,12 +4,12 @@
 use crate::embeddings::parse;
 use crate::error::ApiError;
 use crate::ollama::check_model;
-use crate::request::{stop_list, within, GenRequest};
-use crate::tools::{checked_tool, tool_use};
-use crate::types::anthropic::{Block, Content, InputMessage, MessagesRequest};
+use crate::request::{basic_sampling, stop_list, GenRequest};
+use crate::tools::{checked_tool, schema_grammar, set_output_grammar, tool_use};
+use crate::types::anthropic::{Block, Content, InputMessage, MessagesRequest, OutputConfig};
 use crate::AppState;
 use llama_safe::chat::ToolChoice;
-use llama_safe::{ChatMessage, SamplingOptions, ToolCall};
+use llama_safe::{ChatMessage, ToolCall};
 
 /// Checks `body` and makes the request.
 pub(super) fn request(state: &AppState, body: &[u8]) -> Result<GenRequest, ApiError> {
@@ -35,22 +35,9 @@ pub(super) fn request(state: &AppState, body: &[u8]) -> Result<GenRequest, ApiEr
     for m in &req.messages {
         convert_message(m, &mut messages)?;
     }
-    let mut sampling = SamplingOptions::default();
-    if let Some(t) = within(req.temperature, "temperature", 0.0, 1.0)? {
-        sampling = sampling.with_temperature(t as f32);
-    }
-    if let Some(p) = within(req.top_p, "top_p", 0.0, 1.0)? {
-        if p == 0.0 {
-            return Err(ApiError::bad("top_p", "`top_p` must be above 0"));
-        }
-        sampling = sampling.with_top_p(p as f32);
-    }
-    if let Some(k) = req.top_k {
-        if !(0..=1_000_000).contains(&k) {
-            return Err(ApiError::bad("top_k", "`top_k` must be from 0 to 1000000"));
-        }
-        sampling = sampling.with_top_k(k as i32);
-    }
+    // Anthropic's temperatures go from 0 to 1.
+    let mut sampling =
+        basic_sampling(req.temperature, 1.0, req.top_k.map(|k| k as f64), req.top_p)?;
     let tools = req
         .tools
         .unwrap_or_default()
@@ -99,14 +86,36 @@ pub(super) fn request(state: &AppState, body: &[u8]) -> Result<GenRequest, ApiEr
         Some(t) => match t.kind.as_str() {
             "enabled" => Some(true),
             "disabled" => Some(false),
+            // The model decides: the template's default.
+            "adaptive" | "between_tools" => None,
             _ => {
                 return Err(ApiError::bad(
                     "thinking",
-                    "`thinking.type` must be \"enabled\" or \"disabled\"",
+                    "`thinking.type` must be \"enabled\", \"disabled\" or \"adaptive\"",
                 ))
             }
         },
     };
+    let format = match (&req.output_config, &req.output_format) {
+        (
+            Some(OutputConfig {
+                format: Some(f), ..
+            }),
+            _,
+        ) => Some(("output_config", f)),
+        (_, Some(f)) => Some(("output_format", f)),
+        _ => None,
+    };
+    if let Some((field, format)) = format {
+        if format.kind != "json_schema" {
+            return Err(ApiError::bad(
+                field,
+                "the output format's `type` must be \"json_schema\"",
+            ));
+        }
+        let grammar = schema_grammar(&format.schema, field)?;
+        set_output_grammar(grammar, field, &mut sampling)?;
+    }
     Ok(GenRequest {
         prompt: String::new(),
         messages: Some(messages),

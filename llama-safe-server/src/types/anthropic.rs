@@ -38,10 +38,38 @@ pub struct MessagesRequest {
     /// `auto`, `any`, `tool` (with `name`) or `none`.
     #[serde(default)]
     pub tool_choice: Option<ToolChoice>,
-    /// Extended thinking: `{"type": "enabled", "budget_tokens": N}` or
-    /// `{"type": "disabled"}`.
+    /// Extended thinking: `{"type": "enabled", "budget_tokens": N}`,
+    /// `{"type": "disabled"}`, or `adaptive` (the template's default).
     #[serde(default)]
     pub thinking: Option<Thinking>,
+    /// `format`: structured output following a JSON schema; `effort` is
+    /// accepted and has no meaning here.
+    #[serde(default)]
+    pub output_config: Option<OutputConfig>,
+    /// The same structured output, as the streaming helper sends it.
+    #[serde(default)]
+    pub output_format: Option<OutputFormat>,
+}
+
+/// How the answer is given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputConfig {
+    /// Anthropic's effort level: accepted, no meaning for a local model.
+    #[serde(default)]
+    pub effort: Option<String>,
+    /// A JSON schema the answer follows.
+    #[serde(default)]
+    pub format: Option<OutputFormat>,
+}
+
+/// `{"type": "json_schema", "schema": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputFormat {
+    /// `json_schema`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The schema.
+    pub schema: Value,
 }
 
 /// A message of the conversation.

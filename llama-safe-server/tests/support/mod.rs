@@ -71,8 +71,19 @@ pub async fn start_configured(
     config: EngineConfig,
     server: ServerConfig,
 ) -> Server {
+    start_loaded(path, &LlamaModelParams::default(), config, server).await
+}
+
+/// The model at `path` loaded with `params`, behind an engine configured by
+/// `config`, the server by `server`.
+pub async fn start_loaded(
+    path: &std::path::Path,
+    params: &LlamaModelParams,
+    config: EngineConfig,
+    server: ServerConfig,
+) -> Server {
     let backend = LlamaBackend::init();
-    let model = LlamaModel::load(&backend, path, &LlamaModelParams::default()).unwrap();
+    let model = LlamaModel::load(&backend, path, params).unwrap();
     let state = AppState::new(model, "demo", config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -114,4 +125,80 @@ pub async fn health(base: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// A request with an optional API key; the status and the answer as JSON
+/// (`Null` when it is not JSON).
+pub async fn call(base: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut req = match &body {
+        Some(b) => client.post(format!("{base}{path}")).json(b),
+        None => client.get(format!("{base}{path}")),
+    };
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A small engine: `parallel` sequences, 4096 cells, 2 threads, a queue of 8.
+pub fn engine(parallel: u32) -> EngineConfig {
+    EngineConfig::default()
+        .with_n_ctx(4096)
+        .with_n_parallel(parallel)
+        .with_threads(2)
+        .with_queue(8)
+}
+
+/// The `data:` payloads of a server-sent-events answer (200 and the content
+/// type checked).
+pub async fn sse(base: &str, path: &str, body: Value) -> Vec<String> {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("accept", "text/event-stream")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let text = r.text().await.unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(String::from)
+        .collect()
+}
+
+/// SSE payloads as JSON, `[DONE]` left out.
+pub fn parse(events: &[String]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
+}
+
+/// The lines of a newline-delimited JSON answer (200 and the content type
+/// checked).
+pub async fn ndjson(b: &str, path: &str, body: Value) -> Vec<Value> {
+    let r = reqwest::Client::new()
+        .post(format!("{b}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    r.text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
