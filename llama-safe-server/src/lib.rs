@@ -39,6 +39,7 @@
 //! - `GET /health` and `GET /metrics` (Prometheus).
 
 mod anthropic;
+pub mod catalog;
 mod config;
 mod embeddings;
 mod error;
@@ -47,6 +48,7 @@ mod layers;
 pub mod metrics;
 mod ollama;
 mod openai;
+pub mod presets;
 mod reply;
 pub mod request;
 mod serve;

@@ -1,0 +1,78 @@
+//! GGUF files in a folder of the user's own, to a bounded depth.
+
+use super::{split, Found, Source, MAX_DEPTH, MAX_FILES};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Every `*.gguf` below `root` (following symbolic links, each folder
+/// once), grouped into models named by their path below `root`.
+pub(super) fn scan(root: &Path, found: &mut Vec<Found>, skipped: &mut Vec<(PathBuf, String)>) {
+    let mut files = Vec::new();
+    let mut seen = HashSet::new();
+    walk(root, 0, &mut files, &mut seen, skipped);
+    // Group per folder, so shards pair up only with their siblings.
+    let mut by_dir: std::collections::BTreeMap<PathBuf, Vec<PathBuf>> = Default::default();
+    for f in files {
+        by_dir
+            .entry(f.parent().map(Path::to_path_buf).unwrap_or_default())
+            .or_default()
+            .push(f);
+    }
+    for (dir, files) in by_dir {
+        let prefix = dir.strip_prefix(root).unwrap_or(Path::new(""));
+        for (stem, files) in split::group(files, skipped) {
+            let name = prefix.join(&stem).to_string_lossy().replace('\\', "/");
+            found.push(Found {
+                name,
+                files,
+                source: Source::Dir,
+            });
+        }
+    }
+}
+
+/// The GGUF files below `dir`.
+pub(super) fn walk(
+    dir: &Path,
+    depth: usize,
+    files: &mut Vec<PathBuf>,
+    seen: &mut HashSet<PathBuf>,
+    skipped: &mut Vec<(PathBuf, String)>,
+) {
+    // A link back up the tree is read once.
+    let Ok(real) = dir.canonicalize() else {
+        skipped.push((dir.to_path_buf(), "cannot be read".into()));
+        return;
+    };
+    if !seen.insert(real) || depth > MAX_DEPTH {
+        return;
+    }
+    let Ok(read) = std::fs::read_dir(dir) else {
+        skipped.push((dir.to_path_buf(), "cannot be read".into()));
+        return;
+    };
+    let mut entries: Vec<PathBuf> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for path in entries {
+        if files.len() >= MAX_FILES {
+            skipped.push((path, format!("over {MAX_FILES} files")));
+            return;
+        }
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if path.is_dir() && !hidden {
+            walk(&path, depth + 1, files, seen, skipped);
+        } else if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
+            if path.is_file() {
+                files.push(path);
+            } else if !path.exists() {
+                // A link whose target is gone (an interrupted download).
+                skipped.push((path, "a link to a missing file".into()));
+            }
+        }
+    }
+}
