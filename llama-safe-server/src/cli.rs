@@ -11,7 +11,7 @@
 //! SIGINT or SIGTERM stops taking connections, answers queued requests 503
 //! and lets the answers in flight finish within `--shutdown-timeout`.
 
-use crate::{serve, AppState, ServerConfig, Timeouts};
+use crate::{serve_models, AppState, ServerConfig, Timeouts};
 use clap::Parser;
 use llama_safe::cli::{run_main, FitArgs, ModelArgs};
 use llama_safe::engine::EngineConfig;
@@ -83,6 +83,76 @@ pub struct Args {
     max_body_bytes: usize,
     #[command(flatten)]
     fit: FitArgs,
+    #[command(flatten)]
+    many: ManyArgs,
+}
+
+/// Serving many models, found where users keep them.
+#[derive(clap::Args, Debug)]
+struct ManyArgs {
+    /// A folder of GGUF models to serve, each loaded when a request names
+    /// it (repeatable; instead of --model).
+    #[arg(long = "models-dir", value_name = "DIR")]
+    models_dirs: Vec<std::path::PathBuf>,
+    /// Serve the GGUF models of the Hugging Face hub cache too (default
+    /// location: $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub).
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+    hf_cache: Option<std::path::PathBuf>,
+    /// Serve Ollama's models too (default: $OLLAMA_MODELS, ~/.ollama/models).
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+    ollama_models: Option<std::path::PathBuf>,
+    /// Serve LM Studio's models too (default: ~/.lmstudio/models).
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+    lm_studio: Option<std::path::PathBuf>,
+    /// Per-model settings (TOML: [defaults] and [models."NAME"] tables).
+    #[arg(long, value_name = "FILE")]
+    models_preset: Option<std::path::PathBuf>,
+    /// Most models loaded at once; the least recently used idle one goes
+    /// first.
+    #[arg(long, default_value_t = 3)]
+    models_max: usize,
+    /// How long a model stays loaded after its last request ("5m", "30s",
+    /// "0", "-1" for ever); a request's `keep_alive` overrides it.
+    #[arg(long, default_value = "5m")]
+    keep_alive: String,
+    /// Bytes the loaded models may plan for in all (dry runs of weights,
+    /// KV cache, compute buffers); a load beyond is refused with 503.
+    #[arg(long, value_parser = llama_safe::cli::parse_size)]
+    memory_budget: Option<u64>,
+    /// Seconds a request waits for its model to load.
+    #[arg(long, default_value_t = 300.0)]
+    load_timeout: f64,
+}
+
+impl ManyArgs {
+    fn sources(&self) -> Option<crate::catalog::Sources> {
+        use crate::catalog::Sources;
+        let or_default = |p: &std::path::PathBuf, d: fn() -> std::path::PathBuf| {
+            if p.as_os_str().is_empty() {
+                d()
+            } else {
+                p.clone()
+            }
+        };
+        let mut s = Sources::default();
+        for dir in &self.models_dirs {
+            s = s.with_dir(dir);
+        }
+        if let Some(p) = &self.hf_cache {
+            s = s.with_hf_cache(or_default(p, Sources::default_hf_cache));
+        }
+        if let Some(p) = &self.ollama_models {
+            s = s.with_ollama(or_default(p, Sources::default_ollama));
+        }
+        if let Some(p) = &self.lm_studio {
+            s = s.with_lm_studio(or_default(p, Sources::default_lm_studio));
+        }
+        let any = !self.models_dirs.is_empty()
+            || self.hf_cache.is_some()
+            || self.ollama_models.is_some()
+            || self.lm_studio.is_some();
+        any.then_some(s)
+    }
 }
 
 /// Parses the command line and serves until SIGINT or SIGTERM; exits 1
@@ -107,21 +177,75 @@ pub fn run(args: Args) -> Result<()> {
         .with_threads(threads)
         .with_queue(args.queue)
         .with_prompt_cache(!args.no_prompt_cache);
-    let params = match args.fit.run(&args.model, &config.context_params())? {
-        Some((params, ctx)) => {
-            config = config.with_n_ctx(ctx.n_ctx());
-            params
+    let served = match args.many.sources() {
+        Some(sources) => {
+            if args.model.model.is_some() {
+                return Err(Error::InvalidParameter {
+                    name: "model",
+                    reason: "--model serves one model; with --models-dir and the like, put it in a models folder".into(),
+                });
+            }
+            let keep_alive =
+                crate::KeepAlive::parse(&serde_json::Value::String(args.many.keep_alive.clone()))
+                    .map_err(|reason| Error::InvalidParameter {
+                    name: "keep_alive",
+                    reason: reason.into(),
+                })?;
+            let presets = match &args.many.models_preset {
+                Some(path) => {
+                    crate::presets::Presets::load(path).map_err(|e| Error::InvalidParameter {
+                        name: "models_preset",
+                        reason: e.to_string().into(),
+                    })?
+                }
+                None => crate::presets::Presets::default(),
+            };
+            let mut many = crate::ModelsConfig::new(sources)
+                .with_presets(presets)
+                .with_max_resident(args.many.models_max)
+                .with_keep_alive(keep_alive)
+                .with_load_timeout(std::time::Duration::from_secs_f64(
+                    args.many.load_timeout.max(0.0),
+                ))
+                .with_engine(config.clone())
+                .with_params(args.model.params());
+            if let Some(budget) = args.many.memory_budget {
+                many = many.with_memory_budget(budget);
+            }
+            crate::models::release_memory_eagerly();
+            let models = crate::Models::new(&backend, many);
+            let found = models.available();
+            eprintln!(
+                "server: {} models found{}",
+                found.len(),
+                found
+                    .iter()
+                    .take(8)
+                    .map(|e| format!("\n  {} ({:?}, {} MiB)", e.name, e.source, e.size >> 20))
+                    .collect::<String>()
+            );
+            (format!("{} models", found.len()), models)
         }
-        None => args.model.params(),
+        None => {
+            let params = match args.fit.run(&args.model, &config.context_params())? {
+                Some((params, ctx)) => {
+                    config = config.with_n_ctx(ctx.n_ctx());
+                    params
+                }
+                None => args.model.params(),
+            };
+            let model = args.model.load_with(&backend, params)?;
+            let name = args.alias.clone().unwrap_or_else(|| {
+                model
+                    .path()
+                    .file_stem()
+                    .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
+            });
+            let state = AppState::new(model, name.clone(), config.clone())?;
+            (name, crate::Models::single(state))
+        }
     };
-    let model = args.model.load_with(&backend, params)?;
-    let name = args.alias.clone().unwrap_or_else(|| {
-        model
-            .path()
-            .file_stem()
-            .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
-    });
-    let state = AppState::new(model, name.clone(), config)?;
+    let (name, models) = served;
 
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::System {
         what: "start the tokio runtime".into(),
@@ -135,7 +259,7 @@ pub fn run(args: Args) -> Result<()> {
         let local = listener.local_addr().map_err(|source| Error::System { what: format!("address of {address}"), source: source.into() })?;
         eprintln!(
             "server: {name} on http://{local} ({} parallel sequences, {} KV cells, {threads} threads, queue {})",
-            args.parallel, state.n_ctx(), args.queue
+            args.parallel, config.n_ctx(), args.queue
         );
         let seconds = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
         let timeouts = Timeouts {
@@ -157,7 +281,7 @@ pub fn run(args: Args) -> Result<()> {
                 if config.open_metrics() { "; /metrics open" } else { "" }
             );
         }
-        serve(listener, state, &config, shutdown_signal())
+        serve_models(listener, models, &config, shutdown_signal())
             .await
             .map_err(|source| Error::System { what: format!("serve on {local}"), source: source.into() })?;
         eprintln!("server: stopped");

@@ -207,7 +207,7 @@ pub(crate) async fn parse_body(
     let body = body.clone();
     let parsing = tokio::task::spawn_blocking(move || {
         let limits = request::Limits {
-            model_name: &state.model_name,
+            state: &state,
             n_ctx: state.n_ctx(),
             n_vocab: state.model.n_vocab(),
             tool_format: state.model.tool_call_format(),

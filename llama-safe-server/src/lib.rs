@@ -41,11 +41,14 @@
 mod anthropic;
 pub mod catalog;
 mod config;
+mod dispatch;
 mod embeddings;
 mod error;
 mod generation;
 mod layers;
+mod listing;
 pub mod metrics;
+pub mod models;
 mod ollama;
 mod openai;
 pub mod presets;
@@ -77,7 +80,8 @@ pub struct ServerDocDoctests;
 
 pub use config::{ServerConfig, Timeouts, DEFAULT_MAX_BODY_BYTES};
 pub use error::ApiError;
-pub use serve::serve;
+pub use models::{KeepAlive, Models, ModelsConfig};
+pub use serve::{serve, serve_models};
 
 use axum::middleware;
 use axum::routing::{get, post};
@@ -86,12 +90,28 @@ use llama_safe::engine::{Engine, EngineConfig};
 use llama_safe::LlamaModel;
 use std::sync::Arc;
 
-/// Everything the handlers share.
+/// A SHA-256 naming a model file by its path, size and modification time
+/// (hashing a large file would take minutes).
+pub(crate) fn file_digest(path: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let meta = std::fs::metadata(path).ok();
+    let stamp = format!(
+        "{}|{}|{:?}",
+        path.display(),
+        meta.as_ref().map_or(0, |m| m.len()),
+        meta.and_then(|m| m.modified().ok())
+    );
+    format!("{:x}", Sha256::digest(stamp.as_bytes()))
+}
+
+/// Everything the handlers of one model share.
 pub struct AppState {
     /// The model, loaded once, for the life of the process.
     pub model: LlamaModel,
     /// The name clients use for it (`model` in requests).
     pub model_name: String,
+    /// Other names it answers to (a preset's aliases).
+    pub aliases: Vec<String>,
     /// The batching engine every request runs on.
     pub engine: Engine,
     /// A digest naming the model file for `/api/tags` (of its path, size and
@@ -112,29 +132,36 @@ impl AppState {
         model_name: impl Into<String>,
         config: EngineConfig,
     ) -> llama_safe::Result<Arc<AppState>> {
+        AppState::new_with_aliases(model, model_name, Vec::new(), config)
+    }
+
+    /// As [`new`](Self::new), answering to `aliases` too.
+    pub fn new_with_aliases(
+        model: LlamaModel,
+        model_name: impl Into<String>,
+        aliases: Vec<String>,
+        config: EngineConfig,
+    ) -> llama_safe::Result<Arc<AppState>> {
         // Read the longest token once now (it scans the vocabulary), not
         // on the first request's async worker.
         model.max_token_bytes();
         let engine = Engine::new(&model, config)?;
-        let model_digest = {
-            use sha2::{Digest, Sha256};
-            let meta = std::fs::metadata(model.path()).ok();
-            let stamp = format!(
-                "{}|{}|{:?}",
-                model.path().display(),
-                meta.as_ref().map_or(0, |m| m.len()),
-                meta.and_then(|m| m.modified().ok())
-            );
-            format!("{:x}", Sha256::digest(stamp.as_bytes()))
-        };
+        let model_digest = file_digest(model.path());
         Ok(Arc::new(AppState {
             model,
             model_name: model_name.into(),
+            aliases,
             engine,
             model_digest,
             metrics: metrics::Metrics::default(),
             embedder: embeddings::Embedder::default(),
         }))
+    }
+
+    /// Whether a request's `model` means this one: its name, an alias, or
+    /// `default`.
+    pub fn answers_to(&self, name: &str) -> bool {
+        name == self.model_name || name == "default" || self.aliases.iter().any(|a| a == name)
     }
 
     /// Whether the model's chat template thinks (writes a `<think>` block).
@@ -150,29 +177,39 @@ impl AppState {
     }
 }
 
-/// Every route, with its protective layers: the body read within
-/// `config`'s time and size limits (408, 413), and the API key checked
-/// (401) on every route but `/health` (and `/metrics` when opened).
+/// Every route over one model, with its protective layers: the body read
+/// within `config`'s time and size limits (408, 413), and the API key
+/// checked (401) on every route but `/health` (and `/metrics` when opened).
 pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
+    models_router(Models::single(state), config)
+}
+
+/// [`router`] over a [pool](Models) of models: a request's `model` names
+/// one, which is loaded if it is not; `GET /api/ps`, `POST /models/load`
+/// and `/models/unload` manage them.
+pub fn models_router(models: Arc<Models>, config: &ServerConfig) -> Router {
     let config = Arc::new(config.clone());
     let mut protected = Router::new()
-        .route("/api/generate", post(ollama::generate))
-        .route("/api/chat", post(ollama::chat))
-        .route("/api/embed", post(embeddings::ollama))
-        .route("/api/tags", get(ollama::tags))
-        .route("/api/show", post(ollama::show))
-        .route("/v1/models", get(openai::models))
-        .route("/v1/completions", post(openai::completions))
-        .route("/v1/chat/completions", post(openai::chat))
-        .route("/v1/embeddings", post(embeddings::openai))
-        .route("/v1/messages", post(anthropic::messages))
-        .route("/tokenize", post(tokens::tokenize))
-        .route("/detokenize", post(tokens::detokenize));
-    let mut open = Router::new().route("/health", get(openai::health));
+        .route("/api/generate", post(dispatch::generate))
+        .route("/api/chat", post(dispatch::chat))
+        .route("/api/embed", post(dispatch::embed))
+        .route("/api/tags", get(listing::tags))
+        .route("/api/ps", get(listing::ps))
+        .route("/api/show", post(listing::show))
+        .route("/v1/models", get(listing::models))
+        .route("/v1/completions", post(dispatch::completions))
+        .route("/v1/chat/completions", post(dispatch::chat_completions))
+        .route("/v1/embeddings", post(dispatch::embeddings))
+        .route("/v1/messages", post(dispatch::messages))
+        .route("/tokenize", post(dispatch::tokenize))
+        .route("/detokenize", post(dispatch::detokenize))
+        .route("/models/load", post(listing::load))
+        .route("/models/unload", post(listing::unload));
+    let mut open = Router::new().route("/health", get(listing::health));
     if config.open_metrics() {
-        open = open.route("/metrics", get(openai::metrics));
+        open = open.route("/metrics", get(listing::metrics));
     } else {
-        protected = protected.route("/metrics", get(openai::metrics));
+        protected = protected.route("/metrics", get(listing::metrics));
     }
     // The last layer added runs first: the key is checked before the body
     // is read.
@@ -184,5 +221,5 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
         protected =
             protected.route_layer(middleware::from_fn_with_state(config, layers::require_key));
     }
-    protected.merge(open).with_state(state)
+    protected.merge(open).with_state(models)
 }

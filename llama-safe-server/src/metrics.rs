@@ -1,4 +1,6 @@
-//! Counters and histograms for `GET /metrics`, in Prometheus's text format.
+//! Counters and histograms for `GET /metrics`, in Prometheus's text format;
+//! with several models, every sample carries a `model` label and each
+//! metric family is written once.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -34,27 +36,83 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    fn render(&self, out: &mut Families, name: &'static str, help: &'static str, label: &str) {
+        let f = out.family(name, help, "histogram");
+        let sep = if label.is_empty() { "" } else { "," };
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
+            f.push(format!(
+                "{name}_bucket{{{label}{sep}le=\"{bound}\"}} {}",
                 count.load(Ordering::Relaxed)
-            );
+            ));
         }
         let n = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            *self.sum.lock().unwrap_or_else(|e| e.into_inner())
-        );
-        let _ = writeln!(out, "{name}_count {n}");
+        f.push(format!("{name}_bucket{{{label}{sep}le=\"+Inf\"}} {n}"));
+        let sum = *self.sum.lock().unwrap_or_else(|e| e.into_inner());
+        f.push(format!("{name}_sum{} {sum}", braces(label)));
+        f.push(format!("{name}_count{} {n}", braces(label)));
     }
 }
 
-/// What the server counts.
+/// `{label}`, or nothing for no label.
+fn braces(label: &str) -> String {
+    if label.is_empty() {
+        String::new()
+    } else {
+        format!("{{{label}}}")
+    }
+}
+
+/// Metric families in the order first met, each with its samples.
+#[derive(Default)]
+pub struct Families {
+    order: Vec<&'static str>,
+    families: BTreeMap<&'static str, (&'static str, &'static str, Vec<String>)>,
+}
+
+impl Families {
+    fn family(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+    ) -> &mut Vec<String> {
+        if !self.families.contains_key(name) {
+            self.order.push(name);
+        }
+        &mut self
+            .families
+            .entry(name)
+            .or_insert((help, kind, Vec::new()))
+            .2
+    }
+
+    fn sample(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+        label: &str,
+        v: u64,
+    ) {
+        self.family(name, help, kind)
+            .push(format!("{name}{} {v}", braces(label)));
+    }
+
+    /// The text exposition.
+    pub fn finish(self) -> String {
+        let mut out = String::new();
+        for name in self.order {
+            let (help, kind, lines) = &self.families[name];
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for line in lines {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        out
+    }
+}
+
+/// What the server counts, per model.
 pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     /// Tokens generated, all requests.
@@ -94,106 +152,134 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// The Prometheus text exposition, with the engine's gauges.
+    /// The Prometheus text exposition of one model, with the engine's
+    /// gauges.
     pub fn render(&self, parallel: u32, engine: &llama_safe::engine::EngineStats) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP llama_requests_total Requests answered, by endpoint and status.\n# TYPE llama_requests_total counter\n");
-        for ((endpoint, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
+        let mut out = Families::default();
+        self.render_into(&mut out, None, parallel, engine);
+        out.finish()
+    }
+
+    /// Adds this model's samples to `out`, labelled `model="NAME"` when
+    /// `model` is given.
+    pub fn render_into(
+        &self,
+        out: &mut Families,
+        model: Option<&str>,
+        parallel: u32,
+        engine: &llama_safe::engine::EngineStats,
+    ) {
+        let label = model.map_or(String::new(), |m| {
+            format!("model=\"{}\"", m.replace(['"', '\\', '\n'], "_"))
+        });
+        let sep = if label.is_empty() { "" } else { "," };
         {
-            let _ = writeln!(
-                out,
-                "llama_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
+            let f = out.family(
+                "llama_requests_total",
+                "Requests answered, by endpoint and status.",
+                "counter",
             );
+            for ((endpoint, status), n) in self
+                .requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                f.push(format!(
+                    "llama_requests_total{{{label}{sep}endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
+                ));
+            }
         }
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        counter(
-            &mut out,
+        let counter = "counter";
+        let gauge = "gauge";
+        out.sample(
             "llama_tokens_generated_total",
             "Tokens generated.",
+            counter,
+            &label,
             self.tokens_generated.load(Ordering::Relaxed),
         );
-        counter(
-            &mut out,
+        out.sample(
             "llama_prompt_tokens_total",
             "Prompt tokens decoded.",
+            counter,
+            &label,
             self.prompt_tokens.load(Ordering::Relaxed),
         );
         self.ttft.render(
-            &mut out,
+            out,
             "llama_time_to_first_token_seconds",
             "Time to first token.",
+            &label,
         );
         self.tokens_per_second.render(
-            &mut out,
+            out,
             "llama_generation_tokens_per_second",
             "Generation speed per request.",
+            &label,
         );
-        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge(
-            &mut out,
+        out.sample(
             "llama_sequences",
             "Sequences the engine decodes at once.",
+            gauge,
+            &label,
             u64::from(parallel),
         );
-        gauge(
-            &mut out,
+        out.sample(
             "llama_sequences_active",
             "Requests generating or reading their prompt.",
+            gauge,
+            &label,
             engine.active as u64,
         );
-        gauge(
-            &mut out,
+        out.sample(
             "llama_requests_queued",
             "Requests waiting for room.",
+            gauge,
+            &label,
             engine.queued as u64,
         );
-        gauge(
-            &mut out,
+        out.sample(
             "llama_batch_tokens",
             "Tokens in the engine's last decode.",
+            gauge,
+            &label,
             engine.last_batch_tokens,
         );
-        gauge(
-            &mut out,
+        out.sample(
             "llama_kv_cells",
             "KV cells of the engine's context.",
+            gauge,
+            &label,
             engine.kv_cells,
         );
-        gauge(
-            &mut out,
+        out.sample(
             "llama_kv_cells_used",
             "KV cells holding tokens (running requests and the prompt cache).",
+            gauge,
+            &label,
             engine.kv_cells_used,
         );
-        counter(
-            &mut out,
+        out.sample(
             "llama_decodes_total",
             "Decodes (batches) run.",
+            counter,
+            &label,
             engine.decodes,
         );
-        counter(
-            &mut out,
+        out.sample(
             "llama_prompt_cache_hits_total",
             "Requests that reused cached prompt tokens.",
+            counter,
+            &label,
             engine.prompt_cache_hits,
         );
-        counter(
-            &mut out,
+        out.sample(
             "llama_prompt_cache_tokens_total",
             "Prompt tokens reused from the cache instead of decoded.",
+            counter,
+            &label,
             engine.prompt_cache_tokens,
         );
-        out
     }
 }

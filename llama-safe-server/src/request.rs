@@ -64,10 +64,11 @@ pub const MAX_STOP_STRINGS: usize = 16;
 pub const MAX_STOP_BYTES: usize = 1024;
 
 /// What a body is checked against: the model served and the context size.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Limits<'a> {
-    /// The one model name accepted in `model` (besides `default`).
-    pub model_name: &'a str,
+    /// The model serving the request: `model` must be a name it answers
+    /// to.
+    pub state: &'a crate::AppState,
     /// The context size: `max_tokens` may not exceed it.
     pub n_ctx: u32,
     /// Vocabulary size, for `logit_bias` token ids.
@@ -227,12 +228,12 @@ fn deserialize<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiErro
 pub fn parse(bytes: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, ApiError> {
     let (body, top_level): (Body, Sampling) = (deserialize(bytes)?, deserialize(bytes)?);
     if let Some(model) = &body.model {
-        if model != limits.model_name && model != "default" {
+        if !limits.state.answers_to(model) {
             return Err(ApiError {
                 status: StatusCode::NOT_FOUND,
                 message: format!(
                     "model {model:?} not found; this server serves {:?}",
-                    limits.model_name
+                    limits.state.model_name
                 ),
                 param: Some("model"),
             });

@@ -1,12 +1,12 @@
 //! The connection loop: HTTP/1 and HTTP/2 with the header and idle
 //! timeouts, and a graceful shutdown.
 
-use crate::{router, AppState, ServerConfig};
+use crate::{models_router, AppState, Models, ServerConfig};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Serves [`router`] on `listener` until `shutdown` resolves, then stops
+/// Serves [`router`](crate::router) on `listener` until `shutdown` resolves, then stops
 /// taking connections, answers requests still queued with 503, lets the
 /// streams in flight finish within the shutdown timeout, and returns.
 /// Clients get the header timeout to send each request's headers, and an
@@ -17,12 +17,22 @@ pub async fn serve(
     config: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_models(listener, Models::single(state), config, shutdown).await
+}
+
+/// [`serve`] for a [pool](Models) of models ([`models_router`](crate::models_router)).
+pub async fn serve_models(
+    listener: tokio::net::TcpListener,
+    models: Arc<Models>,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
 
     let timeouts = config.timeouts();
-    let app = router(state.clone(), config);
+    let app = models_router(models.clone(), config);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -56,7 +66,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    state.engine.close();
+    models.close();
     if tokio::time::timeout(timeouts.shutdown, graceful.shutdown())
         .await
         .is_err()

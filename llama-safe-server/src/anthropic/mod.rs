@@ -282,7 +282,7 @@ fn error_body(status: StatusCode, message: String) -> ErrorBody {
 }
 
 /// An error in Anthropic's shape: `{"type": "error", "error": {...}}`.
-fn error_response(e: ApiError) -> Response {
+pub(crate) fn error_response(e: ApiError) -> Response {
     let status = e.status;
     let message = match e.param {
         Some(param) if !e.message.contains(param) => format!("{param}: {}", e.message),

@@ -40,7 +40,10 @@ pub(super) fn scan(root: &Path, found: &mut Vec<Found>, skipped: &mut Vec<(PathB
 /// The snapshot `refs/main` names, else the most recently modified one.
 fn snapshot(repo: &Path) -> Option<PathBuf> {
     let snapshots = repo.join("snapshots");
-    if let Ok(rev) = std::fs::read_to_string(repo.join("refs/main")) {
+    let mut rev = String::new();
+    let read = std::fs::File::open(repo.join("refs/main"))
+        .and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, 256), &mut rev));
+    if read.is_ok() {
         let dir = snapshots.join(rev.trim());
         if !rev.trim().is_empty() && !rev.contains('/') && dir.is_dir() {
             return Some(dir);

@@ -11,9 +11,7 @@ use crate::generation::{self, finish_reason, json_event, sse, GenEvent};
 use crate::openai::error_event;
 use crate::reply::{Reply, ReplyStream};
 use crate::request::Api;
-use crate::types::ollama::{
-    Chunk, Details, Done, Function, Message, ModelEntry, Show, Tags, ToolCall,
-};
+use crate::types::ollama::{Chunk, Details, Done, Function, Message, Show, ToolCall};
 use crate::types::tokens::Stats;
 use crate::AppState;
 use axum::body::{Body, Bytes};
@@ -24,7 +22,6 @@ use axum::Json;
 use futures_util::stream::{self, StreamExt};
 use llama_safe::GenerationStats;
 use serde::Serialize;
-use serde_json::Value;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -253,7 +250,7 @@ fn ndjson(rx: mpsc::Receiver<GenEvent>, shape: Shape, reply: ReplyStream) -> Res
 }
 
 /// The model's details as Ollama lists them.
-fn details(state: &AppState) -> Details {
+pub(crate) fn details(state: &AppState) -> Details {
     let m = &state.model;
     let quant = m
         .description()
@@ -271,40 +268,9 @@ fn details(state: &AppState) -> Details {
     }
 }
 
-fn modified_at(state: &AppState) -> String {
-    let mtime = std::fs::metadata(state.model.path())
-        .and_then(|m| m.modified())
-        .unwrap_or(UNIX_EPOCH);
-    rfc3339(mtime)
-}
-
-/// `GET /api/tags`: the one model served.
-pub async fn tags(State(state): State<Arc<AppState>>) -> Json<Tags> {
-    let size = std::fs::metadata(state.model.path()).map_or(0, |m| m.len());
-    Json(Tags {
-        models: vec![ModelEntry {
-            name: state.model_name.clone(),
-            model: state.model_name.clone(),
-            modified_at: modified_at(&state),
-            size,
-            digest: state.model_digest.clone(),
-            details: details(&state),
-        }],
-    })
-}
-
-/// `POST /api/show` `{"model": name}`: template, details, metadata, what
-/// the model can do.
-pub async fn show(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let name = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-        v.get("model")
-            .or(v.get("name"))
-            .and_then(Value::as_str)
-            .map(String::from)
-    });
-    if let Err(e) = check_model(&state, name.as_deref()) {
-        return e.into_response();
-    }
+/// `/api/show` of a loaded model: template, details, metadata, what it
+/// can do.
+pub(crate) fn show_loaded(state: &AppState) -> Json<Show> {
     let m = &state.model;
     let arch = m.architecture();
     let mut info = serde_json::Map::new();
@@ -323,22 +289,24 @@ pub async fn show(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     if state.thinks() {
         capabilities.push("thinking".into());
     }
+    let mtime = std::fs::metadata(m.path())
+        .and_then(|meta| meta.modified())
+        .unwrap_or(UNIX_EPOCH);
     Json(Show {
         modelfile: String::new(),
         parameters: String::new(),
         template,
-        details: details(&state),
+        details: details(state),
         model_info: info,
         capabilities,
-        modified_at: modified_at(&state),
+        modified_at: rfc3339(mtime),
     })
-    .into_response()
 }
 
 /// The request's `model` must be the one served (or `default`).
 pub(crate) fn check_model(state: &AppState, name: Option<&str>) -> Result<(), ApiError> {
     match name {
-        Some(n) if n == state.model_name || n == "default" => Ok(()),
+        Some(n) if state.answers_to(n) => Ok(()),
         Some(n) => Err(ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!(

@@ -1,6 +1,6 @@
 //! OpenAI's API: `POST /v1/chat/completions` (tools, thinking apart,
-//! log-probabilities), `POST /v1/completions`, `GET /v1/models`; and
-//! `GET /health`, `GET /metrics`.
+//! log-probabilities), `POST /v1/completions` (`GET /v1/models` is in
+//! `listing`).
 
 use crate::error::ApiError;
 use crate::generation::{self, finish_reason, json_event, sse, GenEvent};
@@ -9,13 +9,11 @@ use crate::request::Api;
 use crate::tools;
 use crate::types::openai::{
     ChatChoice, ChatCompletion, ChatLogprobs, ChatReply, Completion, CompletionChoice,
-    CompletionLogprobs, Model, ModelList, TokenLogprob, TopLogprob, Usage,
+    CompletionLogprobs, TokenLogprob, TopLogprob, Usage,
 };
-use crate::types::tokens::Health;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::header;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -299,48 +297,4 @@ fn chat_finish_reason(s: &GenerationStats, called: bool) -> &'static str {
         "stop" if called => "tool_calls",
         other => other,
     }
-}
-
-/// The model file's modification time, Unix seconds.
-pub(crate) fn modified_secs(state: &AppState) -> u64 {
-    std::fs::metadata(state.model.path())
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs())
-}
-
-/// `GET /v1/models`: the one model served.
-pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
-    Json(ModelList {
-        object: "list".into(),
-        data: vec![Model {
-            id: state.model_name.clone(),
-            object: "model".into(),
-            created: modified_secs(&state),
-            owned_by: "llama-safe".into(),
-        }],
-    })
-}
-
-/// `GET /health`.
-pub async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
-    let s = state.engine.stats();
-    Json(Health {
-        status: "ok".into(),
-        model: state.model_name.clone(),
-        parallel: state.engine.config().n_parallel(),
-        active: s.active,
-        queued: s.queued,
-        kv_cells: s.kv_cells,
-        kv_cells_used: s.kv_cells_used,
-    })
-}
-
-/// `GET /metrics` in Prometheus's text format.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state
-        .metrics
-        .render(state.engine.config().n_parallel(), &state.engine.stats());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -175,3 +175,30 @@ pub struct Show {
     /// RFC 3339.
     pub modified_at: String,
 }
+
+/// `GET /api/ps`: the models in memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ps {
+    /// The models loaded.
+    pub models: Vec<Running>,
+}
+
+/// A model in memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Running {
+    /// The name requests use.
+    pub name: String,
+    /// The same.
+    pub model: String,
+    /// Bytes its dry run planned (weights, KV cache, compute buffers).
+    pub size: u64,
+    /// As in `/api/tags`.
+    pub digest: String,
+    /// Format, family, size, quantization.
+    pub details: Details,
+    /// When it unloads if no request comes (RFC 3339); far in the future
+    /// when it is kept or in use.
+    pub expires_at: String,
+    /// Bytes on accelerators (0 on a CPU-only build).
+    pub size_vram: u64,
+}

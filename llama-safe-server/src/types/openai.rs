@@ -259,4 +259,16 @@ pub struct Model {
     pub created: u64,
     /// `llama-safe`.
     pub owned_by: String,
+    /// File size, bytes (this server's addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The architecture (this server's addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// The quantization, like `Q4_K_M` (this server's addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<String>,
+    /// Whether it is in memory now (this server's addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded: Option<bool>,
 }

@@ -110,4 +110,7 @@ pub struct Health {
     pub kv_cells: u64,
     /// KV cells in use.
     pub kv_cells_used: u64,
+    /// The models loaded, when the server serves several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
