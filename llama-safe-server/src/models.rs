@@ -39,6 +39,8 @@ impl KeepAlive {
     /// use llama_safe_server::models::KeepAlive;
     /// use std::time::Duration;
     /// assert_eq!(KeepAlive::parse(&"5m".into()), Ok(KeepAlive::For(Duration::from_secs(300))));
+    /// assert_eq!(KeepAlive::parse(&"1h30m".into()), Ok(KeepAlive::For(Duration::from_secs(5400))));
+    /// assert_eq!(KeepAlive::parse(&"-1m".into()), Ok(KeepAlive::Forever));
     /// assert_eq!(KeepAlive::parse(&0.into()), Ok(KeepAlive::For(Duration::ZERO)));
     /// assert_eq!(KeepAlive::parse(&(-1).into()), Ok(KeepAlive::Forever));
     /// assert!(KeepAlive::parse(&"soon".into()).is_err());
@@ -65,19 +67,34 @@ impl KeepAlive {
                 if let Ok(n) = s.parse::<f64>() {
                     return seconds(n);
                 }
-                let (number, unit) = s
-                    .find(|c: char| c.is_ascii_alphabetic())
-                    .map(|at| s.split_at(at))
-                    .ok_or_else(bad)?;
-                let n: f64 = number.parse().map_err(|_| bad())?;
-                let scale = match unit {
-                    "ms" => 1e-3,
-                    "s" => 1.0,
-                    "m" => 60.0,
-                    "h" => 3600.0,
-                    _ => return Err(bad()),
+                // Go's durations, as Ollama takes them: "1h30m", "-1m", "250ms".
+                let (sign, mut rest) = match s.strip_prefix('-') {
+                    Some(r) => (-1.0, r),
+                    None => (1.0, s),
                 };
-                seconds(n * scale)
+                let mut total = 0.0;
+                while !rest.is_empty() {
+                    let digits = rest
+                        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                        .ok_or_else(bad)?;
+                    let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
+                    rest = &rest[digits..];
+                    let unit = rest
+                        .find(|c: char| c.is_ascii_digit())
+                        .unwrap_or(rest.len());
+                    let scale = match &rest[..unit] {
+                        "ns" => 1e-9,
+                        "us" | "µs" => 1e-6,
+                        "ms" => 1e-3,
+                        "s" => 1.0,
+                        "m" => 60.0,
+                        "h" => 3600.0,
+                        _ => return Err(bad()),
+                    };
+                    total += n * scale;
+                    rest = &rest[unit..];
+                }
+                seconds(sign * total)
             }
             _ => Err(bad()),
         }
