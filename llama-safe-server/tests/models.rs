@@ -6,6 +6,8 @@
 //! `keep_alive`, the memory budget, unloading while a stream runs, a file
 //! gone from disk.
 
+mod support;
+
 use llama_safe::demo::{DemoModel, DEMO_CONTINUATION, DEMO_PROMPT};
 use llama_safe::engine::EngineConfig;
 use llama_safe::LlamaBackend;
@@ -16,6 +18,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::call;
 
 const MOE: &str = "tiny-moe";
 const HF: &str = "acme/Tiny-MoE-GGUF:tiny-moe-q8_0";
@@ -128,23 +131,11 @@ async fn start(test: &str, tune: impl FnOnce(ModelsConfig) -> ModelsConfig) -> S
 }
 
 async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    call(base, path, None, Some(body)).await
 }
 
 async fn get(base: &str, path: &str) -> Value {
-    reqwest::get(format!("{base}{path}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    call(base, path, None, None).await.1
 }
 
 async fn complete(base: &str, model: &str) -> (u16, Value) {
