@@ -76,6 +76,7 @@ pub use context::LlamaContext;
 pub use embeddings::Normalize;
 pub use error::{DecodeError, Error, ErrorKind, Reason, Result};
 pub use fit::{FitOptions, Fitted};
+pub use generate::speculate::{Speculation, SpeculationStats, MAX_DRAFT};
 pub use generate::{
     Event, GenerateOptions, Generation, GenerationStats, Piece, StopReason, TokenLogprob,
     MAX_TOP_LOGPROBS,

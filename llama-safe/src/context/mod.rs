@@ -83,10 +83,10 @@ pub struct LlamaContext {
     model: LlamaModel,
     /// Batch indices whose outputs the last decode kept.
     outputs: Vec<usize>,
-    embeddings: bool,
+    pub(crate) embeddings: bool,
     kv_unified: bool,
     /// The output limit asked for (0: `n_batch`).
-    outputs_max: u32,
+    pub(crate) outputs_max: u32,
     /// Kept alive (at a stable address) as long as llama.cpp may call it.
     abort: Option<Box<AbortState>>,
     /// The LoRA adapters applied, kept alive while llama.cpp refers to them

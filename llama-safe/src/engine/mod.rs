@@ -393,6 +393,12 @@ impl Engine {
             return Err(Error::EmptyPrompt);
         }
         request.options.check()?;
+        if request.options.speculation().is_some() {
+            return Err(Error::Unsupported {
+                reason: "speculative decoding runs in LlamaContext::generate; the engine does not draft yet"
+                    .into(),
+            });
+        }
         let needed = request.prompt.len() + request.options.max_tokens() as usize;
         if needed > self.config.n_ctx as usize {
             return Err(Error::PromptTooLong {

@@ -6,8 +6,10 @@ use crate::error::{Error, Result};
 use crate::sampler::{Sampler, SamplingOptions};
 use crate::token::{Token, Tokenize};
 
+pub(crate) mod speculate;
 pub(crate) mod stop;
 pub(crate) mod stream;
+use speculate::{Speculation, SpeculationStats};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +33,8 @@ pub struct GenerateOptions {
     cancel: Option<Arc<AtomicBool>>,
     /// Log-probabilities of each token and of this many alternatives.
     logprobs: Option<u32>,
+    /// Drafted tokens checked in one batch.
+    speculation: Option<Speculation>,
 }
 
 /// Most alternatives [`GenerateOptions::with_logprobs`] may ask for (as in
@@ -79,6 +83,19 @@ impl GenerateOptions {
         self.logprobs = Some(top);
         self
     }
+    /// Speculative decoding: tokens drafted from the text so far, checked
+    /// by the model in one batch (same output for greedy sampling, the
+    /// model's distribution otherwise; see [`Speculation`]). For
+    /// [`LlamaContext::generate`]; the engine refuses it
+    /// ([`Error::Unsupported`]).
+    pub fn with_speculation(mut self, speculation: Speculation) -> Self {
+        self.speculation = Some(speculation);
+        self
+    }
+    /// The speculation asked for.
+    pub fn speculation(&self) -> Option<&Speculation> {
+        self.speculation.as_ref()
+    }
     /// How many alternatives each piece's log-probability comes with, if
     /// asked for.
     pub fn logprobs(&self) -> Option<u32> {
@@ -86,6 +103,9 @@ impl GenerateOptions {
     }
     /// What can be checked before anything runs.
     pub(crate) fn check(&self) -> Result<()> {
+        if let Some(s) = &self.speculation {
+            s.check()?;
+        }
         match self.logprobs {
             Some(top) if top > MAX_TOP_LOGPROBS => Err(Error::InvalidParameter {
                 name: "logprobs",
@@ -129,6 +149,7 @@ impl Default for GenerateOptions {
             parse_special: true,
             cancel: None,
             logprobs: None,
+            speculation: None,
         }
     }
 }
@@ -220,6 +241,8 @@ pub struct GenerationStats {
     pub generation_tokens_per_second: f64,
     /// Why it stopped.
     pub stop_reason: StopReason,
+    /// What speculative decoding did, when it was asked for.
+    pub speculation: Option<SpeculationStats>,
 }
 
 impl GenerationStats {
@@ -249,6 +272,7 @@ impl GenerationStats {
             prompt_tokens_per_second: rate(prompt_tokens, prompt_time),
             generation_tokens_per_second: rate(generated_tokens, generation_time),
             stop_reason,
+            speculation: None,
         }
     }
 }
@@ -268,6 +292,7 @@ pub struct Generation<'c> {
     sampler: Sampler,
     cancel: Option<Arc<AtomicBool>>,
     stream: TokenStream,
+    spec: Option<SpecState>,
     finished: bool,
     queue: std::collections::VecDeque<Event>,
     #[cfg(feature = "tracing")]
@@ -359,6 +384,31 @@ impl LlamaContext {
             });
         }
         options.check()?;
+        let spec = match &options.speculation {
+            None => None,
+            Some(s) => {
+                // A draft and the token before it are outputs of one decode.
+                let outputs = match self.outputs_max {
+                    0 => u32::MAX,
+                    n => n,
+                };
+                if outputs < 2 || self.embeddings {
+                    return Err(Error::InvalidParameter {
+                        name: "speculation",
+                        reason: "speculative decoding needs a generation context whose \
+                                 n_outputs_max is 0 or at least 2"
+                            .into(),
+                    });
+                }
+                Some(SpecState {
+                    speculation: s.clone(),
+                    history: tokens.to_vec(),
+                    pending: None,
+                    max_draft: (outputs - 1) as usize,
+                    stats: SpeculationStats::default(),
+                })
+            }
+        };
         let sampler = Sampler::new(self.model(), &options.sampling)?;
         let mut stream = TokenStream::new(options, tokens.len(), start, start);
         self.decode(tokens)?;
@@ -368,12 +418,25 @@ impl LlamaContext {
             sampler,
             cancel: options.cancel.clone(),
             stream,
+            spec,
             finished: false,
             queue: Default::default(),
             #[cfg(feature = "tracing")]
             span,
         })
     }
+}
+
+/// A speculative generation's state.
+struct SpecState {
+    speculation: Speculation,
+    /// The prompt and the tokens generated: what drafts are looked up in.
+    history: Vec<Token>,
+    /// The last token sampled (and streamed), not decoded yet.
+    pending: Option<Token>,
+    /// Most tokens a draft may have (the context's output limit less one).
+    max_draft: usize,
+    stats: SpeculationStats,
 }
 
 impl Generation<'_> {
@@ -383,10 +446,16 @@ impl Generation<'_> {
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
         {
-            return Ok(self.stream.finish(StopReason::Cancelled));
+            let events = self.stream.finish(StopReason::Cancelled);
+            return Ok(self.with_spec_stats(events));
         }
         if self.stream.limit_reached() {
-            return Ok(self.stream.finish(StopReason::MaxTokens));
+            let events = self.stream.finish(StopReason::MaxTokens);
+            return Ok(self.with_spec_stats(events));
+        }
+        if self.spec.is_some() {
+            let events = self.speculative_step()?;
+            return Ok(self.with_spec_stats(events));
         }
         let model = self.ctx.model().clone();
         let sampled = self.sampler.sample(self.ctx);
@@ -398,6 +467,88 @@ impl Generation<'_> {
             }
             Step::Finished(events) => Ok(events),
         }
+    }
+}
+
+impl Generation<'_> {
+    /// One speculative step: the pending token (sampling it first, at the
+    /// start) and a draft after it decoded in one batch; the model's token
+    /// sampled at each position in order, the draft kept while they agree;
+    /// the KV cells of the rest removed. The cache ends holding what the
+    /// plain path would: every token generated but the last.
+    fn speculative_step(&mut self) -> Result<Vec<Event>> {
+        let model = self.ctx.model().clone();
+        let mut events = Vec::new();
+        let spec = self.spec.as_mut().expect("checked by the caller");
+        let pending = match spec.pending.take() {
+            Some(t) => t,
+            None => {
+                let sampled = self.sampler.sample(self.ctx);
+                let logits = self.ctx.last_output().and_then(|i| self.ctx.logits_ith(i));
+                match self.stream.accept(&model, sampled, logits)? {
+                    Step::Continue { token, piece } => {
+                        spec.history.push(token);
+                        events.push(Event::Piece(piece));
+                        token
+                    }
+                    Step::Finished(end) => {
+                        events.extend(end);
+                        return Ok(events);
+                    }
+                }
+            }
+        };
+        let pos = self.ctx.n_past();
+        // Room in the context after the pending token.
+        let room = (self.ctx.n_ctx() as usize).saturating_sub(pos as usize + 1);
+        let limit = spec.max_draft.min(room).min(self.stream.remaining());
+        let draft = spec.speculation.draft(&spec.history, limit);
+        let mut batch = crate::context::batch::Batch::new();
+        batch.add(pending, pos, &[0], true)?;
+        for (i, &t) in draft.iter().enumerate() {
+            batch.add(t, pos + 1 + i as u32, &[0], true)?;
+        }
+        self.ctx.decode_batch(&batch)?;
+        spec.stats.target_decodes += 1;
+        spec.stats.drafted += draft.len();
+        for j in 0..=draft.len() {
+            let sampled = self.sampler.sample_ith(self.ctx, j);
+            let logits = self.ctx.logits_ith(j);
+            match self.stream.accept(&model, sampled, logits)? {
+                Step::Continue { token, piece } => {
+                    spec.history.push(token);
+                    events.push(Event::Piece(piece));
+                    if j < draft.len() && token == draft[j] {
+                        spec.stats.accepted += 1;
+                        continue;
+                    }
+                    // Cells after the last token kept go; `token` is next.
+                    self.ctx.seq_remove(Some(0), pos + 1 + j as u32..)?;
+                    spec.pending = Some(token);
+                    return Ok(events);
+                }
+                Step::Finished(end) => {
+                    self.ctx.seq_remove(Some(0), pos + 1 + j as u32..)?;
+                    events.extend(end);
+                    return Ok(events);
+                }
+            }
+        }
+        unreachable!("the loop returns at its last position")
+    }
+
+    /// Puts the speculation's figures into the `Done` among `events`.
+    fn with_spec_stats(&self, mut events: Vec<Event>) -> Vec<Event> {
+        if let Some(spec) = &self.spec {
+            for e in &mut events {
+                if let Event::Done(stats) = e {
+                    let mut s = spec.stats;
+                    s.generated = stats.generated_tokens;
+                    stats.speculation = Some(s);
+                }
+            }
+        }
+        events
     }
 }
 

@@ -79,6 +79,11 @@ impl TokenStream {
         self.generated >= self.max_tokens
     }
 
+    /// How many more tokens may be generated.
+    pub fn remaining(&self) -> usize {
+        self.max_tokens.saturating_sub(self.generated)
+    }
+
     /// What the token the sampler gave (or its error) does; `logits` are
     /// those it was sampled from (for log-probabilities, when asked for).
     pub fn accept(
