@@ -18,7 +18,7 @@
 //! stderr, so the text can be piped.
 
 use clap::Parser;
-use llama_safe::cli::{run_main, stats_line, GenerationArgs, SamplingArgs};
+use llama_safe::cli::{run_main, stats_line, GenerationArgs, SamplingArgs, SpeculationArgs};
 use llama_safe::demo::DEMO_PROMPT;
 use llama_safe::*;
 use std::io::Write;
@@ -30,6 +30,8 @@ struct Args {
     generation: GenerationArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    speculation: SpeculationArgs,
     /// The prompt (default: the demo model's prompt).
     #[arg(long, short)]
     prompt: Option<String>,
@@ -51,7 +53,7 @@ fn run(args: Args) -> Result<()> {
         return Ok(()); // --list-devices
     };
     let threads = args.generation.model.threads();
-    let mut ctx = LlamaContext::new(&model, &ctx_params)?;
+    let mut ctx = LlamaContext::new(&model, &args.speculation.context(ctx_params))?;
 
     let prompt = args.prompt.unwrap_or_else(|| DEMO_PROMPT.into());
     let prompt = if args.chat {
@@ -59,9 +61,12 @@ fn run(args: Args) -> Result<()> {
     } else {
         prompt
     };
-    let options = GenerateOptions::default()
+    let mut options = GenerateOptions::default()
         .with_max_tokens(args.max_tokens)
         .with_sampling(args.sampling.options());
+    if let Some(speculation) = args.speculation.speculation() {
+        options = options.with_speculation(speculation);
+    }
 
     let mut out = std::io::stdout().lock();
     if !args.chat {

@@ -460,7 +460,7 @@ impl SamplingArgs {
 
 /// One line of exact generation stats, as the examples print it.
 pub fn stats_line(stats: &GenerationStats, threads: u32) -> String {
-    format!(
+    let mut line = format!(
         "stats: prompt {} tokens, generated {} tokens, time to first token {:.2} ms, \
          prompt {:.1} tokens/s, generation {:.1} tokens/s, threads {threads}, stop: {:?}",
         stats.prompt_tokens,
@@ -469,7 +469,59 @@ pub fn stats_line(stats: &GenerationStats, threads: u32) -> String {
         stats.prompt_tokens_per_second,
         stats.generation_tokens_per_second,
         stats.stop_reason
-    )
+    );
+    if let Some(s) = &stats.speculation {
+        line.push_str(&format!(
+            "\nspeculation: drafted {}, accepted {} ({:.1} %), {} decodes, {:.2} tokens per decode",
+            s.drafted,
+            s.accepted,
+            100.0 * s.acceptance_rate(),
+            s.target_decodes,
+            s.tokens_per_decode()
+        ));
+    }
+    line
+}
+
+/// Speculative decoding, in llama-server's flag names.
+#[derive(Args, Debug, Clone)]
+pub struct SpeculationArgs {
+    /// `ngram-simple`: prompt lookup, drafts from the text so far (no
+    /// second model); `none`: no speculation.
+    #[arg(long, default_value = "none", value_parser = ["none", "ngram-simple"])]
+    pub spec_type: String,
+    /// Most tokens drafted per step.
+    #[arg(long, default_value_t = 16)]
+    pub spec_draft_n_max: u32,
+    /// Fewest tokens a draft must have to be checked.
+    #[arg(long, default_value_t = 1)]
+    pub spec_draft_n_min: u32,
+    /// Longest n-gram looked up.
+    #[arg(long, default_value_t = 3)]
+    pub spec_ngram_size_n: u32,
+}
+
+impl SpeculationArgs {
+    /// The speculation asked for, if any.
+    pub fn speculation(&self) -> Option<Speculation> {
+        (self.spec_type == "ngram-simple").then(|| {
+            Speculation::prompt_lookup()
+                .with_ngram(1, self.spec_ngram_size_n.max(1))
+                .with_draft_max(self.spec_draft_n_max)
+                .with_draft_min(self.spec_draft_n_min)
+        })
+    }
+
+    /// `ctx` with room for a draft's outputs in one decode.
+    pub fn context(&self, ctx: ContextParams) -> ContextParams {
+        match self.speculation() {
+            Some(s) if ctx.n_outputs_max() != 0 => {
+                let n = ctx.n_outputs_max().max(s.draft_max() + 1);
+                ctx.with_n_outputs_max(n)
+            }
+            _ => ctx,
+        }
+    }
 }
 
 /// Runs `main`'s body; on error prints it with its causes and exits 1.
