@@ -85,6 +85,8 @@ pub struct Args {
     fit: FitArgs,
     #[command(flatten)]
     many: ManyArgs,
+    #[command(flatten)]
+    speculation: llama_safe::cli::SpeculationArgs,
 }
 
 /// Serving many models, found where users keep them.
@@ -177,6 +179,11 @@ pub fn run(args: Args) -> Result<()> {
         .with_threads(threads)
         .with_queue(args.queue)
         .with_prompt_cache(!args.no_prompt_cache);
+    if let Some(s) = args.speculation.speculation() {
+        // Every request drafts (prompt lookup) unless it says
+        // `speculative.n_max: 0`.
+        config = config.with_max_draft(s.draft_max());
+    }
     let served = match args.many.sources() {
         Some(sources) => {
             if args.model.model.is_some() {

@@ -136,6 +136,18 @@ pub async fn start(state: &Arc<AppState>, req: &GenRequest) -> Result<Started, A
     if let Some(top) = req.logprobs {
         options = options.with_logprobs(top);
     }
+    // Speculation where the engine has room for drafts (--spec-type), as
+    // the request bounds it (`speculative.n_max`, 0: off).
+    let room = state.engine.config().max_draft();
+    let (n_max, n_min) = req.draft.unwrap_or((room, 1));
+    if room > 0 && n_max > 0 {
+        let n_max = n_max.min(room);
+        options = options.with_speculation(
+            llama_safe::Speculation::prompt_lookup()
+                .with_draft_max(n_max)
+                .with_draft_min(n_min.min(n_max)),
+        );
+    }
     // Submitting checks the sampling options by building a sampler (a
     // grammar takes up to its budget to build): off the async workers.
     let engine = state.clone();
@@ -162,6 +174,10 @@ pub async fn start(state: &Arc<AppState>, req: &GenRequest) -> Result<Started, A
                     m.ttft.observe(stats.time_to_first_token.as_secs_f64());
                     m.tokens_per_second
                         .observe(stats.generation_tokens_per_second);
+                    if let Some(s) = &stats.speculation {
+                        m.drafted.fetch_add(s.drafted as u64, Ordering::Relaxed);
+                        m.accepted.fetch_add(s.accepted as u64, Ordering::Relaxed);
+                    }
                     GenEvent::Done(stats)
                 }
                 // By kind: a stopping server is 503; the request's own

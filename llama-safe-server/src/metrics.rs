@@ -123,6 +123,10 @@ pub struct Metrics {
     pub ttft: Histogram,
     /// Generation speed per request, tokens per second.
     pub tokens_per_second: Histogram,
+    /// Tokens drafted by speculative decoding.
+    pub drafted: AtomicU64,
+    /// Drafted tokens the model agreed with.
+    pub accepted: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -137,6 +141,8 @@ impl Default for Metrics {
             tokens_per_second: Histogram::new(&[
                 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
             ]),
+            drafted: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
         }
     }
 }
@@ -198,6 +204,20 @@ impl Metrics {
             counter,
             &label,
             self.tokens_generated.load(Ordering::Relaxed),
+        );
+        out.sample(
+            "llama_speculative_drafted_total",
+            "Tokens drafted by speculative decoding.",
+            counter,
+            &label,
+            self.drafted.load(Ordering::Relaxed),
+        );
+        out.sample(
+            "llama_speculative_accepted_total",
+            "Drafted tokens the model agreed with.",
+            counter,
+            &label,
+            self.accepted.load(Ordering::Relaxed),
         );
         out.sample(
             "llama_prompt_tokens_total",

@@ -35,6 +35,9 @@ pub struct GenRequest {
     /// Log-probabilities of each token, with this many alternatives
     /// (OpenAI's `logprobs` and `top_logprobs`).
     pub logprobs: Option<u32>,
+    /// llama-server's `speculative.n_max` (0: no speculation for this
+    /// request) and `speculative.n_min`, when given.
+    pub draft: Option<(u32, u32)>,
 }
 
 /// Which API a body is for (their fields and defaults differ a little).
@@ -108,6 +111,10 @@ struct Body {
     chat_template_kwargs: Option<Value>,
     logprobs: Option<Value>,
     top_logprobs: Option<Value>,
+    #[serde(rename = "speculative.n_max")]
+    spec_n_max: Option<u32>,
+    #[serde(rename = "speculative.n_min")]
+    spec_n_min: Option<u32>,
 }
 
 /// The sampling fields: OpenAI's at the top level, Ollama's in `options`
@@ -175,6 +182,8 @@ const FIELDS: &[&str] = &[
     "chat_template_kwargs",
     "logprobs",
     "top_logprobs",
+    "speculative.n_max",
+    "speculative.n_min",
 ];
 
 /// Reads the body into `T` (a [`Body`], or the top-level [`Sampling`]
@@ -280,6 +289,20 @@ pub fn parse(bytes: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, A
         tools,
         think: think(&body, api)?,
         logprobs: logprobs(&body, api)?,
+        draft: match (body.spec_n_max, body.spec_n_min) {
+            (None, None) => None,
+            (max, min) => {
+                let max = max.unwrap_or(u32::MAX);
+                let min = min.unwrap_or(0);
+                if min > max {
+                    return Err(ApiError::bad(
+                        "speculative.n_min",
+                        "`speculative.n_min` must not be above `speculative.n_max`",
+                    ));
+                }
+                Some((max, min))
+            }
+        },
     })
 }
 

@@ -855,3 +855,61 @@ async fn the_router_mounts_under_a_prefix_with_its_layers() {
     assert_eq!(status, 413, "{v}");
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speculative_decoding_gives_the_same_text_and_counts_its_drafts() {
+    let s = start_configured(
+        &DemoModel::Moe.cached().unwrap(),
+        engine(2).with_max_draft(8),
+        ServerConfig::default(),
+    )
+    .await;
+    let b = &s.base;
+    let repeating =
+        "Once upon a time there lived one tiny model with many experts. Once upon a time";
+    let ask = |extra: Value| {
+        let mut body = json!({"prompt": repeating, "temperature": 0, "max_tokens": 100, "logit_bias": {"2": -100}});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let (status, fast) = post(b, "/v1/completions", ask(json!({}))).await;
+    assert_eq!(status, 200, "{fast}");
+    let (_, plain) = post(b, "/v1/completions", ask(json!({"speculative.n_max": 0}))).await;
+    assert_eq!(fast["choices"][0]["text"], plain["choices"][0]["text"]);
+    assert_eq!(fast["usage"]["completion_tokens"], 100);
+    // The stats say what it drafted; /metrics counts it.
+    let (_, v) = post(b, "/api/generate", json!({"prompt": repeating, "stream": false, "options": {"temperature": 0, "num_predict": 60}})).await;
+    let drafted = v["stats"]["drafted_tokens"].as_u64().unwrap();
+    let accepted = v["stats"]["accepted_tokens"].as_u64().unwrap();
+    assert!(accepted > 0 && accepted <= drafted, "{v}");
+    let text = reqwest::get(format!("{b}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("llama_speculative_accepted_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(counted >= accepted, "{text}");
+    for (body, param) in [
+        (
+            ask(json!({"speculative.n_max": 2, "speculative.n_min": 3})),
+            "speculative.n_min",
+        ),
+        (ask(json!({"speculative.n_max": "x"})), "speculative.n_max"),
+        (ask(json!({"speculative.n_max": -1})), "speculative.n_max"),
+    ] {
+        let (status, v) = post(b, "/v1/completions", body.clone()).await;
+        assert_eq!(
+            (status, v["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{body}: {v}"
+        );
+    }
+}

@@ -284,3 +284,70 @@ fn with_temperature_the_distribution_is_the_models() {
         "chi-squared {chi} >= {critical} ({counts:?})"
     );
 }
+
+#[test]
+fn in_the_engine_drafts_ride_beside_other_sequences() {
+    use llama_safe::engine::{Engine, EngineConfig};
+    let model = model();
+    let engine = Engine::new(
+        &model,
+        EngineConfig::default()
+            .with_n_ctx(2048)
+            .with_n_parallel(3)
+            .with_threads(1)
+            .with_max_draft(8),
+    )
+    .unwrap();
+    let spec = Speculation::prompt_lookup().with_draft_max(8);
+    let long = GenerateOptions::default()
+        .with_sampling(eos_banned(&model))
+        .with_max_tokens(120);
+    let cases = [
+        (REPEATING, long.clone().with_speculation(spec.clone())),
+        (
+            DEMO_PROMPT,
+            GenerateOptions::default().with_sampling(SamplingOptions::greedy()),
+        ),
+        (REPEATING, long.clone()),
+        (
+            REPEATING,
+            long.clone()
+                .with_stop(vec!["tiny model".into()])
+                .with_speculation(spec),
+        ),
+    ];
+    let handles: Vec<_> = cases
+        .iter()
+        .map(|(prompt, options)| engine.submit_text(prompt, options.clone()).unwrap())
+        .collect();
+    for ((prompt, options), handle) in cases.iter().zip(handles) {
+        let (mut tokens, mut done) = (Vec::new(), None);
+        for event in handle {
+            match event.unwrap() {
+                Event::Piece(p) => tokens.push(p.token),
+                Event::Done(s) => done = Some(s),
+            }
+        }
+        let done = done.unwrap();
+        // The same tokens as alone, without speculation.
+        let mut plain = options.clone();
+        plain = GenerateOptions::default()
+            .with_sampling(plain.sampling().clone())
+            .with_max_tokens(plain.max_tokens())
+            .with_stop(plain.stop().to_vec());
+        let (alone, ..) = run(&model, prompt, &plain);
+        assert_eq!(tokens, alone, "{prompt:?}");
+        match (options.speculation(), done.speculation) {
+            (Some(_), Some(s)) => {
+                eprintln!(
+                    "engine: {} tokens, {:?}, {s:?}",
+                    tokens.len(),
+                    done.stop_reason
+                );
+                assert!(s.accepted > 0 && s.target_decodes < s.generated, "{s:?}");
+            }
+            (None, None) => {}
+            other => panic!("speculation stats {other:?}"),
+        }
+    }
+}

@@ -126,6 +126,7 @@ pub(super) fn request(state: &AppState, body: &[u8]) -> Result<GenRequest, ApiEr
         tools,
         think,
         logprobs: None,
+        draft: None,
     })
 }
 

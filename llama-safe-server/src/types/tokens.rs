@@ -78,6 +78,12 @@ pub struct Stats {
     pub generation_tokens_per_second: f64,
     /// Why generation stopped (llama-safe's `StopReason`).
     pub stop_reason: String,
+    /// Tokens drafted by speculative decoding, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drafted_tokens: Option<usize>,
+    /// Drafted tokens the model agreed with, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_tokens: Option<usize>,
 }
 
 impl From<&llama_safe::GenerationStats> for Stats {
@@ -89,6 +95,8 @@ impl From<&llama_safe::GenerationStats> for Stats {
             prompt_tokens_per_second: s.prompt_tokens_per_second,
             generation_tokens_per_second: s.generation_tokens_per_second,
             stop_reason: format!("{:?}", s.stop_reason),
+            drafted_tokens: s.speculation.map(|x| x.drafted),
+            accepted_tokens: s.speculation.map(|x| x.accepted),
         }
     }
 }

@@ -80,6 +80,7 @@ pub struct EngineConfig {
     threads: u32,
     queue: usize,
     prompt_cache: bool,
+    max_draft: u32,
 }
 
 impl Default for EngineConfig {
@@ -94,11 +95,29 @@ impl Default for EngineConfig {
             threads: std::thread::available_parallelism().map_or(4, |n| n.get() as u32),
             queue: 64,
             prompt_cache: true,
+            max_draft: 0,
         }
     }
 }
 
 impl EngineConfig {
+    /// Room for speculative decoding: requests with
+    /// [`GenerateOptions::with_speculation`](crate::GenerateOptions::with_speculation)
+    /// draft at most `n` tokens per step, which ride in the batch beside the
+    /// other sequences' tokens (the context keeps `n_parallel * (1 + n)`
+    /// outputs per decode). 0, the default, refuses speculating requests
+    /// ([`Error::Unsupported`]); requests without speculation are decoded
+    /// as before either way.
+    pub fn with_max_draft(mut self, n: u32) -> Self {
+        self.max_draft = n.min(crate::MAX_DRAFT);
+        self
+    }
+
+    /// The most tokens a request may draft per step.
+    pub fn max_draft(&self) -> u32 {
+        self.max_draft
+    }
+
     /// KV cells shared by all sequences.
     pub fn with_n_ctx(mut self, n: u32) -> Self {
         self.n_ctx = n;
@@ -175,7 +194,7 @@ impl EngineConfig {
             .clone()
             .with_n_ctx(self.n_ctx)
             .with_n_seq_max(self.n_parallel)
-            .with_n_outputs_max(self.n_parallel)
+            .with_n_outputs_max(self.n_parallel * (1 + self.max_draft))
             .with_kv_unified(true)
             .with_n_batch(self.n_batch)
             .with_n_ubatch(self.n_batch)
@@ -393,10 +412,9 @@ impl Engine {
             return Err(Error::EmptyPrompt);
         }
         request.options.check()?;
-        if request.options.speculation().is_some() {
+        if request.options.speculation().is_some() && self.config.max_draft == 0 {
             return Err(Error::Unsupported {
-                reason: "speculative decoding runs in LlamaContext::generate; the engine does not draft yet"
-                    .into(),
+                reason: "this engine has no room for drafts: EngineConfig::with_max_draft".into(),
             });
         }
         let needed = request.prompt.len() + request.options.max_tokens() as usize;

@@ -31,8 +31,15 @@ pub(super) struct Run {
     pub pending: Option<Token>,
     /// Cells reserved: prompt + max_tokens.
     pub reserved: usize,
-    /// Index of this sequence's logits in the batch being decoded.
+    /// Index of this sequence's logits in the batch being decoded (of the
+    /// pending token's, when a draft follows it).
     pub output: Option<usize>,
+    /// Speculation: how it drafts, and the text so far to draft from.
+    spec: Option<(crate::Speculation, Vec<Token>)>,
+    /// Tokens drafted after the pending one in the batch being decoded.
+    pub draft: Vec<Token>,
+    /// Drafted and accepted so far, and decodes that checked a draft.
+    spec_stats: crate::SpeculationStats,
 }
 
 /// What sampling one token did to a run.
@@ -55,6 +62,9 @@ impl Run {
             job.submitted,
             Instant::now(),
         );
+        let spec = options
+            .speculation()
+            .map(|s| (s.clone(), job.request.prompt.clone()));
         Run {
             stream,
             job,
@@ -62,6 +72,19 @@ impl Run {
             pending: None,
             reserved,
             output: None,
+            spec,
+            draft: Vec::new(),
+            spec_stats: Default::default(),
+        }
+    }
+
+    /// A draft to follow the pending token in this step: at most `limit`
+    /// tokens, fewer where the request may not generate that many.
+    pub fn make_draft(&mut self, limit: usize) {
+        self.draft.clear();
+        if let Some((speculation, history)) = &self.spec {
+            let limit = limit.min(self.stream.remaining());
+            self.draft = speculation.draft(history, limit);
         }
     }
 
@@ -81,23 +104,61 @@ impl Run {
     }
 
     /// Samples from batch entry `i`, streams the piece, and decides whether
-    /// the request goes on.
-    pub fn sample(&mut self, ctx: &mut crate::LlamaContext, i: usize) -> Outcome {
+    /// the request goes on; with a draft in the batch after entry `i`, then
+    /// the model's token at each drafted position in order while they agree
+    /// (the same rule as `LlamaContext::generate`'s). Also returns how many
+    /// drafted tokens' cells to remove (the rejected ones: the cache keeps
+    /// what generation without a draft would).
+    pub fn sample_checking(&mut self, ctx: &mut crate::LlamaContext, i: usize) -> (Outcome, usize) {
         if self.stream.limit_reached() {
             let events = self.stream.finish(StopReason::MaxTokens);
-            return self.send_all_but_last(events);
+            let events = self.with_spec_stats(events);
+            return (self.send_all_but_last(events), 0);
+        }
+        let draft = std::mem::take(&mut self.draft);
+        if self.spec.is_some() {
+            self.spec_stats.target_decodes += 1;
+            self.spec_stats.drafted += draft.len();
         }
         let model = ctx.model().clone();
-        let sampled = self.sampler.sample_ith(ctx, i);
-        match self.stream.accept(&model, sampled, ctx.logits_ith(i)) {
-            Ok(Step::Continue { token, piece }) => {
-                let _ = self.job.events.send(Ok(Event::Piece(piece)));
-                self.pending = Some(token);
-                Outcome::Continue
+        for j in 0..=draft.len() {
+            let sampled = self.sampler.sample_ith(ctx, i + j);
+            let reject = draft.len() - j;
+            match self.stream.accept(&model, sampled, ctx.logits_ith(i + j)) {
+                Ok(Step::Continue { token, piece }) => {
+                    let _ = self.job.events.send(Ok(Event::Piece(piece)));
+                    if let Some((_, history)) = &mut self.spec {
+                        history.push(token);
+                    }
+                    if j < draft.len() && token == draft[j] {
+                        self.spec_stats.accepted += 1;
+                        continue;
+                    }
+                    self.pending = Some(token);
+                    return (Outcome::Continue, reject);
+                }
+                Ok(Step::Finished(events)) => {
+                    let events = self.with_spec_stats(events);
+                    return (self.send_all_but_last(events), reject);
+                }
+                Err(e) => return (Outcome::Finished(Err(e)), reject),
             }
-            Ok(Step::Finished(events)) => self.send_all_but_last(events),
-            Err(e) => Outcome::Finished(Err(e)),
         }
+        unreachable!("the loop returns at its last position")
+    }
+
+    /// Puts the speculation's figures into the `Done` among `events`.
+    fn with_spec_stats(&self, mut events: Vec<Event>) -> Vec<Event> {
+        if self.spec.is_some() {
+            for e in &mut events {
+                if let Event::Done(stats) = e {
+                    let mut s = self.spec_stats;
+                    s.generated = stats.generated_tokens;
+                    stats.speculation = Some(s);
+                }
+            }
+        }
+        events
     }
 
     /// Sends every event but the last (`Done`), which the worker sends once

@@ -261,6 +261,7 @@ impl Worker<'_> {
                 continue;
             };
             run.output = None;
+            run.draft.clear();
             if let Some(token) = run.pending {
                 if room == 0 {
                     continue;
@@ -269,6 +270,22 @@ impl Worker<'_> {
                 if self.batch.add(token, pos, &[slot.seq], true).is_ok() {
                     run.output = Some(self.batch.len() - 1);
                     room -= 1;
+                    // A draft rides behind it, within the room left and
+                    // the outputs the context keeps.
+                    run.make_draft(room.min(self.config.max_draft() as usize));
+                    let mut added = 0;
+                    for (k, &t) in run.draft.iter().enumerate() {
+                        if self
+                            .batch
+                            .add(t, pos + 1 + k as u32, &[slot.seq], true)
+                            .is_err()
+                        {
+                            break;
+                        }
+                        added += 1;
+                    }
+                    run.draft.truncate(added);
+                    room -= added;
                 }
             }
         }
@@ -324,6 +341,7 @@ impl Worker<'_> {
             };
             if let Some(token) = run.pending.take() {
                 slot.cached.push(token);
+                slot.cached.extend_from_slice(&run.draft);
             } else {
                 let prompt = &run.job.request.prompt;
                 let fed = self
@@ -345,7 +363,15 @@ impl Worker<'_> {
             let Some(at) = run.output.take() else {
                 continue;
             };
-            if let Outcome::Finished(last) = run.sample(&mut self.ctx, at) {
+            let (outcome, rejected) = run.sample_checking(&mut self.ctx, at);
+            if rejected > 0 {
+                // The cells of the drafted tokens the model did not take.
+                let slot = &mut self.slots[i];
+                let keep = slot.cached.len() - rejected;
+                let _ = self.ctx.seq_remove(Some(slot.seq), keep as u32..);
+                slot.cached.truncate(keep);
+            }
+            if let Outcome::Finished(last) = outcome {
                 let run = self.end_run(i);
                 if !self.config.prompt_cache {
                     self.forget(i);
