@@ -148,17 +148,8 @@ impl Run {
     }
 
     /// Puts the speculation's figures into the `Done` among `events`.
-    fn with_spec_stats(&self, mut events: Vec<Event>) -> Vec<Event> {
-        if self.spec.is_some() {
-            for e in &mut events {
-                if let Event::Done(stats) = e {
-                    let mut s = self.spec_stats;
-                    s.generated = stats.generated_tokens;
-                    stats.speculation = Some(s);
-                }
-            }
-        }
-        events
+    fn with_spec_stats(&self, events: Vec<Event>) -> Vec<Event> {
+        crate::generate::speculate::with_stats(self.spec.as_ref().map(|_| self.spec_stats), events)
     }
 
     /// Sends every event but the last (`Done`), which the worker sends once

@@ -538,17 +538,8 @@ impl Generation<'_> {
     }
 
     /// Puts the speculation's figures into the `Done` among `events`.
-    fn with_spec_stats(&self, mut events: Vec<Event>) -> Vec<Event> {
-        if let Some(spec) = &self.spec {
-            for e in &mut events {
-                if let Event::Done(stats) = e {
-                    let mut s = spec.stats;
-                    s.generated = stats.generated_tokens;
-                    stats.speculation = Some(s);
-                }
-            }
-        }
-        events
+    fn with_spec_stats(&self, events: Vec<Event>) -> Vec<Event> {
+        speculate::with_stats(self.spec.as_ref().map(|s| s.stats), events)
     }
 }
 

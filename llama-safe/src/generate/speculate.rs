@@ -167,6 +167,25 @@ impl SpeculationStats {
     }
 }
 
+/// Puts `stats` (when speculation ran) into the `Done` among `events`, its
+/// `generated` the generation's own count.
+pub(crate) fn with_stats(
+    stats: Option<SpeculationStats>,
+    mut events: Vec<super::Event>,
+) -> Vec<super::Event> {
+    if let Some(stats) = stats {
+        for e in &mut events {
+            if let super::Event::Done(done) = e {
+                done.speculation = Some(SpeculationStats {
+                    generated: done.generated_tokens,
+                    ..stats
+                });
+            }
+        }
+    }
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
