@@ -66,12 +66,15 @@ fn hostile_model() -> PathBuf {
     path
 }
 
+/// Every request drafts (prompt lookup, up to 4 tokens) unless it says
+/// otherwise: the hostile bodies run through speculative decoding too.
 fn config() -> EngineConfig {
     EngineConfig::default()
         .with_n_ctx(2048)
         .with_n_parallel(2)
         .with_threads(1)
         .with_queue(8)
+        .with_max_draft(4)
 }
 
 /// Runs `body` on a fresh runtime (inside the child process).
@@ -316,7 +319,18 @@ fn body_case(rng: &mut Rng) -> (&'static str, Value) {
         ])
     };
     for _ in 0..rng.below(5) {
-        let (key, value) = match rng.below(15) {
+        let (key, value) = match rng.below(16) {
+            15 => (
+                *rng.pick(&["speculative.n_max", "speculative.n_min"]),
+                json!(*rng.pick(&[
+                    json!(0),
+                    json!(2),
+                    json!(64),
+                    json!(-1),
+                    json!("4"),
+                    json!(1u64 << 40)
+                ])),
+            ),
             13 => (
                 *rng.pick(&["think", "logprobs", "top_logprobs"]),
                 json!(*rng.pick(&[
