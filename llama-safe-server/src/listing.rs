@@ -8,7 +8,7 @@ use crate::embeddings::parse;
 use crate::error::ApiError;
 use crate::metrics::Families;
 use crate::models::Models;
-use crate::ollama::{details, rfc3339};
+use crate::ollama::{capabilities, details, rfc3339};
 use crate::types::ollama::{Details, ModelEntry, Ps, Running, Show, Tags};
 use crate::types::openai::{Model, ModelList};
 use crate::types::tokens::Health;
@@ -219,13 +219,7 @@ fn show_file(e: &Entry) -> Result<Show, ApiError> {
         }
     }
     let template = file.get_str("tokenizer.chat_template").unwrap_or_default();
-    let mut capabilities = vec!["completion".to_string(), "embedding".to_string()];
-    if template.contains("tools") {
-        capabilities.push("tools".into());
-    }
-    if template.contains(llama_safe::chat::THINK_OPEN) {
-        capabilities.push("thinking".into());
-    }
+    let capabilities = capabilities(&template);
     Ok(Show {
         modelfile: String::new(),
         parameters: String::new(),

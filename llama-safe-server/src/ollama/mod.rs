@@ -282,13 +282,7 @@ pub(crate) fn show_loaded(state: &AppState) -> Json<Show> {
     info.insert(format!("{arch}.block_count"), m.n_layer().into());
     info.insert(format!("{arch}.expert_count"), m.n_expert().into());
     let template = m.chat_template().unwrap_or_default();
-    let mut capabilities = vec!["completion".to_string(), "embedding".to_string()];
-    if template.contains("tools") {
-        capabilities.push("tools".into());
-    }
-    if state.thinks() {
-        capabilities.push("thinking".into());
-    }
+    let capabilities = capabilities(&template);
     let mtime = std::fs::metadata(m.path())
         .and_then(|meta| meta.modified())
         .unwrap_or(UNIX_EPOCH);
@@ -301,6 +295,20 @@ pub(crate) fn show_loaded(state: &AppState) -> Json<Show> {
         capabilities,
         modified_at: rfc3339(mtime),
     })
+}
+
+/// What a model with chat `template` can do, as `/api/show` lists it:
+/// `completion` and `embedding` always, `tools` and `thinking` where the
+/// template renders them.
+pub(crate) fn capabilities(template: &str) -> Vec<String> {
+    let mut out = vec!["completion".to_string(), "embedding".to_string()];
+    if template.contains("tools") {
+        out.push("tools".into());
+    }
+    if template.contains(llama_safe::chat::THINK_OPEN) {
+        out.push("thinking".into());
+    }
+    out
 }
 
 /// The request's `model` must be the one served (or `default`).
