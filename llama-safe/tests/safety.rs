@@ -760,3 +760,41 @@ fn output_limit_is_checked_before_llama_cpp_asserts() {
         },
     );
 }
+
+// --- The CPU backend's kernels -----------------------------------------------
+
+#[test]
+fn dense_quantized_layers_decode_on_any_cpu() {
+    // On a CPU with AMX, `-march=native` used to compile ggml's AMX buffer
+    // type, which took the dense demo model's Q8_0 feed-forward weights, and
+    // its matrix kernel segfaulted at the first decode (this project's 2-core
+    // VM; ggml-org/llama.cpp#20824). llama-sys now builds without AMX unless
+    // LLAMA_SYS_AMX=1. Nothing lands in an "AMX" buffer and the text is right.
+    in_child("dense_quantized_layers_decode_on_any_cpu", LIMIT, || {
+        let model = LlamaModel::load(
+            &LlamaBackend::init(),
+            dense_path(),
+            &LlamaModelParams::default(),
+        )
+        .unwrap();
+        assert!(
+            model
+                .placement()
+                .buffers
+                .iter()
+                .all(|b| !b.name.contains("AMX")),
+            "{:?}",
+            model.placement()
+        );
+        for threads in [1, 2] {
+            let mut ctx = LlamaContext::new(
+                &model,
+                &ContextParams::default()
+                    .with_n_ctx(128)
+                    .with_threads(threads),
+            )
+            .unwrap();
+            assert_eq!(greedy_in(&mut ctx, DEMO_PROMPT, 32), DEMO_CONTINUATION);
+        }
+    });
+}

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
     pub native: bool,
+    /// Keep the AMX kernels `-march=native` turns on (see [`build`]).
+    pub amx: bool,
     pub cuda: Option<CudaOptions>,
     pub vulkan: bool,
     pub metal: bool,
@@ -59,6 +61,19 @@ pub fn build(source: &Path, opts: &Options, out_dir: Option<&Path>) -> PathBuf {
         .define("GGML_VULKAN", on_off(opts.vulkan))
         .define("GGML_METAL", on_off(opts.metal))
         .define("GGML_CUDA", on_off(opts.cuda.is_some()));
+    let target = env::cargo("TARGET");
+    let x86 = target.starts_with("x86_64") || target.starts_with("i686");
+    if opts.native && !opts.amx && x86 && !target.contains("msvc") {
+        // `-march=native` on a CPU with AMX compiles ggml's AMX buffer type,
+        // which takes Q4/Q8 weights of dense layers, and its matrix kernel
+        // segfaults on some such machines (seen here on the 2-core VM of
+        // this project with the dense demo model; upstream issue
+        // ggml-org/llama.cpp#20824, closed unfixed). GCC and Clang keep an
+        // explicit -mno-* over what -march implies, whatever the order.
+        for flag in ["-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"] {
+            config.cflag(flag).cxxflag(flag);
+        }
+    }
     if let Some(cuda) = &opts.cuda {
         config.define("CMAKE_CUDA_COMPILER", &cuda.nvcc);
         if let Some(archs) = &cuda.architectures {

@@ -426,6 +426,7 @@ fn options(ctx: &Context) -> cmake_build::Options {
     }
     cmake_build::Options {
         native: !cross && !env::flag("LLAMA_SYS_PORTABLE"),
+        amx: env::flag("LLAMA_SYS_AMX"),
         cuda,
         vulkan,
         metal,
