@@ -53,6 +53,7 @@ fn run(args: Args) -> Result<()> {
         return Ok(()); // --list-devices
     };
     let threads = args.generation.model.threads();
+    let speculation = args.speculation.speculation(&model, threads)?;
     let mut ctx = LlamaContext::new(&model, &args.speculation.context(ctx_params))?;
 
     let prompt = args.prompt.unwrap_or_else(|| DEMO_PROMPT.into());
@@ -64,7 +65,7 @@ fn run(args: Args) -> Result<()> {
     let mut options = GenerateOptions::default()
         .with_max_tokens(args.max_tokens)
         .with_sampling(args.sampling.options());
-    if let Some(speculation) = args.speculation.speculation() {
+    if let Some(speculation) = speculation {
         options = options.with_speculation(speculation);
     }
 

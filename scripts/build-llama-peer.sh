@@ -44,6 +44,13 @@ build="$peers/build-$flavour"
 out="$peers"
 [ "$flavour" = cpu ] || out="$peers/$flavour"
 mkdir -p "$out"
+# As llama-sys builds ours: no AMX kernels (their matrix kernel segfaults on
+# some AMX machines, ggml-org/llama.cpp#20824; LLAMA_SYS_AMX=1 keeps them).
+case "$(uname -m)" in
+  x86_64|i686) [ -n "${LLAMA_SYS_AMX:-}" ] || extra+=(
+    "-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16") ;;
+esac
 cmake -S "$src/vendor/llama.cpp" -B "$build" -DCMAKE_BUILD_TYPE=Release \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \

@@ -179,10 +179,10 @@ pub fn run(args: Args) -> Result<()> {
         .with_threads(threads)
         .with_queue(args.queue)
         .with_prompt_cache(!args.no_prompt_cache);
-    if let Some(s) = args.speculation.speculation() {
-        // Every request drafts (prompt lookup) unless it says
-        // `speculative.n_max: 0`.
-        config = config.with_max_draft(s.draft_max());
+    if args.speculation.enabled() {
+        // Room for every request's drafts; the source is set below, once
+        // the model (a draft model's target) is loaded.
+        config = config.with_max_draft(args.speculation.spec_draft_n_max);
     }
     let served = match args.many.sources() {
         Some(sources) => {
@@ -207,6 +207,10 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 None => crate::presets::Presets::default(),
             };
+            // A draft model drafts for one vocabulary: not for a catalog.
+            if let Some(s) = args.speculation.text_speculation()? {
+                config = config.with_speculation(s);
+            }
             let mut many = crate::ModelsConfig::new(sources)
                 .with_presets(presets)
                 .with_max_resident(args.many.models_max)
@@ -242,6 +246,10 @@ pub fn run(args: Args) -> Result<()> {
                 None => args.model.params(),
             };
             let model = args.model.load_with(&backend, params)?;
+            // Every request drafts unless it says `speculative.n_max: 0`.
+            if let Some(s) = args.speculation.speculation(&model, threads)? {
+                config = config.with_speculation(s);
+            }
             let name = args.alias.clone().unwrap_or_else(|| {
                 model
                     .path()

@@ -136,17 +136,20 @@ pub async fn start(state: &Arc<AppState>, req: &GenRequest) -> Result<Started, A
     if let Some(top) = req.logprobs {
         options = options.with_logprobs(top);
     }
-    // Speculation where the engine has room for drafts (--spec-type), as
-    // the request bounds it (`speculative.n_max`, 0: off).
-    let room = state.engine.config().max_draft();
+    // Speculation where the engine has room for drafts (--spec-type): the
+    // engine's source, prompt lookup where it has none, as the request
+    // bounds it (`speculative.n_max`, 0: off).
+    let config = state.engine.config();
+    let room = config.max_draft();
     let (n_max, n_min) = req.draft.unwrap_or((room, 1));
     if room > 0 && n_max > 0 {
         let n_max = n_max.min(room);
-        options = options.with_speculation(
-            llama_safe::Speculation::prompt_lookup()
-                .with_draft_max(n_max)
-                .with_draft_min(n_min.min(n_max)),
-        );
+        let spec = config
+            .speculation()
+            .cloned()
+            .unwrap_or_else(llama_safe::Speculation::prompt_lookup);
+        options =
+            options.with_speculation(spec.with_draft_max(n_max).with_draft_min(n_min.min(n_max)));
     }
     // Submitting checks the sampling options by building a sampler (a
     // grammar takes up to its budget to build): off the async workers.

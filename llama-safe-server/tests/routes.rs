@@ -858,9 +858,33 @@ async fn the_router_mounts_under_a_prefix_with_its_layers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speculative_decoding_gives_the_same_text_and_counts_its_drafts() {
+    speculates_as_without(engine(2).with_max_draft(8)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_model_gives_the_same_text_and_counts_its_drafts() {
+    // The dense demo model (same vocabulary) drafting for the MoE one, as
+    // `--model-draft` sets it up.
+    let draft = llama_safe::LlamaModel::load(
+        &llama_safe::LlamaBackend::init(),
+        DemoModel::Dense.cached().unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let draft = llama_safe::DraftModel::new(draft).with_p_min(0.0);
+    speculates_as_without(
+        engine(2).with_speculation(llama_safe::Speculation::draft_model(draft).with_draft_max(8)),
+    )
+    .await;
+}
+
+/// A server with `config` drafting: the same text as with
+/// `speculative.n_max: 0`, drafts in the stats and /metrics, bad bounds
+/// refused.
+async fn speculates_as_without(config: llama_safe::engine::EngineConfig) {
     let s = start_configured(
         &DemoModel::Moe.cached().unwrap(),
-        engine(2).with_max_draft(8),
+        config,
         ServerConfig::default(),
     )
     .await;

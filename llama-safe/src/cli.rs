@@ -486,40 +486,146 @@ pub fn stats_line(stats: &GenerationStats, threads: u32) -> String {
 /// Speculative decoding, in llama-server's flag names.
 #[derive(Args, Debug, Clone)]
 pub struct SpeculationArgs {
-    /// `ngram-simple`: prompt lookup, drafts from the text so far (no
-    /// second model); `none`: no speculation.
-    #[arg(long, default_value = "none", value_parser = ["none", "ngram-simple"])]
-    pub spec_type: String,
+    /// Where drafts come from: `ngram-simple` (prompt lookup: the text so
+    /// far), `ngram-map-k` (the most frequent continuations of the text so
+    /// far), `draft-simple` (a draft model, `--model-draft`), `none`.
+    /// Default: `draft-simple` with `--model-draft`, else `none`.
+    #[arg(long, value_parser = ["none", "ngram-simple", "ngram-map-k", "draft-simple"])]
+    pub spec_type: Option<String>,
     /// Most tokens drafted per step.
     #[arg(long, default_value_t = 16)]
     pub spec_draft_n_max: u32,
     /// Fewest tokens a draft must have to be checked.
     #[arg(long, default_value_t = 1)]
     pub spec_draft_n_min: u32,
-    /// Longest n-gram looked up.
+    /// Longest n-gram looked up (the n-gram sources).
     #[arg(long, default_value_t = 3)]
     pub spec_ngram_size_n: u32,
+    /// Times the n-gram map must have seen a continuation to draft it.
+    #[arg(long, default_value_t = 1)]
+    pub spec_ngram_min_hits: u32,
+    /// A draft model: a smaller GGUF with the same vocabulary (llama-server's
+    /// --model-draft).
+    #[arg(long, visible_alias = "md", value_name = "FILE")]
+    pub model_draft: Option<PathBuf>,
+    /// Keep all of the draft model's expert tensors in host memory.
+    #[arg(long, conflicts_with = "n_cpu_moe_draft")]
+    pub cpu_moe_draft: bool,
+    /// Keep the expert tensors of the draft model's first N layers in host memory.
+    #[arg(long, value_name = "N")]
+    pub n_cpu_moe_draft: Option<u32>,
+    /// The draft model's layers on the GPU (999: all).
+    #[arg(long, visible_alias = "ngld", default_value_t = 999)]
+    pub gpu_layers_draft: u32,
+    /// Stop a draft where the draft model's probability of its best token
+    /// is below this.
+    #[arg(long, default_value_t = 0.75)]
+    pub spec_draft_p_min: f32,
 }
 
 impl SpeculationArgs {
-    /// The speculation asked for, if any.
-    pub fn speculation(&self) -> Option<Speculation> {
-        (self.spec_type == "ngram-simple").then(|| {
-            Speculation::prompt_lookup()
-                .with_ngram(1, self.spec_ngram_size_n.max(1))
-                .with_draft_max(self.spec_draft_n_max)
-                .with_draft_min(self.spec_draft_n_min)
-        })
+    /// The source asked for: `--spec-type`, else `draft-simple` with
+    /// `--model-draft`, else `none`.
+    pub fn spec_type(&self) -> &str {
+        match (&self.spec_type, &self.model_draft) {
+            (Some(t), _) => t,
+            (None, Some(_)) => "draft-simple",
+            (None, None) => "none",
+        }
+    }
+
+    /// Whether speculation is asked for.
+    pub fn enabled(&self) -> bool {
+        self.spec_type() != "none"
+    }
+
+    /// The draft model's load parameters.
+    pub fn draft_params(&self) -> LlamaModelParams {
+        let params = LlamaModelParams::default().with_n_gpu_layers(self.gpu_layers_draft);
+        match (self.cpu_moe_draft, self.n_cpu_moe_draft) {
+            (true, _) => params.with_cpu_moe_all(),
+            (false, Some(n)) => params.with_n_cpu_moe(n),
+            (false, None) => params,
+        }
+    }
+
+    /// The speculation asked for, if any: for `draft-simple`, the draft
+    /// model loaded (its placement said on stderr), its context with
+    /// `threads`, its vocabulary checked against `target`'s.
+    pub fn speculation(&self, target: &LlamaModel, threads: u32) -> Result<Option<Speculation>> {
+        let Some(path) = self
+            .model_draft
+            .as_ref()
+            .filter(|_| self.spec_type() == "draft-simple")
+        else {
+            return self.text_speculation();
+        };
+        let draft = LlamaModel::load(&LlamaBackend::init(), path, &self.draft_params())?;
+        eprintln!(
+            "draft model: {} ({}), {} layers, {} experts",
+            draft.description(),
+            draft.architecture(),
+            draft.n_layer(),
+            draft.n_expert()
+        );
+        eprint!("{}", draft.placement());
+        let draft = DraftModel::new(draft)
+            .with_p_min(self.spec_draft_p_min)
+            .with_context(ContextParams::default().with_threads(threads));
+        draft.check_compatible(target)?;
+        self.sized(Speculation::draft_model(draft)).map(Some)
+    }
+
+    /// The speculation asked for when it needs no draft model (`none`,
+    /// `ngram-simple`, `ngram-map-k`); a draft model given without
+    /// `draft-simple`, or `draft-simple` here, is an error.
+    pub fn text_speculation(&self) -> Result<Option<Speculation>> {
+        let text = |s: Speculation| {
+            s.with_ngram(1, self.spec_ngram_size_n.max(1))
+                .with_min_hits(self.spec_ngram_min_hits)
+        };
+        let spec = match (self.spec_type(), &self.model_draft) {
+            ("none", None) => return Ok(None),
+            ("ngram-simple", None) => text(Speculation::prompt_lookup()),
+            ("ngram-map-k", None) => text(Speculation::ngram_map()),
+            (kind, draft) => {
+                let reason = match (kind, draft) {
+                    ("draft-simple", None) => "--spec-type draft-simple needs --model-draft".into(),
+                    ("draft-simple", Some(_)) => {
+                        "a draft model drafts for the one model it was checked against, \
+                         not for a folder of models"
+                            .into()
+                    }
+                    _ => format!(
+                        "--spec-type {kind} does not use a draft model; --model-draft goes \
+                         with draft-simple"
+                    ),
+                };
+                return Err(Error::InvalidParameter {
+                    name: "spec_type",
+                    reason: reason.into(),
+                });
+            }
+        };
+        self.sized(spec).map(Some)
+    }
+
+    /// `spec` with the draft sizes of the flags, checked.
+    fn sized(&self, spec: Speculation) -> Result<Speculation> {
+        let spec = spec
+            .with_draft_max(self.spec_draft_n_max)
+            .with_draft_min(self.spec_draft_n_min);
+        spec.check()?;
+        Ok(spec)
     }
 
     /// `ctx` with room for a draft's outputs in one decode.
     pub fn context(&self, ctx: ContextParams) -> ContextParams {
-        match self.speculation() {
-            Some(s) if ctx.n_outputs_max() != 0 => {
-                let n = ctx.n_outputs_max().max(s.draft_max() + 1);
-                ctx.with_n_outputs_max(n)
-            }
-            _ => ctx,
+        if self.enabled() && ctx.n_outputs_max() != 0 {
+            let n = ctx.n_outputs_max().max(self.spec_draft_n_max + 1);
+            ctx.with_n_outputs_max(n)
+        } else {
+            ctx
         }
     }
 }

@@ -239,6 +239,17 @@ pub enum Error {
         /// What was mixed up (a sampler, a generation).
         what: &'static str,
     },
+    /// A draft model whose vocabulary is not the target's (see
+    /// [`DraftModel::check_compatible`](crate::DraftModel::check_compatible)).
+    #[error("draft model {draft} cannot draft for {target}: {reason}")]
+    IncompatibleDraft {
+        /// The draft model's file.
+        draft: PathBuf,
+        /// The target model's file.
+        target: PathBuf,
+        /// What differs.
+        reason: Reason,
+    },
     /// The model file holds a value the pinned llama.cpp would abort on (a
     /// `GGML_ASSERT` in its loader or at the first decode), found before
     /// llama.cpp sees it; `key` is the metadata key (after key/value
@@ -357,7 +368,8 @@ impl Error {
             | Error::StateFile { .. }
             | Error::State { .. }
             | Error::Lora { .. }
-            | Error::ModelMismatch { .. } => K::InvalidFile,
+            | Error::ModelMismatch { .. }
+            | Error::IncompatibleDraft { .. } => K::InvalidFile,
             Error::Unreadable { .. } | Error::Io { .. } | Error::System { .. } => K::Io,
             Error::Load { .. } | Error::Exception { .. } | Error::Rpc { .. } => K::Backend,
             Error::LoadCancelled { .. } | Error::EngineStopped => K::Cancelled,

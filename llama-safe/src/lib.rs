@@ -76,7 +76,9 @@ pub use context::LlamaContext;
 pub use embeddings::Normalize;
 pub use error::{DecodeError, Error, ErrorKind, Reason, Result};
 pub use fit::{FitOptions, Fitted};
-pub use generate::speculate::{Speculation, SpeculationStats, MAX_DRAFT};
+pub use generate::speculate::{
+    DraftModel, Speculation, SpeculationStats, MAX_DRAFT, MAX_NGRAM, MAX_VOCAB_DIFFERENCE,
+};
 pub use generate::{
     Event, GenerateOptions, Generation, GenerationStats, Piece, StopReason, TokenLogprob,
     MAX_TOP_LOGPROBS,

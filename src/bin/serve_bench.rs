@@ -11,6 +11,16 @@
 //! ```
 //!
 //! Without `--llama-server` only our server runs (CI does that, small).
+//!
+//! Speculative decoding, both servers with the same settings (llama-server's
+//! flag names), on prompts that repeat themselves, each also run without
+//! speculation for the gain:
+//!
+//! ```text
+//! cargo run --release --features serve-bench --bin serve_bench -- --model m.gguf \
+//!     --llama-server target/peers/llama-server --clients 1,4 --rounds 5 \
+//!     --prompts repeat --spec-type ngram-simple --baseline
+//! ```
 
 use clap::Parser;
 use llama_workspace::bench::process;
@@ -60,6 +70,117 @@ struct Args {
     /// Output folder.
     #[arg(long, default_value = "target/serve_bench")]
     out: PathBuf,
+    /// Speculative decoding on both servers: `none`, `ngram-simple` (prompt
+    /// lookup), `draft-simple` (with `--model-draft`).
+    #[arg(long, default_value = "none", value_parser = ["none", "ngram-simple", "draft-simple"])]
+    spec_type: String,
+    /// Most tokens per draft (llama-server's ngram-simple takes it as its
+    /// m-gram size).
+    #[arg(long, default_value_t = 16)]
+    spec_draft_n_max: u32,
+    /// The n-gram looked up (ours tries this size down to 1, llama-server's
+    /// ngram-simple this size only).
+    #[arg(long, default_value_t = 3)]
+    spec_ngram_size_n: u32,
+    /// The draft model of `draft-simple`.
+    #[arg(long)]
+    model_draft: Option<PathBuf>,
+    /// A draft stops where the draft model's best token is less likely
+    /// than this (both servers).
+    #[arg(long, default_value_t = 0.0)]
+    spec_draft_p_min: f32,
+    /// Also run each server without speculation, interleaved, for the gain.
+    #[arg(long)]
+    baseline: bool,
+    /// Prompts: `distinct` (short, all different) or `repeat` (the demo
+    /// sentence three times, then a distinct ending: text that n-gram
+    /// lookup drafts from).
+    #[arg(long, default_value = "distinct", value_parser = ["distinct", "repeat"])]
+    prompts: String,
+}
+
+impl Args {
+    /// The speculation flags of each server, none for a plain one.
+    fn spec_flags(&self, peer: bool, plain: bool) -> Vec<String> {
+        if plain || self.spec_type == "none" {
+            return Vec::new();
+        }
+        let mut f: Vec<String> = vec![
+            "--spec-type".into(),
+            self.spec_type.clone(),
+            "--spec-draft-n-max".into(),
+            self.spec_draft_n_max.to_string(),
+        ];
+        if self.spec_type == "ngram-simple" {
+            if peer {
+                f.extend([
+                    "--spec-ngram-simple-size-n".into(),
+                    self.spec_ngram_size_n.to_string(),
+                    "--spec-ngram-simple-size-m".into(),
+                    self.spec_draft_n_max.to_string(),
+                ]);
+            } else {
+                f.extend([
+                    "--spec-ngram-size-n".into(),
+                    self.spec_ngram_size_n.to_string(),
+                ]);
+            }
+        }
+        if let Some(d) = &self.model_draft {
+            f.extend([
+                "--model-draft".into(),
+                d.display().to_string(),
+                "--spec-draft-p-min".into(),
+                self.spec_draft_p_min.to_string(),
+            ]);
+            if peer {
+                // The draft's own threads, as ours (the target's).
+                f.extend(["--threads-draft".into(), self.threads.to_string()]);
+            }
+        }
+        f
+    }
+}
+
+/// Request `i`'s prompt: distinct, or (`repeat`) the demo sentence three
+/// times before a distinct ending.
+fn request_prompt(repeat: bool, i: usize) -> String {
+    if repeat {
+        format!(
+            "{} {}",
+            "Once upon a time there lived one tiny model with many experts. ".repeat(3),
+            prompt(i)
+        )
+    } else {
+        prompt(i)
+    }
+}
+
+/// The speculation counters of a server's /metrics: (drafted, accepted).
+async fn spec_counters(base: &str) -> (f64, f64) {
+    let text = match reqwest::get(format!("{base}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let value = |names: &[&str]| {
+        text.lines()
+            .find_map(|l| {
+                names
+                    .iter()
+                    .find_map(|n| l.strip_prefix(n)?.strip_prefix(' ')?.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    (
+        value(&[
+            "llama_speculative_drafted_total",
+            "llamacpp:spec_decode_num_draft_tokens_total",
+        ]),
+        value(&[
+            "llama_speculative_accepted_total",
+            "llamacpp:spec_decode_num_accepted_tokens_total",
+        ]),
+    )
 }
 
 /// A server process and its address.
@@ -103,9 +224,15 @@ async fn wait_healthy(base: &str, child: &mut Child) -> Result<(), String> {
     Err(format!("{base} not healthy after 120 s"))
 }
 
-async fn start_ours(args: &Args, model: &str, prompt_cache: bool) -> Result<Server, String> {
+async fn start_ours(
+    args: &Args,
+    model: &str,
+    prompt_cache: bool,
+    plain: bool,
+) -> Result<Server, String> {
     let port = free_port();
     let mut cmd = Command::new(&args.server);
+    cmd.args(args.spec_flags(false, plain));
     cmd.args(["--model", model, "--quiet", "--port"])
         .arg(port.to_string())
         .args(["--threads", &args.threads.to_string()])
@@ -123,15 +250,21 @@ async fn start_ours(args: &Args, model: &str, prompt_cache: bool) -> Result<Serv
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base, &mut child).await?;
     Ok(Server {
-        name: "ours",
+        name: if plain { "ours-plain" } else { "ours" },
         child,
         base,
     })
 }
 
-async fn start_llama_server(args: &Args, exe: &PathBuf, model: &str) -> Result<Server, String> {
+async fn start_llama_server(
+    args: &Args,
+    exe: &PathBuf,
+    model: &str,
+    plain: bool,
+) -> Result<Server, String> {
     let port = free_port();
     let mut child = Command::new(exe)
+        .args(args.spec_flags(true, plain))
         .args(["-m", model, "--host", "127.0.0.1", "--port"])
         .arg(port.to_string())
         .args([
@@ -142,7 +275,7 @@ async fn start_llama_server(args: &Args, exe: &PathBuf, model: &str) -> Result<S
         ])
         .args(["-np", &args.parallel.to_string()])
         .args(["-c", &args.ctx_size.to_string()])
-        .args(["--no-webui", "--log-disable"])
+        .args(["--no-webui", "--log-disable", "--metrics"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -150,7 +283,11 @@ async fn start_llama_server(args: &Args, exe: &PathBuf, model: &str) -> Result<S
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base, &mut child).await?;
     Ok(Server {
-        name: "llama-server",
+        name: if plain {
+            "llama-server-plain"
+        } else {
+            "llama-server"
+        },
         child,
         base,
     })
@@ -172,6 +309,19 @@ struct Row {
     peer_latency_p95: Option<f64>,
 }
 
+/// Speculation at one client count: tokens/s without it, the gain (with ÷
+/// without, round by round), and (accepted, drafted) over all runs.
+#[derive(Serialize)]
+struct SpecRow {
+    clients: usize,
+    ours_plain: Option<Summary>,
+    ours_gain: Option<Summary>,
+    ours_accepted_drafted: Option<(f64, f64)>,
+    peer_plain: Option<Summary>,
+    peer_gain: Option<Summary>,
+    peer_accepted_drafted: Option<(f64, f64)>,
+}
+
 #[derive(Serialize)]
 struct Report {
     model: String,
@@ -187,6 +337,11 @@ struct Report {
     ours_scaling_8_over_1: Option<Summary>,
     peak_rss_ours: Option<u64>,
     peak_rss_peer: Option<u64>,
+    /// Our speculation flags, and llama-server's.
+    spec: Option<String>,
+    spec_peer: Option<String>,
+    prompts: String,
+    speculation: Option<Vec<SpecRow>>,
     prompt_cache_prompt_tokens: usize,
     prompt_cache_ttft_cold: f64,
     prompt_cache_ttft_warm: f64,
@@ -220,15 +375,25 @@ async fn run(args: Args) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let eos = loaded.token_eos().map_or(2, |t| t.0);
 
-    let mut servers = vec![start_ours(&args, &model_str, true).await?];
+    let mut servers = vec![start_ours(&args, &model_str, true, false).await?];
     if let Some(exe) = &args.llama_server {
-        servers.push(start_llama_server(&args, exe, &model_str).await?);
+        servers.push(start_llama_server(&args, exe, &model_str, false).await?);
     }
+    let speculating = args.spec_type != "none";
+    if speculating && args.baseline {
+        servers.push(start_ours(&args, &model_str, true, true).await?);
+        if let Some(exe) = &args.llama_server {
+            servers.push(start_llama_server(&args, exe, &model_str, true).await?);
+        }
+    }
+    let repeat = args.prompts == "repeat";
     // Warm-up: one request each.
     for s in &servers {
         serving::run(&s.base, 1, 1, 4, eos, prompt).await?;
     }
     let mut runs: Vec<(String, usize, usize, LoadResult)> = Vec::new();
+    // (server, clients, drafted, accepted) of each run.
+    let mut drafts: Vec<(String, usize, f64, f64)> = Vec::new();
     for round in 0..args.rounds {
         for &clients in &args.clients {
             // Alternate which server goes first, round by round.
@@ -240,15 +405,23 @@ async fn run(args: Args) -> Result<(), String> {
             for i in order {
                 let s = &servers[i];
                 let offset = (round * 1000 + clients) * 100;
+                let before = spec_counters(&s.base).await;
                 let r = serving::run(
                     &s.base,
                     clients,
                     args.requests,
                     args.max_tokens,
                     eos,
-                    move |k| prompt(offset + k),
+                    move |k| request_prompt(repeat, offset + k),
                 )
                 .await?;
+                let after = spec_counters(&s.base).await;
+                drafts.push((
+                    s.name.to_string(),
+                    clients,
+                    after.0 - before.0,
+                    after.1 - before.1,
+                ));
                 eprintln!(
                     "round {round} {:>12} {clients:>2} clients: {:.1} tok/s",
                     s.name, r.tokens_per_second
@@ -258,7 +431,10 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
     let peak_rss_ours = servers[0].peak_rss_bytes();
-    let peak_rss_peer = servers.get(1).and_then(Server::peak_rss_bytes);
+    let peak_rss_peer = servers
+        .iter()
+        .find(|s| s.name == "llama-server")
+        .and_then(Server::peak_rss_bytes);
 
     // Prompt cache: the same long prompt twice (cold, then warm), and on a
     // server without the cache.
@@ -272,7 +448,7 @@ async fn run(args: Args) -> Result<(), String> {
     let long = long_prompt.clone();
     let warm = serving::run(&servers[0].base, 1, 1, 4, eos, move |_| long.clone()).await?;
     drop(servers);
-    let uncached = start_ours(&args, &model_str, false).await?;
+    let uncached = start_ours(&args, &model_str, false, false).await?;
     let long = long_prompt.clone();
     let _ = serving::run(&uncached.base, 1, 1, 4, eos, move |_| long.clone()).await?;
     let long = long_prompt.clone();
@@ -323,6 +499,35 @@ async fn run(args: Args) -> Result<(), String> {
             }
         })
         .collect();
+    let speculation = speculating.then(|| {
+        let gain = |name: &str, plain: &str, clients: usize| {
+            let g: Vec<f64> = rate(name, clients)
+                .iter()
+                .zip(rate(plain, clients))
+                .map(|(s, p)| s / p)
+                .collect();
+            Summary::of(&g)
+        };
+        let acceptance = |name: &str, clients: usize| {
+            let (d, a) = drafts
+                .iter()
+                .filter(|(n, c, _, _)| n == name && *c == clients)
+                .fold((0.0, 0.0), |(d, a), (_, _, dd, aa)| (d + dd, a + aa));
+            (d > 0.0).then_some((a, d))
+        };
+        args.clients
+            .iter()
+            .map(|&clients| SpecRow {
+                clients,
+                ours_gain: gain("ours", "ours-plain", clients),
+                peer_gain: gain("llama-server", "llama-server-plain", clients),
+                ours_plain: Summary::of(&rate("ours-plain", clients)),
+                peer_plain: Summary::of(&rate("llama-server-plain", clients)),
+                ours_accepted_drafted: acceptance("ours", clients),
+                peer_accepted_drafted: acceptance("llama-server", clients),
+            })
+            .collect()
+    });
     let scaling: Vec<f64> = rate("ours", 8)
         .iter()
         .zip(rate("ours", 1))
@@ -342,6 +547,10 @@ async fn run(args: Args) -> Result<(), String> {
         ours_scaling_8_over_1: Summary::of(&scaling),
         peak_rss_ours,
         peak_rss_peer,
+        spec: speculating.then(|| args.spec_flags(false, false).join(" ")),
+        spec_peer: speculating.then(|| args.spec_flags(true, false).join(" ")),
+        prompts: args.prompts.clone(),
+        speculation,
         prompt_cache_prompt_tokens: long_tokens,
         prompt_cache_ttft_cold: cold.ttft[0],
         prompt_cache_ttft_warm: warm.ttft[0],
@@ -394,6 +603,36 @@ fn markdown(r: &Report) -> String {
             "\nOurs at 8 clients ÷ ours at 1 client: {}.",
             s.display(2)
         );
+    }
+    if let Some(rows) = &r.speculation {
+        let _ = writeln!(
+            md,
+            "\nSpeculative decoding ({} prompts): ours `{}`, llama-server `{}`. Gain = with ÷ without speculation, round by round (mean ± sd (min–max)); acceptance = accepted ÷ drafted over all runs.\n",
+            r.prompts,
+            r.spec.as_deref().unwrap_or(""),
+            r.spec_peer.as_deref().unwrap_or("")
+        );
+        let _ = writeln!(md, "| clients | ours without tok/s | ours gain | ours acceptance | llama-server without tok/s | llama-server gain | llama-server acceptance |");
+        let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- | --- |");
+        let sum = |s: Option<Summary>, d: usize| s.map_or("—".into(), |s| s.display(d));
+        let acc = |a: Option<(f64, f64)>| {
+            a.map_or("—".into(), |(a, d)| {
+                format!("{:.1} % ({a:.0}/{d:.0})", 100.0 * a / d)
+            })
+        };
+        for row in rows {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                row.clients,
+                sum(row.ours_plain, 1),
+                sum(row.ours_gain, 3),
+                acc(row.ours_accepted_drafted),
+                sum(row.peer_plain, 1),
+                sum(row.peer_gain, 3),
+                acc(row.peer_accepted_drafted),
+            );
+        }
     }
     let mib =
         |b: Option<u64>| b.map_or("—".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));

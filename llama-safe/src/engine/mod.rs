@@ -81,6 +81,7 @@ pub struct EngineConfig {
     queue: usize,
     prompt_cache: bool,
     max_draft: u32,
+    speculation: Option<crate::Speculation>,
 }
 
 impl Default for EngineConfig {
@@ -96,6 +97,7 @@ impl Default for EngineConfig {
             queue: 64,
             prompt_cache: true,
             max_draft: 0,
+            speculation: None,
         }
     }
 }
@@ -116,6 +118,35 @@ impl EngineConfig {
     /// The most tokens a request may draft per step.
     pub fn max_draft(&self) -> u32 {
         self.max_draft
+    }
+
+    /// The engine's speculation: room for its drafts
+    /// ([`with_max_draft`](Self::with_max_draft) of its `draft_max`) and,
+    /// for [`Speculation::draft_model`](crate::Speculation::draft_model),
+    /// a context of the draft model with a sequence for each of the
+    /// engine's, made with the engine (a vocabulary that is not the
+    /// target's is [`Error::IncompatibleDraft`] then). Each decode step
+    /// drafts for every sequence that asks, one draft-model decode per
+    /// drafted position for all of them. Requests still choose: a request
+    /// without speculation is decoded as before, one with a text source
+    /// drafts from its text, and one with a draft model must name this one
+    /// (another is [`Error::Unsupported`]). A server applies it to every
+    /// request; see [`speculation`](Self::speculation).
+    ///
+    /// ```
+    /// use llama_safe::{engine::EngineConfig, Speculation};
+    /// let config = EngineConfig::default().with_speculation(Speculation::ngram_map().with_draft_max(8));
+    /// assert_eq!(config.max_draft(), 8);
+    /// ```
+    pub fn with_speculation(mut self, speculation: crate::Speculation) -> Self {
+        self.max_draft = speculation.draft_max().min(crate::MAX_DRAFT);
+        self.speculation = Some(speculation);
+        self
+    }
+
+    /// The speculation set by [`with_speculation`](Self::with_speculation).
+    pub fn speculation(&self) -> Option<&crate::Speculation> {
+        self.speculation.as_ref()
     }
 
     /// KV cells shared by all sequences.
@@ -337,6 +368,9 @@ impl Engine {
     /// Starts the engine's thread with a context over `model` sized by
     /// `config`; a context llama.cpp refuses is the error here.
     pub fn new(model: &LlamaModel, config: EngineConfig) -> Result<Engine> {
+        if let Some(s) = &config.speculation {
+            s.check()?;
+        }
         let model = model.clone();
         let (jobs_tx, jobs_rx) = flume::unbounded();
         let (ready_tx, ready_rx) = flume::bounded(1);
@@ -412,10 +446,23 @@ impl Engine {
             return Err(Error::EmptyPrompt);
         }
         request.options.check()?;
-        if request.options.speculation().is_some() && self.config.max_draft == 0 {
-            return Err(Error::Unsupported {
-                reason: "this engine has no room for drafts: EngineConfig::with_max_draft".into(),
-            });
+        if let Some(s) = request.options.speculation() {
+            if self.config.max_draft == 0 {
+                return Err(Error::Unsupported {
+                    reason: "this engine has no room for drafts: EngineConfig::with_max_draft"
+                        .into(),
+                });
+            }
+            let engines = self.config.speculation.as_ref().and_then(|e| e.draft());
+            if let Some(d) = s.draft() {
+                if !engines.is_some_and(|e| e.model().same_model(d.model())) {
+                    return Err(Error::Unsupported {
+                        reason: "this engine drafts with no such model: a request's draft model \
+                                 must be the one of EngineConfig::with_speculation"
+                            .into(),
+                    });
+                }
+            }
         }
         let needed = request.prompt.len() + request.options.max_tokens() as usize;
         if needed > self.config.n_ctx as usize {

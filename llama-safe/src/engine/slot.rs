@@ -2,6 +2,7 @@
 
 use super::Job;
 use crate::error::Error;
+use crate::generate::speculate::{DraftState, Want};
 use crate::generate::stream::{Step, TokenStream};
 use crate::generate::{Event, StopReason};
 use crate::sampler::Sampler;
@@ -35,11 +36,20 @@ pub(super) struct Run {
     /// pending token's, when a draft follows it).
     pub output: Option<usize>,
     /// Speculation: how it drafts, and the text so far to draft from.
-    spec: Option<(crate::Speculation, Vec<Token>)>,
+    spec: Option<RunSpec>,
     /// Tokens drafted after the pending one in the batch being decoded.
     pub draft: Vec<Token>,
     /// Drafted and accepted so far, and decodes that checked a draft.
     spec_stats: crate::SpeculationStats,
+}
+
+/// A run's speculation.
+struct RunSpec {
+    speculation: crate::Speculation,
+    /// The text sources' state (the n-gram map).
+    state: DraftState,
+    /// The prompt and the tokens generated.
+    history: Vec<Token>,
 }
 
 /// What sampling one token did to a run.
@@ -62,9 +72,11 @@ impl Run {
             job.submitted,
             Instant::now(),
         );
-        let spec = options
-            .speculation()
-            .map(|s| (s.clone(), job.request.prompt.clone()));
+        let spec = options.speculation().map(|s| RunSpec {
+            speculation: s.clone(),
+            state: s.state(),
+            history: job.request.prompt.clone(),
+        });
         Run {
             stream,
             job,
@@ -78,14 +90,42 @@ impl Run {
         }
     }
 
-    /// A draft to follow the pending token in this step: at most `limit`
-    /// tokens, fewer where the request may not generate that many.
-    pub fn make_draft(&mut self, limit: usize) {
-        self.draft.clear();
-        if let Some((speculation, history)) = &self.spec {
-            let limit = limit.min(self.stream.remaining());
-            self.draft = speculation.draft(history, limit);
+    /// How many tokens a draft may have in this step: at most `room`,
+    /// fewer where the request may not generate that many; 0 without
+    /// speculation.
+    pub fn draft_limit(&self, room: usize) -> usize {
+        match &self.spec {
+            Some(s) => room
+                .min(self.stream.remaining())
+                .min(s.speculation.draft_max() as usize),
+            None => 0,
         }
+    }
+
+    /// A draft of at most `limit` tokens from the text, for the text
+    /// sources; false for a draft model (see [`want`](Self::want)).
+    pub fn draft_from_text(&mut self, limit: usize) -> bool {
+        self.draft.clear();
+        match &mut self.spec {
+            Some(s) if s.speculation.draft().is_none() => {
+                self.draft = s
+                    .speculation
+                    .draft_from_text(&mut s.state, &s.history, limit);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What to ask the draft model for, as sequence `seq`.
+    pub fn want(&self, seq: u32, limit: usize) -> Option<Want<'_>> {
+        let s = self.spec.as_ref()?;
+        Some(Want {
+            seq,
+            history: &s.history,
+            min: s.speculation.draft_min() as usize,
+            limit,
+        })
     }
 
     /// Whether the client cancelled or went away.
@@ -123,14 +163,15 @@ impl Run {
         let model = ctx.model().clone();
         for j in 0..=draft.len() {
             let sampled = self.sampler.sample_ith(ctx, i + j);
+            let agrees = j < draft.len() && sampled.as_ref().is_ok_and(|t| *t == draft[j]);
             let reject = draft.len() - j;
             match self.stream.accept(&model, sampled, ctx.logits_ith(i + j)) {
                 Ok(Step::Continue { token, piece }) => {
                     let _ = self.job.events.send(Ok(Event::Piece(piece)));
-                    if let Some((_, history)) = &mut self.spec {
-                        history.push(token);
+                    if let Some(s) = &mut self.spec {
+                        s.history.push(token);
                     }
-                    if j < draft.len() && token == draft[j] {
+                    if agrees {
                         self.spec_stats.accepted += 1;
                         continue;
                     }
@@ -138,6 +179,8 @@ impl Run {
                     return (Outcome::Continue, reject);
                 }
                 Ok(Step::Finished(events)) => {
+                    // A drafted end of generation (or last token) was right.
+                    self.spec_stats.accepted += usize::from(agrees);
                     let events = self.with_spec_stats(events);
                     return (self.send_all_but_last(events), reject);
                 }

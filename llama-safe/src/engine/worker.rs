@@ -6,6 +6,7 @@ use super::{Counters, EngineConfig, Job};
 use crate::context::batch::Batch;
 use crate::context::LlamaContext;
 use crate::error::{Error, Result};
+use crate::generate::speculate::{ModelDrafter, Want};
 use crate::model::LlamaModel;
 use crate::sampler::Sampler;
 use std::collections::VecDeque;
@@ -25,6 +26,21 @@ pub(super) fn run(
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
+        }
+    };
+    // The draft model's context: a sequence per engine sequence, room for
+    // the cells the engine's reservations allow plus a draft each.
+    let drafter = match config.speculation().and_then(|s| s.draft()) {
+        None => None,
+        Some(draft) => {
+            let n_ctx = config.n_ctx + config.n_parallel * (config.max_draft + 1);
+            match ModelDrafter::new(draft, model, n_ctx, config.n_parallel) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            }
         }
     };
     let _ = ready.send(Ok(()));
@@ -47,7 +63,7 @@ pub(super) fn run(
             eprintln!("llama-safe engine: cannot start the sampler thread: {e}");
             return;
         }
-        serve(config, counters, ctx, &built_rx);
+        serve(config, counters, ctx, drafter, &built_rx);
     });
 }
 
@@ -58,9 +74,11 @@ fn serve(
     config: &EngineConfig,
     counters: &Counters,
     ctx: LlamaContext,
+    drafter: Option<ModelDrafter>,
     jobs: &flume::Receiver<Built>,
 ) {
     let mut worker = Worker {
+        drafter,
         n_ctx: ctx.n_ctx() as usize,
         n_batch: ctx.decode_limit().max(1) as usize,
         ctx,
@@ -82,6 +100,8 @@ fn serve(
 
 struct Worker<'a> {
     ctx: LlamaContext,
+    /// The draft model's context, when the engine speculates with one.
+    drafter: Option<ModelDrafter>,
     config: &'a EngineConfig,
     counters: &'a Counters,
     slots: Vec<Slot>,
@@ -173,6 +193,9 @@ impl Worker<'_> {
         let seq = self.slots[i].seq;
         let _ = self.ctx.seq_remove(Some(seq), ..);
         self.slots[i].cached.clear();
+        if let Some(drafter) = &mut self.drafter {
+            drafter.forget(seq);
+        }
     }
 
     /// Cells taken now: reservations of running requests (their cached
@@ -251,42 +274,64 @@ impl Worker<'_> {
         }
     }
 
-    /// One token of every generating sequence, then prompt chunks, within
-    /// `n_batch`. False when there is nothing to decode.
+    /// One token of every generating sequence with its draft, then prompt
+    /// chunks, within `n_batch`. False when there is nothing to decode.
     fn build_batch(&mut self) -> bool {
         self.batch.clear();
         let mut room = self.n_batch;
+        // Pending tokens first; drafts share the room they leave, within
+        // the outputs the context keeps.
+        let pending = self
+            .slots
+            .iter()
+            .filter(|s| s.run.as_ref().is_some_and(|r| r.pending.is_some()))
+            .count();
+        let mut draft_room = room.saturating_sub(pending);
+        let limits: Vec<usize> = self
+            .slots
+            .iter()
+            .map(|slot| match &slot.run {
+                Some(run) if run.pending.is_some() => {
+                    let limit = run.draft_limit(draft_room.min(self.config.max_draft() as usize));
+                    draft_room -= limit;
+                    limit
+                }
+                _ => 0,
+            })
+            .collect();
+        self.make_drafts(&limits);
         for slot in &mut self.slots {
             let Some(run) = slot.run.as_mut() else {
                 continue;
             };
             run.output = None;
-            run.draft.clear();
-            if let Some(token) = run.pending {
-                if room == 0 {
-                    continue;
-                }
-                let pos = slot.cached.len() as u32;
-                if self.batch.add(token, pos, &[slot.seq], true).is_ok() {
-                    run.output = Some(self.batch.len() - 1);
-                    room -= 1;
-                    // A draft rides behind it, within the room left and
-                    // the outputs the context keeps.
-                    run.make_draft(room.min(self.config.max_draft() as usize));
-                    let mut added = 0;
-                    for (k, &t) in run.draft.iter().enumerate() {
-                        if self
-                            .batch
-                            .add(t, pos + 1 + k as u32, &[slot.seq], true)
-                            .is_err()
-                        {
-                            break;
-                        }
-                        added += 1;
+            let Some(token) = run.pending else {
+                run.draft.clear();
+                continue;
+            };
+            if room == 0 {
+                run.draft.clear();
+                continue;
+            }
+            let pos = slot.cached.len() as u32;
+            if self.batch.add(token, pos, &[slot.seq], true).is_ok() {
+                run.output = Some(self.batch.len() - 1);
+                room -= 1;
+                let mut added = 0;
+                for (k, &t) in run.draft.iter().take(room).enumerate() {
+                    if self
+                        .batch
+                        .add(t, pos + 1 + k as u32, &[slot.seq], true)
+                        .is_err()
+                    {
+                        break;
                     }
-                    run.draft.truncate(added);
-                    room -= added;
+                    added += 1;
                 }
+                run.draft.truncate(added);
+                room -= added;
+            } else {
+                run.draft.clear();
             }
         }
         for slot in &mut self.slots {
@@ -309,6 +354,56 @@ impl Worker<'_> {
             room -= take;
         }
         !self.batch.is_empty()
+    }
+
+    /// Each run's draft for this step, at most `limits[i]` tokens for slot
+    /// `i`: from the text, or from the draft model for all that use it at
+    /// once. Should the draft model fail, the runs that asked it hear why
+    /// and end (as when a decode fails).
+    fn make_drafts(&mut self, limits: &[usize]) {
+        let mut by_model = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(run) = slot.run.as_mut() else {
+                continue;
+            };
+            run.draft.clear();
+            if limits[i] > 0 && !run.draft_from_text(limits[i]) {
+                by_model.push(i);
+            }
+        }
+        let Some(drafter) = self.drafter.as_mut() else {
+            return;
+        };
+        if by_model.is_empty() {
+            return;
+        }
+        let wants: Vec<Want<'_>> = by_model
+            .iter()
+            .filter_map(|&i| {
+                let slot = &self.slots[i];
+                slot.run.as_ref()?.want(slot.seq, limits[i])
+            })
+            .collect();
+        let drafted = drafter.draft(&wants);
+        drop(wants);
+        match drafted {
+            Ok(drafts) => {
+                for (&i, draft) in by_model.iter().zip(drafts) {
+                    if let Some(run) = self.slots[i].run.as_mut() {
+                        run.draft = draft;
+                    }
+                }
+            }
+            Err(e) => {
+                for &i in &by_model {
+                    if let Some(run) = self.end_run(i) {
+                        run.fail(e.clone());
+                    }
+                    self.forget(i);
+                }
+                self.publish();
+            }
+        }
     }
 
     /// Decodes the batch, then samples every sequence with logits in it.

@@ -9,7 +9,7 @@ use crate::token::{Token, Tokenize};
 pub(crate) mod speculate;
 pub(crate) mod stop;
 pub(crate) mod stream;
-use speculate::{Speculation, SpeculationStats};
+use speculate::{DraftState, ModelDrafter, Speculation, SpeculationStats, Want};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,11 +83,12 @@ impl GenerateOptions {
         self.logprobs = Some(top);
         self
     }
-    /// Speculative decoding: tokens drafted from the text so far, checked
-    /// by the model in one batch (same output for greedy sampling, the
-    /// model's distribution otherwise; see [`Speculation`]). For
-    /// [`LlamaContext::generate`]; the engine refuses it
-    /// ([`Error::Unsupported`]).
+    /// Speculative decoding: tokens drafted from the text so far or by a
+    /// draft model, checked by the model in one batch (same output for
+    /// greedy sampling, the model's distribution otherwise; see
+    /// [`Speculation`]). The engine takes it where its configuration has
+    /// room for drafts ([`EngineConfig::with_max_draft`](crate::engine::EngineConfig::with_max_draft),
+    /// [`with_speculation`](crate::engine::EngineConfig::with_speculation)).
     pub fn with_speculation(mut self, speculation: Speculation) -> Self {
         self.speculation = Some(speculation);
         self
@@ -400,8 +401,21 @@ impl LlamaContext {
                             .into(),
                     });
                 }
+                // The draft model's context holds this generation's text
+                // and a draft past its end.
+                let drafter = match s.draft() {
+                    Some(d) => Some(ModelDrafter::new(
+                        d,
+                        self.model(),
+                        self.n_ctx() + s.draft_max() + 1,
+                        1,
+                    )?),
+                    None => None,
+                };
                 Some(SpecState {
                     speculation: s.clone(),
+                    state: s.state(),
+                    drafter,
                     history: tokens.to_vec(),
                     pending: None,
                     max_draft: (outputs - 1) as usize,
@@ -430,6 +444,10 @@ impl LlamaContext {
 /// A speculative generation's state.
 struct SpecState {
     speculation: Speculation,
+    /// The text sources' state (the n-gram map).
+    state: DraftState,
+    /// The draft model's context, for a draft model.
+    drafter: Option<ModelDrafter>,
     /// The prompt and the tokens generated: what drafts are looked up in.
     history: Vec<Token>,
     /// The last token sampled (and streamed), not decoded yet.
@@ -502,7 +520,20 @@ impl Generation<'_> {
         // Room in the context after the pending token.
         let room = (self.ctx.n_ctx() as usize).saturating_sub(pos as usize + 1);
         let limit = spec.max_draft.min(room).min(self.stream.remaining());
-        let draft = spec.speculation.draft(&spec.history, limit);
+        let draft = match &mut spec.drafter {
+            Some(drafter) => {
+                let want = Want {
+                    seq: 0,
+                    history: &spec.history,
+                    min: spec.speculation.draft_min() as usize,
+                    limit: limit.min(spec.speculation.draft_max() as usize),
+                };
+                drafter.draft(&[want])?.pop().unwrap_or_default()
+            }
+            None => spec
+                .speculation
+                .draft_from_text(&mut spec.state, &spec.history, limit),
+        };
         let mut batch = crate::context::batch::Batch::new();
         batch.add(pending, pos, &[0], true)?;
         for (i, &t) in draft.iter().enumerate() {
@@ -513,12 +544,13 @@ impl Generation<'_> {
         spec.stats.drafted += draft.len();
         for j in 0..=draft.len() {
             let sampled = self.sampler.sample_ith(self.ctx, j);
+            let agrees = j < draft.len() && sampled.as_ref().is_ok_and(|t| *t == draft[j]);
             let logits = self.ctx.logits_ith(j);
             match self.stream.accept(&model, sampled, logits)? {
                 Step::Continue { token, piece } => {
                     spec.history.push(token);
                     events.push(Event::Piece(piece));
-                    if j < draft.len() && token == draft[j] {
+                    if agrees {
                         spec.stats.accepted += 1;
                         continue;
                     }
@@ -528,6 +560,8 @@ impl Generation<'_> {
                     return Ok(events);
                 }
                 Step::Finished(end) => {
+                    // A drafted end of generation (or last token) was right.
+                    spec.stats.accepted += usize::from(agrees);
                     self.ctx.seq_remove(Some(0), pos + 1 + j as u32..)?;
                     events.extend(end);
                     return Ok(events);

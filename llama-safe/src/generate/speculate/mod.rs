@@ -1,6 +1,5 @@
-//! Speculative decoding without a second model: tokens drafted from the
-//! text so far (prompt lookup: the continuation of the last n-gram's most
-//! recent earlier occurrence), checked by the model in one batch.
+//! Speculative decoding: tokens drafted cheaply (from the text so far, or
+//! by a smaller draft model), checked by the model in one batch.
 //!
 //! Each drafted position is checked by sampling the model's own token there
 //! with the request's sampler, in order, and keeping the draft while they
@@ -11,10 +10,17 @@
 //! accept/reject rule for a draft that is one token for sure). The KV cells
 //! of rejected drafts are removed before the next step.
 
+mod draft_model;
+mod lookup;
+
+pub use draft_model::{DraftModel, MAX_VOCAB_DIFFERENCE};
+pub(crate) use draft_model::{ModelDrafter, Want};
+
 use crate::token::Token;
 
-/// Speculative decoding for [`LlamaContext::generate`](crate::LlamaContext::generate):
-/// where drafts come from and how long they are.
+/// Speculative decoding for [`LlamaContext::generate`](crate::LlamaContext::generate)
+/// and the [engine](crate::engine): where drafts come from and how long
+/// they are.
 ///
 /// ```
 /// use llama_safe::{demo::*, *};
@@ -35,34 +41,88 @@ use crate::token::Token;
 /// assert!(stats.is_some());
 /// # Ok::<(), llama_safe::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[must_use = "builders return a new value: use it"]
 pub struct Speculation {
+    source: Source,
     ngram_min: u32,
     ngram_max: u32,
+    min_hits: u32,
     draft_min: u32,
     draft_max: u32,
+}
+
+/// Where drafts come from.
+#[derive(Debug, Clone)]
+enum Source {
+    PromptLookup,
+    NgramMap,
+    Model(DraftModel),
 }
 
 /// Most tokens one draft may have.
 pub const MAX_DRAFT: u32 = 64;
 
+/// Longest n-gram the lookup sources take.
+pub const MAX_NGRAM: u32 = 16;
+
 impl Speculation {
-    /// Prompt lookup: n-grams of 1 to 3 tokens, drafts of 1 to 16 tokens
-    /// (llama-server's `--spec-draft-n-max` default).
+    /// Prompt lookup (llama-server's `ngram-simple`): the tokens that
+    /// followed the most recent earlier occurrence of the text's last
+    /// n-gram, n from 3 down to 1; drafts of 1 to 16 tokens (llama-server's
+    /// `--spec-draft-n-max` default). Good where the answer repeats the
+    /// prompt (rewriting, editing code, quoting).
     pub fn prompt_lookup() -> Speculation {
         Speculation {
+            source: Source::PromptLookup,
             ngram_min: 1,
             ngram_max: 3,
+            min_hits: 1,
             draft_min: 1,
             draft_max: 16,
         }
     }
 
-    /// The n-gram sizes looked up, longest first.
+    /// An n-gram map (llama-server's `ngram-map-k` idea): every n-gram of
+    /// the text so far with how often each token followed it; a draft
+    /// chains the most frequent successor of the longest known n-gram
+    /// (n from 3 down to 1), each seen at least [`with_min_hits`](Self::with_min_hits)
+    /// times. Where prompt lookup copies the latest continuation, the map
+    /// follows the usual one, and it is updated with each new token instead
+    /// of searching the whole text every step.
+    pub fn ngram_map() -> Speculation {
+        Speculation {
+            source: Source::NgramMap,
+            ..Speculation::prompt_lookup()
+        }
+    }
+
+    /// A draft model (llama-server's `draft-simple`, `--model-draft`): its
+    /// most likely tokens while its probability of them is at least its
+    /// `p_min`. Its vocabulary must be the target's
+    /// ([`DraftModel::check_compatible`], checked when generation starts).
+    /// [`LlamaContext::generate`](crate::LlamaContext::generate) makes a
+    /// context of the draft model for each generation; the engine keeps one
+    /// for all its sequences ([`EngineConfig::with_speculation`](crate::engine::EngineConfig::with_speculation)).
+    pub fn draft_model(draft: DraftModel) -> Speculation {
+        Speculation {
+            source: Source::Model(draft),
+            ..Speculation::prompt_lookup()
+        }
+    }
+
+    /// The n-gram sizes the lookup sources try, longest first (1 to
+    /// [`MAX_NGRAM`]).
     pub fn with_ngram(mut self, min: u32, max: u32) -> Self {
         self.ngram_min = min;
         self.ngram_max = max;
+        self
+    }
+
+    /// How often the n-gram map must have seen a successor to draft it
+    /// (default 1).
+    pub fn with_min_hits(mut self, n: u32) -> Self {
+        self.min_hits = n;
         self
     }
 
@@ -84,15 +144,38 @@ impl Speculation {
         self.draft_max
     }
 
+    /// Fewest tokens a draft must have to be checked.
+    pub fn draft_min(&self) -> u32 {
+        self.draft_min
+    }
+
+    /// The draft model, for [`draft_model`](Self::draft_model).
+    pub fn draft(&self) -> Option<&DraftModel> {
+        match &self.source {
+            Source::Model(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The source's name in llama-server's terms: `ngram-simple`,
+    /// `ngram-map` or `draft`.
+    pub fn source_name(&self) -> &'static str {
+        match self.source {
+            Source::PromptLookup => "ngram-simple",
+            Source::NgramMap => "ngram-map",
+            Source::Model(_) => "draft",
+        }
+    }
+
     /// What cannot work, as [`Error::InvalidParameter`](crate::Error::InvalidParameter).
     pub(crate) fn check(&self) -> crate::Result<()> {
         let bad = |reason: String| crate::Error::InvalidParameter {
             name: "speculation",
             reason: reason.into(),
         };
-        if self.ngram_min == 0 || self.ngram_min > self.ngram_max || self.ngram_max > 16 {
+        if self.ngram_min == 0 || self.ngram_min > self.ngram_max || self.ngram_max > MAX_NGRAM {
             return Err(bad(format!(
-                "n-gram sizes {}..={} (from 1 to 16, the smaller first)",
+                "n-gram sizes {}..={} (from 1 to {MAX_NGRAM}, the smaller first)",
                 self.ngram_min, self.ngram_max
             )));
         }
@@ -102,36 +185,51 @@ impl Speculation {
                 self.draft_min, self.draft_max
             )));
         }
+        if let Source::Model(d) = &self.source {
+            if !(0.0..=1.0).contains(&d.p_min()) {
+                return Err(bad(format!("p_min {} is not a probability", d.p_min())));
+            }
+        }
         Ok(())
     }
 
-    /// The draft after `history`: the tokens that followed the most recent
-    /// earlier occurrence of its last n-gram (the longest n that has one),
-    /// at most `limit` of them; empty when it is shorter than the minimum.
-    pub(crate) fn draft(&self, history: &[Token], limit: usize) -> Vec<Token> {
-        let limit = limit.min(self.draft_max as usize);
-        if limit == 0 {
-            return Vec::new();
+    /// A new generation's drafting state.
+    pub(crate) fn state(&self) -> DraftState {
+        match self.source {
+            Source::NgramMap => DraftState::Map(Box::default()),
+            _ => DraftState::Text,
         }
-        for n in (self.ngram_min as usize..=self.ngram_max as usize).rev() {
-            if history.len() <= n {
-                continue;
-            }
-            let key = &history[history.len() - n..];
-            // Most recent first; the occurrence must have a token after it.
-            let found = (0..history.len() - n)
-                .rev()
-                .find(|&j| &history[j..j + n] == key);
-            if let Some(j) = found {
-                let from = j + n;
-                let draft: Vec<Token> = history[from..].iter().take(limit).copied().collect();
-                if draft.len() >= self.draft_min as usize {
-                    return draft;
-                }
-            }
-        }
-        Vec::new()
     }
+
+    /// The draft after `history` from a source that needs no model, at most
+    /// `limit` tokens (and [`draft_max`](Self::draft_max)); empty for a
+    /// draft model, which its [`ModelDrafter`] drafts for.
+    pub(crate) fn draft_from_text(
+        &self,
+        state: &mut DraftState,
+        history: &[Token],
+        limit: usize,
+    ) -> Vec<Token> {
+        let limit = limit.min(self.draft_max as usize);
+        let ngram = (self.ngram_min as usize, self.ngram_max as usize);
+        let min = self.draft_min as usize;
+        match (&self.source, state) {
+            (Source::PromptLookup, _) => lookup::prompt_lookup(history, ngram, min, limit),
+            (Source::NgramMap, DraftState::Map(map)) => {
+                map.draft(history, ngram, self.min_hits, min, limit)
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A generation's drafting state for the text sources.
+#[derive(Debug)]
+pub(crate) enum DraftState {
+    /// Prompt lookup (no state) or a draft model (its own).
+    Text,
+    /// The n-gram map, grown with the text.
+    Map(Box<lookup::NgramMap>),
 }
 
 /// What speculation did in one generation.
@@ -190,49 +288,19 @@ pub(crate) fn with_stats(
 mod tests {
     use super::*;
 
-    fn t(ids: &[i32]) -> Vec<Token> {
-        ids.iter().map(|&i| Token(i)).collect()
-    }
-
-    #[test]
-    fn drafts_follow_the_latest_longest_match() {
-        let s = Speculation::prompt_lookup().with_draft_max(3);
-        // ... 1 2 3 9 9 ... 1 2 3 | the 3-gram "1 2 3" was followed by 9 9.
-        let h = t(&[1, 2, 3, 9, 9, 4, 1, 2, 3]);
-        assert_eq!(s.draft(&h, 10), t(&[9, 9, 4]));
-        assert_eq!(s.draft(&h, 1), t(&[9]));
-        // The most recent occurrence wins.
-        let h = t(&[5, 7, 5, 8, 5]);
-        assert_eq!(s.draft(&h, 10), t(&[8, 5]));
-        // No match: nothing.
-        assert!(s.draft(&t(&[1, 2, 3]), 10).is_empty());
-        // Too short for the minimum.
-        let strict = Speculation::prompt_lookup().with_draft_min(3);
-        assert!(strict.draft(&t(&[4, 6, 4]), 10).is_empty());
-    }
-
     #[test]
     fn impossible_settings_are_refused() {
         assert!(Speculation::prompt_lookup().check().is_ok());
-        assert!(Speculation::prompt_lookup()
-            .with_ngram(0, 2)
-            .check()
-            .is_err());
-        assert!(Speculation::prompt_lookup()
-            .with_ngram(3, 2)
-            .check()
-            .is_err());
-        assert!(Speculation::prompt_lookup()
-            .with_draft_max(0)
-            .check()
-            .is_err());
-        assert!(Speculation::prompt_lookup()
-            .with_draft_max(65)
-            .check()
-            .is_err());
-        assert!(Speculation::prompt_lookup()
-            .with_draft_min(20)
-            .check()
-            .is_err());
+        assert!(Speculation::ngram_map().check().is_ok());
+        for bad in [
+            Speculation::prompt_lookup().with_ngram(0, 2),
+            Speculation::prompt_lookup().with_ngram(3, 2),
+            Speculation::ngram_map().with_ngram(1, 17),
+            Speculation::prompt_lookup().with_draft_max(0),
+            Speculation::prompt_lookup().with_draft_max(65),
+            Speculation::prompt_lookup().with_draft_min(20),
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
     }
 }
