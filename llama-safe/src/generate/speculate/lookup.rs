@@ -42,10 +42,21 @@ pub(super) fn prompt_lookup(
 /// new tokens, not the whole text.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct NgramMap {
-    /// Per n (index n - 1): each n-gram's successors.
-    maps: Vec<HashMap<Vec<Token>, Successors>>,
+    /// Per n (index n - 1): each n-gram's successors, by the n-gram's hash
+    /// (a collision can only cost a wrong draft, which verification
+    /// rejects; a key of 8 bytes keeps the map at tens of bytes per token
+    /// of text and n).
+    maps: Vec<HashMap<u64, Successors>>,
     /// Tokens of the history already counted.
     seen: usize,
+}
+
+/// An n-gram's key in the map.
+fn key(ngram: &[Token]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ngram.hash(&mut h);
+    h.finish()
 }
 
 /// The tokens seen after an n-gram, with how often.
@@ -69,7 +80,7 @@ impl NgramMap {
             // history[end] follows the n-grams ending at end - 1.
             let next = history[end];
             for n in 1..=max_n.min(end) {
-                let key = history[end - n..end].to_vec();
+                let key = key(&history[end - n..end]);
                 let successors = self.maps[n - 1].entry(key).or_default();
                 if let Some((_, count)) = successors.iter_mut().find(|(t, _)| *t == next) {
                     *count += 1;
@@ -101,7 +112,7 @@ impl NgramMap {
         let start = text.len();
         while text.len() - start < limit {
             let next = (ngram.0..=ngram.1.min(text.len())).rev().find_map(|n| {
-                let successors = self.maps[n - 1].get(&text[text.len() - n..])?;
+                let successors = self.maps[n - 1].get(&key(&text[text.len() - n..]))?;
                 let &(token, count) = successors.iter().max_by_key(|(_, c)| *c)?;
                 (count >= min_hits).then_some(token)
             });
