@@ -40,7 +40,8 @@ pub struct Args {
     /// Requests that may wait for room before the server answers 429.
     #[arg(long, default_value_t = 16)]
     queue: usize,
-    /// KV cells of the context, shared by all requests (prompt and answer).
+    /// KV cells of the context: each of the `--parallel` sequences gets
+    /// its share (prompt and answer), or all of them with `--kv-unified`.
     #[arg(long, short = 'c', default_value_t = 4096)]
     ctx_size: u32,
     /// Most tokens per decode (prompts are read in chunks of this size).
@@ -50,6 +51,13 @@ pub struct Args {
     /// with the same tokens (on by default).
     #[arg(long)]
     no_prompt_cache: bool,
+    /// One KV cache shared by all parallel sequences: a request may take
+    /// all of `--ctx-size`, but every token attends over the cells of the
+    /// others (and of the prompt cache) too. Without it, as llama-server
+    /// with `-np`, each sequence has a cache of its own of `--ctx-size /
+    /// --parallel` cells (rounded up to 256), the most one request takes.
+    #[arg(long, visible_alias = "kvu")]
+    kv_unified: bool,
     /// Seconds a client has to send a request's headers (and, on a
     /// kept-alive connection, the next request's): slow or idle clients are
     /// closed.
@@ -178,7 +186,8 @@ pub fn run(args: Args) -> Result<()> {
         .with_n_batch(args.batch_size)
         .with_threads(threads)
         .with_queue(args.queue)
-        .with_prompt_cache(!args.no_prompt_cache);
+        .with_prompt_cache(!args.no_prompt_cache)
+        .with_kv_unified(args.kv_unified);
     if args.speculation.enabled() {
         // Room for every request's drafts; the source is set below, once
         // the model (a draft model's target) is loaded.
@@ -273,8 +282,15 @@ pub fn run(args: Args) -> Result<()> {
             .map_err(|source| Error::System { what: format!("listen on {address}"), source: source.into() })?;
         let local = listener.local_addr().map_err(|source| Error::System { what: format!("address of {address}"), source: source.into() })?;
         eprintln!(
-            "server: {name} on http://{local} ({} parallel sequences, {} KV cells, {threads} threads, queue {})",
-            args.parallel, config.n_ctx(), args.queue
+            "server: {name} on http://{local} ({} parallel sequences, {} KV cells{}, {threads} threads, queue {})",
+            args.parallel,
+            config.n_ctx(),
+            if config.kv_unified() {
+                " shared".to_string()
+            } else {
+                format!(", {} per sequence", config.n_ctx_per_request())
+            },
+            args.queue
         );
         let seconds = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
         let timeouts = Timeouts {

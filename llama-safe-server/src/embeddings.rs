@@ -186,7 +186,7 @@ fn job(input: EmbeddingInput, truncate: bool) -> Result<Job, ApiError> {
 /// Tokenizes, checks the limits, waits for the context (429 when too many
 /// wait) and embeds, off the async workers.
 async fn run(state: &Arc<AppState>, job: Job) -> Result<Done, ApiError> {
-    let limit = MAX_INPUT_TOKENS.min(state.n_ctx()) as usize;
+    let limit = MAX_INPUT_TOKENS.min(state.engine.config().n_ctx()) as usize;
     // Cheap first: no text this long can fit, whatever its tokens.
     let max_bytes = limit * state.model.max_token_bytes();
     if !job.truncate {

@@ -171,9 +171,10 @@ impl AppState {
             .is_some_and(|t| t.contains(llama_safe::chat::THINK_OPEN))
     }
 
-    /// KV cells of the engine: the most a prompt and its answer can take.
+    /// The most KV cells a prompt and its answer can take (the engine's
+    /// `n_ctx`, or each sequence's share without a unified cache).
     pub fn n_ctx(&self) -> u32 {
-        self.engine.config().n_ctx()
+        self.engine.config().n_ctx_per_request()
     }
 }
 

@@ -105,40 +105,69 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn batched_sequences_give_what_they_give_alone() {
+    // In one shared KV cache, and in a cache per sequence.
+    for unified in [true, false] {
+        batched_as_alone(unified);
+    }
+}
+
+fn batched_as_alone(unified: bool) {
     let model = model();
     let engine = Engine::new(
         &model,
         EngineConfig::default()
             .with_n_ctx(1024)
             .with_n_parallel(4)
-            .with_threads(2),
+            .with_threads(2)
+            .with_kv_unified(unified),
     )
     .unwrap();
     let opts = options(24, SamplingOptions::greedy());
-    let handles: Vec<Handle> = PROMPTS
-        .iter()
-        .map(|p| engine.submit(request(&model, p, opts.clone())).unwrap())
-        .collect();
-    let results: Vec<Transcript> = handles.into_iter().map(transcript).collect();
-    // Event for event: the same pieces (token and text), counts and stop
-    // reason as the request alone through `generate` (one core makes both).
-    for (prompt, batched) in PROMPTS.iter().zip(&results) {
-        assert_eq!(batched, &solo_transcript(&model, prompt, &opts), "{prompt}");
-        assert_eq!(
-            batched.prompt_tokens,
-            model.tokenize(prompt, Tokenize::PROMPT).unwrap().len()
-        );
-        assert!(batched.generated_tokens > 0);
+    // Twice: the second round reuses the first's cached prompts.
+    for round in 0..2 {
+        let handles: Vec<Handle> = PROMPTS
+            .iter()
+            .map(|p| engine.submit(request(&model, p, opts.clone())).unwrap())
+            .collect();
+        let results: Vec<Transcript> = handles.into_iter().map(transcript).collect();
+        // Event for event: the same pieces (token and text), counts and stop
+        // reason as the request alone through `generate` (one core makes both).
+        for (prompt, batched) in PROMPTS.iter().zip(&results) {
+            assert_eq!(
+                batched,
+                &solo_transcript(&model, prompt, &opts),
+                "{prompt} (unified {unified}, round {round})"
+            );
+            assert_eq!(
+                batched.prompt_tokens,
+                model.tokenize(prompt, Tokenize::PROMPT).unwrap().len()
+            );
+            assert!(batched.generated_tokens > 0);
+        }
+        let first: String = results[0].pieces.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(first, demo::DEMO_CONTINUATION);
+        if round == 0 {
+            // Interleaved: one after another, each sequence would take at
+            // least one decode per token it generated (its prompt's decode
+            // gives the first token, each later token needs the one before
+            // decoded); batched, one decode serves every running sequence.
+            let s = engine.stats();
+            let generated: u64 = results.iter().map(|t| t.generated_tokens as u64).sum();
+            assert!(s.decodes < generated, "{s:?}, {generated} tokens generated");
+        }
     }
-    let first: String = results[0].pieces.iter().map(|(_, t)| t.as_str()).collect();
-    assert_eq!(first, demo::DEMO_CONTINUATION);
-    // Interleaved: one after another, each sequence would take at least one
-    // decode per token it generated (its prompt's decode gives the first
-    // token, each later token needs the one before decoded); batched, one
-    // decode serves every running sequence.
-    let s = engine.stats();
-    let generated: u64 = results.iter().map(|t| t.generated_tokens as u64).sum();
-    assert!(s.decodes < generated, "{s:?}, {generated} tokens generated");
+    assert!(engine.stats().prompt_cache_hits > 0);
+    // Without a shared cache a request gets its sequence's share.
+    let share = engine.config().n_ctx_per_request() as usize;
+    assert_eq!(share, if unified { 1024 } else { 256 });
+    let prompt = model.tokenize(demo::DEMO_PROMPT, Tokenize::PROMPT).unwrap();
+    let too_long = options((share - prompt.len() + 1) as u32, SamplingOptions::greedy());
+    assert!(matches!(
+        engine.submit(Request::new(prompt.clone(), too_long)).err(),
+        Some(Error::PromptTooLong { n_ctx, .. }) if n_ctx as usize == share
+    ));
+    let fits = options((share - prompt.len()) as u32, SamplingOptions::greedy());
+    assert!(engine.submit(Request::new(prompt, fits)).is_ok());
 }
 
 #[test]

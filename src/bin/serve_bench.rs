@@ -89,6 +89,10 @@ struct Args {
     /// than this (both servers).
     #[arg(long, default_value_t = 0.0)]
     spec_draft_p_min: f32,
+    /// One KV cache shared by all of our sequences (`--kv-unified`) instead
+    /// of one each (the default of both servers).
+    #[arg(long)]
+    kv_unified: bool,
     /// Also run each server without speculation, interleaved, for the gain.
     #[arg(long)]
     baseline: bool,
@@ -241,6 +245,9 @@ async fn start_ours(
         .args(["--queue", "64"]);
     if !prompt_cache {
         cmd.arg("--no-prompt-cache");
+    }
+    if args.kv_unified {
+        cmd.arg("--kv-unified");
     }
     let mut child = cmd
         .stdout(Stdio::null())

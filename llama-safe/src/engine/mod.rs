@@ -82,6 +82,7 @@ pub struct EngineConfig {
     prompt_cache: bool,
     max_draft: u32,
     speculation: Option<crate::Speculation>,
+    kv_unified: bool,
 }
 
 impl Default for EngineConfig {
@@ -98,6 +99,7 @@ impl Default for EngineConfig {
             prompt_cache: true,
             max_draft: 0,
             speculation: None,
+            kv_unified: true,
         }
     }
 }
@@ -147,6 +149,42 @@ impl EngineConfig {
     /// The speculation set by [`with_speculation`](Self::with_speculation).
     pub fn speculation(&self) -> Option<&crate::Speculation> {
         self.speculation.as_ref()
+    }
+
+    /// One KV cache shared by all sequences (the default: a request may use
+    /// every cell another does not hold), or, with `false`, a cache of its
+    /// own for each sequence, [`n_ctx_per_request`](Self::n_ctx_per_request)
+    /// cells (llama-server's default with `--parallel`). In a shared cache
+    /// every token attends over all the cells in use, other sequences'
+    /// included (masked): with the prompt cache keeping finished requests'
+    /// cells, a sequence pays for the others' history. Separate caches cost
+    /// a request the room the others leave unused.
+    ///
+    /// ```
+    /// use llama_safe::engine::EngineConfig;
+    /// let config = EngineConfig::default().with_n_ctx(8192).with_n_parallel(4).with_kv_unified(false);
+    /// assert_eq!(config.n_ctx_per_request(), 2048);
+    /// ```
+    pub fn with_kv_unified(mut self, unified: bool) -> Self {
+        self.kv_unified = unified;
+        self
+    }
+
+    /// Whether all sequences share one KV cache.
+    pub fn kv_unified(&self) -> bool {
+        self.kv_unified
+    }
+
+    /// Most cells one request may take (prompt and answer): `n_ctx` with a
+    /// shared cache; without, each sequence's own, as llama.cpp sizes it
+    /// (`n_ctx` and each share rounded up to a multiple of 256).
+    pub fn n_ctx_per_request(&self) -> u32 {
+        let pad = |n: u32| n.div_ceil(256).saturating_mul(256);
+        if self.kv_unified {
+            self.n_ctx
+        } else {
+            pad(pad(self.n_ctx) / self.n_parallel)
+        }
     }
 
     /// KV cells shared by all sequences.
@@ -216,7 +254,8 @@ impl EngineConfig {
     }
 
     /// The parameters of the one context the engine creates: `n_ctx` cells
-    /// in a unified KV cache for `n_parallel` sequences, batches of
+    /// for `n_parallel` sequences in one KV cache (or one per sequence, see
+    /// [`with_kv_unified`](Self::with_kv_unified)), batches of
     /// `n_batch`, room for one output per sequence per decode (all the
     /// engine asks for). For dry runs and fits of the engine's memory
     /// ([`LlamaModelParams::fit`](crate::LlamaModelParams::fit)).
@@ -226,7 +265,7 @@ impl EngineConfig {
             .with_n_ctx(self.n_ctx)
             .with_n_seq_max(self.n_parallel)
             .with_n_outputs_max(self.n_parallel * (1 + self.max_draft))
-            .with_kv_unified(true)
+            .with_kv_unified(self.kv_unified)
             .with_n_batch(self.n_batch)
             .with_n_ubatch(self.n_batch)
             .with_threads(self.threads)
@@ -424,9 +463,11 @@ impl Engine {
     /// # Ok::<(), llama_safe::Error>(())
     /// ```
     pub fn submit_text(&self, prompt: &str, options: GenerateOptions) -> Result<Handle> {
-        let tokens =
-            self.model
-                .tokenize_prompt(prompt, options.tokenize_how(), self.config.n_ctx)?;
+        let tokens = self.model.tokenize_prompt(
+            prompt,
+            options.tokenize_how(),
+            self.config.n_ctx_per_request(),
+        )?;
         self.submit(Request::new(tokens, options))
     }
 
@@ -465,10 +506,11 @@ impl Engine {
             }
         }
         let needed = request.prompt.len() + request.options.max_tokens() as usize;
-        if needed > self.config.n_ctx as usize {
+        let room = self.config.n_ctx_per_request();
+        if needed > room as usize {
             return Err(Error::PromptTooLong {
                 tokens: needed,
-                n_ctx: self.config.n_ctx,
+                n_ctx: room,
             });
         }
         for &t in &request.prompt {

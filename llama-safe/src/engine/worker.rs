@@ -33,7 +33,12 @@ pub(super) fn run(
     let drafter = match config.speculation().and_then(|s| s.draft()) {
         None => None,
         Some(draft) => {
-            let n_ctx = config.n_ctx + config.n_parallel * (config.max_draft + 1);
+            let cells = if config.kv_unified {
+                config.n_ctx
+            } else {
+                config.n_ctx_per_request() * config.n_parallel
+            };
+            let n_ctx = cells + config.n_parallel * (config.max_draft + 1);
             match ModelDrafter::new(draft, model, n_ctx, config.n_parallel) {
                 Ok(d) => Some(d),
                 Err(e) => {
@@ -230,8 +235,10 @@ impl Worker<'_> {
             // One prompt token is always decoded, for its logits.
             let reuse = common.min(prompt.len() - 1);
             let mut taken = self.cells_taken() - self.slots[slot].cached.len();
-            // Give back cached cells, least recently used first, until it fits.
-            while taken + need > self.n_ctx {
+            // In a shared cache, give back cached cells, least recently used
+            // first, until it fits (a cache of its own always fits: submit
+            // checked it).
+            while self.config.kv_unified() && taken + need > self.n_ctx {
                 let victim = self
                     .slots
                     .iter()
