@@ -122,6 +122,8 @@ pub struct AppState {
     /// The context `/v1/embeddings` and `/api/embed` run in, made on first
     /// use.
     pub(crate) embedder: embeddings::Embedder,
+    /// Whether the chat template thinks, read once.
+    thinks: bool,
 }
 
 impl AppState {
@@ -147,7 +149,11 @@ impl AppState {
         model.max_token_bytes();
         let engine = Engine::new(&model, config)?;
         let model_digest = file_digest(model.path());
+        let thinks = model
+            .chat_template()
+            .is_some_and(|t| t.contains(llama_safe::chat::THINK_OPEN));
         Ok(Arc::new(AppState {
+            thinks,
             model,
             model_name: model_name.into(),
             aliases,
@@ -166,9 +172,7 @@ impl AppState {
 
     /// Whether the model's chat template thinks (writes a `<think>` block).
     pub fn thinks(&self) -> bool {
-        self.model
-            .chat_template()
-            .is_some_and(|t| t.contains(llama_safe::chat::THINK_OPEN))
+        self.thinks
     }
 
     /// The most KV cells a prompt and its answer can take (the engine's
