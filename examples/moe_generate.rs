@@ -6,6 +6,9 @@
 //!     --n-gpu-layers 999 --cpu-moe --prompt "Explain mixture of experts"
 //! ```
 //!
+//! `--image FILE` (with `--mmproj FILE`, or the demo projector for the demo
+//! model) puts images in the prompt, through the model's projector.
+//!
 //! `--fit` fits the load to the devices' free memory less `--fit-target`
 //! MiB, as llama.cpp's `--fit` does: the smallest `--n-cpu-moe` whose
 //! weights, KV cache and compute buffers fit, then fewer `--n-gpu-layers`,
@@ -18,7 +21,9 @@
 //! stderr, so the text can be piped.
 
 use clap::Parser;
-use llama_safe::cli::{run_main, stats_line, GenerationArgs, SamplingArgs, SpeculationArgs};
+use llama_safe::cli::{
+    run_main, stats_line, GenerationArgs, MediaArgs, SamplingArgs, SpeculationArgs,
+};
 use llama_safe::demo::DEMO_PROMPT;
 use llama_safe::*;
 use std::io::Write;
@@ -32,6 +37,8 @@ struct Args {
     sampling: SamplingArgs,
     #[command(flatten)]
     speculation: SpeculationArgs,
+    #[command(flatten)]
+    media: MediaArgs,
     /// The prompt (default: the demo model's prompt).
     #[arg(long, short)]
     prompt: Option<String>,
@@ -54,9 +61,20 @@ fn run(args: Args) -> Result<()> {
     };
     let threads = args.generation.model.threads();
     let speculation = args.speculation.speculation(&model, threads)?;
+    let projector = args
+        .media
+        .projector(&model, args.generation.model.is_demo(), threads)?;
     let mut ctx = LlamaContext::new(&model, &args.speculation.context(ctx_params))?;
 
-    let prompt = args.prompt.unwrap_or_else(|| DEMO_PROMPT.into());
+    let mut prompt = args.prompt.unwrap_or_else(|| DEMO_PROMPT.into());
+    if let Some(projector) = &projector {
+        if !prompt.contains(projector.marker()) {
+            prompt = format!(
+                "{}{prompt}",
+                projector.marker().repeat(args.media.image.len())
+            );
+        }
+    }
     let prompt = if args.chat {
         model.apply_chat_template(&[ChatMessage::new("user", prompt)], true)?
     } else {
@@ -70,10 +88,24 @@ fn run(args: Args) -> Result<()> {
     }
 
     let mut out = std::io::stdout().lock();
-    if !args.chat {
-        let _ = write!(out, "{prompt}");
-    }
-    for event in ctx.generate(&prompt, &options)? {
+    let generation = match &projector {
+        Some(projector) => {
+            let how = if args.chat {
+                Tokenize::CHAT
+            } else {
+                Tokenize::PROMPT
+            };
+            let chunks = args.media.chunks(projector, &prompt, how)?;
+            ctx.generate_media(&chunks, &options)?
+        }
+        None => {
+            if !args.chat {
+                let _ = write!(out, "{prompt}");
+            }
+            ctx.generate(&prompt, &options)?
+        }
+    };
+    for event in generation {
         match event? {
             Event::Piece(piece) => {
                 let _ = write!(out, "{}", piece.text);

@@ -630,6 +630,95 @@ impl SpeculationArgs {
     }
 }
 
+/// Images in the prompt, in llama.cpp's flag names (the `mtmd` feature).
+#[cfg(feature = "mtmd")]
+#[derive(Args, Debug, Clone)]
+pub struct MediaArgs {
+    /// The model's projector (`mmproj`) file. With the demo model and
+    /// `--image`, the demo projector is used when this is not given.
+    #[arg(long, value_name = "FILE")]
+    pub mmproj: Option<PathBuf>,
+    /// An image file (PNG, JPEG, WebP, GIF, BMP) for the prompt; repeat for
+    /// more. Each `<__media__>` in the prompt stands for the next one; a
+    /// prompt without markers gets them at its start.
+    #[arg(long, value_name = "FILE")]
+    pub image: Vec<PathBuf>,
+    /// Run the projector on the host instead of the GPU.
+    #[arg(long)]
+    pub no_mmproj_offload: bool,
+}
+
+#[cfg(feature = "mtmd")]
+impl MediaArgs {
+    /// Whether media are asked for.
+    pub fn enabled(&self) -> bool {
+        !self.image.is_empty()
+    }
+
+    /// The projector for `model` (`--mmproj`, or the demo projector for
+    /// the demo model), when images are given; said on stderr.
+    pub fn projector(
+        &self,
+        model: &LlamaModel,
+        demo_model: bool,
+        threads: u32,
+    ) -> Result<Option<crate::media::Projector>> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let path = match (&self.mmproj, demo_model) {
+            (Some(path), _) => path.clone(),
+            (None, true) => crate::demo::DemoProjector::cached()?,
+            (None, false) => {
+                return Err(Error::InvalidParameter {
+                    name: "--image",
+                    reason: "images need the model's projector: give --mmproj FILE".into(),
+                })
+            }
+        };
+        let params = crate::media::ProjectorParams::default()
+            .with_gpu(!self.no_mmproj_offload)
+            .with_n_threads(threads);
+        let projector = crate::media::Projector::load(model, &path, &params)?;
+        eprintln!(
+            "projector: {} (vision {}, audio {})",
+            path.display(),
+            projector.supports_vision(),
+            projector.supports_audio()
+        );
+        Ok(Some(projector))
+    }
+
+    /// `prompt` with a marker per image where it has none, tokenized with
+    /// the images read and decoded.
+    pub fn chunks(
+        &self,
+        projector: &crate::media::Projector,
+        prompt: &str,
+        how: Tokenize,
+    ) -> Result<crate::media::MediaChunks> {
+        let images = self
+            .image
+            .iter()
+            .map(|path| crate::media::Bitmap::from_image_file(path, projector.limits()))
+            .collect::<Result<Vec<_>>>()?;
+        let prompt = if prompt.contains(projector.marker()) {
+            prompt.to_string()
+        } else {
+            format!("{}{prompt}", projector.marker().repeat(images.len()))
+        };
+        let refs: Vec<&crate::media::Bitmap> = images.iter().collect();
+        let chunks = projector.tokenize(&prompt, &refs, how)?;
+        eprintln!(
+            "media: {} image(s), {} chunks, {} tokens",
+            images.len(),
+            chunks.len(),
+            chunks.n_tokens()
+        );
+        Ok(chunks)
+    }
+}
+
 /// Runs `main`'s body; on error prints it with its causes and exits 1.
 pub fn run_main(body: impl FnOnce() -> Result<()>) {
     if let Err(e) = body() {

@@ -314,6 +314,43 @@ pub enum Error {
         /// What went wrong, in llama.cpp's words where it gave any.
         reason: Reason,
     },
+    /// A projector (`mmproj`) file that cannot be used with this model: not
+    /// a projector, a value libmtmd would abort on, or made for another
+    /// model (its embedding width differs).
+    #[error("projector {path}: {reason}")]
+    Projector {
+        /// The projector's file.
+        path: PathBuf,
+        /// What is wrong, in libmtmd's words where it gave any.
+        reason: Reason,
+    },
+    /// An image or audio clip that cannot be used: undecodable, empty,
+    /// the wrong size of data, or a kind the projector does not take.
+    #[error("{what}: {reason}")]
+    Media {
+        /// Which input (`image 2`, `audio 0`, ...).
+        what: String,
+        /// What is wrong with it.
+        reason: Reason,
+    },
+    /// A media input over its budget ([`MediaLimits`](crate::media::MediaLimits)).
+    #[error("{what}: {value} is over the limit of {limit}")]
+    MediaLimit {
+        /// What was measured (`image 0 pixels`, `media in the prompt`, ...).
+        what: String,
+        /// Its size.
+        value: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The prompt's media markers and the media given do not pair up.
+    #[error("the prompt has {markers} media markers for {media} media")]
+    MediaMarkers {
+        /// Markers in the prompt.
+        markers: usize,
+        /// Media given.
+        media: usize,
+    },
 }
 
 /// The class of an [`Error`], for callers that act on the class rather
@@ -369,7 +406,8 @@ impl Error {
             | Error::State { .. }
             | Error::Lora { .. }
             | Error::ModelMismatch { .. }
-            | Error::IncompatibleDraft { .. } => K::InvalidFile,
+            | Error::IncompatibleDraft { .. }
+            | Error::Projector { .. } => K::InvalidFile,
             Error::Unreadable { .. } | Error::Io { .. } | Error::System { .. } => K::Io,
             Error::Load { .. } | Error::Exception { .. } | Error::Rpc { .. } => K::Backend,
             Error::LoadCancelled { .. } | Error::EngineStopped => K::Cancelled,
@@ -386,10 +424,13 @@ impl Error {
             | Error::JsonSchema { .. }
             | Error::GrammarDeadEnd { .. }
             | Error::Embeddings { .. }
-            | Error::EmptyPrompt => K::InvalidInput,
+            | Error::EmptyPrompt
+            | Error::Media { .. }
+            | Error::MediaMarkers { .. } => K::InvalidInput,
             Error::BudgetTooSmall { .. }
             | Error::PromptTooLong { .. }
-            | Error::GrammarBudget { .. } => K::ResourceExhausted,
+            | Error::GrammarBudget { .. }
+            | Error::MediaLimit { .. } => K::ResourceExhausted,
             Error::Context { .. } => K::InvalidInput,
             Error::Unsupported { .. } => K::Unsupported,
             Error::EngineBusy { .. } => K::Busy,

@@ -22,7 +22,9 @@
 //!   exact stats; [`LlamaContext::embed`] for pooled embeddings;
 //! - [`chat`] and [`grammar`]: chat templates, tool calls, JSON-schema
 //!   grammars for structured output;
-//! - [`gguf`] and [`demo`]: reading and writing GGUF files, the demo model.
+//! - [`gguf`] and [`demo`]: reading and writing GGUF files, the demo model;
+//! - `media` (the `mtmd` feature): images and audio through a projector
+//!   file.
 
 #![warn(missing_docs)]
 
@@ -43,6 +45,8 @@ pub mod gguf;
 pub mod grammar;
 pub mod logging;
 mod lora;
+#[cfg(feature = "mtmd")]
+pub mod media;
 mod model;
 mod model_params;
 pub mod moe;

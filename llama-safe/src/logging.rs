@@ -65,6 +65,20 @@ pub(crate) fn install() {
     });
 }
 
+/// Routes libmtmd's log (its own logger, besides llama.cpp's) through the
+/// same callback, so [`capture`] sees its reasons too.
+#[cfg(feature = "mtmd")]
+pub(crate) fn install_mtmd() {
+    static INSTALL: Once = Once::new();
+    install();
+    INSTALL.call_once(|| {
+        // SAFETY: as in `install`: a valid function for the whole program
+        // that ignores its user data. mtmd_helper_log_set sets libmtmd's
+        // logger and its helpers'.
+        unsafe { llama_safe_sys::mtmd::mtmd_helper_log_set(Some(callback), std::ptr::null_mut()) };
+    });
+}
+
 /// Runs `f`, returning what it returned and every line llama.cpp logged on
 /// this thread meanwhile.
 pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<LogLine>) {

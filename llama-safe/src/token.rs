@@ -5,6 +5,7 @@ use crate::model::LlamaModel;
 
 /// A token id of a model's vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(transparent)]
 pub struct Token(pub i32);
 
 /// How [`LlamaModel::tokenize`] treats special tokens.

@@ -14,6 +14,8 @@ pub struct Options {
     pub vulkan: bool,
     pub metal: bool,
     pub rpc: bool,
+    /// Also build libmtmd (`tools/mtmd`), the multimodal library.
+    pub mtmd: bool,
     pub openmp: bool,
 }
 
@@ -60,7 +62,11 @@ pub fn build(source: &Path, opts: &Options, out_dir: Option<&Path>) -> PathBuf {
         .define("GGML_RPC", on_off(opts.rpc))
         .define("GGML_VULKAN", on_off(opts.vulkan))
         .define("GGML_METAL", on_off(opts.metal))
-        .define("GGML_CUDA", on_off(opts.cuda.is_some()));
+        .define("GGML_CUDA", on_off(opts.cuda.is_some()))
+        // libmtmd alone, without the rest of tools/ (upstream's standalone
+        // switch); no video, which would run ffmpeg as a subprocess.
+        .define("LLAMA_BUILD_MTMD", on_off(opts.mtmd))
+        .define("MTMD_VIDEO", "OFF");
     let target = env::cargo("TARGET");
     let x86 = target.starts_with("x86_64") || target.starts_with("i686");
     if opts.native && !opts.amx && x86 && !target.contains("msvc") {
@@ -87,5 +93,23 @@ pub fn build(source: &Path, opts: &Options, out_dir: Option<&Path>) -> PathBuf {
     }
     // Keep CMake's own chatter out of cargo's output unless asked for.
     config.very_verbose(env::flag("LLAMA_SYS_VERBOSE"));
-    config.build()
+    let prefix = config.build();
+    if opts.mtmd {
+        install_vendor_hash(&prefix);
+    }
+    prefix
+}
+
+/// libmtmd links upstream's `vendor-hash` (SHA-256 and xxhash of media),
+/// a static library CMake does not install: copy it next to the others.
+fn install_vendor_hash(prefix: &Path) {
+    let name = "libvendor-hash.a";
+    let built = prefix.join("build").join("vendor").join("hash").join(name);
+    let installed = prefix.join("lib").join(name);
+    if let Err(e) = std::fs::copy(&built, &installed) {
+        crate::fail::fail_plain(&format!(
+            "libmtmd needs {}, which the CMake build did not leave ({e})",
+            built.display()
+        ));
+    }
 }

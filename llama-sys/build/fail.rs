@@ -23,3 +23,11 @@ pub fn fail(ctx: &Context, what: &str, fix: &[String]) -> ! {
     eprintln!();
     std::process::exit(1);
 }
+
+/// [`fail`] where no [`Context`] is at hand (inside a build step).
+pub fn fail_plain(what: &str) -> ! {
+    eprintln!();
+    eprintln!("error: llama-sys: {what}");
+    eprintln!();
+    std::process::exit(1);
+}

@@ -85,6 +85,8 @@ impl LinkLine {
 
 /// The static libraries in link order: each may use those after it.
 pub const LIBRARY_ORDER: &[&str] = &[
+    "mtmd",
+    "vendor-hash",
     "llama",
     "ggml",
     "ggml-cpu",

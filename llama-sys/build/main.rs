@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 fn main() {
     println!("cargo:rerun-if-changed=build");
     println!("cargo:rerun-if-changed=wrapper.h");
+    println!("cargo:rerun-if-changed=mtmd_wrapper.h");
     println!("cargo:rerun-if-changed=shim");
     println!("cargo::rustc-check-cfg=cfg(llama_sys_generated_bindings)");
     println!("cargo::rustc-check-cfg=cfg(llama_sys_no_native)");
@@ -108,7 +109,7 @@ fn main() {
         println!("cargo:symbol-prefix={}", symbols::PREFIX);
     }
 
-    generate_bindings(&ctx, &include_dir, &out_dir);
+    generate_bindings(&ctx, &include_dir, &source.root, &out_dir);
 
     // `links = "llama_safe"` metadata, visible to dependents as DEP_LLAMA_SAFE_*.
     println!("cargo:include={}", include_dir.display());
@@ -127,6 +128,11 @@ fn main() {
     println!(
         "cargo:rustc-env=LLAMA_SYS_INCLUDE_DIR={}",
         include_dir.display()
+    );
+    // libmtmd's headers (in the source tree whether or not it is built).
+    println!(
+        "cargo:rustc-env=LLAMA_SYS_MTMD_INCLUDE_DIR={}",
+        source.root.join("tools").join("mtmd").display()
     );
 }
 
@@ -192,6 +198,22 @@ fn link_prebuilt(ctx: &Context, prebuilt: &prebuilt::Prebuilt, out_dir: &Path) -
                 )],
             );
         }
+    }
+    let has_mtmd = [true, false].iter().any(|&shared| {
+        prebuilt
+            .lib_dir
+            .join(prebuilt::library_file("mtmd", shared))
+            .is_file()
+    });
+    if env::feature("mtmd") && !has_mtmd {
+        fail(
+            ctx,
+            &format!(
+                "the `mtmd` feature is on, but the prebuilt llama.cpp in {} has no libmtmd",
+                prebuilt.prefix.display()
+            ),
+            &["rebuild it with -DLLAMA_BUILD_MTMD=ON, or build without `--features mtmd`".into()],
+        );
     }
     if prebuilt.shared {
         let dir = prebuilt::link_into(prebuilt, out_dir).unwrap_or_else(|e| fail(ctx, &e, &[]));
@@ -431,6 +453,7 @@ fn options(ctx: &Context) -> cmake_build::Options {
         vulkan,
         metal,
         rpc: env::feature("rpc"),
+        mtmd: env::feature("mtmd"),
         openmp: !env::flag("LLAMA_SYS_NO_OPENMP"),
     }
 }
@@ -439,7 +462,8 @@ fn options(ctx: &Context) -> cmake_build::Options {
 /// checks), `shim/firewall.cpp` (entry points that may throw, wrapped so
 /// no C++ exception reaches Rust, and the memory breakdown of
 /// `src/llama-ext.h`, when the source has it), `shim/grammar_budget.cpp`
-/// and `shim/vulkan_devices.cpp` (the Vulkan loader's device list).
+/// and `shim/vulkan_devices.cpp` (the Vulkan loader's device list); with
+/// the `mtmd` feature, `shim/mtmd_firewall.cpp`.
 fn build_shim(include_dir: &Path, source_root: &Path) {
     let mut build = cc::Build::new();
     let ext = source_root.join("src");
@@ -453,6 +477,13 @@ fn build_shim(include_dir: &Path, source_root: &Path) {
         if let Some(sdk) = std::env::var_os("VULKAN_SDK") {
             build.include(Path::new(&sdk).join("include"));
         }
+    }
+    // libmtmd's firewall (shim/mtmd_firewall.cpp), with its headers from
+    // the source tree.
+    if env::feature("mtmd") {
+        build
+            .include(source_root.join("tools").join("mtmd"))
+            .file("shim/mtmd_firewall.cpp");
     }
     build
         .cpp(true)
@@ -468,7 +499,7 @@ fn build_shim(include_dir: &Path, source_root: &Path) {
 }
 
 #[cfg(feature = "bindgen")]
-fn generate_bindings(ctx: &Context, include_dir: &Path, out_dir: &Path) {
+fn generate_bindings(ctx: &Context, include_dir: &Path, source_root: &Path, out_dir: &Path) {
     let bindings = bindgen_config::builder(Path::new("wrapper.h"), &[include_dir])
         .generate()
         .unwrap_or_else(|e| {
@@ -479,8 +510,16 @@ fn generate_bindings(ctx: &Context, include_dir: &Path, out_dir: &Path) {
     let path = out_dir.join("bindings.rs");
     std::fs::write(&path, link_names::add_link_names(&bindings.to_string()))
         .unwrap_or_else(|e| fail(ctx, &format!("cannot write {}: {e}", path.display()), &[]));
+    let mtmd_include = source_root.join("tools").join("mtmd");
+    let mtmd =
+        bindgen_config::mtmd_builder(Path::new("mtmd_wrapper.h"), &[include_dir, &mtmd_include])
+            .generate()
+            .unwrap_or_else(|e| fail(ctx, &format!("bindgen failed on mtmd_wrapper.h: {e}"), &[]));
+    let path = out_dir.join("mtmd_bindings.rs");
+    std::fs::write(&path, link_names::add_link_names(&mtmd.to_string()))
+        .unwrap_or_else(|e| fail(ctx, &format!("cannot write {}: {e}", path.display()), &[]));
     println!("cargo:rustc-cfg=llama_sys_generated_bindings");
 }
 
 #[cfg(not(feature = "bindgen"))]
-fn generate_bindings(_: &Context, _: &Path, _: &Path) {}
+fn generate_bindings(_: &Context, _: &Path, _: &Path, _: &Path) {}

@@ -13,34 +13,23 @@
 #include <string>
 
 #include "llama.h"
+#include "guarded.h"
 
 namespace {
 
 thread_local std::string last_exception;
 
-// Runs `f`; returns 0 when it returned normally, 1 when it threw (the
-// message is kept in last_exception).
-template <typename F> int guarded(F && f) noexcept {
+} // namespace
+
+void llama_sys::keep_exception(const char * what) noexcept {
     try {
-        f();
-        return 0;
-    } catch (const std::exception & e) {
-        try {
-            last_exception = e.what();
-        } catch (...) {
-            // Out of memory while keeping the message: keep the status.
-        }
-        return 1;
+        last_exception = what;
     } catch (...) {
-        try {
-            last_exception = "unknown C++ exception";
-        } catch (...) {
-        }
-        return 1;
+        // Out of memory while keeping the message: keep the status.
     }
 }
 
-} // namespace
+using llama_sys::guarded;
 
 extern "C" {
 

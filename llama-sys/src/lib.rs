@@ -5,7 +5,8 @@
 //! interface. On ELF targets the static libraries' symbols carry the prefix
 //! `llama_safe_` (the bindings link to those names), so a binary can also
 //! link another copy of ggml or llama.cpp. The bindings cover `llama.h`, `gguf.h` and the ggml backend
-//! API (`ggml-backend.h`, `ggml-cpu.h`, `ggml-rpc.h`).
+//! API (`ggml-backend.h`, `ggml-cpu.h`, `ggml-rpc.h`); with the `mtmd`
+//! feature, [`mtmd`] covers libmtmd (`mtmd.h`, `mtmd-helper.h`).
 //!
 //! ```
 //! // SAFETY: llama_print_system_info returns a static NUL-terminated string.
@@ -29,6 +30,9 @@ mod bindings {
 }
 
 pub use bindings::*;
+
+#[cfg(feature = "mtmd")]
+pub mod mtmd;
 
 /// What is known of the llama.cpp revision this crate was built from: a
 /// `git describe` for a checkout, or the pin's description for the package.

@@ -420,6 +420,13 @@ impl LlamaContext {
         }
     }
 
+    /// After a decode llama.cpp ran by itself (media embeddings): no
+    /// output of it is kept.
+    #[cfg(feature = "mtmd")]
+    pub(crate) fn forget_outputs(&mut self) {
+        self.outputs.clear();
+    }
+
     pub(crate) fn as_ptr(&mut self) -> *mut llama_safe_sys::llama_context {
         self.raw.as_ptr()
     }

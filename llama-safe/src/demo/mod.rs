@@ -10,8 +10,10 @@
 //! has the same vocabulary and sentence with a plain FFN instead of experts.
 
 mod family;
+mod projector;
 
 pub use family::Family;
+pub use projector::DemoProjector;
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufWriter, MetaValue};

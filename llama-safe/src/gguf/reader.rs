@@ -163,6 +163,38 @@ impl GgufFile {
         Some(unsafe { llama_safe_sys::gguf_get_kv_type(self.ctx.as_ptr(), id) })
     }
 
+    /// Every metadata key, in file order.
+    pub fn keys(&self) -> Vec<String> {
+        let ctx = self.ctx.as_ptr();
+        // SAFETY: ctx is live; every index below gguf_get_n_kv is a valid
+        // key, whose name is a NUL-terminated string owned by ctx.
+        unsafe {
+            (0..llama_safe_sys::gguf_get_n_kv(ctx))
+                .map(|i| {
+                    CStr::from_ptr(llama_safe_sys::gguf_get_key(ctx, i))
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect()
+        }
+    }
+
+    /// A boolean value.
+    pub fn get_bool(&self, key: &str) -> Result<bool> {
+        let id = self.key_id(key)?;
+        let ctx = self.ctx.as_ptr();
+        // SAFETY: id is a valid key index; the type is checked before reading.
+        unsafe {
+            if llama_safe_sys::gguf_get_kv_type(ctx, id) != llama_safe_sys::GGUF_TYPE_BOOL {
+                return Err(Error::Metadata {
+                    key: key.into(),
+                    reason: "not a bool".into(),
+                });
+            }
+            Ok(llama_safe_sys::gguf_get_val_bool(ctx, id))
+        }
+    }
+
     /// Whether the metadata has `key`.
     pub fn has(&self, key: &str) -> bool {
         self.key_id(key).is_ok()
