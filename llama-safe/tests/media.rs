@@ -475,3 +475,74 @@ fn hostile_projector_files_are_typed_errors() {
         },
     );
 }
+
+#[test]
+fn the_engine_reads_images_beside_text_and_caches_them() {
+    use llama_safe::engine::{Engine, EngineConfig, Request};
+    let (model, projector) = load(&LlamaModelParams::default());
+    let engine = Engine::new(
+        &model,
+        EngineConfig::default()
+            .with_n_ctx(1024)
+            .with_n_parallel(2)
+            .with_threads(1),
+    )
+    .unwrap();
+    let options = GenerateOptions::default()
+        .with_sampling(SamplingOptions::greedy())
+        .with_max_tokens(32);
+    let limits = MediaLimits::default();
+    let image = Bitmap::from_rgb(32, 32, &picture(), &limits).unwrap();
+    let media_request = |image: &Bitmap| {
+        let chunks = projector
+            .tokenize(&prompt(&projector), &[image], Tokenize::PROMPT)
+            .unwrap();
+        Request::with_media(chunks, options.clone()).unwrap()
+    };
+    // An image request and a text one in the same batches: each gives its
+    // text, the image's the same as LlamaContext::generate_media gives.
+    let with_image = engine.submit(media_request(&image)).unwrap();
+    let text_only = engine
+        .submit(Request::new(
+            model.tokenize(demo::DEMO_PROMPT, Tokenize::PROMPT).unwrap(),
+            options.clone(),
+        ))
+        .unwrap();
+    assert_eq!(
+        with_image.text().unwrap(),
+        safe_run(&LlamaModelParams::default()).0
+    );
+    assert_eq!(text_only.text().unwrap(), DEMO_CONTINUATION);
+    // The same image again: its cells are reused, past the image.
+    let before = engine.stats().prompt_cache_tokens;
+    assert_eq!(
+        engine
+            .submit(media_request(&image))
+            .unwrap()
+            .text()
+            .unwrap(),
+        DEMO_CONTINUATION
+    );
+    let reused = engine.stats().prompt_cache_tokens - before;
+    assert!(
+        reused > DemoProjector::IMAGE_TOKENS as u64,
+        "reused {reused}"
+    );
+    // Another image at the same place: nothing of the first image is reused.
+    let grey = Bitmap::from_rgb(32, 32, &[128; 32 * 32 * 3], &limits).unwrap();
+    let before = engine.stats().prompt_cache_tokens;
+    assert_eq!(
+        engine.submit(media_request(&grey)).unwrap().text().unwrap(),
+        DEMO_CONTINUATION
+    );
+    let reused = engine.stats().prompt_cache_tokens - before;
+    assert!(
+        reused < DemoProjector::IMAGE_TOKENS as u64,
+        "reused {reused}"
+    );
+    // A prompt that ends with an image cannot start generating.
+    let chunks = projector
+        .tokenize(projector.marker(), &[&image], Tokenize::PROMPT)
+        .unwrap();
+    assert!(Request::with_media(chunks, options.clone()).is_err());
+}

@@ -41,6 +41,8 @@
 //! # Ok::<(), llama_safe::Error>(())
 //! ```
 
+#[cfg(feature = "mtmd")]
+mod media;
 mod slot;
 mod worker;
 
@@ -277,16 +279,25 @@ impl EngineConfig {
 /// for) and the options of [`LlamaContext::generate`](crate::LlamaContext::generate) (`cancel` included).
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// The prompt, with its BOS token if the model wants one.
+    /// The prompt, with its BOS token if the model wants one (with media,
+    /// see [`Request::with_media`], a placeholder per medium's cell).
     pub prompt: Vec<Token>,
     /// Token limit, sampling, stop strings, cancel flag.
     pub options: GenerateOptions,
+    /// The media of a prompt made by `with_media`.
+    #[cfg(feature = "mtmd")]
+    media: Option<Arc<media::PromptMedia>>,
 }
 
 impl Request {
     /// A request for `prompt` with `options`.
     pub fn new(prompt: Vec<Token>, options: GenerateOptions) -> Request {
-        Request { prompt, options }
+        Request {
+            prompt,
+            options,
+            #[cfg(feature = "mtmd")]
+            media: None,
+        }
     }
 }
 
@@ -513,7 +524,15 @@ impl Engine {
                 n_ctx: room,
             });
         }
+        #[cfg(feature = "mtmd")]
+        if let Some(media) = &request.media {
+            media::check(media, &self.model, &request)?;
+        }
         for &t in &request.prompt {
+            #[cfg(feature = "mtmd")]
+            if request.media.is_some() && media::is_placeholder(t) {
+                continue;
+            }
             self.model.check_token(t)?;
         }
         // The worker builds its own; this one only checks the options now.

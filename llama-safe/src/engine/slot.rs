@@ -111,6 +111,10 @@ impl Run {
                 self.draft = s
                     .speculation
                     .draft_from_text(&mut s.state, &s.history, limit);
+                // A medium's placeholders are not tokens to draft.
+                if let Some(end) = self.draft.iter().position(|t| t.0 < 0) {
+                    self.draft.truncate(end);
+                }
                 true
             }
             _ => false,

@@ -103,13 +103,13 @@ fn serve(
     worker.serve(jobs);
 }
 
-struct Worker<'a> {
-    ctx: LlamaContext,
+pub(super) struct Worker<'a> {
+    pub(super) ctx: LlamaContext,
     /// The draft model's context, when the engine speculates with one.
     drafter: Option<ModelDrafter>,
     config: &'a EngineConfig,
-    counters: &'a Counters,
-    slots: Vec<Slot>,
+    pub(super) counters: &'a Counters,
+    pub(super) slots: Vec<Slot>,
     waiting: VecDeque<Built>,
     batch: Batch,
     n_ctx: usize,
@@ -144,6 +144,9 @@ impl Worker<'_> {
             }
             self.drop_cancelled();
             self.admit();
+            // Media the prompts have reached, outside the shared batch.
+            #[cfg(feature = "mtmd")]
+            self.feed_media();
             self.publish();
             if !self.build_batch() {
                 if !self.waiting.is_empty() && self.slots.iter().all(|s| s.run.is_none()) {
@@ -184,7 +187,7 @@ impl Worker<'_> {
     }
 
     /// Ends the run of slot `i` (its cells stay, for the prompt cache).
-    fn end_run(&mut self, i: usize) -> Option<Run> {
+    pub(super) fn end_run(&mut self, i: usize) -> Option<Run> {
         let run = self.slots[i].run.take();
         if run.is_some() {
             self.counters.active.fetch_sub(1, Ordering::SeqCst);
@@ -194,7 +197,7 @@ impl Worker<'_> {
     }
 
     /// Frees every KV cell of slot `i`.
-    fn forget(&mut self, i: usize) {
+    pub(super) fn forget(&mut self, i: usize) {
         let seq = self.slots[i].seq;
         let _ = self.ctx.seq_remove(Some(seq), ..);
         self.slots[i].cached.clear();
@@ -234,6 +237,9 @@ impl Worker<'_> {
             let (slot, common) = pick;
             // One prompt token is always decoded, for its logits.
             let reuse = common.min(prompt.len() - 1);
+            // Never into the middle of a medium's cells.
+            #[cfg(feature = "mtmd")]
+            let reuse = super::media::reuse_boundary(prompt, reuse);
             let mut taken = self.cells_taken() - self.slots[slot].cached.len();
             // In a shared cache, give back cached cells, least recently used
             // first, until it fits (a cache of its own always fits: submit
@@ -351,6 +357,12 @@ impl Worker<'_> {
                 continue;
             }
             let take = (prompt.len() - done).min(room);
+            // Up to the next medium, which `feed_media` decodes.
+            #[cfg(feature = "mtmd")]
+            let take = prompt[done..done + take]
+                .iter()
+                .take_while(|t| !super::media::is_placeholder(**t))
+                .count();
             for (k, &token) in prompt[done..done + take].iter().enumerate() {
                 let last = done + k + 1 == prompt.len();
                 let pos = (done + k) as u32;
@@ -491,7 +503,7 @@ impl Worker<'_> {
         self.batch.seq_ids().any(|s| s == seq as i32)
     }
 
-    fn publish(&self) {
+    pub(super) fn publish(&self) {
         self.counters.kv_cells_used.store(
             self.slots.iter().map(|s| s.cached.len() as u64).sum(),
             Ordering::Relaxed,

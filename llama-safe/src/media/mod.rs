@@ -24,7 +24,7 @@
 //! let mut ctx = LlamaContext::new(&model, &ContextParams::default().with_n_ctx(256))?;
 //! let options = GenerateOptions::default().with_sampling(SamplingOptions::greedy());
 //! let mut text = String::new();
-//! for event in ctx.generate_media(&projector, &chunks, &options)? {
+//! for event in ctx.generate_media(&chunks, &options)? {
 //!     if let Event::Piece(p) = event? { text.push_str(&p.text) }
 //! }
 //! assert_eq!(text, demo::DEMO_CONTINUATION);
