@@ -86,9 +86,12 @@ pub struct Args {
     /// Serve /metrics without a key even when keys are required.
     #[arg(long)]
     open_metrics: bool,
-    /// The largest request body, in bytes (413 beyond).
-    #[arg(long, default_value_t = crate::DEFAULT_MAX_BODY_BYTES)]
-    max_body_bytes: usize,
+    /// The largest request body, in bytes (413 beyond). Default: 2 MiB,
+    /// or 32 MiB when a projector takes images.
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+    #[command(flatten)]
+    media: MediaFlags,
     #[command(flatten)]
     fit: FitArgs,
     #[command(flatten)]
@@ -96,6 +99,28 @@ pub struct Args {
     #[command(flatten)]
     speculation: llama_safe::cli::SpeculationArgs,
 }
+
+/// Images and audio in requests (the `mtmd` feature).
+#[derive(clap::Args, Debug)]
+struct MediaFlags {
+    /// The model's projector (`mmproj`) file: requests may then carry
+    /// images (and audio, where the projector takes it). The demo model
+    /// gets the demo projector without it.
+    #[cfg(feature = "mtmd")]
+    #[arg(long, value_name = "FILE")]
+    mmproj: Option<std::path::PathBuf>,
+    /// Run the projector on the host instead of the GPU.
+    #[cfg(feature = "mtmd")]
+    #[arg(long)]
+    no_mmproj_offload: bool,
+    /// No projector, not even the demo model's.
+    #[cfg(feature = "mtmd")]
+    #[arg(long, conflicts_with = "mmproj")]
+    no_mmproj: bool,
+}
+
+/// The largest body by default: room for a few photos with a projector.
+const MEDIA_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// Serving many models, found where users keep them.
 #[derive(clap::Args, Debug)]
@@ -244,7 +269,7 @@ pub fn run(args: Args) -> Result<()> {
                     .map(|e| format!("\n  {} ({:?}, {} MiB)", e.name, e.source, e.size >> 20))
                     .collect::<String>()
             );
-            (format!("{} models", found.len()), models)
+            (format!("{} models", found.len()), models, false)
         }
         None => {
             let params = match args.fit.run(&args.model, &config.context_params())? {
@@ -265,11 +290,17 @@ pub fn run(args: Args) -> Result<()> {
                     .file_stem()
                     .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
             });
-            let state = AppState::new(model, name.clone(), config.clone())?;
-            (name, crate::Models::single(state))
+            let state = single_state(&args, model, name.clone(), config.clone(), threads)?;
+            let media = takes_media(&state);
+            (name, crate::Models::single(state), media)
         }
     };
-    let (name, models) = served;
+    let (name, models, takes_media) = served;
+    let max_body_bytes = args.max_body_bytes.unwrap_or(if takes_media {
+        MEDIA_MAX_BODY_BYTES
+    } else {
+        crate::DEFAULT_MAX_BODY_BYTES
+    });
 
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::System {
         what: "start the tokio runtime".into(),
@@ -303,7 +334,7 @@ pub fn run(args: Args) -> Result<()> {
             .iter()
             .fold(ServerConfig::default(), |c, key| c.with_api_key(key))
             .with_timeouts(timeouts)
-            .with_max_body_bytes(args.max_body_bytes)
+            .with_max_body_bytes(max_body_bytes)
             .with_open_metrics(args.open_metrics);
         if config.requires_key() {
             eprintln!(
@@ -318,6 +349,54 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("server: stopped");
         Ok(())
     })
+}
+
+/// The one model's state, with its projector when there is one
+/// (`--mmproj`, or the demo projector for the demo model).
+fn single_state(
+    args: &Args,
+    model: LlamaModel,
+    name: String,
+    config: EngineConfig,
+    threads: u32,
+) -> Result<std::sync::Arc<AppState>> {
+    #[cfg(feature = "mtmd")]
+    {
+        let path = match (
+            &args.media.mmproj,
+            args.model.is_demo() && !args.media.no_mmproj,
+        ) {
+            (Some(path), _) => Some(path.clone()),
+            (None, true) => Some(llama_safe::demo::DemoProjector::cached()?),
+            (None, false) => None,
+        };
+        if let Some(path) = path {
+            let params = llama_safe::media::ProjectorParams::default()
+                .with_gpu(!args.media.no_mmproj_offload)
+                .with_n_threads(threads);
+            let projector = llama_safe::media::Projector::load(&model, &path, &params)?;
+            eprintln!(
+                "server: projector {} (images {}, audio {})",
+                path.display(),
+                projector.supports_vision(),
+                projector.supports_audio()
+            );
+            return AppState::new_with_projector(model, name, Vec::new(), config, projector);
+        }
+    }
+    let _ = (args, threads);
+    AppState::new(model, name, config)
+}
+
+/// Whether requests to `state` may carry media.
+fn takes_media(state: &AppState) -> bool {
+    #[cfg(feature = "mtmd")]
+    return state.projector().is_some();
+    #[cfg(not(feature = "mtmd"))]
+    {
+        let _ = state;
+        false
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

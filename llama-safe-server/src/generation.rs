@@ -81,7 +81,7 @@ pub async fn start(state: &Arc<AppState>, req: &GenRequest) -> Result<Started, A
             ),
         ));
     }
-    let (tokens, opens_thinking) = {
+    let (prompt, opens_thinking) = {
         let state = state.clone();
         let req = req.clone();
         tokio::task::spawn_blocking(move || {
@@ -110,27 +110,32 @@ pub async fn start(state: &Arc<AppState>, req: &GenRequest) -> Result<Started, A
                     ),
                 ));
             }
+            #[cfg(feature = "mtmd")]
+            if !req.media.is_empty() {
+                let chunks = crate::media::tokenize(&state, &prompt, &req.media, param)?;
+                return Ok((Prompt::Media(chunks), opens_thinking));
+            }
             let tokens = model
                 .tokenize(&prompt, Tokenize::CHAT)
                 .map_err(|e| ApiError::bad(param, e.to_string()))?;
-            Ok::<_, ApiError>((tokens, opens_thinking))
+            Ok::<_, ApiError>((Prompt::Tokens(tokens), opens_thinking))
         })
         .await
         .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
     };
-    if tokens.len() >= n_ctx {
+    let prompt_tokens = prompt.n_tokens();
+    if prompt_tokens >= n_ctx {
         return Err(ApiError::bad(
             param,
             format!(
-                "the prompt is {} tokens; the context holds {n_ctx} (prompt and answer together)",
-                tokens.len()
+                "the prompt is {prompt_tokens} tokens; the context holds {n_ctx} (prompt and \
+                 answer together)"
             ),
         ));
     }
-    let prompt_tokens = tokens.len();
     // The answer gets what the context has left, at most max_tokens.
     let mut options = GenerateOptions::default()
-        .with_max_tokens(req.max_tokens.min((n_ctx - tokens.len()) as u32))
+        .with_max_tokens(req.max_tokens.min((n_ctx - prompt_tokens) as u32))
         .with_sampling(req.sampling.clone())
         .with_stop(req.stop.clone());
     if let Some(top) = req.logprobs {
@@ -147,6 +152,8 @@ pub async fn start(state: &Arc<AppState>, req: &GenRequest) -> Result<Started, A
         let spec = config
             .speculation()
             .cloned()
+            // A draft model would not see the media: text lookup instead.
+            .filter(|s| !(prompt.has_media() && s.draft().is_some()))
             .unwrap_or_else(llama_safe::Speculation::prompt_lookup);
         options =
             options.with_speculation(spec.with_draft_max(n_max).with_draft_min(n_min.min(n_max)));
@@ -155,7 +162,7 @@ pub async fn start(state: &Arc<AppState>, req: &GenRequest) -> Result<Started, A
     // grammar takes up to its budget to build): off the async workers.
     let engine = state.clone();
     let handle =
-        tokio::task::spawn_blocking(move || engine.engine.submit(Request::new(tokens, options)))
+        tokio::task::spawn_blocking(move || engine.engine.submit(prompt.request(options)?))
             .await
             .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .map_err(|e| ApiError::from_error(param, &e))?;
@@ -206,6 +213,37 @@ pub async fn start(state: &Arc<AppState>, req: &GenRequest) -> Result<Started, A
         opens_thinking,
         prompt_tokens,
     })
+}
+
+/// A prompt ready for the engine: tokens, or chunks with media.
+enum Prompt {
+    Tokens(Vec<llama_safe::Token>),
+    #[cfg(feature = "mtmd")]
+    Media(llama_safe::media::MediaChunks),
+}
+
+impl Prompt {
+    /// KV cells it takes.
+    fn n_tokens(&self) -> usize {
+        match self {
+            Prompt::Tokens(t) => t.len(),
+            #[cfg(feature = "mtmd")]
+            Prompt::Media(c) => c.n_tokens(),
+        }
+    }
+
+    fn has_media(&self) -> bool {
+        !matches!(self, Prompt::Tokens(_))
+    }
+
+    /// The engine's request.
+    fn request(self, options: GenerateOptions) -> llama_safe::Result<Request> {
+        match self {
+            Prompt::Tokens(t) => Ok(Request::new(t, options)),
+            #[cfg(feature = "mtmd")]
+            Prompt::Media(c) => Request::with_media(c, options),
+        }
+    }
 }
 
 fn describe(e: &Error) -> String {

@@ -47,6 +47,7 @@ mod error;
 mod generation;
 mod layers;
 mod listing;
+pub mod media;
 pub mod metrics;
 pub mod models;
 mod ollama;
@@ -124,6 +125,9 @@ pub struct AppState {
     pub(crate) embedder: embeddings::Embedder,
     /// Whether the chat template thinks, read once.
     thinks: bool,
+    /// The projector images and audio go through, if the model has one.
+    #[cfg(feature = "mtmd")]
+    projector: Option<llama_safe::media::Projector>,
 }
 
 impl AppState {
@@ -161,7 +165,36 @@ impl AppState {
             model_digest,
             metrics: metrics::Metrics::default(),
             embedder: embeddings::Embedder::default(),
+            #[cfg(feature = "mtmd")]
+            projector: None,
         }))
+    }
+
+    /// As [`new_with_aliases`](Self::new_with_aliases), with `projector`
+    /// (loaded for `model`) taking the images and audio of requests.
+    #[cfg(feature = "mtmd")]
+    pub fn new_with_projector(
+        model: LlamaModel,
+        model_name: impl Into<String>,
+        aliases: Vec<String>,
+        config: EngineConfig,
+        projector: llama_safe::media::Projector,
+    ) -> llama_safe::Result<Arc<AppState>> {
+        if !projector.model().same_model(&model) {
+            return Err(llama_safe::Error::ModelMismatch {
+                what: "a projector loaded for another model",
+            });
+        }
+        let state = AppState::new_with_aliases(model, model_name, aliases, config)?;
+        let mut state = Arc::into_inner(state).expect("just made, not shared");
+        state.projector = Some(projector);
+        Ok(Arc::new(state))
+    }
+
+    /// The projector, when requests may carry images or audio.
+    #[cfg(feature = "mtmd")]
+    pub fn projector(&self) -> Option<&llama_safe::media::Projector> {
+        self.projector.as_ref()
     }
 
     /// Whether a request's `model` means this one: its name, an alias, or

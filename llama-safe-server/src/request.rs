@@ -38,6 +38,9 @@ pub struct GenRequest {
     /// llama-server's `speculative.n_max` (0: no speculation for this
     /// request) and `speculative.n_min`, when given.
     pub draft: Option<(u32, u32)>,
+    /// Images and audio, in the order of their markers in the prompt (or
+    /// the messages).
+    pub media: Vec<crate::media::MediaPart>,
 }
 
 /// Which API a body is for (their fields and defaults differ a little).
@@ -256,7 +259,8 @@ pub fn parse(bytes: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, A
     } else {
         top_level
     };
-    let (prompt, messages) = prompt_or_messages(&body, api)?;
+    let mut media = crate::media::Collector::for_state(limits.state);
+    let (prompt, messages) = prompt_or_messages(&body, api, &mut media)?;
     let max_tokens = max_tokens(&body, &opts, api, limits.n_ctx)?;
     let mut sampling = sampling(&body, &opts, limits.n_vocab)?;
     let stop = stop_strings(opts.stop)?;
@@ -303,6 +307,7 @@ pub fn parse(bytes: &[u8], api: Api, limits: Limits<'_>) -> Result<GenRequest, A
                 Some((max, min))
             }
         },
+        media: media.parts,
     })
 }
 
@@ -419,7 +424,6 @@ fn refuse_unsupported(body: &Body, api: Api) -> Result<(), ApiError> {
             "the deprecated function calling: use `tools`",
         ),
         ("suffix", &body.suffix, "fill-in-the-middle"),
-        ("images", &body.images, "image input"),
         (
             "system",
             &body.system,
@@ -451,13 +455,10 @@ fn refuse_unsupported(body: &Body, api: Api) -> Result<(), ApiError> {
              use /api/chat for the model's chat template",
         ));
     }
-    if body.messages.iter().flatten().any(|m| {
-        m.get("images")
-            .is_some_and(|i| !i.is_null() && i.as_array().is_none_or(|a| !a.is_empty()))
-    }) {
+    if api == Api::Completions && present(&body.images) {
         return Err(ApiError::bad(
-            "messages",
-            "`images` in a message (image input) is not supported by this server",
+            "images",
+            "`images` is Ollama's; on OpenAI's routes send `image_url` parts to /v1/chat/completions",
         ));
     }
     if body.n.is_some_and(|n| n != 1) {
@@ -473,19 +474,24 @@ fn refuse_unsupported(body: &Body, api: Api) -> Result<(), ApiError> {
 fn prompt_or_messages(
     body: &Body,
     api: Api,
+    media: &mut crate::media::Collector,
 ) -> Result<(String, Option<Vec<ChatMessage>>), ApiError> {
     Ok(match api {
         Api::Chat | Api::OllamaChat => {
             let list = non_empty(body.messages.as_deref(), "messages", "array")?;
             let messages = list
                 .iter()
-                .map(tools::message)
+                .map(|m| tools::message_with(m, media))
                 .collect::<Result<Vec<ChatMessage>, _>>()?;
             (String::new(), Some(messages))
         }
         Api::Generate | Api::Completions => {
             let prompt = non_empty(body.prompt.as_deref(), "prompt", "string")?;
-            (prompt.to_string(), None)
+            let markers = match (&body.images, api) {
+                (Some(images), Api::Generate) => media.ollama_images("images", images)?,
+                _ => String::new(),
+            };
+            (markers + prompt, None)
         }
     })
 }

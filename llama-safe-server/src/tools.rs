@@ -241,6 +241,17 @@ pub fn schema_grammar(schema: &Value, field: &'static str) -> Result<String, Api
 /// One chat message: `role`, `content` (a string, null, or text parts),
 /// an assistant's `tool_calls`, a tool's `tool_call_id`.
 pub fn message(m: &Value) -> Result<ChatMessage, ApiError> {
+    message_with(m, &mut crate::media::Collector::none())
+}
+
+/// [`message`], with images and audio (OpenAI's `image_url` and
+/// `input_audio` parts, Ollama's `images`) collected into `media` and
+/// their markers put in the content where they were (Ollama's before the
+/// text).
+pub fn message_with(
+    m: &Value,
+    media: &mut crate::media::Collector,
+) -> Result<ChatMessage, ApiError> {
     let bad = |s: &str| ApiError::bad("messages", s.to_string());
     let role = m
         .get("role")
@@ -280,20 +291,16 @@ pub fn message(m: &Value) -> Result<ChatMessage, ApiError> {
     let content = match m.get("content") {
         Some(Value::String(s)) => s.clone(),
         None | Some(Value::Null) if !tool_calls.is_empty() => String::new(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(
-                |p| match (p.get("type").and_then(Value::as_str), p.get("text")) {
-                    (Some("text"), Some(Value::String(t))) => Ok(t.as_str()),
-                    _ => Err(bad("only text content parts are supported")),
-                },
-            )
-            .collect::<Result<String, _>>()?,
+        Some(Value::Array(parts)) => media.content_parts(parts)?,
         _ => {
             return Err(bad(
                 "each message needs a string `role` and a string `content`",
             ))
         }
+    };
+    let content = match m.get("images") {
+        Some(images) => media.ollama_images("messages", images)? + &content,
+        None => content,
     };
     let tool_call_id = match m.get("tool_call_id") {
         None | Some(Value::Null) => None,

@@ -21,7 +21,7 @@ use llama_safe_server::Timeouts;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use support::{health, start_model};
+use support::health;
 
 const LIMIT: Duration = Duration::from_secs(300);
 /// Peak resident memory of a child (server and client in one process).
@@ -75,6 +75,40 @@ fn config() -> EngineConfig {
         .with_threads(1)
         .with_queue(8)
         .with_max_draft(4)
+}
+
+/// The hostile model served with the demo projector (so media in the
+/// corpus reach the decoders), or without one when built without `mtmd`.
+async fn start_with_projector(path: &std::path::Path) -> support::Server {
+    #[cfg(feature = "mtmd")]
+    {
+        use llama_safe::media::{Projector, ProjectorParams};
+        let model = llama_safe::LlamaModel::load(
+            &llama_safe::LlamaBackend::init(),
+            path,
+            &Default::default(),
+        )
+        .unwrap();
+        let params = ProjectorParams::default().with_gpu(false).with_n_threads(1);
+        let projector = Projector::load(
+            &model,
+            llama_safe::demo::DemoProjector::cached().unwrap(),
+            &params,
+        )
+        .unwrap();
+        let state = llama_safe_server::AppState::new_with_projector(
+            model,
+            "demo",
+            Vec::new(),
+            config(),
+            projector,
+        )
+        .unwrap();
+        let server = llama_safe_server::ServerConfig::default().with_timeouts(Timeouts::default());
+        support::start_state(state, server).await
+    }
+    #[cfg(not(feature = "mtmd"))]
+    support::start_model(path, config(), Timeouts::default()).await
 }
 
 /// Runs `body` on a fresh runtime (inside the child process).
@@ -137,7 +171,7 @@ where
         let path = hostile_model();
         let bracket = open_bracket();
         block_on(async move {
-            let s = start_model(&path, config(), Timeouts::default()).await;
+            let s = start_with_projector(&path).await;
             body(s, bracket).await;
         });
         assert!(peak_rss() < MAX_RSS, "peak RSS {} MiB", peak_rss() >> 20);
@@ -269,6 +303,33 @@ fn other_case(rng: &mut Rng) -> (&'static str, Value) {
 
 /// One generated request: an endpoint and a body mixing valid and hostile
 /// fields.
+/// Content parts with media, good and bad: a small PNG, garbage base64, a
+/// remote URL, a PNG header claiming 16,000 × 16,000 pixels, audio, too
+/// many images, a stray marker.
+fn media_parts(rng: &mut Rng) -> Value {
+    const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC";
+    const BOMB: &str = "iVBORw0KGgoAAAANSUhEUgAAPoAAAD6ACAIAAADOHEiJAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC";
+    let image = |data: &str| json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{data}")}});
+    let text = json!({"type": "text", "text": *rng.pick(&[DEMO_PROMPT, "<__media__>", ""])});
+    let part = match rng.below(7) {
+        0 => image(PNG_1X1),
+        1 => image("@@not base64@@"),
+        2 => json!({"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/x.png"}}),
+        3 => image(BOMB),
+        4 => {
+            json!({"type": "input_audio", "input_audio": {"data": "UklGRiQAAABXQVZF", "format": "wav"}})
+        }
+        5 => {
+            return json!((0..rng.below(60))
+                .map(|_| image(PNG_1X1))
+                .chain([text])
+                .collect::<Vec<_>>())
+        }
+        _ => image(&PNG_1X1[..40]),
+    };
+    json!([part, text])
+}
+
 fn body_case(rng: &mut Rng) -> (&'static str, Value) {
     if rng.below(3) == 0 {
         return other_case(rng);
@@ -288,6 +349,7 @@ fn body_case(rng: &mut Rng) -> (&'static str, Value) {
             3 => json!(12),
             4 => json!(null),
             5 => json!([{"type": "text", "text": "hi"}, {"type": "image_url"}]),
+            6 => media_parts(rng),
             _ => json!(DEMO_PROMPT),
         }
     };

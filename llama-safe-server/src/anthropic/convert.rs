@@ -127,6 +127,7 @@ pub(super) fn request(state: &AppState, body: &[u8]) -> Result<GenRequest, ApiEr
         think,
         logprobs: None,
         draft: None,
+        media: Vec::new(),
     })
 }
 

@@ -85,6 +85,11 @@ pub async fn start_loaded(
     let backend = LlamaBackend::init();
     let model = LlamaModel::load(&backend, path, params).unwrap();
     let state = AppState::new(model, "demo", config).unwrap();
+    start_state(state, server).await
+}
+
+/// `state` served on a loopback port, the server configured by `server`.
+pub async fn start_state(state: Arc<AppState>, server: ServerConfig) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel();
