@@ -288,6 +288,34 @@ m = tan.messages.create(
 )
 check(m.content[0].type == "thinking" and m.content[0].thinking == thought, m)
 
+# Images: the demo server loads the demo projector, which reads any image
+# as the sentence's first word, so the sentence follows it.
+import base64
+import pathlib
+
+png = pathlib.Path(__file__).resolve().parent.parent / "examples" / "demo.png"
+b64 = base64.b64encode(png.read_bytes()).decode()
+g = ol.generate(model=model, prompt=" Once upon a time", images=[b64], options={"temperature": 0})
+check(g.response == sentence, g)
+g = ol.generate(model=model, prompt=" Once upon a time", images=[png], options={"temperature": 0})
+check(g.response == sentence, g)
+ch = ol.chat(model=model, messages=[{"role": "user", "content": prompt, "images": [png]}],
+             options={"temperature": 0, "num_predict": 16})
+check(ch.message.content, ch)
+image_message = [{"role": "user", "content": [
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64," + b64}},
+    {"type": "text", "text": prompt},
+]}]
+r = oa.chat.completions.create(model=model, messages=image_message, temperature=0, max_tokens=16)
+check(r.choices[0].message.content and r.usage.prompt_tokens > 16, r)
+for bad in ["https://example.com/cat.png", "data:image/png;base64,bm90IGFuIGltYWdl"]:
+    try:
+        oa.chat.completions.create(model=model, max_tokens=4, messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": bad}}, {"type": "text", "text": prompt}]}])
+        raise AssertionError(f"{bad} was accepted")
+    except openai.BadRequestError as e:
+        check(e.status_code == 400, e)
+
 print(
     f"python clients: openai {openai.__version__}, ollama, anthropic {anthropic.__version__}:"
     f" 18 + {checks} checks passed"
