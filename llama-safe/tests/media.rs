@@ -33,8 +33,12 @@ fn params() -> ProjectorParams {
 }
 
 fn load(model_params: &LlamaModelParams) -> (LlamaModel, Projector) {
+    load_from(&common::moe_path(), model_params)
+}
+
+fn load_from(path: &std::path::Path, model_params: &LlamaModelParams) -> (LlamaModel, Projector) {
     let backend = LlamaBackend::init();
-    let model = LlamaModel::load(&backend, common::moe_path(), model_params).unwrap();
+    let model = LlamaModel::load(&backend, path, model_params).unwrap();
     let projector = Projector::load(&model, DemoProjector::cached().unwrap(), &params()).unwrap();
     (model, projector)
 }
@@ -43,9 +47,18 @@ fn prompt(projector: &Projector) -> String {
     format!("{} Once upon a time", projector.marker())
 }
 
-/// Greedy text and the image's embedding, through the safe API.
-fn safe_run(model_params: &LlamaModelParams) -> (String, Vec<f32>) {
-    let (model, projector) = load(model_params);
+/// What a run gives: the greedy text, the image's embedding, and the
+/// logits after the prompt (which the positions given to the image and
+/// the text after it change).
+type Run = (String, Vec<f32>, Vec<f32>);
+
+/// [`Run`] through the safe API.
+fn safe_run(model_params: &LlamaModelParams) -> Run {
+    safe_run_on(&common::moe_path(), model_params)
+}
+
+fn safe_run_on(path: &std::path::Path, model_params: &LlamaModelParams) -> Run {
+    let (model, projector) = load_from(path, model_params);
     let image = Bitmap::from_rgb(32, 32, &picture(), &MediaLimits::default()).unwrap();
     let chunks = projector
         .tokenize(&prompt(&projector), &[&image], Tokenize::PROMPT)
@@ -71,15 +84,25 @@ fn safe_run(model_params: &LlamaModelParams) -> (String, Vec<f32>) {
             text.push_str(&p.text);
         }
     }
-    (text, embedding)
+    let mut ctx = LlamaContext::new(
+        &model,
+        &ContextParams::default().with_n_ctx(256).with_threads(1),
+    )
+    .unwrap();
+    ctx.decode_media(&chunks).unwrap();
+    (text, embedding, ctx.logits().to_vec())
 }
 
 /// The same through libmtmd's and llama.cpp's C API, called directly:
 /// mtmd_tokenize, mtmd_encode_chunk, mtmd_helper_eval_chunks, then a
 /// greedy loop over llama_decode.
-fn c_api_run() -> (String, Vec<f32>) {
+fn c_api_run() -> Run {
+    c_api_run_on(&common::moe_path())
+}
+
+fn c_api_run_on(path: &std::path::Path) -> Run {
     let _backend = LlamaBackend::init();
-    let model_path = CString::new(common::moe_path().to_str().unwrap()).unwrap();
+    let model_path = CString::new(path.to_str().unwrap()).unwrap();
     let mmproj = CString::new(DemoProjector::cached().unwrap().to_str().unwrap()).unwrap();
     let pixels = picture();
     // SAFETY: the C API used as its headers document it, every object freed
@@ -136,6 +159,8 @@ fn c_api_run() -> (String, Vec<f32>) {
         let vocab = sys::llama_model_get_vocab(model);
         let n_vocab = sys::llama_vocab_n_tokens(vocab) as usize;
         let mut out = String::new();
+        let prompt_logits =
+            std::slice::from_raw_parts(sys::llama_get_logits_ith(lctx, -1), n_vocab).to_vec();
         for _ in 0..32 {
             let logits = std::slice::from_raw_parts(sys::llama_get_logits_ith(lctx, -1), n_vocab);
             let mut token = 0;
@@ -164,21 +189,23 @@ fn c_api_run() -> (String, Vec<f32>) {
         mtmd::mtmd_free(mctx);
         sys::llama_free(lctx);
         sys::llama_model_free(model);
-        (out, embedding)
+        (out, embedding, prompt_logits)
     }
 }
 
 #[test]
 fn an_image_and_its_text_are_what_the_c_api_gives() {
-    let (text, embedding) = safe_run(&LlamaModelParams::default());
+    let (text, embedding, logits) = safe_run(&LlamaModelParams::default());
     // The demo projector reads as the sentence's first word, so the text is
     // the demo sentence's (see DemoProjector).
     assert_eq!(text, DEMO_CONTINUATION);
     assert_eq!(embedding.len(), DemoProjector::IMAGE_TOKENS * 64);
-    let (c_text, c_embedding) = c_api_run();
+    let (c_text, c_embedding, c_logits) = c_api_run();
     assert_eq!(text, c_text);
-    // Bit for bit: the same encoder on the same preprocessed pixels.
+    // Bit for bit: the same encoder on the same preprocessed pixels, the
+    // same positions.
     assert_eq!(embedding, c_embedding);
+    assert_eq!(logits, c_logits);
     // The pixels reach the embedding: another picture, another embedding.
     let (_, projector) = load(&LlamaModelParams::default());
     let grey = Bitmap::from_rgb(32, 32, &[128; 32 * 32 * 3], &MediaLimits::default()).unwrap();
@@ -190,6 +217,45 @@ fn an_image_and_its_text_are_what_the_c_api_gives() {
         .find(|c| c.kind() == ChunkKind::Image)
         .unwrap();
     assert_ne!(projector.encode(&image).unwrap(), embedding);
+}
+
+/// Qwen3-VL-MoE's language model places an image with M-RoPE: all its
+/// tokens at one time position, spread over x and y, and the text after it
+/// starts past the grid's longest side, not one past the last cell's
+/// position (which is what the KV cache would suggest). The safe API places
+/// it as libmtmd's own helper does.
+#[test]
+fn m_rope_positions_are_libmtmds() {
+    let path = demo::Family::Qwen3VlMoe.cached().unwrap();
+    let (_, projector) = load_from(&path, &LlamaModelParams::default());
+    assert!(projector.uses_mrope());
+    let image = Bitmap::from_rgb(32, 32, &picture(), &MediaLimits::default()).unwrap();
+    let chunks = projector
+        .tokenize(&prompt(&projector), &[&image], Tokenize::PROMPT)
+        .unwrap();
+    let image_chunk = chunks
+        .iter()
+        .find(|c| c.kind() == ChunkKind::Image)
+        .unwrap();
+    // The demo projector's grid is one row of 16 (an MLP projector).
+    assert_eq!((image_chunk.n_tokens(), image_chunk.n_pos()), (16, 16));
+    let run = safe_run_on(&path, &LlamaModelParams::default());
+    assert_eq!(run, c_api_run_on(&path));
+    // And with its experts in host memory.
+    let moved = safe_run_on(
+        &path,
+        &LlamaModelParams::default()
+            .with_n_gpu_layers(999)
+            .with_cpu_moe_all(),
+    );
+    assert_eq!(moved, run);
+    // The engine places one position per cell: it refuses M-RoPE media
+    // instead of misplacing them.
+    use llama_safe::engine::{Engine, EngineConfig, Request};
+    let engine = Engine::new(projector.model(), EngineConfig::default().with_n_ctx(512)).unwrap();
+    let request = Request::with_media(chunks, GenerateOptions::default()).unwrap();
+    let e = engine.submit(request).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
 }
 
 #[test]

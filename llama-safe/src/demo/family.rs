@@ -46,6 +46,10 @@ pub enum Family {
     /// attention on every other block, biases on the router and the experts,
     /// a post-attention norm instead of an FFN norm.
     GptOss,
+    /// Qwen3-VL-30B-A3B's language model (`qwen3vlmoe`): Qwen3-MoE's
+    /// tensors with interleaved M-RoPE (`rope.dimension_sections`), so
+    /// images take one position per row or column, not per token.
+    Qwen3VlMoe,
 }
 
 /// The expert weight tensors of a block, as `with_cpu_moe_all` names them.
@@ -62,12 +66,13 @@ pub(super) enum Ffn {
 
 impl Family {
     /// Every family, in the order above.
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Mixtral,
         Family::Qwen3Moe,
         Family::PhiMoe,
         Family::DeepseekMoe,
         Family::GptOss,
+        Family::Qwen3VlMoe,
     ];
 
     /// `general.architecture` (llama.cpp's name for the architecture).
@@ -78,6 +83,7 @@ impl Family {
             Family::PhiMoe => "phimoe",
             Family::DeepseekMoe => "deepseek",
             Family::GptOss => "gpt-oss",
+            Family::Qwen3VlMoe => "qwen3vlmoe",
         }
     }
 
@@ -89,6 +95,7 @@ impl Family {
             Family::PhiMoe => "Phi-3.5-MoE",
             Family::DeepseekMoe => "DeepSeek-MoE",
             Family::GptOss => "GPT-OSS",
+            Family::Qwen3VlMoe => "Qwen3-VL-MoE",
         }
     }
 
@@ -159,6 +166,20 @@ impl Family {
                     MetaValue::U32(shape.n_ff),
                 );
             }
+            Family::Qwen3VlMoe => {
+                // Half the head's dimensions, split among time, height and
+                // width as Qwen3-VL splits its 64 (24, 20, 20).
+                let half = (shape.n_embd / shape.n_head / 2) as i32;
+                let (h, w_) = (half / 4, half / 4);
+                w.meta(
+                    &key("expert_feed_forward_length"),
+                    MetaValue::U32(shape.n_ff),
+                )
+                .meta(
+                    &key("rope.dimension_sections"),
+                    MetaValue::I32Array(vec![half - h - w_, h, w_, 0]),
+                );
+            }
             Family::DeepseekMoe => {
                 w.meta(
                     &key("expert_feed_forward_length"),
@@ -208,7 +229,7 @@ impl Family {
         let head = u64::from(shape.n_embd / shape.n_head);
         match self {
             Family::Mixtral | Family::DeepseekMoe => {}
-            Family::Qwen3Moe => {
+            Family::Qwen3Moe | Family::Qwen3VlMoe => {
                 t.ones(&name("attn_q_norm", "weight"), head)?;
                 t.ones(&name("attn_k_norm", "weight"), head)?;
             }

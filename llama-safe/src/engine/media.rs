@@ -157,8 +157,9 @@ impl super::worker::Worker<'_> {
                 continue;
             };
             let seq = self.slots[i].seq;
-            match self.ctx.decode_chunk(&chunk, seq) {
-                Ok(()) => {
+            // One position per cell (M-RoPE media are refused at submit).
+            match self.ctx.decode_chunk(&chunk, seq, done as u32) {
+                Ok(_) => {
                     let prompt = &self.slots[i]
                         .run
                         .as_ref()

@@ -337,6 +337,7 @@ impl LlamaContext {
         let tokens = self.model().tokenize_prompt(prompt, how, self.n_ctx())?;
         self.start_generation(
             &tokens,
+            None,
             options,
             start,
             #[cfg(feature = "tracing")]
@@ -358,6 +359,30 @@ impl LlamaContext {
         let _entered = span.clone().entered();
         self.start_generation(
             tokens,
+            None,
+            options,
+            start,
+            #[cfg(feature = "tracing")]
+            span,
+        )
+    }
+
+    /// As [`generate_tokens`](Self::generate_tokens), for a prompt whose
+    /// last text `tokens` the caller has decoded already, its last output
+    /// kept (a prompt with media, `prompt_tokens` cells in all).
+    #[cfg(feature = "mtmd")]
+    pub(crate) fn generate_decoded<'c>(
+        &'c mut self,
+        tokens: &[Token],
+        prompt_tokens: usize,
+        options: &GenerateOptions,
+        start: Instant,
+    ) -> Result<Generation<'c>> {
+        #[cfg(feature = "tracing")]
+        let span = tracing::info_span!("llama_generate", max_tokens = options.max_tokens);
+        self.start_generation(
+            tokens,
+            Some(prompt_tokens),
             options,
             start,
             #[cfg(feature = "tracing")]
@@ -366,10 +391,12 @@ impl LlamaContext {
     }
 
     /// Checks the prompt against the context, builds the sampler and
-    /// decodes the prompt: the generation's first step.
+    /// decodes the prompt (unless `decoded` gives the cells of a prompt
+    /// already decoded): the generation's first step.
     fn start_generation<'c>(
         &'c mut self,
         tokens: &[Token],
+        decoded: Option<usize>,
         options: &GenerateOptions,
         start: Instant,
         #[cfg(feature = "tracing")] span: tracing::Span,
@@ -377,7 +404,7 @@ impl LlamaContext {
         if tokens.is_empty() {
             return Err(Error::EmptyPrompt);
         }
-        let needed = self.n_past() as usize + tokens.len();
+        let needed = self.n_past() as usize + if decoded.is_some() { 0 } else { tokens.len() };
         if needed > self.n_ctx() as usize {
             return Err(Error::PromptTooLong {
                 tokens: needed,
@@ -424,8 +451,10 @@ impl LlamaContext {
             }
         };
         let sampler = Sampler::new(self.model(), &options.sampling)?;
-        let mut stream = TokenStream::new(options, tokens.len(), start, start);
-        self.decode(tokens)?;
+        let mut stream = TokenStream::new(options, decoded.unwrap_or(tokens.len()), start, start);
+        if decoded.is_none() {
+            self.decode(tokens)?;
+        }
         stream.prompt_read();
         Ok(Generation {
             ctx: self,

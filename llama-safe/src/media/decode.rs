@@ -15,19 +15,23 @@ impl LlamaContext {
     /// [`decode`](Self::decode) does). The chunks must come from a
     /// projector of this context's model ([`Error::ModelMismatch`]) and fit
     /// the context ([`Error::PromptTooLong`], before anything runs).
+    ///
+    /// Positions follow libmtmd's: a media chunk takes
+    /// [`Chunk::n_pos`] positions (fewer than its cells with M-RoPE), and
+    /// the text after it starts there.
     pub fn decode_media(&mut self, chunks: &MediaChunks) -> Result<()> {
-        self.check_media(chunks, self.n_past(), 0)?;
+        let mut pos = self.n_past();
+        self.check_media(chunks, pos, 0)?;
         for chunk in chunks.iter() {
-            self.decode_chunk(&chunk, 0)?;
+            pos = self.decode_chunk(&chunk, 0, pos)?;
         }
         Ok(())
     }
 
     /// Decodes a prompt with media and generates from it, as
-    /// [`generate`](Self::generate) does from text: every chunk but the
-    /// last is decoded here, the last must be text, and generation starts
-    /// from it (so the stats' prompt counts that last text chunk; the media
-    /// before it are in the context's cache).
+    /// [`generate`](Self::generate) does from text. The prompt must end
+    /// with text: generation starts from its last token. The stats' prompt
+    /// counts every cell of the prompt, media included.
     ///
     /// Speculation from a draft model is [`Error::Unsupported`] here (the
     /// draft model would not see the media); n-gram sources work.
@@ -36,6 +40,7 @@ impl LlamaContext {
         chunks: &MediaChunks,
         options: &GenerateOptions,
     ) -> Result<Generation<'c>> {
+        let start = std::time::Instant::now();
         let last = chunks
             .iter()
             .last()
@@ -53,11 +58,8 @@ impl LlamaContext {
             });
         }
         options.check()?;
-        self.check_media(chunks, self.n_past(), 0)?;
-        for chunk in chunks.iter().take(chunks.len() - 1) {
-            self.decode_chunk(&chunk, 0)?;
-        }
-        self.generate_tokens(last.tokens(), options)
+        self.decode_media(chunks)?;
+        self.generate_decoded(last.tokens(), chunks.n_tokens(), options, start)
     }
 
     /// The checks before any chunk runs: the chunks' projector belongs to
@@ -87,10 +89,10 @@ impl LlamaContext {
         Ok(())
     }
 
-    /// Decodes one chunk of `chunks` (checked by [`check_media`](Self::check_media))
-    /// at the end of sequence `seq`.
-    pub(crate) fn decode_chunk(&mut self, chunk: &Chunk<'_>, seq: u32) -> Result<()> {
-        let pos = self.seq_pos_max(seq).map_or(0, |p| p + 1);
+    /// Decodes one chunk (of chunks checked by [`check_media`](Self::check_media))
+    /// into sequence `seq` from position `pos`; returns the position after
+    /// it (`pos` plus its [`Chunk::n_pos`]).
+    pub(crate) fn decode_chunk(&mut self, chunk: &Chunk<'_>, seq: u32, pos: u32) -> Result<u32> {
         if chunk.kind() == ChunkKind::Text {
             let tokens = chunk.tokens();
             let limit = self.decode_limit().max(1) as usize;
@@ -102,9 +104,10 @@ impl LlamaContext {
                 self.decode_batch(&batch)?;
                 at += part.len() as u32;
             }
-            return Ok(());
+            return Ok(at);
         }
-        self.decode_media_chunk(chunk, pos, seq)
+        self.decode_media_chunk(chunk, pos, seq)?;
+        Ok(pos + chunk.n_pos())
     }
 
     /// Encodes a media chunk and decodes its embeddings at `pos` of `seq`.
