@@ -308,6 +308,11 @@ image_message = [{"role": "user", "content": [
 ]}]
 r = oa.chat.completions.create(model=model, messages=image_message, temperature=0, max_tokens=16)
 check(r.choices[0].message.content and r.usage.prompt_tokens > 16, r)
+m = an.messages.create(model=model, max_tokens=8, extra_body=greedy, messages=[{"role": "user", "content": [
+    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64}},
+    {"type": "text", "text": prompt},
+]}])
+check(m.content[0].type == "text" and m.usage.input_tokens > 16, m)
 for bad in ["https://example.com/cat.png", "data:image/png;base64,bm90IGFuIGltYWdl"]:
     try:
         oa.chat.completions.create(model=model, max_tokens=4, messages=[{"role": "user", "content": [

@@ -104,6 +104,29 @@ async fn images_from_openai_and_ollama_clients_are_read() {
     .await;
     assert_eq!(status, 200, "{v}");
     assert!(v["message"]["content"].is_string());
+    // Anthropic Messages: a base64 image block; a URL source is refused.
+    let block = |source: Value| {
+        json!({"model": "demo", "max_tokens": 8, "temperature": 0, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": source}, {"type": "text", "text": "Once upon a time"}]}]})
+    };
+    let (status, v) = post(
+        &s.base,
+        "/v1/messages",
+        block(json!({"type": "base64", "media_type": "image/png", "data": png_base64()})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["usage"]["input_tokens"].as_u64().unwrap() > DemoProjector::IMAGE_TOKENS as u64,
+        "{v}"
+    );
+    let (status, v) = post(
+        &s.base,
+        "/v1/messages",
+        block(json!({"type": "url", "url": "https://example.com/cat.png"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

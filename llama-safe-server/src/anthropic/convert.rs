@@ -32,8 +32,9 @@ pub(super) fn request(state: &AppState, body: &[u8]) -> Result<GenRequest, ApiEr
     if let Some(system) = &req.system {
         messages.push(ChatMessage::new("system", text_of(system, "system")?));
     }
+    let mut media = crate::media::Collector::for_state(state);
     for m in &req.messages {
-        convert_message(m, &mut messages)?;
+        convert_message(m, &mut messages, &mut media)?;
     }
     // Anthropic's temperatures go from 0 to 1.
     let mut sampling =
@@ -127,7 +128,7 @@ pub(super) fn request(state: &AppState, body: &[u8]) -> Result<GenRequest, ApiEr
         think,
         logprobs: None,
         draft: None,
-        media: Vec::new(),
+        media: media.parts,
     })
 }
 
@@ -151,7 +152,11 @@ fn text_of(content: &Content, field: &'static str) -> Result<String, ApiError> {
 
 /// One Anthropic message as chat messages: a user's text and tool results
 /// (each a `tool` message), an assistant's text and calls.
-fn convert_message(m: &InputMessage, out: &mut Vec<ChatMessage>) -> Result<(), ApiError> {
+fn convert_message(
+    m: &InputMessage,
+    out: &mut Vec<ChatMessage>,
+    media: &mut crate::media::Collector,
+) -> Result<(), ApiError> {
     let bad = |s: &str| ApiError::bad("messages", s.to_string());
     let blocks = match &m.content {
         Content::Text(t) => {
@@ -192,9 +197,20 @@ fn convert_message(m: &InputMessage, out: &mut Vec<ChatMessage>) -> Result<(), A
                 }
                 out.push(ChatMessage::tool_result(tool_use_id.clone(), result));
             }
-            Block::Image { .. } => {
-                return Err(bad("image blocks (image input) are not supported by this server"))
-            }
+            // `{"type": "base64", "media_type": ..., "data": ...}`; a URL
+            // source is never fetched.
+            Block::Image { source } => match source.get("type").and_then(|t| t.as_str()) {
+                Some("base64") => {
+                    let data = source.get("data").and_then(|d| d.as_str()).unwrap_or_default();
+                    text.push_str(&media.add_base64("messages", data, false)?);
+                }
+                _ => {
+                    return Err(bad(
+                        "an image block's `source` must be base64 (`{\"type\": \"base64\", \
+                         \"data\": ...}`); this server does not fetch URLs",
+                    ))
+                }
+            },
             _ => {
                 return Err(bad(
                     "`tool_use` blocks belong in assistant messages, `tool_result` blocks in user messages",
