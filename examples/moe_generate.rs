@@ -56,14 +56,17 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let Some((model, ctx_params)) = args.generation.load()? else {
+    let threads = args.generation.model.threads();
+    // --fit leaves room for the projector on its device.
+    let reserved = match args.generation.fit.enabled() {
+        true => args.media.reserved(&args.generation.model)?,
+        false => Vec::new(),
+    };
+    let Some((model, ctx_params)) = args.generation.load_reserving(&reserved)? else {
         return Ok(()); // --list-devices
     };
-    let threads = args.generation.model.threads();
     let speculation = args.speculation.speculation(&model, threads)?;
-    let projector = args
-        .media
-        .projector(&model, args.generation.model.is_demo(), threads)?;
+    let projector = args.media.projector(&model, &args.generation.model)?;
     let mut ctx = LlamaContext::new(&model, &args.speculation.context(ctx_params))?;
 
     let mut prompt = args.prompt.unwrap_or_else(|| DEMO_PROMPT.into());

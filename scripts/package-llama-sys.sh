@@ -58,7 +58,7 @@ src="$unpacked/$name-$version/$subdir"
 # server off: the top-level CMake files, cmake/, include/, src/, ggml/ (the
 # CPU backend and the backends this crate has features for), and vendor/
 # (added unconditionally by the top-level CMakeLists; cpp-httplib only with
-# common, left out).
+# common, left out), and tools/mtmd (the `mtmd` feature).
 rm -rf "$dest"
 mkdir -p "$dest/ggml/src" "$dest/vendor"
 cp "$src/CMakeLists.txt" "$src/LICENSE" "$dest/"
@@ -71,6 +71,9 @@ done
 for dir in "$src"/vendor/*; do
   case "$(basename "$dir")" in cpp-httplib) ;; *) cp -r "$dir" "$dest/vendor/" ;; esac
 done
+# libmtmd, for the `mtmd` feature (LLAMA_BUILD_MTMD builds tools/mtmd alone).
+mkdir -p "$dest/tools"
+cp -r "$src/tools/mtmd" "$dest/tools/"
 cat > "$dest/PROVENANCE" <<EOF
 The llama.cpp source this llama-sys package builds, copied by
 scripts/package-llama-sys.sh from $name $version ($subdir/),

@@ -272,13 +272,23 @@ pub fn run(args: Args) -> Result<()> {
             (format!("{} models", found.len()), models, false)
         }
         None => {
-            let params = match args.fit.run(&args.model, &config.context_params())? {
-                Some((params, ctx)) => {
-                    config = config.with_n_ctx(ctx.n_ctx());
-                    params
-                }
-                None => args.model.params(),
+            // --fit leaves room for the projector on its device.
+            let reserved = if args.fit.enabled() {
+                projector_reserved(&args, threads)?
+            } else {
+                Vec::new()
             };
+            let params =
+                match args
+                    .fit
+                    .run_reserving(&args.model, &config.context_params(), &reserved)?
+                {
+                    Some((params, ctx)) => {
+                        config = config.with_n_ctx(ctx.n_ctx());
+                        params
+                    }
+                    None => args.model.params(),
+                };
             let model = args.model.load_with(&backend, params)?;
             // Every request drafts unless it says `speculative.n_max: 0`.
             if let Some(s) = args.speculation.speculation(&model, threads)? {
@@ -386,6 +396,51 @@ fn single_state(
     }
     let _ = (args, threads);
     AppState::new(model, name, config)
+}
+
+/// The projector to load: `--mmproj`, or the demo projector for the demo
+/// model (unless `--no-mmproj`).
+#[cfg(feature = "mtmd")]
+fn projector_path(args: &Args) -> Result<Option<std::path::PathBuf>> {
+    match (
+        &args.media.mmproj,
+        args.model.is_demo() && !args.media.no_mmproj,
+    ) {
+        (Some(path), _) => Ok(Some(path.clone())),
+        (None, true) => llama_safe::demo::DemoProjector::cached().map(Some),
+        (None, false) => Ok(None),
+    }
+}
+
+/// On the model's first `--device` (else the first GPU) unless
+/// `--no-mmproj-offload`.
+#[cfg(feature = "mtmd")]
+fn projector_params(args: &Args, threads: u32) -> llama_safe::media::ProjectorParams {
+    let params = llama_safe::media::ProjectorParams::default()
+        .with_gpu(!args.media.no_mmproj_offload)
+        .with_n_threads(threads);
+    match args.model.device.first() {
+        Some(device) if !args.media.no_mmproj_offload && device != "none" => {
+            params.with_device(device.clone())
+        }
+        _ => params,
+    }
+}
+
+/// What the projector will take on each device but the host (a dry run),
+/// for `--fit` to leave free.
+fn projector_reserved(args: &Args, threads: u32) -> Result<Vec<(String, u64)>> {
+    #[cfg(feature = "mtmd")]
+    if let Some(path) = projector_path(args)? {
+        let planned =
+            llama_safe::media::Projector::plan_memory(&path, &projector_params(args, threads))?;
+        return Ok(planned
+            .into_iter()
+            .filter(|(name, _)| name != "CPU")
+            .collect());
+    }
+    let _ = (args, threads);
+    Ok(Vec::new())
 }
 
 /// Whether requests to `state` may carry media.

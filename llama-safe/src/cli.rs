@@ -337,10 +337,25 @@ impl FitArgs {
         model: &ModelArgs,
         ctx: &ContextParams,
     ) -> Result<Option<(LlamaModelParams, ContextParams)>> {
+        self.run_reserving(model, ctx, &[])
+    }
+
+    /// [`run`](Self::run), with bytes on devices that something else loaded
+    /// beside the model will take (a projector: see
+    /// [`MediaArgs::reserved`]).
+    pub fn run_reserving(
+        &self,
+        model: &ModelArgs,
+        ctx: &ContextParams,
+        reserved: &[(String, u64)],
+    ) -> Result<Option<(LlamaModelParams, ContextParams)>> {
         if !self.enabled() {
             return Ok(None);
         }
-        let fitted = model.params().fit(model.path()?, ctx, &self.options())?;
+        let options = reserved.iter().fold(self.options(), |o, (device, bytes)| {
+            o.with_reserved(device.clone(), *bytes)
+        });
+        let fitted = model.params().fit(model.path()?, ctx, &options)?;
         eprint!("{fitted}");
         eprintln!("fit: {} dry runs", fitted.dry_runs);
         Ok(Some((fitted.params, fitted.ctx)))
@@ -372,6 +387,15 @@ impl GenerationArgs {
     /// the params to create its context with, or `None` once
     /// `--list-devices` has listed them.
     pub fn load(&self) -> Result<Option<(LlamaModel, ContextParams)>> {
+        self.load_reserving(&[])
+    }
+
+    /// [`load`](Self::load), `--fit` leaving `reserved` bytes on their
+    /// devices (see [`FitArgs::run_reserving`]).
+    pub fn load_reserving(
+        &self,
+        reserved: &[(String, u64)],
+    ) -> Result<Option<(LlamaModel, ContextParams)>> {
         let backend = self.model.backend()?;
         if self.model.list_devices(&backend) {
             return Ok(None);
@@ -384,7 +408,7 @@ impl GenerationArgs {
         );
         let (params, ctx_params) = self
             .fit
-            .run(&self.model, &ctx_params)?
+            .run_reserving(&self.model, &ctx_params, reserved)?
             .unwrap_or_else(|| (self.model.params(), ctx_params));
         Ok(Some((self.model.load_with(&backend, params)?, ctx_params)))
     }
@@ -655,34 +679,71 @@ impl MediaArgs {
         !self.image.is_empty()
     }
 
-    /// The projector for `model` (`--mmproj`, or the demo projector for
-    /// the demo model), when images are given; said on stderr.
-    pub fn projector(
-        &self,
-        model: &LlamaModel,
-        demo_model: bool,
-        threads: u32,
-    ) -> Result<Option<crate::media::Projector>> {
+    /// The projector file (`--mmproj`, or the demo projector for the demo
+    /// model), when images are given.
+    fn path(&self, demo_model: bool) -> Result<Option<PathBuf>> {
         if !self.enabled() {
             return Ok(None);
         }
-        let path = match (&self.mmproj, demo_model) {
-            (Some(path), _) => path.clone(),
-            (None, true) => crate::demo::DemoProjector::cached()?,
-            (None, false) => {
-                return Err(Error::InvalidParameter {
-                    name: "--image",
-                    reason: "images need the model's projector: give --mmproj FILE".into(),
-                })
-            }
-        };
+        match (&self.mmproj, demo_model) {
+            (Some(path), _) => Ok(Some(path.clone())),
+            (None, true) => crate::demo::DemoProjector::cached().map(Some),
+            (None, false) => Err(Error::InvalidParameter {
+                name: "--image",
+                reason: "images need the model's projector: give --mmproj FILE".into(),
+            }),
+        }
+    }
+
+    /// How the projector loads: on the model's first `--device` (else the
+    /// first GPU) unless `--no-mmproj-offload`, with the model's threads.
+    pub fn params(&self, model: &ModelArgs) -> crate::media::ProjectorParams {
         let params = crate::media::ProjectorParams::default()
             .with_gpu(!self.no_mmproj_offload)
-            .with_n_threads(threads);
-        let projector = crate::media::Projector::load(model, &path, &params)?;
+            .with_n_threads(model.threads());
+        match model.device.first() {
+            Some(device) if !self.no_mmproj_offload && device != "none" => {
+                params.with_device(device.clone())
+            }
+            _ => params,
+        }
+    }
+
+    /// What the projector will take on each device other than the host
+    /// (a dry run), for `--fit` to leave free; said on stderr.
+    pub fn reserved(&self, model: &ModelArgs) -> Result<Vec<(String, u64)>> {
+        let Some(path) = self.path(model.is_demo())? else {
+            return Ok(Vec::new());
+        };
+        let planned = crate::media::Projector::plan_memory(&path, &self.params(model))?;
+        let on_devices: Vec<(String, u64)> = planned
+            .into_iter()
+            .filter(|(name, _)| name != "CPU")
+            .collect();
+        for (device, bytes) in &on_devices {
+            eprintln!(
+                "fit: the projector takes {:.1} MiB on {device}",
+                *bytes as f64 / (1024.0 * 1024.0)
+            );
+        }
+        Ok(on_devices)
+    }
+
+    /// The projector for `model` (loaded as `args` say), when images are
+    /// given; said on stderr.
+    pub fn projector(
+        &self,
+        model: &LlamaModel,
+        args: &ModelArgs,
+    ) -> Result<Option<crate::media::Projector>> {
+        let Some(path) = self.path(args.is_demo())? else {
+            return Ok(None);
+        };
+        let projector = crate::media::Projector::load(model, &path, &self.params(args))?;
         eprintln!(
-            "projector: {} (vision {}, audio {})",
+            "projector: {} on {} (vision {}, audio {})",
             path.display(),
+            projector.backend(),
             projector.supports_vision(),
             projector.supports_audio()
         );

@@ -29,6 +29,7 @@ pub struct FitOptions {
     margin: u64,
     min_ctx: u32,
     budget: Option<u64>,
+    reserved: BTreeMap<String, u64>,
 }
 
 impl Default for FitOptions {
@@ -40,6 +41,7 @@ impl Default for FitOptions {
             margin: 1 << 30,
             min_ctx: 4096,
             budget: None,
+            reserved: BTreeMap::new(),
         }
     }
 }
@@ -64,6 +66,20 @@ impl FitOptions {
     pub fn with_budget(mut self, bytes: Option<u64>) -> Self {
         self.budget = bytes;
         self
+    }
+
+    /// Bytes something else will take on `device` (a projector's encoder,
+    /// see `media::Projector::plan_memory`): taken from its budget, as
+    /// llama.cpp's `--fit` does for an `--mmproj`. Adds to what was
+    /// reserved there before.
+    pub fn with_reserved(mut self, device: impl Into<String>, bytes: u64) -> Self {
+        *self.reserved.entry(device.into()).or_default() += bytes;
+        self
+    }
+
+    /// Bytes reserved on `device`.
+    pub fn reserved(&self, device: &str) -> u64 {
+        self.reserved.get(device).copied().unwrap_or(0)
     }
 
     /// Bytes left free on each device.
@@ -158,13 +174,14 @@ impl Budgets {
     }
 
     fn budget(&self, device: &str) -> u64 {
-        match self.options.budget {
+        let budget = match self.options.budget {
             Some(b) => b,
             None => self
                 .free
                 .get(device)
                 .map_or(0, |free| free.saturating_sub(self.options.margin)),
-        }
+        };
+        budget.saturating_sub(self.options.reserved(device))
     }
 
     /// The devices in `uses`, each with its bytes and budget.

@@ -396,3 +396,127 @@ fn fit_moves_experts_then_layers_then_context_and_the_load_matches() {
     assert_eq!(seen.budget, free - (1 << 30));
     assert_eq!(fitted.n_gpu_layers, None);
 }
+
+/// The projector on the device, the language model's experts in host
+/// memory (what `--cpu-moe --mmproj` does on a GPU): the encoder runs on
+/// the device, its dry run puts its bytes there, the image's embedding is
+/// the host encoder's to within float rounding, and the text after it does
+/// not change. A fit reserving the projector's bytes leaves that much less
+/// for the model.
+#[cfg(feature = "mtmd")]
+#[test]
+fn the_projector_runs_on_the_device_beside_host_experts() {
+    use llama_safe::demo::DemoProjector;
+    use llama_safe::media::{Bitmap, ChunkKind, MediaLimits, Projector, ProjectorParams};
+    let _one_at_a_time = device_lock();
+    let backend = backend();
+    let device = vulkan_device(&backend);
+    let params = LlamaModelParams::default()
+        .with_n_gpu_layers(999)
+        .with_devices(&[device.as_str()])
+        .with_cpu_moe_all();
+    let model = LlamaModel::load(&backend, moe_path(), &params).unwrap();
+    assert!(weights_on(&model, &device) > 0);
+    for t in &model.placement().moved {
+        assert!(t.buffer_type.starts_with("CPU"), "{t:?}");
+    }
+    let mmproj = DemoProjector::cached().unwrap();
+    let pixels: Vec<u8> = (0..32u32 * 32)
+        .flat_map(|i| [(i % 32 * 8) as u8, (i / 32 * 8) as u8, 9])
+        .collect();
+    let image = Bitmap::from_rgb(32, 32, &pixels, &MediaLimits::default()).unwrap();
+    let mut runs = Vec::new();
+    for (label, projector_params) in [
+        (
+            "host",
+            ProjectorParams::default().with_gpu(false).with_n_threads(2),
+        ),
+        (
+            "device",
+            ProjectorParams::default()
+                .with_device(device.clone())
+                .with_n_threads(2),
+        ),
+    ] {
+        let planned = Projector::plan_memory(&mmproj, &projector_params).unwrap();
+        let projector = Projector::load(&model, &mmproj, &projector_params).unwrap();
+        eprintln!(
+            "{label}: encoder on {}, planned {planned:?}",
+            projector.backend()
+        );
+        let on = if label == "host" {
+            "CPU"
+        } else {
+            device.as_str()
+        };
+        assert_eq!(projector.backend(), on, "{label}");
+        assert!(
+            planned.iter().any(|(d, b)| d == on && *b > 0),
+            "{label}: {planned:?}"
+        );
+        let prompt = format!("{} Once upon a time", projector.marker());
+        let chunks = projector
+            .tokenize(&prompt, &[&image], Tokenize::PROMPT)
+            .unwrap();
+        let embedding = projector
+            .encode(
+                &chunks
+                    .iter()
+                    .find(|c| c.kind() == ChunkKind::Image)
+                    .unwrap(),
+            )
+            .unwrap();
+        let mut ctx = LlamaContext::new(
+            &model,
+            &ContextParams::default().with_n_ctx(256).with_threads(2),
+        )
+        .unwrap();
+        let options = GenerateOptions::default().with_sampling(SamplingOptions::greedy());
+        let mut text = String::new();
+        for event in ctx.generate_media(&chunks, &options).unwrap() {
+            if let Event::Piece(p) = event.unwrap() {
+                text.push_str(&p.text);
+            }
+        }
+        assert_eq!(text, DEMO_CONTINUATION, "{label}");
+        runs.push((embedding, planned));
+    }
+    let (host, device_run) = (&runs[0].0, &runs[1].0);
+    assert_eq!(host.len(), device_run.len());
+    let worst = host
+        .iter()
+        .zip(device_run)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-3, "largest difference {worst}");
+    // A fit that reserves the projector's device bytes gives the model
+    // that much less.
+    let reserved: u64 = runs[1]
+        .1
+        .iter()
+        .filter(|(d, _)| *d == device)
+        .map(|(_, b)| b)
+        .sum();
+    let ctx = ContextParams::default().with_n_ctx(256).with_threads(2);
+    let budget = 64 << 20;
+    let plain = params
+        .fit(
+            moe_path(),
+            &ctx,
+            &FitOptions::default().with_budget(Some(budget)),
+        )
+        .unwrap();
+    let reserving = params
+        .fit(
+            moe_path(),
+            &ctx,
+            &FitOptions::default()
+                .with_budget(Some(budget))
+                .with_reserved(device.clone(), reserved),
+        )
+        .unwrap();
+    assert_eq!(
+        plain.devices[0].budget - reserving.devices[0].budget,
+        reserved
+    );
+}

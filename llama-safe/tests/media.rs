@@ -416,6 +416,38 @@ fn bad_media_are_typed_errors() {
 }
 
 #[test]
+fn a_dry_run_plans_the_projectors_memory() {
+    let params = ProjectorParams::default().with_gpu(false).with_n_threads(1);
+    let planned = Projector::plan_memory(DemoProjector::cached().unwrap(), &params).unwrap();
+    // On the host: at least its weights (the file less its metadata).
+    let file = std::fs::metadata(DemoProjector::cached().unwrap())
+        .unwrap()
+        .len();
+    let host: u64 = planned
+        .iter()
+        .filter(|(d, _)| d == "CPU")
+        .map(|(_, b)| b)
+        .sum();
+    assert!(
+        host > file / 2 && planned.len() == 1,
+        "{planned:?} for a {file}-byte file"
+    );
+    let (_, projector) = load(&LlamaModelParams::default());
+    assert_eq!(projector.backend(), "CPU");
+    // A reservation comes off a fit's budget.
+    let options = FitOptions::default()
+        .with_reserved("Vulkan0", 5)
+        .with_reserved("Vulkan0", 7);
+    assert_eq!(
+        (options.reserved("Vulkan0"), options.reserved("CUDA0")),
+        (12, 0)
+    );
+    // A file that is not a projector: typed, as for a load.
+    let e = Projector::plan_memory(common::moe_path(), &params).unwrap_err();
+    assert!(matches!(e, Error::Projector { .. }), "{e}");
+}
+
+#[test]
 fn a_thousand_images_in_one_prompt_are_refused_early() {
     let (_, projector) = load(&LlamaModelParams::default());
     let image = Bitmap::from_rgb(32, 32, &picture(), &MediaLimits::default()).unwrap();
@@ -503,8 +535,12 @@ fn hostile_projector_files_are_typed_errors() {
                 matches!(&e, Error::Projector { reason, .. } if reason.to_string().contains("mismatch")),
                 "{e}"
             );
-            // Values clip.cpp would abort on: a zero patch size (a division),
-            // zero heads, a key of the wrong type (its typed getter asserts).
+            // Values libmtmd reads with typed getters that assert the
+            // stored type, and a head count it divides by: with libmtmd's C
+            // API called directly, zero heads and each wrong-typed key here
+            // ended the process with SIGABRT (measured 2026-12-07); a zero
+            // patch size and a 2^30 image size it refuses itself. All are
+            // typed errors here, before libmtmd reads the file.
             let u32_value = |v: u32| v.to_le_bytes().to_vec();
             for (name, key, ty, value) in [
                 ("patch0", "clip.vision.patch_size", ty::U32, u32_value(0)),

@@ -6,6 +6,7 @@
 // makes that allocates or computes goes through a wrapper here.
 #include <cstddef>
 #include <cstdint>
+#include <map>
 
 #include "guarded.h"
 #include "mtmd.h"
@@ -63,6 +64,33 @@ int llama_sys_mtmd_helper_decode_image_chunk(mtmd_context * ctx, llama_context *
     return guarded([&] {
         *out = mtmd_helper_decode_image_chunk(ctx, lctx, chunk, encoded_embd, n_past, seq_id, n_batch, new_n_past,
                                               nullptr, nullptr);
+    });
+}
+
+// mtmd_get_memory_usage (C++ API: a std::map) as a C array: what loading
+// `path` with `params` would allocate per device, from a dry run of the
+// loader (no_alloc). Writes up to `cap` entries and their number (which may
+// exceed `cap`) into `*n`, 0 when the dry run failed (libmtmd silences its
+// log for it); `*image_max_tokens` is the image token limit (-1: none).
+struct llama_sys_mtmd_device_bytes {
+    ggml_backend_dev_t device;
+    uint64_t bytes;
+};
+
+int llama_sys_mtmd_memory_usage(const char * path, mtmd_context_params params, llama_sys_mtmd_device_bytes * out,
+                                size_t cap, size_t * n, int32_t * image_max_tokens) {
+    return guarded([&] {
+        mtmd_memory_usage usage = mtmd_get_memory_usage(path, params);
+        *image_max_tokens = usage.image_max_tokens;
+        size_t i = 0;
+        for (const auto & entry : usage.backend_mem_usage) {
+            if (i < cap) {
+                out[i].device = entry.first;
+                out[i].bytes = entry.second;
+            }
+            i++;
+        }
+        *n = i;
     });
 }
 

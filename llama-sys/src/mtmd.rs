@@ -24,10 +24,34 @@ mod bindings {
 
 pub use bindings::*;
 
-use crate::{llama_context, llama_model, llama_pos, llama_seq_id};
+use crate::{ggml_backend_dev_t, llama_context, llama_model, llama_pos, llama_seq_id};
 use core::ffi::{c_char, c_int, c_uchar};
 
+/// One device's bytes in [`llama_sys_mtmd_memory_usage`]'s answer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct llama_sys_mtmd_device_bytes {
+    /// The device (ggml's registry), NULL for none.
+    pub device: ggml_backend_dev_t,
+    /// Bytes of weights and compute buffers on it.
+    pub bytes: u64,
+}
+
 extern "C" {
+    /// `mtmd_get_memory_usage` (a C++ API) as a C array: what loading
+    /// `path` with `params` would allocate per device, from a dry run.
+    /// Writes up to `cap` entries and their count (which may exceed `cap`)
+    /// into `*n` (0 when the dry run failed); `*image_max_tokens` is the
+    /// image token limit (-1: none).
+    pub fn llama_sys_mtmd_memory_usage(
+        path: *const c_char,
+        params: mtmd_context_params,
+        out: *mut llama_sys_mtmd_device_bytes,
+        cap: usize,
+        n: *mut usize,
+        image_max_tokens: *mut i32,
+    ) -> c_int;
+
     /// `mtmd_init_from_file`, firewalled: `*out` is NULL on failure.
     pub fn llama_sys_mtmd_init_from_file(
         path: *const c_char,

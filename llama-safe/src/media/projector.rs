@@ -116,6 +116,62 @@ impl ProjectorParams {
     }
 }
 
+/// [`ProjectorParams`] as libmtmd's struct, with the marker it points to.
+struct RawParams {
+    raw: mtmd::mtmd_context_params,
+    /// Kept alive while `raw.media_marker` points into it.
+    marker: CString,
+}
+
+impl RawParams {
+    fn new(params: &ProjectorParams) -> Result<RawParams> {
+        if params.n_threads == 0 || params.n_threads > crate::limits::MAX_THREADS {
+            return Err(Error::InvalidParameter {
+                name: "n_threads",
+                reason: format!(
+                    "{} is not in 1..={}",
+                    params.n_threads,
+                    crate::limits::MAX_THREADS
+                )
+                .into(),
+            });
+        }
+        let marker = match &params.marker {
+            Some(m) if m.is_empty() => {
+                return Err(Error::InvalidParameter {
+                    name: "marker",
+                    reason: "the media marker is empty".into(),
+                })
+            }
+            Some(m) => CString::new(m.as_str()).map_err(|_| Error::NulByte {
+                what: "the media marker",
+            })?,
+            // SAFETY: a static NUL-terminated string.
+            None => unsafe { std::ffi::CStr::from_ptr(mtmd::mtmd_default_marker()) }.to_owned(),
+        };
+        let device = match &params.device {
+            None => std::ptr::null_mut(),
+            Some(name) => crate::backend::device_by_name(name)?,
+        };
+        crate::logging::install_mtmd();
+        // SAFETY: plain values; the defaults are libmtmd's own.
+        let mut raw = unsafe { mtmd::mtmd_context_params_default() };
+        raw.use_gpu = params.gpu || !device.is_null();
+        raw.device = device;
+        raw.print_timings = false;
+        raw.n_threads = params.n_threads as i32;
+        raw.media_marker = marker.as_ptr();
+        raw.warmup = params.warmup;
+        if let Some(n) = params.image_min_tokens {
+            raw.image_min_tokens = n.min(i32::MAX as u32) as i32;
+        }
+        if let Some(n) = params.image_max_tokens {
+            raw.image_max_tokens = n.min(i32::MAX as u32) as i32;
+        }
+        Ok(RawParams { raw, marker })
+    }
+}
+
 /// A loaded projector: turns [`Bitmap`]s into embeddings for one
 /// [`LlamaModel`]. A cheap handle (clone it to share it); tokenizing works
 /// from many threads at once, encoding takes one at a time.
@@ -132,6 +188,8 @@ struct Inner {
     model: LlamaModel,
     path: PathBuf,
     marker: String,
+    /// The ggml backend its encoder runs on (`CPU`, `Vulkan0`, `CUDA0`).
+    backend: String,
     limits: MediaLimits,
     vision: bool,
     audio: bool,
@@ -186,72 +244,35 @@ impl Projector {
             });
         }
         check::check(&GgufFile::open(path)?)?;
-        if params.n_threads == 0 || params.n_threads > crate::limits::MAX_THREADS {
-            return Err(Error::InvalidParameter {
-                name: "n_threads",
-                reason: format!(
-                    "{} is not in 1..={}",
-                    params.n_threads,
-                    crate::limits::MAX_THREADS
-                )
-                .into(),
-            });
-        }
-        let marker = match &params.marker {
-            Some(m) if m.is_empty() => {
-                return Err(Error::InvalidParameter {
-                    name: "marker",
-                    reason: "the media marker is empty".into(),
-                })
-            }
-            Some(m) => CString::new(m.as_str()).map_err(|_| Error::NulByte {
-                what: "the media marker",
-            })?,
-            None => {
-                // SAFETY: a static NUL-terminated string.
-                unsafe { std::ffi::CStr::from_ptr(mtmd::mtmd_default_marker()) }.to_owned()
-            }
-        };
-        let device = match &params.device {
-            None => std::ptr::null_mut(),
-            Some(name) => crate::backend::device_by_name(name)?,
-        };
+        let raw_params = RawParams::new(params)?;
         let c_path = crate::ffi::c_path(path)?;
-        crate::logging::install_mtmd();
-        // SAFETY: plain values; the defaults are libmtmd's own.
-        let mut raw_params = unsafe { mtmd::mtmd_context_params_default() };
-        raw_params.use_gpu = params.gpu || !device.is_null();
-        raw_params.device = device;
-        raw_params.print_timings = false;
-        raw_params.n_threads = params.n_threads as i32;
-        raw_params.media_marker = marker.as_ptr();
-        raw_params.warmup = params.warmup;
-        if let Some(n) = params.image_min_tokens {
-            raw_params.image_min_tokens = n.min(i32::MAX as u32) as i32;
-        }
-        if let Some(n) = params.image_max_tokens {
-            raw_params.image_max_tokens = n.min(i32::MAX as u32) as i32;
-        }
         // SAFETY: the path and marker are NUL-terminated strings that outlive
         // the call (libmtmd copies the marker into its own std::string); the
         // model is live and outlives the projector (`Inner::model`); the
         // file passed the checks of `check` against clip.cpp's asserts; a
         // throw is caught by the firewall, a failure logged and NULL.
-        let raw = crate::ffi::guarded_non_null(
-            "mtmd_init_from_file",
-            |out| unsafe {
-                mtmd::llama_sys_mtmd_init_from_file(
-                    c_path.as_ptr(),
-                    model.as_ptr(),
-                    raw_params,
-                    out,
-                )
-            },
-            |reason| Error::Projector {
-                path: path.to_path_buf(),
-                reason,
-            },
-        )?;
+        let mut out = std::ptr::null_mut();
+        let (thrown, lines) = crate::logging::capture(|| unsafe {
+            mtmd::llama_sys_mtmd_init_from_file(
+                c_path.as_ptr(),
+                model.as_ptr(),
+                raw_params.raw,
+                &mut out,
+            )
+        });
+        crate::ffi::check("mtmd_init_from_file", thrown)?;
+        let raw = NonNull::new(out).ok_or_else(|| Error::Projector {
+            path: path.to_path_buf(),
+            reason: crate::logging::reason(&lines),
+        })?;
+        // clip.cpp says where its encoder runs ("CLIP using Vulkan0 backend").
+        let backend = lines
+            .iter()
+            .find_map(|l| {
+                let rest = l.text.split("CLIP using ").nth(1)?;
+                rest.split(" backend").next().map(str::to_string)
+            })
+            .unwrap_or_else(|| "CPU".to_string());
         let ctx = raw.as_ptr();
         // SAFETY: ctx is live; these only read what it loaded.
         let (vision, audio, rate, mrope) = unsafe {
@@ -268,7 +289,8 @@ impl Projector {
                 encode: Mutex::new(()),
                 model: model.clone(),
                 path: path.to_path_buf(),
-                marker: marker.to_string_lossy().into_owned(),
+                marker: raw_params.marker.to_string_lossy().into_owned(),
+                backend,
                 limits: params.limits,
                 vision,
                 audio,
@@ -276,6 +298,76 @@ impl Projector {
                 mrope,
             }),
         })
+    }
+
+    /// What loading the projector at `path` with `params` would allocate,
+    /// per device (`CPU`, `Vulkan0`, ...): its weights and compute buffers,
+    /// from a dry run of libmtmd's loader that allocates and reads nothing
+    /// (what llama.cpp's `--fit` counts for an `--mmproj`). The file is
+    /// checked as [`load`](Self::load) checks it.
+    pub fn plan_memory(
+        path: impl AsRef<Path>,
+        params: &ProjectorParams,
+    ) -> Result<Vec<(String, u64)>> {
+        let path = path.as_ref();
+        check::check(&GgufFile::open(path)?)?;
+        let raw_params = RawParams::new(params)?;
+        let c_path = crate::ffi::c_path(path)?;
+        const CAP: usize = 16;
+        let mut out = [mtmd::llama_sys_mtmd_device_bytes {
+            device: std::ptr::null_mut(),
+            bytes: 0,
+        }; CAP];
+        // (libmtmd's image token limit comes back too; -1 for models of a
+        // fixed resolution.)
+        let (mut n, mut max_tokens) = (0usize, 0i32);
+        // SAFETY: the path and marker outlive the call; `out` has room for
+        // CAP entries and the shim writes at most that many; the file passed
+        // `check` (the dry run parses it as a load does); a throw is caught.
+        let (thrown, lines) = crate::logging::capture(|| unsafe {
+            mtmd::llama_sys_mtmd_memory_usage(
+                c_path.as_ptr(),
+                raw_params.raw,
+                out.as_mut_ptr(),
+                CAP,
+                &mut n,
+                &mut max_tokens,
+            )
+        });
+        crate::ffi::check("mtmd_get_memory_usage", thrown)?;
+        // A failed dry run is an empty map (libmtmd silences its log for
+        // it); a loaded projector has weights somewhere.
+        if n == 0 {
+            return Err(Error::Projector {
+                path: path.to_path_buf(),
+                reason: crate::logging::reason(&lines),
+            });
+        }
+        Ok(out[..n.min(CAP)]
+            .iter()
+            .map(|entry| {
+                let name = if entry.device.is_null() {
+                    "CPU".to_string()
+                } else {
+                    // SAFETY: a device of ggml's registry; its name is a
+                    // static string.
+                    unsafe {
+                        std::ffi::CStr::from_ptr(llama_safe_sys::ggml_backend_dev_name(
+                            entry.device,
+                        ))
+                    }
+                    .to_string_lossy()
+                    .into_owned()
+                };
+                (name, entry.bytes)
+            })
+            .collect())
+    }
+
+    /// The ggml backend the encoder runs on: `CPU`, or the device's name
+    /// (`Vulkan0`, `CUDA0`).
+    pub fn backend(&self) -> &str {
+        &self.inner.backend
     }
 
     /// The projector's file.
