@@ -25,6 +25,97 @@ fn png_base64() -> String {
     base64::engine::general_purpose::STANDARD.encode(png)
 }
 
+/// A mono 16-bit PCM WAV file of `samples` at `rate`, base64.
+fn wav_base64(samples: &[f32], rate: u32) -> String {
+    use base64::Engine as _;
+    let data: Vec<u8> = samples
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+        .collect();
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    base64::engine::general_purpose::STANDARD.encode(wav)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_from_an_openai_client_is_heard() {
+    use llama_safe::demo::DemoAudioProjector;
+    let backend = LlamaBackend::init();
+    let model = LlamaModel::load(
+        &backend,
+        DemoModel::Moe.cached().unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let params = ProjectorParams::default().with_gpu(false);
+    let projector =
+        Projector::load(&model, DemoAudioProjector::cached().unwrap(), &params).unwrap();
+    let state =
+        AppState::new_with_projector(model, "demo", Vec::new(), engine(2), projector).unwrap();
+    let s = start_state(state, ServerConfig::default().with_max_body_bytes(32 << 20)).await;
+    let tone: Vec<f32> = (0..16_000)
+        .map(|i| (i as f32 * 0.1727).sin() * 0.5)
+        .collect();
+    let body = |wav: String| {
+        json!({"temperature": 0, "max_tokens": 16, "messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}},
+            {"type": "text", "text": "Once upon a time"},
+        ]}]})
+    };
+    let (status, v) = post(
+        &s.base,
+        "/v1/chat/completions",
+        body(wav_base64(&tone, 16_000)),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["usage"]["prompt_tokens"].as_u64().unwrap() > DemoAudioProjector::TOKENS as u64,
+        "{v}"
+    );
+    // Another sample rate is refused, not resampled; not a WAV; an image.
+    let (status, v) = post(
+        &s.base,
+        "/v1/chat/completions",
+        body(wav_base64(&tone, 8_000)),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("16000 Hz"),
+        "{v}"
+    );
+    let (status, v) = post(
+        &s.base,
+        "/v1/chat/completions",
+        body("UklGRiQAAABXQVZF".into()),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = post(
+        &s.base,
+        "/v1/chat/completions",
+        json!({"max_tokens": 4, "messages": [{"role": "user", "content": [
+            image_part(format!("data:image/png;base64,{}", png_base64())),
+            {"type": "text", "text": "hi"},
+        ]}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+}
+
 async fn start(with_projector: bool) -> support::Server {
     let backend = LlamaBackend::init();
     let model = LlamaModel::load(

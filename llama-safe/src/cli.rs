@@ -342,7 +342,7 @@ impl FitArgs {
 
     /// [`run`](Self::run), with bytes on devices that something else loaded
     /// beside the model will take (a projector: see
-    /// [`MediaArgs::reserved`]).
+    /// `MediaArgs::reserved`, the `mtmd` feature).
     pub fn run_reserving(
         &self,
         model: &ModelArgs,

@@ -333,7 +333,8 @@ pub enum Error {
         /// What is wrong with it.
         reason: Reason,
     },
-    /// A media input over its budget ([`MediaLimits`](crate::media::MediaLimits)).
+    /// A media input over its budget (`media::MediaLimits`, the `mtmd`
+    /// feature).
     #[error("{what}: {value} is over the limit of {limit}")]
     MediaLimit {
         /// What was measured (`image 0 pixels`, `media in the prompt`, ...).

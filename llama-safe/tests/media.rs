@@ -648,3 +648,102 @@ fn the_engine_reads_images_beside_text_and_caches_them() {
         .unwrap();
     assert!(Request::with_media(chunks, options.clone()).is_err());
 }
+
+/// One second of a 440 Hz tone at 16 kHz.
+fn tone() -> Vec<f32> {
+    (0..16_000)
+        .map(|i| (i as f32 * 440.0 * std::f32::consts::TAU / 16_000.0).sin() * 0.5)
+        .collect()
+}
+
+/// Audio through the demo audio projector (Qwen2-Audio's layout): the
+/// embedding is libmtmd's own, bit for bit, and the text after the clip is
+/// the demo sentence's.
+#[test]
+fn audio_is_what_the_c_api_gives() {
+    use llama_safe::demo::DemoAudioProjector;
+    let model = common::load_moe();
+    let path = DemoAudioProjector::cached().unwrap();
+    let projector = Projector::load(&model, &path, &params()).unwrap();
+    assert!(projector.supports_audio() && !projector.supports_vision());
+    assert_eq!(projector.audio_sample_rate(), Some(16_000));
+    let clip = Bitmap::from_pcm(&tone(), &MediaLimits::default()).unwrap();
+    let chunks = projector
+        .tokenize(&prompt(&projector), &[&clip], Tokenize::PROMPT)
+        .unwrap();
+    let audio = chunks
+        .iter()
+        .find(|c| c.kind() == ChunkKind::Audio)
+        .unwrap();
+    assert_eq!(audio.n_tokens(), DemoAudioProjector::TOKENS);
+    let embedding = projector.encode(&audio).unwrap();
+    let mut ctx = LlamaContext::new(
+        &model,
+        &ContextParams::default().with_n_ctx(1024).with_threads(1),
+    )
+    .unwrap();
+    let options = GenerateOptions::default()
+        .with_sampling(SamplingOptions::greedy())
+        .with_max_tokens(32);
+    let mut text = String::new();
+    for event in ctx.generate_media(&chunks, &options).unwrap() {
+        if let Event::Piece(p) = event.unwrap() {
+            text.push_str(&p.text);
+        }
+    }
+    assert_eq!(text, DEMO_CONTINUATION);
+    // libmtmd's C API, directly.
+    let samples = tone();
+    let mmproj = CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: the C API as its header documents it, each object freed once.
+    let c_embedding = unsafe {
+        let mut p = mtmd::mtmd_context_params_default();
+        p.use_gpu = false;
+        p.n_threads = 1;
+        let mctx = mtmd::mtmd_init_from_file(mmproj.as_ptr(), model_raw(&model), p);
+        assert!(!mctx.is_null());
+        let bitmap = mtmd::mtmd_bitmap_init_from_audio(samples.len(), samples.as_ptr());
+        let text = CString::new(prompt(&projector)).unwrap();
+        let input = mtmd::mtmd_input_text {
+            text: text.as_ptr(),
+            text_len: text.as_bytes().len(),
+            add_special: true,
+            parse_special: false,
+        };
+        let list = mtmd::mtmd_input_chunks_init();
+        let bitmaps = [bitmap.cast_const()];
+        assert_eq!(
+            mtmd::mtmd_tokenize(mctx, list, &input, bitmaps.as_ptr(), 1),
+            0
+        );
+        let mut out = Vec::new();
+        for i in 0..mtmd::mtmd_input_chunks_size(list) {
+            let chunk = mtmd::mtmd_input_chunks_get(list, i);
+            if mtmd::mtmd_input_chunk_get_type(chunk) == mtmd::MTMD_INPUT_CHUNK_TYPE_AUDIO {
+                assert_eq!(mtmd::mtmd_encode_chunk(mctx, chunk), 0);
+                let n = mtmd::mtmd_input_chunk_get_n_tokens(chunk) * 64;
+                out = std::slice::from_raw_parts(mtmd::mtmd_get_output_embd(mctx), n).to_vec();
+            }
+        }
+        mtmd::mtmd_input_chunks_free(list);
+        mtmd::mtmd_bitmap_free(bitmap);
+        mtmd::mtmd_free(mctx);
+        out
+    };
+    assert_eq!(embedding, c_embedding);
+    // An image for an audio-only projector: typed.
+    let image = Bitmap::from_rgb(32, 32, &picture(), &MediaLimits::default()).unwrap();
+    let e = projector
+        .tokenize(&prompt(&projector), &[&image], Tokenize::PROMPT)
+        .unwrap_err();
+    assert!(matches!(e, Error::Media { .. }), "{e}");
+}
+
+/// The raw model of a loaded one, for the C API (a second load of the same
+/// file: the safe handle does not lend its pointer).
+fn model_raw(model: &LlamaModel) -> *mut sys::llama_model {
+    let path = CString::new(model.path().to_str().unwrap()).unwrap();
+    // SAFETY: a plain load; leaked for the test's life (the C API objects
+    // made from it are freed first).
+    unsafe { sys::llama_model_load_from_file(path.as_ptr(), sys::llama_model_default_params()) }
+}

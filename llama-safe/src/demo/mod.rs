@@ -13,7 +13,7 @@ mod family;
 mod projector;
 
 pub use family::Family;
-pub use projector::DemoProjector;
+pub use projector::{DemoAudioProjector, DemoProjector};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufWriter, MetaValue};

@@ -112,3 +112,111 @@ impl DemoProjector {
         Ok(w)
     }
 }
+
+/// An audio projector for the demo models (`clip.projector_type` `qwen2a`:
+/// Qwen2-Audio's layout, a Whisper-style encoder of two blocks over 128 mel
+/// bins, then one linear layer), small random but fixed weights. A clip
+/// becomes [`TOKENS`](Self::TOKENS) tokens per 30 seconds (libmtmd pads
+/// shorter ones to 30 s). Its bias points at the demo sentence's first word,
+/// as [`DemoProjector`]'s does.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoAudioProjector;
+
+impl DemoAudioProjector {
+    /// Tokens a clip of up to 30 seconds becomes.
+    pub const TOKENS: usize = 750;
+    const N_EMBD: u64 = 32;
+    const N_FF: u64 = 48;
+    const N_MEL: u64 = 128;
+    const N_POS: u64 = 1500;
+    const BLOCKS: u32 = 2;
+
+    /// Writes the audio projector for the demo models to `path`.
+    pub fn write(path: &Path) -> Result<()> {
+        Self::writer(SyntheticMoe::DEMO.n_embd)?.write_to(path)
+    }
+
+    /// The audio projector's path in the cache folder, written on first use.
+    pub fn cached() -> Result<PathBuf> {
+        cached_file(&format!("demo-mmproj-audio-v{VERSION}.gguf"), Self::write)
+    }
+
+    fn writer(n_embd_text: u32) -> Result<GgufWriter> {
+        let (e, ff) = (Self::N_EMBD, Self::N_FF);
+        let out = u64::from(n_embd_text);
+        let mut w = GgufWriter::new();
+        w.meta("general.architecture", MetaValue::Str("clip".into()))
+            .meta(
+                "general.name",
+                MetaValue::Str("llama-safe demo audio projector".into()),
+            )
+            .meta("clip.has_audio_encoder", MetaValue::Bool(true))
+            .meta("clip.projector_type", MetaValue::Str("qwen2a".into()))
+            .meta(
+                "clip.audio.num_mel_bins",
+                MetaValue::U32(Self::N_MEL as u32),
+            )
+            .meta("clip.audio.embedding_length", MetaValue::U32(e as u32))
+            .meta("clip.audio.feed_forward_length", MetaValue::U32(ff as u32))
+            .meta("clip.audio.block_count", MetaValue::U32(Self::BLOCKS))
+            .meta("clip.audio.projection_dim", MetaValue::U32(n_embd_text))
+            .meta("clip.audio.attention.head_count", MetaValue::U32(4))
+            .meta(
+                "clip.audio.attention.layer_norm_epsilon",
+                MetaValue::F32(1e-5),
+            );
+        let mut rng = Rng(0x5EED_0003);
+        let mut t = Tensors {
+            w: &mut w,
+            rng: &mut rng,
+        };
+        t.random(
+            "a.conv1d.1.weight",
+            &[3, Self::N_MEL, e],
+            GgmlType::F32,
+            0.05,
+        )?;
+        t.w.tensor(
+            "a.conv1d.1.bias",
+            &[1, e],
+            GgmlType::F32,
+            &vec![0.0; e as usize],
+        )?;
+        t.random("a.conv1d.2.weight", &[3, e, e], GgmlType::F32, 0.05)?;
+        t.w.tensor(
+            "a.conv1d.2.bias",
+            &[1, e],
+            GgmlType::F32,
+            &vec![0.0; e as usize],
+        )?;
+        t.random(
+            "a.position_embd.weight",
+            &[e, Self::N_POS],
+            GgmlType::F32,
+            0.05,
+        )?;
+        for layer in 0..Self::BLOCKS {
+            let name = |n: &str, kind: &str| format!("a.blk.{layer}.{n}.{kind}");
+            for n in ["attn_q", "attn_k", "attn_v", "attn_out"] {
+                t.random(&name(n, "weight"), &[e, e], GgmlType::F32, 0.1)?;
+                // Whisper's key projection has no bias.
+                if n != "attn_k" {
+                    t.zeros(&name(n, "bias"), e)?;
+                }
+            }
+            for n in ["ln1", "ln2"] {
+                t.ones(&name(n, "weight"), e)?;
+                t.zeros(&name(n, "bias"), e)?;
+            }
+            t.random(&name("ffn_up", "weight"), &[e, ff], GgmlType::F32, 0.1)?;
+            t.zeros(&name("ffn_up", "bias"), ff)?;
+            t.random(&name("ffn_down", "weight"), &[ff, e], GgmlType::F32, 0.1)?;
+            t.zeros(&name("ffn_down", "bias"), e)?;
+        }
+        t.random("mm.a.fc.weight", &[e, out], GgmlType::F32, 0.01)?;
+        let mut bias = vec![0f32; out as usize];
+        bias[0] = 1.0;
+        t.w.tensor("mm.a.fc.bias", &[out], GgmlType::F32, &bias)?;
+        Ok(w)
+    }
+}

@@ -280,7 +280,8 @@ impl EngineConfig {
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The prompt, with its BOS token if the model wants one (with media,
-    /// see [`Request::with_media`], a placeholder per medium's cell).
+    /// `Request::with_media` (the `mtmd` feature), a placeholder per
+    /// medium's cell).
     pub prompt: Vec<Token>,
     /// Token limit, sampling, stop strings, cancel flag.
     pub options: GenerateOptions,
