@@ -87,21 +87,7 @@ impl DemoProjector {
             0.1,
         )?;
         t.random("v.position_embd.weight", &[e, n_pos], GgmlType::F32, 0.1)?;
-        for layer in 0..Self::BLOCKS {
-            let name = |n: &str, kind: &str| format!("v.blk.{layer}.{n}.{kind}");
-            for n in ["attn_q", "attn_k", "attn_v", "attn_out"] {
-                t.random(&name(n, "weight"), &[e, e], GgmlType::F32, 0.1)?;
-                t.zeros(&name(n, "bias"), e)?;
-            }
-            for n in ["ln1", "ln2"] {
-                t.ones(&name(n, "weight"), e)?;
-                t.zeros(&name(n, "bias"), e)?;
-            }
-            t.random(&name("ffn_up", "weight"), &[e, ff], GgmlType::F32, 0.1)?;
-            t.zeros(&name("ffn_up", "bias"), ff)?;
-            t.random(&name("ffn_down", "weight"), &[ff, e], GgmlType::F32, 0.1)?;
-            t.zeros(&name("ffn_down", "bias"), e)?;
-        }
+        encoder_blocks(&mut t, "v", Self::BLOCKS, e, ff, true)?;
         t.random("mm.0.weight", &[e, hidden], GgmlType::F32, 0.1)?;
         t.zeros("mm.0.bias", hidden)?;
         t.random("mm.2.weight", &[hidden, out], GgmlType::F32, 0.01)?;
@@ -195,28 +181,43 @@ impl DemoAudioProjector {
             GgmlType::F32,
             0.05,
         )?;
-        for layer in 0..Self::BLOCKS {
-            let name = |n: &str, kind: &str| format!("a.blk.{layer}.{n}.{kind}");
-            for n in ["attn_q", "attn_k", "attn_v", "attn_out"] {
-                t.random(&name(n, "weight"), &[e, e], GgmlType::F32, 0.1)?;
-                // Whisper's key projection has no bias.
-                if n != "attn_k" {
-                    t.zeros(&name(n, "bias"), e)?;
-                }
-            }
-            for n in ["ln1", "ln2"] {
-                t.ones(&name(n, "weight"), e)?;
-                t.zeros(&name(n, "bias"), e)?;
-            }
-            t.random(&name("ffn_up", "weight"), &[e, ff], GgmlType::F32, 0.1)?;
-            t.zeros(&name("ffn_up", "bias"), ff)?;
-            t.random(&name("ffn_down", "weight"), &[ff, e], GgmlType::F32, 0.1)?;
-            t.zeros(&name("ffn_down", "bias"), e)?;
-        }
+        // Whisper's key projection has no bias.
+        encoder_blocks(&mut t, "a", Self::BLOCKS, e, ff, false)?;
         t.random("mm.a.fc.weight", &[e, out], GgmlType::F32, 0.01)?;
         let mut bias = vec![0f32; out as usize];
         bias[0] = 1.0;
         t.w.tensor("mm.a.fc.bias", &[out], GgmlType::F32, &bias)?;
         Ok(w)
     }
+}
+
+/// The transformer blocks of a projector's encoder (`{prefix}.blk.N`):
+/// attention with biases (none on the key unless `key_bias`), two layer
+/// norms, a feed-forward of width `ff`; small random weights.
+fn encoder_blocks(
+    t: &mut Tensors<'_>,
+    prefix: &str,
+    blocks: u32,
+    e: u64,
+    ff: u64,
+    key_bias: bool,
+) -> Result<()> {
+    for layer in 0..blocks {
+        let name = |n: &str, kind: &str| format!("{prefix}.blk.{layer}.{n}.{kind}");
+        for n in ["attn_q", "attn_k", "attn_v", "attn_out"] {
+            t.random(&name(n, "weight"), &[e, e], GgmlType::F32, 0.1)?;
+            if key_bias || n != "attn_k" {
+                t.zeros(&name(n, "bias"), e)?;
+            }
+        }
+        for n in ["ln1", "ln2"] {
+            t.ones(&name(n, "weight"), e)?;
+            t.zeros(&name(n, "bias"), e)?;
+        }
+        t.random(&name("ffn_up", "weight"), &[e, ff], GgmlType::F32, 0.1)?;
+        t.zeros(&name("ffn_up", "bias"), ff)?;
+        t.random(&name("ffn_down", "weight"), &[ff, e], GgmlType::F32, 0.1)?;
+        t.zeros(&name("ffn_down", "bias"), e)?;
+    }
+    Ok(())
 }
