@@ -75,14 +75,17 @@ pub struct Args {
     alias: Option<String>,
     /// An API key clients must send (`Authorization: Bearer KEY`, or
     /// `x-api-key`); repeat for several. Also from LLAMA_SAFE_API_KEY
-    /// (comma-separated). Every route but /health then needs one.
-    #[arg(
-        long = "api-key",
-        env = "LLAMA_SAFE_API_KEY",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    /// (comma-separated). Every route but /health then needs one. An empty
+    /// key (an unset variable in a script) is an error, never an open
+    /// server.
+    #[arg(long = "api-key", value_delimiter = ',', allow_hyphen_values = true)]
     api_keys: Vec<String>,
+    /// The key that may also manage models (`/models/load`,
+    /// `/models/unload`, Ollama's unload, `keep_alive`). Also from
+    /// LLAMA_SAFE_ADMIN_API_KEY. Without it, a server with --api-key lets
+    /// no request manage models; one with no key at all lets every one.
+    #[arg(long = "admin-api-key", allow_hyphen_values = true)]
+    admin_api_key: Option<String>,
     /// Serve /metrics without a key even when keys are required.
     #[arg(long)]
     open_metrics: bool,
@@ -148,7 +151,7 @@ struct ManyArgs {
     models_max: usize,
     /// How long a model stays loaded after its last request ("5m", "30s",
     /// "0", "-1" for ever); a request's `keep_alive` overrides it.
-    #[arg(long, default_value = "5m")]
+    #[arg(long, default_value = "5m", allow_hyphen_values = true)]
     keep_alive: String,
     /// Bytes the loaded models may plan for in all (dry runs of weights,
     /// KV cache, compute buffers); a load beyond is refused with 503.
@@ -199,6 +202,8 @@ pub fn main() {
 
 /// Serves as `args` say.
 pub fn run(args: Args) -> Result<()> {
+    // Checked first: a bad key must not wait for a model to load.
+    let keys = keys(&args)?;
     let backend = args.model.backend()?;
     if args.model.list_devices(&backend) {
         return Ok(());
@@ -259,6 +264,12 @@ pub fn run(args: Args) -> Result<()> {
             }
             crate::models::release_memory_eagerly();
             let models = crate::Models::new(&backend, many);
+            models
+                .check_presets()
+                .map_err(|e| Error::InvalidParameter {
+                    name: "models_preset",
+                    reason: e.to_string().into(),
+                })?;
             let found = models.available();
             eprintln!(
                 "server: {} models found{}",
@@ -266,7 +277,7 @@ pub fn run(args: Args) -> Result<()> {
                 found
                     .iter()
                     .take(8)
-                    .map(|e| format!("\n  {} ({:?}, {} MiB)", e.name, e.source, e.size >> 20))
+                    .map(|e| format!("\n  {:?} ({:?}, {} MiB)", e.name, e.source, e.size >> 20))
                     .collect::<String>()
             );
             (format!("{} models", found.len()), models, false)
@@ -322,6 +333,7 @@ pub fn run(args: Args) -> Result<()> {
             .await
             .map_err(|source| Error::System { what: format!("listen on {address}"), source: source.into() })?;
         let local = listener.local_addr().map_err(|source| Error::System { what: format!("address of {address}"), source: source.into() })?;
+        let name = name.escape_debug();
         eprintln!(
             "server: {name} on http://{local} ({} parallel sequences, {} KV cells{}, {threads} threads, queue {})",
             args.parallel,
@@ -339,17 +351,21 @@ pub fn run(args: Args) -> Result<()> {
             body: seconds(args.body_timeout),
             shutdown: seconds(args.shutdown_timeout),
         };
-        let config = args
-            .api_keys
+        let (keys, admin) = &keys;
+        let mut config = keys
             .iter()
             .fold(ServerConfig::default(), |c, key| c.with_api_key(key))
             .with_timeouts(timeouts)
             .with_max_body_bytes(max_body_bytes)
             .with_open_metrics(args.open_metrics);
+        if let Some(admin) = admin {
+            config = config.with_admin_api_key(admin);
+        }
         if config.requires_key() {
             eprintln!(
-                "server: API keys required ({} configured){}",
-                args.api_keys.iter().filter(|k| !k.is_empty()).count(),
+                "server: API keys required ({} configured{}){}",
+                keys.len(),
+                if admin.is_some() { ", and an admin key" } else { "; model management off: no --admin-api-key" },
                 if config.open_metrics() { "; /metrics open" } else { "" }
             );
         }
@@ -359,6 +375,59 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("server: stopped");
         Ok(())
     })
+}
+
+/// The inference keys (`--api-key`, then `LLAMA_SAFE_API_KEY`) and the
+/// admin key (`--admin-api-key`, else `LLAMA_SAFE_ADMIN_API_KEY`). Keys
+/// fail closed: a variable that is set but empty, or an empty entry of a
+/// comma-separated list, is an error, not an open server.
+fn keys(args: &Args) -> Result<(Vec<String>, Option<String>)> {
+    keys_from(
+        &args.api_keys,
+        std::env::var_os("LLAMA_SAFE_API_KEY"),
+        args.admin_api_key.as_deref(),
+        std::env::var_os("LLAMA_SAFE_ADMIN_API_KEY"),
+    )
+}
+
+/// [`keys`] from the flags and the variables' values.
+fn keys_from(
+    flags: &[String],
+    env: Option<std::ffi::OsString>,
+    admin_flag: Option<&str>,
+    admin_env: Option<std::ffi::OsString>,
+) -> Result<(Vec<String>, Option<String>)> {
+    let empty = |name: &'static str, reason: &str| {
+        Error::InvalidParameter {
+        name,
+        reason: format!("{reason}: refusing to start a server that anyone could use by mistake (set a key, or unset the variable to serve without keys)").into(),
+    }
+    };
+    let mut keys = flags.to_vec();
+    if let Some(value) = env {
+        let value = value
+            .into_string()
+            .map_err(|_| empty("api_key", "LLAMA_SAFE_API_KEY is not UTF-8"))?;
+        keys.extend(value.split(',').map(str::to_string));
+    }
+    if keys.iter().any(|k| k.trim().is_empty()) {
+        return Err(empty(
+            "api_key",
+            "an API key is empty (LLAMA_SAFE_API_KEY set to \"\" or with an empty entry, or --api-key \"\")",
+        ));
+    }
+    let admin = match (admin_flag, admin_env) {
+        (Some(k), _) => Some(k.to_string()),
+        (None, Some(v)) => Some(
+            v.into_string()
+                .map_err(|_| empty("admin_api_key", "LLAMA_SAFE_ADMIN_API_KEY is not UTF-8"))?,
+        ),
+        (None, None) => None,
+    };
+    if admin.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        return Err(empty("admin_api_key", "the admin API key is empty"));
+    }
+    Ok((keys, admin))
 }
 
 /// The one model's state, with its projector when there is one
@@ -475,4 +544,57 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     eprintln!("server: shutting down, finishing the streams in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (audit round 3): `LLAMA_SAFE_API_KEY=`, `--api-key ""`
+    /// and `LLAMA_SAFE_API_KEY=","` started an open server, saying nothing.
+    #[test]
+    fn keys_fail_closed() {
+        let env = |s: &str| Some(std::ffi::OsString::from(s));
+        for (flags, var) in [
+            (vec![], env("")),
+            (vec![], env(",")),
+            (vec![], env("good,")),
+            (vec![String::new()], None),
+            (vec![" ".to_string()], env("good")),
+        ] {
+            let e = keys_from(&flags, var.clone(), None, None).unwrap_err();
+            assert!(e.to_string().contains("empty"), "{flags:?} {var:?}: {e}");
+        }
+        assert!(keys_from(&[], None, Some(""), None).is_err());
+        assert!(keys_from(&[], None, None, env("")).is_err());
+        let (keys, admin) = keys_from(&["a".into()], env("b,c"), None, env("root")).unwrap();
+        assert_eq!(
+            (keys, admin.as_deref()),
+            (vec!["a".into(), "b".into(), "c".into()], Some("root"))
+        );
+        assert_eq!(keys_from(&[], None, None, None).unwrap(), (vec![], None));
+    }
+
+    /// Regression (audit round 3): `--keep-alive -1`, as `--help` documents
+    /// it, was a clap error.
+    #[test]
+    fn negative_keep_alive_parses() {
+        let args = Args::try_parse_from([
+            "llama-safe-server",
+            "--models-dir",
+            "m",
+            "--keep-alive",
+            "-1",
+        ])
+        .unwrap();
+        assert_eq!(args.many.keep_alive, "-1");
+        let args = Args::try_parse_from([
+            "llama-safe-server",
+            "--keep-alive=-5m",
+            "--admin-api-key",
+            "k",
+        ])
+        .unwrap();
+        assert_eq!(args.many.keep_alive, "-5m");
+    }
 }

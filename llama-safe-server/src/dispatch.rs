@@ -3,7 +3,9 @@
 //! loading and unloading (a generate or chat request with no prompt, and
 //! `keep_alive`) is here too.
 
+use crate::config::Role;
 use crate::error::ApiError;
+use crate::layers::{self, require_manager};
 use crate::models::{KeepAlive, Models};
 use crate::ollama::rfc3339;
 use crate::{anthropic, embeddings, ollama, openai, tokens, AppState};
@@ -11,6 +13,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -65,17 +68,28 @@ fn wanted(body: &[u8]) -> Result<Wanted, ApiError> {
     })
 }
 
+/// The model a request names, loaded if it must be. `keep_alive` changes
+/// how long it stays for every client: only a role that manages models may
+/// set it (403 otherwise).
+async fn acquire(
+    models: &Arc<Models>,
+    role: Role,
+    body: &Bytes,
+) -> Result<Arc<AppState>, ApiError> {
+    let w = wanted(body)?;
+    if w.keep_alive.is_some() {
+        require_manager(role, "`keep_alive`")?;
+    }
+    models.acquire(w.model.as_deref(), w.keep_alive).await
+}
+
 /// Runs `run` on the model the body names.
-async fn on_model<F, Fut>(models: &Arc<Models>, body: &Bytes, run: F) -> Response
+async fn on_model<F, Fut>(models: &Arc<Models>, role: Role, body: &Bytes, run: F) -> Response
 where
     F: FnOnce(Arc<AppState>) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let state = async {
-        let w = wanted(body)?;
-        models.acquire(w.model.as_deref(), w.keep_alive).await
-    }
-    .await;
+    let state = acquire(models, role, body).await;
     match state {
         Ok(state) => run(state).await,
         Err(e) => e.into_response(),
@@ -95,7 +109,7 @@ struct LoadDone {
 /// For a server of several models: a generate or chat request with no
 /// prompt loads the model (or, with `keep_alive` 0, unloads it), as
 /// Ollama's `ollama run` and `ollama stop` do.
-async fn ollama_load_or_unload(models: &Arc<Models>, body: &Bytes) -> Option<Response> {
+async fn ollama_load_or_unload(models: &Arc<Models>, role: Role, body: &Bytes) -> Option<Response> {
     if models.is_single() {
         return None;
     }
@@ -104,6 +118,11 @@ async fn ollama_load_or_unload(models: &Arc<Models>, body: &Bytes) -> Option<Res
         Ok(_) => return None,
         Err(e) => return Some(e.into_response()),
     };
+    if w.keep_alive.is_some() {
+        if let Err(e) = require_manager(role, "`keep_alive`") {
+            return Some(e.into_response());
+        }
+    }
     let Some(name) = w.model else {
         return Some(ApiError::bad("model", "`model` is required").into_response());
     };
@@ -127,51 +146,90 @@ async fn ollama_load_or_unload(models: &Arc<Models>, body: &Bytes) -> Option<Res
 }
 
 /// `POST /api/generate`.
-pub async fn generate(State(m): State<Arc<Models>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = ollama_load_or_unload(&m, &body).await {
+pub async fn generate(
+    State(m): State<Arc<Models>>,
+    role: Option<Extension<Role>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let role = layers::role(role);
+    if let Some(r) = ollama_load_or_unload(&m, role, &body).await {
         return r;
     }
-    on_model(&m, &body.clone(), |s| {
+    on_model(&m, role, &body.clone(), |s| {
         ollama::generate(State(s), headers, body)
     })
     .await
 }
 
 /// `POST /api/chat`.
-pub async fn chat(State(m): State<Arc<Models>>, body: Bytes) -> Response {
-    if let Some(r) = ollama_load_or_unload(&m, &body).await {
+pub async fn chat(
+    State(m): State<Arc<Models>>,
+    role: Option<Extension<Role>>,
+    body: Bytes,
+) -> Response {
+    let role = layers::role(role);
+    if let Some(r) = ollama_load_or_unload(&m, role, &body).await {
         return r;
     }
-    on_model(&m, &body.clone(), |s| ollama::chat(State(s), body)).await
+    on_model(&m, role, &body.clone(), |s| ollama::chat(State(s), body)).await
 }
 
 /// `POST /api/embed`.
-pub async fn embed(State(m): State<Arc<Models>>, body: Bytes) -> Response {
-    on_model(&m, &body.clone(), |s| embeddings::ollama(State(s), body)).await
+pub async fn embed(
+    State(m): State<Arc<Models>>,
+    role: Option<Extension<Role>>,
+    body: Bytes,
+) -> Response {
+    on_model(&m, layers::role(role), &body.clone(), |s| {
+        embeddings::ollama(State(s), body)
+    })
+    .await
 }
 
 /// `POST /v1/completions`.
-pub async fn completions(State(m): State<Arc<Models>>, body: Bytes) -> Response {
-    on_model(&m, &body.clone(), |s| openai::completions(State(s), body)).await
+pub async fn completions(
+    State(m): State<Arc<Models>>,
+    role: Option<Extension<Role>>,
+    body: Bytes,
+) -> Response {
+    on_model(&m, layers::role(role), &body.clone(), |s| {
+        openai::completions(State(s), body)
+    })
+    .await
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat_completions(State(m): State<Arc<Models>>, body: Bytes) -> Response {
-    on_model(&m, &body.clone(), |s| openai::chat(State(s), body)).await
+pub async fn chat_completions(
+    State(m): State<Arc<Models>>,
+    role: Option<Extension<Role>>,
+    body: Bytes,
+) -> Response {
+    on_model(&m, layers::role(role), &body.clone(), |s| {
+        openai::chat(State(s), body)
+    })
+    .await
 }
 
 /// `POST /v1/embeddings`.
-pub async fn embeddings(State(m): State<Arc<Models>>, body: Bytes) -> Response {
-    on_model(&m, &body.clone(), |s| embeddings::openai(State(s), body)).await
+pub async fn embeddings(
+    State(m): State<Arc<Models>>,
+    role: Option<Extension<Role>>,
+    body: Bytes,
+) -> Response {
+    on_model(&m, layers::role(role), &body.clone(), |s| {
+        embeddings::openai(State(s), body)
+    })
+    .await
 }
 
 /// `POST /v1/messages`, its errors in Anthropic's shape.
-pub async fn messages(State(m): State<Arc<Models>>, body: Bytes) -> Response {
-    let state = async {
-        let w = wanted(&body)?;
-        m.acquire(w.model.as_deref(), w.keep_alive).await
-    }
-    .await;
+pub async fn messages(
+    State(m): State<Arc<Models>>,
+    role: Option<Extension<Role>>,
+    body: Bytes,
+) -> Response {
+    let state = acquire(&m, layers::role(role), &body).await;
     match state {
         Ok(state) => anthropic::messages(State(state), body).await,
         Err(e) => anthropic::error_response(e),
@@ -179,11 +237,25 @@ pub async fn messages(State(m): State<Arc<Models>>, body: Bytes) -> Response {
 }
 
 /// `POST /tokenize`.
-pub async fn tokenize(State(m): State<Arc<Models>>, body: Bytes) -> Response {
-    on_model(&m, &body.clone(), |s| tokens::tokenize(State(s), body)).await
+pub async fn tokenize(
+    State(m): State<Arc<Models>>,
+    role: Option<Extension<Role>>,
+    body: Bytes,
+) -> Response {
+    on_model(&m, layers::role(role), &body.clone(), |s| {
+        tokens::tokenize(State(s), body)
+    })
+    .await
 }
 
 /// `POST /detokenize`.
-pub async fn detokenize(State(m): State<Arc<Models>>, body: Bytes) -> Response {
-    on_model(&m, &body.clone(), |s| tokens::detokenize(State(s), body)).await
+pub async fn detokenize(
+    State(m): State<Arc<Models>>,
+    role: Option<Extension<Role>>,
+    body: Bytes,
+) -> Response {
+    on_model(&m, layers::role(role), &body.clone(), |s| {
+        tokens::detokenize(State(s), body)
+    })
+    .await
 }

@@ -1,6 +1,7 @@
 //! The router's protective layers: the whole body within its time and size
 //! limits, and the API key.
 
+use crate::config::Role;
 use crate::error::ApiError;
 use crate::ServerConfig;
 use axum::body::Body;
@@ -38,19 +39,46 @@ pub(crate) async fn body_in_time(
 }
 
 /// 401 unless the request carries one of the keys, as
-/// `Authorization: Bearer KEY` or `x-api-key: KEY`. The key is never
-/// logged nor echoed.
+/// `Authorization: Bearer KEY` or `x-api-key: KEY`; the key's [`Role`]
+/// goes on to the handler as an extension. The key is never logged nor
+/// echoed.
 pub(crate) async fn require_key(
     State(config): State<Arc<ServerConfig>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    match presented_key(request.headers()) {
-        Some(key) if config.accepts(key) => next.run(request).await,
-        Some(_) => unauthorized("the API key is not valid"),
+    if config.is_locked() {
+        return unauthorized(
+            "the server was given an empty API key, so it accepts none (fail closed)",
+        );
+    }
+    match presented_key(request.headers()).map(|key| config.role_of(key)) {
+        Some(Some(role)) => {
+            request.extensions_mut().insert(role);
+            next.run(request).await
+        }
+        Some(None) => unauthorized("the API key is not valid"),
         None => unauthorized(
             "an API key is required: send `Authorization: Bearer YOUR_KEY` (or `x-api-key`)",
         ),
+    }
+}
+
+/// The role a request was let in with: [`Role::Open`] when no key is
+/// configured (the key layer then does not run).
+pub(crate) fn role(extension: Option<axum::Extension<Role>>) -> Role {
+    extension.map_or(Role::Open, |axum::Extension(r)| r)
+}
+
+/// 403 unless `role` may manage the models.
+pub(crate) fn require_manager(role: Role, what: &str) -> Result<(), ApiError> {
+    if role.manages_models() {
+        Ok(())
+    } else {
+        Err(ApiError::status(
+            StatusCode::FORBIDDEN,
+            format!("{what} changes the models every client uses: it needs the admin key (--admin-api-key), not an inference key"),
+        ))
     }
 }
 

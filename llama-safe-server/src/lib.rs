@@ -84,6 +84,7 @@ pub use error::ApiError;
 pub use models::{KeepAlive, Models, ModelsConfig};
 pub use serve::{serve, serve_models};
 
+use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
@@ -125,6 +126,8 @@ pub struct AppState {
     pub(crate) embedder: embeddings::Embedder,
     /// Whether the chat template thinks, read once.
     thinks: bool,
+    /// Turns for `/tokenize`: one per core.
+    pub(crate) tokenizing: Arc<tokio::sync::Semaphore>,
     /// The projector images and audio go through, if the model has one.
     #[cfg(feature = "mtmd")]
     projector: Option<llama_safe::media::Projector>,
@@ -156,8 +159,10 @@ impl AppState {
         let thinks = model
             .chat_template()
             .is_some_and(|t| t.contains(llama_safe::chat::THINK_OPEN));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Arc::new(AppState {
             thinks,
+            tokenizing: Arc::new(tokio::sync::Semaphore::new(cores)),
             model,
             model_name: model_name.into(),
             aliases,
@@ -250,11 +255,15 @@ pub fn models_router(models: Arc<Models>, config: &ServerConfig) -> Router {
         protected = protected.route("/metrics", get(listing::metrics));
     }
     // The last layer added runs first: the key is checked before the body
-    // is read.
-    protected = protected.route_layer(middleware::from_fn_with_state(
-        config.clone(),
-        layers::body_in_time,
-    ));
+    // is read. The body is read whole by `body_in_time`, within the one
+    // limit; the extractors' own (axum's hidden 2 MB default) is set to the
+    // same, so a body under `max_body_bytes` is never refused by another.
+    protected = protected
+        .route_layer(DefaultBodyLimit::max(config.max_body_bytes()))
+        .route_layer(middleware::from_fn_with_state(
+            config.clone(),
+            layers::body_in_time,
+        ));
     if config.requires_key() {
         protected =
             protected.route_layer(middleware::from_fn_with_state(config, layers::require_key));

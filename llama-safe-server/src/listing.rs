@@ -4,8 +4,10 @@
 //! `GET /health` and `GET /metrics` (every loaded model, labelled).
 
 use crate::catalog::{ftype_name, Entry};
+use crate::config::Role;
 use crate::embeddings::parse;
 use crate::error::ApiError;
+use crate::layers::{self, require_manager};
 use crate::metrics::Families;
 use crate::models::Models;
 use crate::ollama::{capabilities, details, rfc3339};
@@ -242,7 +244,14 @@ struct Changed {
 }
 
 /// `POST /models/load` `{"model"}`: loads it now (waiting for the load).
-pub async fn load(State(models): State<Arc<Models>>, body: Bytes) -> Response {
+pub async fn load(
+    State(models): State<Arc<Models>>,
+    role: Option<axum::Extension<Role>>,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = require_manager(layers::role(role), "`/models/load`") {
+        return e.into_response();
+    }
     let named: Named = match parse(&body) {
         Ok(n) => n,
         Err(e) => return e.into_response(),
@@ -260,7 +269,14 @@ pub async fn load(State(models): State<Arc<Models>>, body: Bytes) -> Response {
 
 /// `POST /models/unload` `{"model"}`: unloads it, at once if no request
 /// uses it, else when the last one ends.
-pub async fn unload(State(models): State<Arc<Models>>, body: Bytes) -> Response {
+pub async fn unload(
+    State(models): State<Arc<Models>>,
+    role: Option<axum::Extension<Role>>,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = require_manager(layers::role(role), "`/models/unload`") {
+        return e.into_response();
+    }
     let named: Named = match parse(&body) {
         Ok(n) => n,
         Err(e) => return e.into_response(),

@@ -44,6 +44,10 @@ impl KeepAlive {
     /// assert_eq!(KeepAlive::parse(&0.into()), Ok(KeepAlive::For(Duration::ZERO)));
     /// assert_eq!(KeepAlive::parse(&(-1).into()), Ok(KeepAlive::Forever));
     /// assert!(KeepAlive::parse(&"soon".into()).is_err());
+    /// // Neither an empty string nor an infinity: refused, not read as 0 or forever.
+    /// for bad in ["", " ", "inf", "-inf", "NaN", "infinity"] {
+    ///     assert!(KeepAlive::parse(&bad.into()).is_err(), "{bad:?}");
+    /// }
     /// ```
     pub fn parse(value: &serde_json::Value) -> Result<KeepAlive, String> {
         let bad = || {
@@ -52,7 +56,9 @@ impl KeepAlive {
             )
         };
         let seconds = |s: f64| {
-            if s < 0.0 {
+            if !s.is_finite() {
+                Err(bad())
+            } else if s < 0.0 {
                 Ok(KeepAlive::Forever)
             } else if s.is_finite() && s < 1e9 {
                 Ok(KeepAlive::For(Duration::from_secs_f64(s)))
@@ -64,6 +70,11 @@ impl KeepAlive {
             serde_json::Value::Number(n) => seconds(n.as_f64().ok_or_else(bad)?),
             serde_json::Value::String(s) => {
                 let s = s.trim();
+                // An empty string is no duration (Ollama refuses it too);
+                // "inf" and "nan" are no number of seconds.
+                if s.is_empty() {
+                    return Err(bad());
+                }
                 if let Ok(n) = s.parse::<f64>() {
                     return seconds(n);
                 }
@@ -269,6 +280,18 @@ impl Models {
 
     fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
         self.catalog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks the pool's presets against the models its scan found (see
+    /// [`Presets::check_against`]): the binary refuses to start otherwise.
+    pub fn check_presets(&self) -> Result<(), crate::presets::PresetError> {
+        let Some(config) = &self.config else {
+            return Ok(());
+        };
+        let catalog = self.catalog();
+        config
+            .presets
+            .check_against(catalog.entries().map(|e| e.name.as_str()))
     }
 
     /// Scans the sources again (the models loaded stay).
@@ -575,13 +598,24 @@ impl Models {
     }
 
     /// Unloads `requested` now if idle, else when its requests end (its
-    /// keep-alive set to zero). Whether it was loaded.
+    /// keep-alive set to zero). Whether it was loaded; a name that is no
+    /// model of this pool is 404, as for a load.
     pub fn unload(&self, requested: &str) -> Result<bool, ApiError> {
         let name = self.resolve(Some(requested))?;
         let mut slots = self.slots();
         let Some(Slot::Resident(r)) = slots.get_mut(&name) else {
-            return Ok(false);
+            let known = slots.contains_key(&name);
+            drop(slots);
+            if known || self.catalog().get(&name).is_some() {
+                return Ok(false);
+            }
+            let catalog = self.catalog();
+            return Err(not_found(&name, catalog.chat_models().map(|e| &e.name)));
         };
+        if self.config.is_none() && !r.state.answers_to(requested) {
+            let known = [r.state.model_name.clone()];
+            return Err(not_found(requested, known.iter()));
+        }
         if r.pinned {
             return Err(ApiError::bad(
                 "model",
@@ -697,12 +731,8 @@ fn settings(
 ) -> Result<(LlamaModelParams, EngineConfig), ApiError> {
     let mut params = preset.model_params(config.params.clone());
     if let Some(file) = &preset.chat_template_file {
-        let template = std::fs::read_to_string(file).map_err(|e| {
-            ApiError::status(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{}: {e}", file.display()),
-            )
-        })?;
+        let template = llama_safe::chat::read_template_file(file)
+            .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         params = params.with_chat_template(template);
     }
     Ok((params, preset.engine_config(config.engine.clone())))

@@ -92,21 +92,66 @@ pub struct Presets {
 }
 
 impl Presets {
-    /// Reads `path` (at most [`MAX_PRESETS_BYTES`]).
+    /// Reads `path`: a regular file of at most [`MAX_PRESETS_BYTES`] (a FIFO
+    /// or a device is refused unread). Each chat template it names is read
+    /// too, by the same rule, so a bad one is an error now, not at every
+    /// load of its model.
     pub fn load(path: &Path) -> Result<Presets, PresetError> {
-        use std::io::Read;
         let fail = |message: String| PresetError {
             path: path.to_path_buf(),
             message,
         };
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_PRESETS_BYTES + 1).read_to_string(&mut text))
+        let bytes = llama_safe::files::read_regular(path, MAX_PRESETS_BYTES)
             .map_err(|e| fail(e.to_string()))?;
-        if text.len() as u64 > MAX_PRESETS_BYTES {
-            return Err(fail(format!("over {MAX_PRESETS_BYTES} bytes")));
+        let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8".into()))?;
+        let presets = Presets::parse(&text, path)?;
+        let templates = std::iter::once(("[defaults]".to_string(), &presets.defaults)).chain(
+            presets
+                .models
+                .iter()
+                .map(|(n, p)| (format!("[models.{n:?}]"), p)),
+        );
+        for (table, preset) in templates {
+            if let Some(file) = &preset.chat_template_file {
+                llama_safe::chat::read_template_file(file)
+                    .map_err(|e| fail(format!("{table}: `chat_template_file`: {e}")))?;
+            }
         }
-        Presets::parse(&text, path)
+        Ok(presets)
+    }
+
+    /// Checks the presets against the models found: a preset for a model
+    /// that is not there, or an alias that is another model's name (it
+    /// would hide that model), is an error naming them.
+    pub fn check_against<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), PresetError> {
+        let names: std::collections::BTreeSet<&str> = names.into_iter().collect();
+        let fail = |message: String| PresetError {
+            path: self.path.clone(),
+            message,
+        };
+        let missing: Vec<&String> = self
+            .models
+            .keys()
+            .filter(|n| !names.contains(n.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            return Err(fail(format!(
+                "presets for models that were not found: {missing:?} (names as GET /v1/models lists them)"
+            )));
+        }
+        if let Some((alias, model)) = self
+            .aliases
+            .iter()
+            .find(|(a, _)| names.contains(a.as_str()))
+        {
+            return Err(fail(format!(
+                "the alias {alias:?} of {model:?} is the name of another model found, which it would hide"
+            )));
+        }
+        Ok(())
     }
 
     /// Parses `text`, the contents of `path` (for messages, and for

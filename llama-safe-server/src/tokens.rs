@@ -12,19 +12,53 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use llama_safe::{Token, Tokenize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Most tokens `/detokenize` takes in one request.
 pub const MAX_DETOKENIZE: usize = 1 << 20;
 
 /// `POST /tokenize` `{"content", "add_special"?, "with_pieces"?}`: the
-/// tokens, as llama-server gives them. A text is at most the request body
-/// limit; it is tokenized off the async workers.
+/// tokens, as llama-server gives them.
+///
+/// Tokenizing is not linear in the worst case (a long run of one character
+/// took 11 s at 400 KB) and llama.cpp cannot stop it midway, so its budget
+/// is checked first: a text longer in bytes than a request's context could
+/// hold whatever its tokens (the refusal the generation routes make) is 400
+/// before it is read. At most one text per core is tokenized at once, off
+/// the async workers; a request whose client has gone while it waited is
+/// never tokenized.
 pub async fn tokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let result = async {
         let req: TokenizeRequest = parse(&body)?;
+        let n_ctx = state.n_ctx();
+        let at_least = req.content.len().div_ceil(state.model.max_token_bytes());
+        if at_least > n_ctx as usize {
+            return Err(ApiError::bad(
+                "content",
+                format!(
+                    "{} bytes is at least {at_least} tokens, over the {n_ctx} a request's context holds",
+                    req.content.len()
+                ),
+            ));
+        }
+        // Waiting for a turn is where an abandoned request ends: dropping
+        // this future drops `gone`, and the job, if it has not started,
+        // returns at once.
+        let permit = state
+            .tokenizing
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ApiError::status(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let gone = Gone::default();
+        let flag = gone.0.clone();
         let model = state.model.clone();
-        tokio::task::spawn_blocking(move || {
+        let job = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            if flag.load(Ordering::Acquire) {
+                return Ok(TokenizeResponse { tokens: Vec::new() });
+            }
             let how = Tokenize {
                 add_special: req.add_special,
                 parse_special: req.add_special,
@@ -47,12 +81,25 @@ pub async fn tokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
                 })
                 .collect();
             Ok(TokenizeResponse { tokens })
-        })
-        .await
-        .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        });
+        let done = job
+            .await
+            .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        drop(gone);
+        done
     }
     .await;
     respond(&state, "/tokenize", result)
+}
+
+/// Set when dropped: the request it belongs to is gone.
+#[derive(Default)]
+struct Gone(Arc<AtomicBool>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// `POST /detokenize` `{"tokens": [...]}`: the text. An id outside the

@@ -242,3 +242,200 @@ fn presets_with_their_errors_naming_the_key_and_the_file() {
         "{missing}"
     );
 }
+
+#[cfg(unix)]
+fn fifo(at: &Path) {
+    std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+    let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path; mkfifo reads it and returns a status.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "{at:?}");
+}
+
+/// `f` on another thread, which must end within `limit` (a scan that
+/// blocks on a FIFO or walks the whole file system fails here).
+fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("did not end within {limit:?}"))
+}
+
+/// Regression (audit round 3): the scans followed links out of their store
+/// (a directory link in a models folder, snapshot links leaving an HF
+/// cache, a link to `/` in Ollama's store, where the scan walked the whole
+/// file system and blocked reading /proc/kmsg), opened FIFOs, and listed
+/// names with a newline that forged log lines. Every store is laid out with
+/// each of them; the scan ends at once and lists only what is inside.
+#[test]
+#[cfg(unix)]
+fn scans_stay_inside_their_store_and_read_only_regular_files() {
+    let root = tree().join("confined");
+    let demo = demo_bytes();
+    let outside = root.join("elsewhere");
+    write(&outside.join("secret.gguf"), &demo);
+    write(&outside.join("pub/repo/secret.gguf"), &demo);
+
+    // A models folder: a good model, links out (a folder, `/`, a file), a
+    // FIFO named like a model, a name with a newline.
+    let dir = root.join("models");
+    write(&dir.join("good.gguf"), &demo);
+    link(&outside, &dir.join("linked-out"));
+    link(Path::new("/"), &dir.join("root"));
+    link(&outside.join("secret.gguf"), &dir.join("file-out.gguf"));
+    fifo(&dir.join("fifo.gguf"));
+    write(&dir.join("forged\nserver: admin logged in.gguf"), &demo);
+    // A link inside the store is followed, and named by where it is.
+    link(&dir.join("good.gguf"), &dir.join("inside/also-good.gguf"));
+
+    // The HF cache: a snapshot file linking out of the cache, refs/main a FIFO.
+    let hf = root.join("hf");
+    let repo = hf.join("models--acme--Escape-GGUF");
+    link(
+        &outside.join("secret.gguf"),
+        &repo.join("snapshots/r1/secret.gguf"),
+    );
+    fifo(&repo.join("refs/main"));
+    let good_repo = hf.join("models--acme--Good-GGUF");
+    write(&good_repo.join("blobs/b1"), &demo);
+    link(
+        Path::new("../../blobs/b1"),
+        &good_repo.join("snapshots/r1/good.gguf"),
+    );
+
+    // Ollama's store: a registry that is a link to `/`, a manifest that is
+    // a FIFO, a blob linking out of the store.
+    let ol = root.join("ollama");
+    link(Path::new("/"), &ol.join("manifests/evil.example"));
+    fifo(&ol.join("manifests/registry.ollama.ai/library/fifo/latest"));
+    let hex = "e".repeat(64);
+    link(
+        &outside.join("secret.gguf"),
+        &ol.join(format!("blobs/sha256-{hex}")),
+    );
+    write(
+        &ol.join("manifests/registry.ollama.ai/library/out/latest"),
+        format!(r#"{{"layers":[{{"mediaType":"application/vnd.ollama.image.model","digest":"sha256:{hex}"}}]}}"#).as_bytes(),
+    );
+
+    // LM Studio: a publisher folder that is a link out.
+    let lm = root.join("lmstudio");
+    link(&outside.join("pub"), &lm.join("pub"));
+    write(&lm.join("acme/repo/fine.gguf"), &demo);
+
+    let sources = Sources::default()
+        .with_dir(&dir)
+        .with_hf_cache(&hf)
+        .with_ollama(&ol)
+        .with_lm_studio(&lm);
+    let catalog = within(std::time::Duration::from_secs(20), move || {
+        Catalog::scan(&sources)
+    });
+    let mut names: Vec<&str> = catalog.entries().map(|e| e.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "acme/Good-GGUF:good",
+            "acme/repo/fine",
+            "good",
+            "inside/also-good"
+        ],
+        "skipped: {:#?}",
+        catalog.skipped
+    );
+    let real_root = root.canonicalize().unwrap();
+    for e in catalog.entries() {
+        let real = e.path.canonicalize().unwrap();
+        assert!(
+            real.starts_with(&real_root) && !real.starts_with(real_root.join("elsewhere")),
+            "{e:?}"
+        );
+    }
+    let why = |end: &str| {
+        catalog
+            .skipped
+            .iter()
+            .find(|(p, _)| p.to_string_lossy().ends_with(end))
+            .map(|(_, w)| w.clone())
+            .unwrap_or_else(|| panic!("{end} not skipped: {:#?}", catalog.skipped))
+    };
+    for end in [
+        "linked-out",
+        "models/root",
+        "file-out.gguf",
+        "snapshots/r1/secret.gguf",
+        "evil.example",
+        "pub",
+    ] {
+        assert!(
+            why(end).contains("a link out of the store"),
+            "{end}: {}",
+            why(end)
+        );
+    }
+    assert!(why("fifo.gguf").contains("not a regular file"));
+    assert!(why("logged in.gguf").contains("control character"));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Regression (audit round 3): a FIFO as the presets file hung start-up, a
+/// FIFO or /dev/zero as a preset's template hung or exhausted each load; a
+/// preset for a model that is not there was ignored, and an alias equal to
+/// another model's name hid that model.
+#[test]
+#[cfg(unix)]
+fn presets_name_only_regular_files_and_models_that_exist() {
+    let root = tree().join("presets");
+    let fifo_path = root.join("models.toml");
+    fifo(&fifo_path);
+    let e = within(std::time::Duration::from_secs(10), move || {
+        Presets::load(&fifo_path).unwrap_err()
+    });
+    assert!(e.message.contains("not a regular file"), "{e}");
+
+    for (name, template) in [
+        ("dev-zero", PathBuf::from("/dev/zero")),
+        ("fifo", root.join("t.fifo")),
+    ] {
+        if name == "fifo" {
+            fifo(&template);
+        }
+        let path = root.join(format!("{name}.toml"));
+        write(
+            &path,
+            format!(
+                "[models.a]\nchat_template_file = {:?}\n",
+                template.display().to_string()
+            )
+            .as_bytes(),
+        );
+        let e = within(std::time::Duration::from_secs(10), move || {
+            Presets::load(&path).unwrap_err()
+        });
+        assert!(
+            e.message.contains("chat_template_file") && e.message.contains("not a regular file"),
+            "{name}: {e}"
+        );
+    }
+
+    let presets = Presets::parse(
+        "[models.a]\naliases = [\"b\"]\n[models.ghost]\ncpu_moe = true\n",
+        Path::new("p.toml"),
+    )
+    .unwrap();
+    let e = presets.check_against(["a", "b"]).unwrap_err();
+    assert!(e.message.contains("\"ghost\""), "{e}");
+    let presets = Presets::parse("[models.a]\naliases = [\"b\"]\n", Path::new("p.toml")).unwrap();
+    let e = presets.check_against(["a", "b"]).unwrap_err();
+    assert!(
+        e.message.contains("the alias \"b\"") && e.message.contains("hide"),
+        "{e}"
+    );
+    presets.check_against(["a", "c"]).unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -100,6 +100,14 @@ impl Drop for Server {
 }
 
 async fn start(test: &str, tune: impl FnOnce(ModelsConfig) -> ModelsConfig) -> Server {
+    start_keyed(test, tune, ServerConfig::default()).await
+}
+
+async fn start_keyed(
+    test: &str,
+    tune: impl FnOnce(ModelsConfig) -> ModelsConfig,
+    server: ServerConfig,
+) -> Server {
     let (root, sources) = layout(test);
     let engine = EngineConfig::default()
         .with_n_ctx(1024)
@@ -117,7 +125,7 @@ async fn start(test: &str, tune: impl FnOnce(ModelsConfig) -> ModelsConfig) -> S
     let (tx, rx) = tokio::sync::oneshot::channel();
     let served = models.clone();
     tokio::spawn(async move {
-        serve_models(listener, served, &ServerConfig::default(), async {
+        serve_models(listener, served, &server, async {
             let _ = rx.await;
         })
         .await
@@ -420,4 +428,79 @@ async fn unloading_waits_for_the_stream_and_a_vanished_file_is_an_error() {
     assert!(status == 404 || status == 500, "{status} {v}");
     assert!(v["error"]["message"].as_str().is_some(), "{v}");
     assert_eq!(complete(&b, DENSE).await.0, 200);
+}
+
+/// Regression (audit round 3): any inference key could load or unload a
+/// model other clients were using; `/models/unload` of a name that does not
+/// exist answered 200; `keep_alive: ""` unloaded at once and `"-inf"` meant
+/// forever while `"inf"` was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_needs_the_admin_key_and_names_that_exist() {
+    let keys = ServerConfig::default()
+        .with_api_key("client")
+        .with_admin_api_key("admin");
+    let s = start_keyed("admin", |c| c, keys).await;
+    let b = &s.base;
+    let as_ =
+        |key: &'static str, path: &'static str, body: Value| call(b, path, Some(key), Some(body));
+    let load = json!({"model": MOE});
+    let (status, v) = as_("client", "/models/load", load.clone()).await;
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--admin-api-key"),
+        "{v}"
+    );
+    assert_eq!(as_("client", "/models/unload", load.clone()).await.0, 403);
+    assert_eq!(as_("admin", "/models/load", load.clone()).await.0, 200);
+    // Ollama's unload and `keep_alive` change the model for everyone too.
+    let unload = json!({"model": MOE, "keep_alive": 0});
+    assert_eq!(as_("client", "/api/generate", unload.clone()).await.0, 403);
+    let gen = |keep: Value| json!({"model": MOE, "prompt": DEMO_PROMPT, "stream": false, "keep_alive": keep});
+    assert_eq!(as_("client", "/api/generate", gen(json!(0))).await.0, 403);
+    assert_eq!(as_("client", "/api/chat", json!({"model": MOE, "messages": [{"role": "user", "content": "hi"}], "stream": false, "keep_alive": "5m"})).await.0, 403);
+    // The inference key still infers, and still loads on demand.
+    let (status, v) = as_(
+        "client",
+        "/v1/completions",
+        json!({"model": DENSE, "prompt": DEMO_PROMPT, "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    // Bad keep-alives are refused, not read as "now" or "forever".
+    for bad in ["", "inf", "-inf", "NaN"] {
+        let (status, v) = as_("admin", "/api/generate", gen(json!(bad))).await;
+        assert_eq!(status, 400, "{bad:?}: {v}");
+        assert_eq!(v["error"]["param"], "keep_alive");
+    }
+    assert!(
+        s.models.is_loaded(MOE),
+        "a refused keep_alive unloaded nothing"
+    );
+    // Unloading a name that is no model is 404, as loading one is.
+    for path in ["/models/unload", "/models/load"] {
+        let (status, v) = as_("admin", path, json!({"model": "no-such-model"})).await;
+        assert_eq!(status, 404, "{path}: {v}");
+    }
+    let (status, v) = as_("admin", "/models/unload", load).await;
+    assert_eq!((status, v["success"].as_bool()), (200, Some(true)), "{v}");
+    drop(s);
+
+    // Inference keys and no admin key: nobody manages the models.
+    let s = start_keyed(
+        "noadmin",
+        |c| c,
+        ServerConfig::default().with_api_key("client"),
+    )
+    .await;
+    let (status, v) = call(
+        &s.base,
+        "/models/load",
+        Some("client"),
+        Some(json!({"model": MOE})),
+    )
+    .await;
+    assert_eq!(status, 403, "{v}");
 }

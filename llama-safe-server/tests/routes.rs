@@ -286,6 +286,75 @@ async fn tokenize_and_detokenize_round_trip() {
     assert_eq!((status, v["content"].as_str()), (200, Some("")));
 }
 
+/// Regression (audit round 3): `/tokenize` had no size guard (a long run
+/// of one character: 400 KB took 11 s, and went on after the client left).
+/// A text longer than a request's context could hold is refused before it
+/// is tokenized, as the generation routes refuse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenize_refuses_what_no_context_holds_before_reading_it() {
+    let s = start(1, 4).await;
+    let b = &s.base;
+    let max = s.state.model.max_token_bytes() * s.state.n_ctx() as usize;
+    let started = std::time::Instant::now();
+    let (status, v) = post(b, "/tokenize", json!({"content": "a".repeat(max + 1)})).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "content");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Within the budget, the worst case (one character repeated) is served.
+    let (status, v) = post(b, "/tokenize", json!({"content": "a".repeat(max / 2)})).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+/// Regression (audit round 3): a hidden 2 MiB limit answered bodies over it
+/// with a plain-text 413 whatever `--max-body-bytes` said (an image over
+/// about 1.5 MB could not be sent). The configured limit is the one, in
+/// the API's JSON error shape, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_body_limit_is_the_configured_one_in_json() {
+    for (limit, size, want) in [
+        (8 << 20, 3 << 20, 200),
+        (8 << 20, 9 << 20, 413),
+        (4 << 10, 8 << 10, 413),
+    ] {
+        let server = ServerConfig::default().with_max_body_bytes(limit);
+        let s = start_configured(&DemoModel::Moe.cached().unwrap(), engine(1), server).await;
+        // Padding in a field the route ignores: a body of `size` bytes
+        // that is a valid request.
+        let body = json!({"content": DEMO_PROMPT, "padding": "x".repeat(size)});
+        let r = reqwest::Client::new()
+            .post(format!("{}/tokenize", s.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "limit {limit}, body {size}");
+        assert!(
+            r.headers()[reqwest::header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{:?}",
+            r.headers()
+        );
+        let v: Value = r.json().await.unwrap();
+        if want == 413 {
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&limit.to_string()),
+                "{v}"
+            );
+        } else {
+            assert!(v["tokens"].is_array(), "{v}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logprobs_on_the_openai_routes() {
     let s = start(1, 4).await;

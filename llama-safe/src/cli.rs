@@ -100,28 +100,7 @@ pub struct ModelArgs {
 /// A template file, read up to [`MAX_CHAT_TEMPLATE_BYTES`] (a bigger one is
 /// refused, not read whole).
 fn read_template(file: &std::path::Path) -> Result<String> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(file)
-        .and_then(|f| {
-            f.take(MAX_CHAT_TEMPLATE_BYTES as u64 + 1)
-                .read_to_end(&mut bytes)
-        })
-        .map_err(|e| Error::Io {
-            path: file.to_path_buf(),
-            source: e.into(),
-        })?;
-    let bad = |reason: String| Error::InvalidParameter {
-        name: "chat_template_file",
-        reason: reason.into(),
-    };
-    if bytes.len() > MAX_CHAT_TEMPLATE_BYTES {
-        return Err(bad(format!(
-            "{} is over {MAX_CHAT_TEMPLATE_BYTES} bytes",
-            file.display()
-        )));
-    }
-    String::from_utf8(bytes).map_err(|_| bad(format!("{} is not UTF-8", file.display())))
+    crate::chat::read_template_file(file)
 }
 
 impl ModelArgs {

@@ -39,6 +39,7 @@ mod embeddings;
 pub mod engine;
 mod error;
 mod ffi;
+pub mod files;
 pub mod fit;
 mod generate;
 pub mod gguf;

@@ -1,15 +1,20 @@
-//! GGUF files in a folder of the user's own, to a bounded depth.
+//! GGUF files in a folder of the user's own, to a bounded depth, never
+//! outside it.
 
-use super::{split, Found, Source, MAX_DEPTH, MAX_FILES};
+use super::{split, Found, Source, Store, MAX_DEPTH, MAX_FILES};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-/// Every `*.gguf` below `root` (following symbolic links, each folder
-/// once), grouped into models named by their path below `root`.
+/// Every `*.gguf` below `root` (following symbolic links that stay inside
+/// it, each folder once), grouped into models named by their path below
+/// `root`.
 pub(super) fn scan(root: &Path, found: &mut Vec<Found>, skipped: &mut Vec<(PathBuf, String)>) {
+    let Some(store) = Store::open(root, skipped) else {
+        return;
+    };
     let mut files = Vec::new();
     let mut seen = HashSet::new();
-    walk(root, 0, &mut files, &mut seen, skipped);
+    walk(&store, root, 0, &mut files, &mut seen, skipped);
     // Group per folder, so shards pair up only with their siblings.
     let mut by_dir: std::collections::BTreeMap<PathBuf, Vec<PathBuf>> = Default::default();
     for f in files {
@@ -31,8 +36,11 @@ pub(super) fn scan(root: &Path, found: &mut Vec<Found>, skipped: &mut Vec<(PathB
     }
 }
 
-/// The GGUF files below `dir`.
+/// The GGUF files below `dir`, inside `store`: a link that leads out of
+/// the store (to another folder, to `/`) is skipped and said, and only
+/// regular files are taken.
 pub(super) fn walk(
+    store: &Store,
     dir: &Path,
     depth: usize,
     files: &mut Vec<PathBuf>,
@@ -40,8 +48,7 @@ pub(super) fn walk(
     skipped: &mut Vec<(PathBuf, String)>,
 ) {
     // A link back up the tree is read once.
-    let Ok(real) = dir.canonicalize() else {
-        skipped.push((dir.to_path_buf(), "cannot be read".into()));
+    let Some(real) = store.resolve(dir, skipped) else {
         return;
     };
     if !seen.insert(real) || depth > MAX_DEPTH {
@@ -62,16 +69,20 @@ pub(super) fn walk(
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with('.'));
         if path.is_dir() && !hidden {
-            walk(&path, depth + 1, files, seen, skipped);
+            walk(store, &path, depth + 1, files, seen, skipped);
         } else if path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
         {
-            if path.is_file() {
-                files.push(path);
-            } else if !path.exists() {
+            if !path.exists() {
                 // A link whose target is gone (an interrupted download).
                 skipped.push((path, "a link to a missing file".into()));
+            } else if let Some(real) = store.resolve(&path, skipped) {
+                if real.is_file() {
+                    files.push(path);
+                } else {
+                    skipped.push((path, "not a regular file".into()));
+                }
             }
         }
     }

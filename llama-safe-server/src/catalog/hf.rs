@@ -3,11 +3,15 @@
 //! revision `main` points at. A model is named `org/name:file` (the file's
 //! name without `.gguf` and without a shard suffix).
 
-use super::{dirs, split, Found, Source};
+use super::{dirs, split, Found, Source, Store};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub(super) fn scan(root: &Path, found: &mut Vec<Found>, skipped: &mut Vec<(PathBuf, String)>) {
+    // Snapshots link into the repository's blobs: inside the cache.
+    let Some(store) = Store::open(root, skipped) else {
+        return;
+    };
     let Ok(read) = std::fs::read_dir(root) else {
         return;
     };
@@ -26,7 +30,14 @@ pub(super) fn scan(root: &Path, found: &mut Vec<Found>, skipped: &mut Vec<(PathB
             continue;
         };
         let mut files = Vec::new();
-        dirs::walk(&snapshot, 0, &mut files, &mut HashSet::new(), skipped);
+        dirs::walk(
+            &store,
+            &snapshot,
+            0,
+            &mut files,
+            &mut HashSet::new(),
+            skipped,
+        );
         for (stem, files) in split::group(files, skipped) {
             found.push(Found {
                 name: format!("{id}:{stem}"),
@@ -40,10 +51,10 @@ pub(super) fn scan(root: &Path, found: &mut Vec<Found>, skipped: &mut Vec<(PathB
 /// The snapshot `refs/main` names, else the most recently modified one.
 fn snapshot(repo: &Path) -> Option<PathBuf> {
     let snapshots = repo.join("snapshots");
-    let mut rev = String::new();
-    let read = std::fs::File::open(repo.join("refs/main"))
-        .and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, 256), &mut rev));
-    if read.is_ok() {
+    let rev = llama_safe::files::read_regular(&repo.join("refs/main"), 256)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
+    if let Some(rev) = rev {
         let dir = snapshots.join(rev.trim());
         if !rev.trim().is_empty() && !rev.contains('/') && dir.is_dir() {
             return Some(dir);

@@ -1,12 +1,15 @@
 //! LM Studio's folder: `PUBLISHER/REPO/*.gguf`, named `publisher/repo/file`.
 
-use super::{dirs, split, Found, Source};
+use super::{dirs, split, Found, Source, Store};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub(super) fn scan(root: &Path, found: &mut Vec<Found>, skipped: &mut Vec<(PathBuf, String)>) {
+    let Some(store) = Store::open(root, skipped) else {
+        return;
+    };
     let mut files = Vec::new();
-    dirs::walk(root, 0, &mut files, &mut HashSet::new(), skipped);
+    dirs::walk(&store, root, 0, &mut files, &mut HashSet::new(), skipped);
     let mut by_repo: std::collections::BTreeMap<PathBuf, Vec<PathBuf>> = Default::default();
     for f in files {
         // Only PUBLISHER/REPO/FILE.gguf: LM Studio's own layout.

@@ -115,6 +115,46 @@ pub enum Source {
     LmStudio,
 }
 
+/// A store's folder, resolved: what its scan may read is below it.
+pub(crate) struct Store {
+    real: PathBuf,
+}
+
+impl Store {
+    /// `root`, resolved (`None`, and said, if it cannot be).
+    fn open(root: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Option<Store> {
+        match root.canonicalize() {
+            Ok(real) => Some(Store { real }),
+            Err(e) => {
+                skipped.push((root.to_path_buf(), format!("cannot be read: {e}")));
+                None
+            }
+        }
+    }
+
+    /// `path` with every link followed, if it stays inside the store; a
+    /// path that leaves it is skipped and said.
+    fn resolve(&self, path: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Option<PathBuf> {
+        match path.canonicalize() {
+            Ok(real) if real.starts_with(&self.real) => Some(real),
+            Ok(real) => {
+                skipped.push((
+                    path.to_path_buf(),
+                    format!(
+                        "a link out of the store (to {}): not followed",
+                        real.display()
+                    ),
+                ));
+                None
+            }
+            Err(e) => {
+                skipped.push((path.to_path_buf(), format!("cannot be read: {e}")));
+                None
+            }
+        }
+    }
+}
+
 /// What a file is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -197,6 +237,13 @@ impl Catalog {
 
     fn add(&mut self, found: Found) {
         let path = found.files[0].clone();
+        // A name is written in logs and answers: a control character in it
+        // (a newline in a file name) could forge lines.
+        if found.name.chars().any(char::is_control) {
+            self.skipped
+                .push((path, "a control character in the name".into()));
+            return;
+        }
         if let Some(other) = self.entries.get(&found.name) {
             let why = format!("the name {:?} is {}'s", found.name, other.path.display());
             self.skipped.push((path, why));

@@ -4,7 +4,7 @@
 //! registry and namespace, `namespace/name:tag` in another namespace, and
 //! `registry/namespace/name:tag` elsewhere, as `ollama list` shows them.
 
-use super::{Found, Source};
+use super::{Found, Source, Store};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -27,30 +27,50 @@ struct Layer {
 }
 
 pub(super) fn scan(root: &Path, found: &mut Vec<Found>, skipped: &mut Vec<(PathBuf, String)>) {
+    let Some(store) = Store::open(root, skipped) else {
+        return;
+    };
     let manifests = root.join("manifests");
-    // REGISTRY/NAMESPACE/NAME/TAG: four levels, each listed in order.
+    // REGISTRY/NAMESPACE/NAME/TAG: four levels, each listed in order, each
+    // inside the store (a link to `/` would walk the whole file system).
+    let mut list = |dir: &Path| -> Vec<PathBuf> {
+        if store.resolve(dir, skipped).is_none() {
+            return Vec::new();
+        }
+        let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        out.sort();
+        out
+    };
+    let mut tags = Vec::new();
     for registry in list(&manifests) {
         for namespace in list(&registry) {
             for model in list(&namespace) {
                 for tag in list(&model) {
-                    if tag.is_file() {
-                        add(root, [&registry, &namespace, &model, &tag], found, skipped);
-                    }
+                    tags.push([registry.clone(), namespace.clone(), model.clone(), tag]);
                 }
             }
         }
     }
-}
-
-fn list(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    out.sort();
-    out
+    for parts in tags {
+        if store
+            .resolve(&parts[3], skipped)
+            .is_some_and(|t| t.is_file())
+        {
+            add(
+                &store,
+                root,
+                parts.each_ref().map(PathBuf::as_path),
+                found,
+                skipped,
+            );
+        }
+    }
 }
 
 fn add(
+    store: &Store,
     root: &Path,
     parts: [&Path; 4],
     found: &mut Vec<Found>,
@@ -62,10 +82,8 @@ fn add(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
-    let manifest = std::fs::metadata(&tag_path)
+    let manifest = llama_safe::files::read_regular(&tag_path, MAX_MANIFEST_BYTES)
         .ok()
-        .filter(|m| m.len() <= MAX_MANIFEST_BYTES)
-        .and_then(|_| std::fs::read(&tag_path).ok())
         .and_then(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok());
     let Some(manifest) = manifest else {
         skipped.push((tag_path, "not an Ollama manifest".into()));
@@ -80,7 +98,8 @@ fn add(
         (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
             .then(|| root.join("blobs").join(format!("sha256-{hex}")))
     });
-    let Some(blob) = blob.filter(|b| b.is_file()) else {
+    let inside = |b: &PathBuf| store.resolve(b, skipped).is_some_and(|r| r.is_file());
+    let Some(blob) = blob.filter(inside) else {
         skipped.push((tag_path, "no model layer, or its blob is missing".into()));
         return;
     };

@@ -417,3 +417,16 @@ impl LlamaModel {
         }
     }
 }
+
+/// A chat template file's text, for
+/// [`LlamaModelParams::with_chat_template`](crate::LlamaModelParams::with_chat_template):
+/// a regular file of at most [`MAX_CHAT_TEMPLATE_BYTES`](crate::MAX_CHAT_TEMPLATE_BYTES)
+/// bytes of UTF-8 (a FIFO or `/dev/zero` is refused unread, a bigger file
+/// after the limit; see [`files::read_regular`](crate::files::read_regular)).
+pub fn read_template_file(file: &std::path::Path) -> crate::Result<String> {
+    let bytes = crate::files::read_regular(file, crate::MAX_CHAT_TEMPLATE_BYTES as u64)?;
+    String::from_utf8(bytes).map_err(|_| crate::Error::InvalidParameter {
+        name: "chat_template_file",
+        reason: format!("{} is not UTF-8", file.display()).into(),
+    })
+}
