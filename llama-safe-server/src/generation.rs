@@ -93,7 +93,12 @@ pub async fn start(state: &Arc<AppState>, req: &GenRequest) -> Result<Started, A
                     if let Some(on) = req.think {
                         options = options.with_thinking(on);
                     }
-                    model.apply_chat_template_with(messages, &options)
+                    model.render_chat(messages, &options).map(|p| {
+                        if let Some(why) = &p.fallback {
+                            state.template_fell_back(why);
+                        }
+                        p.text
+                    })
                 }
                 None => Ok(req.prompt.clone()),
             }

@@ -126,6 +126,8 @@ pub struct AppState {
     pub(crate) embedder: embeddings::Embedder,
     /// Whether the chat template thinks, read once.
     thinks: bool,
+    /// Whether the fallback from the model's chat template was logged.
+    template_fallback_logged: std::sync::atomic::AtomicBool,
     /// Turns for `/tokenize`: one per core.
     pub(crate) tokenizing: Arc<tokio::sync::Semaphore>,
     /// The projector images and audio go through, if the model has one.
@@ -163,6 +165,7 @@ impl AppState {
         Ok(Arc::new(AppState {
             thinks,
             tokenizing: Arc::new(tokio::sync::Semaphore::new(cores)),
+            template_fallback_logged: Default::default(),
             model,
             model_name: model_name.into(),
             aliases,
@@ -206,6 +209,20 @@ impl AppState {
     /// `default`.
     pub fn answers_to(&self, name: &str) -> bool {
         name == self.model_name || name == "default" || self.aliases.iter().any(|a| a == name)
+    }
+
+    /// Says, once per model, in the server's log that llama.cpp's built-in
+    /// template stands in for the model's own (which the renderer cannot
+    /// run: `why`).
+    pub(crate) fn template_fell_back(&self, why: &str) {
+        use std::sync::atomic::Ordering;
+        if !self.template_fallback_logged.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "server: model {:?}: its chat template cannot be rendered ({}); llama.cpp's built-in template stands in",
+                self.model_name,
+                why.escape_debug()
+            );
+        }
     }
 
     /// Whether the model's chat template thinks (writes a `<think>` block).

@@ -38,6 +38,7 @@ const HOSTILE_TEMPLATE: &str = "{% set ns = namespace() %}\
 {% if 'KILL-indent' in last %}{{ messages|tojson(indent=100000000000) }}{% endif %}\
 {% if 'KILL-replace' in last %}{% set s = 'x'*100000 %}{{ s.replace('', s) }}{% endif %}\
 {% if 'KILL-long' in last %}{{ 'x' * 100000000 }}{% endif %}\
+{% if 'REFUSE' in last %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant') }}{% endif %}\
 {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
 const KILLS: [&str; 6] = [
@@ -189,14 +190,23 @@ fn template_and_schema_regressions_are_4xx_and_the_server_lives() {
                     let body = json!({"messages": [{"role": "user", "content": kill}],
                                           "max_tokens": 4, "stream": false});
                     let start = Instant::now();
-                    // A template that fails (its budget included) falls
-                    // back to llama.cpp's built-in version of it, as any
-                    // template the renderer cannot run: a 200 with a sane
-                    // prompt, or a 400; never a dead server.
+                    // A template over its budget on this input is the
+                    // request's 400 (regression, audit round 3: it fell back
+                    // to llama.cpp's built-in template and answered 200 in
+                    // another format); never a dead server.
                     let (status, text) = send(&c, &s.base, endpoint, &body).await;
-                    assert!([200, 400].contains(&status), "{kill} on {endpoint}: {text}");
+                    assert_eq!(status, 400, "{kill} on {endpoint}: {text}");
+                    assert!(text.contains("budget"), "{kill} on {endpoint}: {text}");
                     assert!(start.elapsed() < Duration::from_secs(10), "{kill}");
                 }
+            }
+            // The template's own refusal is a 400 with its message.
+            for endpoint in ["/v1/chat/completions", "/api/chat"] {
+                let body = json!({"messages": [{"role": "user", "content": "REFUSE"}],
+                                  "max_tokens": 4, "stream": false});
+                let (status, text) = send(&c, &s.base, endpoint, &body).await;
+                assert_eq!(status, 400, "{endpoint}: {text}");
+                assert!(text.contains("roles must alternate"), "{endpoint}: {text}");
             }
             // The ambiguous schema, with '[' forced at every step: the
             // request ends with a 400 instead of stalling the engine.

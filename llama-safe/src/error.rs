@@ -170,6 +170,21 @@ pub enum Error {
         /// What went wrong, in llama.cpp's words where it gave any.
         reason: Reason,
     },
+    /// The chat template refused its input with its own
+    /// `raise_exception(message)` (roles that do not alternate, a role it
+    /// does not know).
+    #[error("the chat template refused the messages: {message}")]
+    ChatTemplateRaised {
+        /// The template's message.
+        message: Reason,
+    },
+    /// The chat template ran over its budget on this input (its fuel, the
+    /// output size, a width or depth limit of the sandbox).
+    #[error("the chat template ran over its budget: {reason}")]
+    ChatTemplateBudget {
+        /// Which budget.
+        reason: Reason,
+    },
     /// A token id outside the model's vocabulary.
     #[error("token {token} is outside the vocabulary of {n_vocab} tokens")]
     InvalidToken {
@@ -419,6 +434,8 @@ impl Error {
             | Error::TooManyOverrides { .. }
             | Error::Tokenize { .. }
             | Error::ChatTemplate { .. }
+            | Error::ChatTemplateRaised { .. }
+            | Error::ChatTemplateBudget { .. }
             | Error::InvalidToken { .. }
             | Error::NoLogits { .. }
             | Error::Grammar { .. }

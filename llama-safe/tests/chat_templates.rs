@@ -150,7 +150,7 @@ fn known_text_and_template_errors() {
         "<eos>",
     );
     assert!(
-        matches!(&err, Err(Error::ChatTemplate { reason }) if reason.contains("System role not supported")),
+        matches!(&err, Err(Error::ChatTemplateRaised { message }) if message.contains("System role not supported")),
         "{err:?}"
     );
     // A template that would run forever is stopped.
@@ -204,4 +204,63 @@ fn tools_tool_calls_and_tool_results_reach_the_template() {
         .apply_chat_template(&[ChatMessage::new("user", "Hi")], true)
         .unwrap();
     assert_eq!(plain, "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+}
+
+/// Regression (audit round 3): every failure to render the model's template
+/// fell back to llama.cpp's built-in one, so a template's own refusal and a
+/// template over its budget gave a prompt in another format. Now they are
+/// typed errors; only a template the renderer cannot run falls back, and
+/// says so.
+#[test]
+fn a_refusal_and_a_budget_are_errors_and_only_a_template_that_cannot_run_falls_back() {
+    use llama_safe::chat::TemplateOptions;
+    use llama_safe::{LlamaBackend, LlamaModel, LlamaModelParams};
+    let backend = LlamaBackend::init();
+    let path = llama_safe::demo::DemoModel::Moe.cached().unwrap();
+    let with = |template: &str| {
+        let params = LlamaModelParams::default().with_chat_template(template);
+        LlamaModel::load(&backend, &path, &params).unwrap()
+    };
+    let user = [ChatMessage::new("user", "Hi")];
+    let options = TemplateOptions::default();
+
+    let model = with(GEMMA);
+    let err = model.apply_chat_template(&[ChatMessage::new("system", "x")], true);
+    assert!(
+        matches!(&err, Err(Error::ChatTemplateRaised { message }) if message.contains("System role not supported")),
+        "{err:?}"
+    );
+    assert_eq!(err.unwrap_err().kind(), llama_safe::ErrorKind::InvalidInput);
+    let ok = model.render_chat(&user, &options).unwrap();
+    assert_eq!(ok.fallback, None);
+
+    let model = with("{{ 'x' * 100000000 }}");
+    let err = model.render_chat(&user, &options);
+    assert!(
+        matches!(err, Err(Error::ChatTemplateBudget { .. })),
+        "{err:?}"
+    );
+    let model =
+        with("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}");
+    let err = model.render_chat(&user, &options);
+    assert!(
+        matches!(err, Err(Error::ChatTemplateBudget { .. })),
+        "{err:?}"
+    );
+
+    // A template this renderer cannot run (here, a syntax error in a
+    // ChatML template): llama.cpp's built-in ChatML, said in the result.
+    let model = with("<|im_start|>{% for m in messages %}{{ m.role }{% endfor %}");
+    let prompt = model.render_chat(&user, &options).unwrap();
+    assert!(
+        prompt.text.contains("<|im_start|>user\nHi<|im_end|>"),
+        "{prompt:?}"
+    );
+    assert!(
+        prompt
+            .fallback
+            .as_deref()
+            .is_some_and(|w| w.contains("chat template")),
+        "{prompt:?}"
+    );
 }

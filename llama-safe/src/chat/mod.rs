@@ -6,8 +6,12 @@
 //! templates use: Python string and dict methods (`strip`, `startswith`,
 //! `items`, ...), `tojson`, `raise_exception`, `strftime_now`, `bos_token`
 //! and `eos_token`. llama.cpp's built-in implementations of the common
-//! templates are the fallback: for a model with no template, or a template
-//! the renderer cannot run (without tools).
+//! templates are the fallback for a template the renderer cannot run
+//! (without tools), said in [`ChatPrompt::fallback`] and logged. A template
+//! that refuses its input (its `raise_exception`, such as roles that do not
+//! alternate) is [`Error::ChatTemplateRaised`] with its message, and one
+//! that runs out of its fuel or output budget is
+//! [`Error::ChatTemplateBudget`]: never another format in their place.
 
 mod builtin;
 mod reasoning;
@@ -152,6 +156,19 @@ struct TemplateMessage<'a> {
     tool_call_id: Option<&'a str>,
 }
 
+/// A prompt rendered from chat messages.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ChatPrompt {
+    /// The prompt.
+    pub text: String,
+    /// Why the model's own template could not be run, when llama.cpp's
+    /// built-in version of it rendered the prompt instead (also logged as
+    /// a warning). A template that refuses its input (`raise_exception`)
+    /// or runs over its budget on it is an error, never a fallback.
+    pub fallback: Option<String>,
+}
+
 /// Renders a Jinja chat `template` (see the [module docs](self)).
 ///
 /// ```
@@ -189,9 +206,7 @@ fn render_with(
     thinking: Option<bool>,
     [bos_token, eos_token]: [&str; 2],
 ) -> Result<String> {
-    let fail = |e: minijinja::Error| Error::ChatTemplate {
-        reason: format!("{e:#}").into(),
-    };
+    let fail = |e: minijinja::Error| sandbox::classify(&e, || format!("{e:#}"));
     // Namespace assignments pass through the guard (see `sandbox`); the
     // source outlives the environment that borrows it.
     let source = sandbox::guard_namespace_sets(template);
@@ -205,10 +220,10 @@ fn render_with(
     env.add_function(
         "raise_exception",
         |message: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                message,
-            ))
+            Err(
+                minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message)
+                    .with_source(sandbox::Raised),
+            )
         },
     );
     env.add_function("strftime_now", strftime_now);
@@ -341,6 +356,7 @@ impl LlamaModel {
         add_assistant: bool,
     ) -> Result<String> {
         self.render_template(messages, tools, add_assistant, None)
+            .map(|p| p.text)
     }
 
     /// Formats `messages` as [`options`](TemplateOptions) say: with tools
@@ -365,6 +381,17 @@ impl LlamaModel {
         messages: &[ChatMessage],
         options: &TemplateOptions,
     ) -> Result<String> {
+        self.render_chat(messages, options).map(|p| p.text)
+    }
+
+    /// As [`apply_chat_template_with`](Self::apply_chat_template_with),
+    /// saying whether llama.cpp's built-in template stood in for the
+    /// model's (see [`ChatPrompt`]).
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        options: &TemplateOptions,
+    ) -> Result<ChatPrompt> {
         let tools = options.tools();
         if !tools.is_empty() && self.tool_call_format() == ToolCallFormat::Generic {
             let messages = tools::with_generic_instructions(messages, tools);
@@ -384,7 +411,7 @@ impl LlamaModel {
         tools: &[Tool],
         add_assistant: bool,
         thinking: Option<bool>,
-    ) -> Result<String> {
+    ) -> Result<ChatPrompt> {
         let template = self.chat_template();
         let token_text = |t: Option<crate::Token>| {
             t.and_then(|t| self.token_bytes(t, true).ok())
@@ -405,9 +432,28 @@ impl LlamaModel {
             .as_deref()
             .map(|t| render_with(t, messages, tools, add_assistant, thinking, [&bos, &eos]));
         match (rendered, template) {
-            (Some(Ok(text)), _) => Ok(text),
+            (Some(Ok(text)), _) => Ok(ChatPrompt {
+                text,
+                fallback: None,
+            }),
             (Some(Err(e)), _) if !tools.is_empty() => Err(e),
-            (Some(Err(_)), Some(t)) => render_builtin(&t, messages, add_assistant),
+            // The template's own refusal, and a template over its budget on
+            // this input, are the caller's errors: another format would
+            // answer what the template refused.
+            (
+                Some(Err(
+                    e @ (Error::ChatTemplateRaised { .. } | Error::ChatTemplateBudget { .. }),
+                )),
+                _,
+            ) => Err(e),
+            (Some(Err(e)), Some(t)) => {
+                let text = render_builtin(&t, messages, add_assistant)?;
+                log::warn!("the chat template cannot be rendered ({e}); llama.cpp's built-in template stands in");
+                Ok(ChatPrompt {
+                    text,
+                    fallback: Some(e.to_string()),
+                })
+            }
             _ if !tools.is_empty() => Err(Error::ChatTemplate {
                 reason: "the model has no chat template to render tools with".into(),
             }),

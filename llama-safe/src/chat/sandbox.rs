@@ -43,7 +43,62 @@ pub const MAX_JSON_INDENT: usize = 32;
 pub(super) const GUARD: &str = "__llama_safe_namespace_value";
 
 fn invalid(message: String) -> Error {
-    Error::new(ErrorKind::InvalidOperation, message)
+    Error::new(ErrorKind::InvalidOperation, message).with_source(OverBudget)
+}
+
+/// The source of an error a budget of the sandbox raised (a width, an
+/// indent, a depth, a cycle), so it is told apart from a template the
+/// renderer cannot run.
+#[derive(Debug)]
+pub(super) struct OverBudget;
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("over the template sandbox's budget")
+    }
+}
+
+impl std::error::Error for OverBudget {}
+
+/// The source of the error a template's own `raise_exception(message)`
+/// raises: the template refusing its input.
+#[derive(Debug)]
+pub(super) struct Raised;
+
+impl std::fmt::Display for Raised {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("raised by the template")
+    }
+}
+
+impl std::error::Error for Raised {}
+
+/// How a render failed: the template refused its input, ran out of a
+/// budget, or could not be run by this renderer at all.
+pub(super) fn classify(e: &Error, render_error: impl FnOnce() -> String) -> crate::Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut raised = false;
+    let mut budget = matches!(e.kind(), ErrorKind::OutOfFuel | ErrorKind::WriteFailure);
+    while let Some(s) = source {
+        raised |= s.is::<Raised>();
+        budget |= s.is::<OverBudget>();
+        source = s.source();
+    }
+    // minijinja's own recursion limit.
+    budget |= e.to_string().contains("recursion limit");
+    if raised {
+        crate::Error::ChatTemplateRaised {
+            message: e.detail().unwrap_or_default().to_string().into(),
+        }
+    } else if budget {
+        crate::Error::ChatTemplateBudget {
+            reason: render_error().into(),
+        }
+    } else {
+        crate::Error::ChatTemplate {
+            reason: render_error().into(),
+        }
+    }
 }
 
 /// Whether `value` is one of minijinja's namespaces (the only values a
