@@ -256,10 +256,12 @@ fn describe(e: &Error) -> String {
 }
 
 /// Longest a request body may take to check (its schemas converted).
-const PARSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const PARSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Parses the body off the async workers (schemas become grammars:
-/// bounded work, but not for them), within [`PARSE_DEADLINE`].
+/// bounded work, but not for them), within [`PARSE_DEADLINE`]. The
+/// deadline stops the conversion itself too, so no thread goes on
+/// converting for a request that was answered.
 pub(crate) async fn parse_body(
     state: &Arc<AppState>,
     api: Api,
@@ -267,6 +269,7 @@ pub(crate) async fn parse_body(
 ) -> Result<GenRequest, ApiError> {
     let state = state.clone();
     let body = body.clone();
+    let deadline = std::time::Instant::now() + PARSE_DEADLINE;
     let parsing = tokio::task::spawn_blocking(move || {
         let limits = request::Limits {
             state: &state,
@@ -274,7 +277,7 @@ pub(crate) async fn parse_body(
             n_vocab: state.model.n_vocab(),
             tool_format: state.model.tool_call_format(),
         };
-        request::parse(&body, api, limits)
+        llama_safe::grammar::with_deadline(deadline, || request::parse(&body, api, limits))
     });
     tokio::time::timeout(PARSE_DEADLINE, parsing)
         .await

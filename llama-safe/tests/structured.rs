@@ -275,3 +275,32 @@ fn tool_grammars_make_the_model_call_a_tool_and_the_parser_reads_the_call() {
     assert_eq!(text, DEMO_CONTINUATION);
     assert!(ToolCallFormat::Hermes.parse(&text).tool_calls.is_empty());
 }
+
+/// Regression (audit round 3): the server's parse deadline abandoned a
+/// thread that went on converting. A conversion under `with_deadline`
+/// stops itself, midway, once the deadline passes.
+#[test]
+fn a_conversion_stops_at_its_deadline() {
+    use llama_safe::grammar::{json_schema_to_grammar, with_deadline};
+    use std::time::Instant;
+    let mut schema =
+        serde_json::json!({"type": "integer", "minimum": -123456789, "maximum": 987654321});
+    for _ in 0..12 {
+        schema = serde_json::json!({"anyOf": [schema.clone(), {"type": "array", "items": schema, "minItems": 3, "maxItems": 9}]});
+    }
+    let start = Instant::now();
+    let _ = json_schema_to_grammar(&schema);
+    let unbounded = start.elapsed();
+    let start = Instant::now();
+    let err = with_deadline(Instant::now() + unbounded / 3, || {
+        json_schema_to_grammar(&schema)
+    })
+    .unwrap_err();
+    let bounded = start.elapsed();
+    assert!(err.to_string().contains("deadline"), "{err}");
+    // It stopped inside the schema, not at its root, well before the end.
+    assert!(err.to_string().contains("#/anyOf"), "{err}");
+    assert!(bounded < unbounded, "{bounded:?} vs {unbounded:?}");
+    // The deadline is this thread's, for `f` only.
+    assert!(json_schema_to_grammar(&serde_json::json!({"type": "string"})).is_ok());
+}

@@ -26,10 +26,14 @@ pub async fn messages(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
     let make = {
         let state = state.clone();
         async move {
-            // Tool schemas become grammars: off the async workers.
-            tokio::task::spawn_blocking(move || convert::request(&state, &body))
-                .await
-                .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            // Tool schemas become grammars: off the async workers, and
+            // stopped at the parse deadline.
+            let deadline = std::time::Instant::now() + generation::PARSE_DEADLINE;
+            tokio::task::spawn_blocking(move || {
+                llama_safe::grammar::with_deadline(deadline, || convert::request(&state, &body))
+            })
+            .await
+            .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         }
     };
     let (req, started) = match generation::begin_with(&state, "/v1/messages", make).await {

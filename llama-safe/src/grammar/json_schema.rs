@@ -218,6 +218,7 @@ impl Converter<'_> {
     /// Adds `body` as a rule named after `name` (made unique) and returns
     /// its name.
     fn add_rule(&mut self, name: &str, body: String, at: &str) -> Result<String> {
+        super::deadline::check(at)?;
         let base = rule_name(name);
         if let Some(key) = self.by_body.get(&(base.clone(), body.clone())) {
             return Ok(key.clone());
@@ -269,6 +270,7 @@ impl Converter<'_> {
 
     /// The rule for `schema` (at JSON pointer `at`), named after `name`.
     fn visit(&mut self, schema: &Value, name: &str, at: &str) -> Result<String> {
+        super::deadline::check(at)?;
         if self.depth >= MAX_DEPTH {
             return Err(fail(at, format!("nested deeper than {MAX_DEPTH} levels")));
         }

@@ -6,10 +6,12 @@
 //! or lazily, from a trigger word on, through
 //! [`SamplerStage::LazyGrammar`](crate::SamplerStage::LazyGrammar).
 
+mod deadline;
 mod int_range;
 mod json_schema;
 mod limits;
 
+pub use deadline::with_deadline;
 pub(crate) use json_schema::check_depth;
 pub use json_schema::{
     json_schema_to_grammar, MAX_ALTERNATIVES, MAX_DEPTH, MAX_JSON_DEPTH, MAX_RULES,
