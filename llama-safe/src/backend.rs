@@ -257,6 +257,26 @@ pub(crate) fn device_by_name(name: &str) -> Result<llama_safe_sys::ggml_backend_
     Ok(dev)
 }
 
+/// The names of the devices in the ggml backend registry (no memory
+/// queries: cheap).
+pub(crate) fn device_names() -> Vec<String> {
+    // SAFETY: ggml_backend_dev_count initialises the registry on first use.
+    let count = unsafe { llama_safe_sys::ggml_backend_dev_count() };
+    (0..count)
+        .map(|i| {
+            // SAFETY: i is below the registry's device count; a registry
+            // device's name is a static NUL-terminated string.
+            unsafe {
+                CStr::from_ptr(llama_safe_sys::ggml_backend_dev_name(
+                    llama_safe_sys::ggml_backend_dev_get(i),
+                ))
+            }
+            .to_string_lossy()
+            .into_owned()
+        })
+        .collect()
+}
+
 /// Every device in the ggml backend registry.
 fn registry_devices() -> Vec<Device> {
     // SAFETY: ggml_backend_dev_count initialises the registry on first use.

@@ -35,6 +35,7 @@ mod check;
 pub mod cli;
 pub mod context;
 pub mod demo;
+mod device_lock;
 mod embeddings;
 pub mod engine;
 mod error;

@@ -42,6 +42,8 @@ struct ModelInner {
     max_token_bytes: std::sync::OnceLock<usize>,
     /// [`LlamaModelParams::with_chat_template`]: used instead of the file's.
     chat_template: Option<String>,
+    /// The devices whose work is serialised (see `device_lock`).
+    serial: crate::device_lock::SerialDevices,
     _backend: LlamaBackend,
 }
 
@@ -56,6 +58,7 @@ unsafe impl Sync for ModelInner {}
 
 impl Drop for ModelInner {
     fn drop(&mut self) {
+        let _device = self.serial.lock();
         // SAFETY: raw came from llama_model_load_from_file and is freed once;
         // contexts, samplers and adapters hold a handle, so none is alive now.
         unsafe { llama_safe_sys::llama_model_free(self.raw.as_ptr()) };
@@ -85,9 +88,11 @@ impl LlamaModel {
         #[cfg(feature = "tracing")]
         let _span = tracing::info_span!("llama_load", path = %path.display()).entered();
         let file = GgufFile::open(path)?;
-        let raw = load_checked(&file, params, false)?;
+        let serial = crate::device_lock::SerialDevices::for_model(params.devices());
+        let raw = load_checked(&file, params, false, serial)?;
         let mut inner = ModelInner {
             raw,
+            serial,
             path: path.to_path_buf(),
             placement: Placement::default(),
             vocab_only: params.vocab_only(),
@@ -107,7 +112,8 @@ impl LlamaModel {
     /// weights (`no_alloc`), the way a dry run checks that a load would
     /// succeed: the same checks, hparams, vocabulary and tensor table.
     pub(crate) fn dry_load(file: &GgufFile, params: &LlamaModelParams) -> Result<()> {
-        let raw = load_checked(file, params, true)?;
+        let _device = crate::device_lock::SerialDevices::for_model(params.devices()).lock();
+        let raw = load_checked(file, params, true, Default::default())?;
         // SAFETY: raw came from llama_model_load_from_file and is freed once,
         // here; nothing else refers to it.
         unsafe { llama_safe_sys::llama_model_free(raw.as_ptr()) };
@@ -136,7 +142,10 @@ impl LlamaModel {
             });
         }
         ctx_params.check()?;
-        let raw = load_checked(file, params, true)?;
+        // Held over the load, the context and their frees (the guard is
+        // declared first, so it drops last).
+        let _device = crate::device_lock::SerialDevices::for_model(params.devices()).lock();
+        let raw = load_checked(file, params, true, Default::default())?;
         let model = Freed(raw, llama_safe_sys::llama_model_free);
         // SAFETY: the model is live until `model` drops, after the context;
         // the params are plain values (no callbacks: a dry run computes
@@ -152,6 +161,12 @@ impl LlamaModel {
         )?;
         let ctx = Freed(ctx, llama_safe_sys::llama_free);
         crate::context::breakdown::of_raw(ctx.0.as_ptr())
+    }
+
+    /// Locks the devices whose work is serialised (see `device_lock`) until
+    /// the guard drops.
+    pub(crate) fn device_guard(&self) -> crate::device_lock::DeviceGuard {
+        self.inner.serial.lock()
     }
 
     pub(crate) fn max_token_bytes_cell(&self) -> &std::sync::OnceLock<usize> {
@@ -334,6 +349,7 @@ fn load_checked(
     file: &GgufFile,
     params: &LlamaModelParams,
     no_alloc: bool,
+    serial: crate::device_lock::SerialDevices,
 ) -> Result<NonNull<llama_safe_sys::llama_model>> {
     let path = file.path();
     params.check()?;
@@ -353,8 +369,10 @@ fn load_checked(
     // SAFETY: `c` is a valid C string, and every pointer in `raw` points
     // into `raw_params`, which outlives this call; the values llama.cpp
     // asserts on were checked above.
-    let (model, lines) =
-        logging::capture(|| unsafe { llama_safe_sys::llama_model_load_from_file(c.as_ptr(), raw) });
+    let (model, lines) = {
+        let _device = serial.lock();
+        logging::capture(|| unsafe { llama_safe_sys::llama_model_load_from_file(c.as_ptr(), raw) })
+    };
     // A panic in the progress callback cancelled the load (llama.cpp freed
     // what it had): it goes on unwinding here, in Rust.
     raw_params.progress.panic.resume();

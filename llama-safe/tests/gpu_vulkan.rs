@@ -5,8 +5,11 @@
 //! move stay in host memory, exactly the planned bytes leave the device,
 //! and the text does not change. Built and run with `--features vulkan`.
 
+#[path = "common/child.rs"]
+mod child;
 mod common;
 
+use child::in_child;
 use common::*;
 use llama_safe::context::{device_bytes, device_totals};
 use llama_safe::demo::{DEMO_CONTINUATION, DEMO_PROMPT};
@@ -519,4 +522,61 @@ fn the_projector_runs_on_the_device_beside_host_experts() {
         plain.devices[0].budget - reserving.devices[0].budget,
         reserved
     );
+}
+
+/// Four threads, each with its own model handle clone and its own context
+/// on the one Vulkan device, generating at the same time: each gets the
+/// text a run alone gets, and the process lives. Regression (audit round
+/// 3): two such threads ended the process with SIGSEGV on lavapipe
+/// (concurrent submissions to the device's one queue in ggml-vulkan);
+/// llama-safe now serialises the work of each such device. In a child
+/// process, so a crash is a failure here.
+#[test]
+fn four_threads_on_one_device_each_with_its_own_context() {
+    in_child(
+        "four_threads_on_one_device_each_with_its_own_context",
+        std::time::Duration::from_secs(600),
+        || {
+            let backend = backend();
+            let device = vulkan_device(&backend);
+            let params = LlamaModelParams::default()
+                .with_n_gpu_layers(999)
+                .with_devices(&[device.as_str()]);
+            let shared = LlamaModel::load(&backend, moe_path(), &params).unwrap();
+            let threads: Vec<_> = (0..4)
+                .map(|i| {
+                    let (backend, params, shared) =
+                        (backend.clone(), params.clone(), shared.clone());
+                    std::thread::spawn(move || {
+                        // Two threads share a model, two load their own.
+                        let model = if i % 2 == 0 {
+                            shared
+                        } else {
+                            LlamaModel::load(&backend, moe_path(), &params).unwrap()
+                        };
+                        (0..3)
+                            .map(|_| run(&model, &common_device(&model)).0)
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for t in threads {
+                for text in t.join().unwrap() {
+                    assert_eq!(text, DEMO_CONTINUATION);
+                }
+            }
+            eprintln!("four threads on {device}: every text as alone");
+        },
+    );
+}
+
+/// The device a model's weights went to.
+fn common_device(model: &LlamaModel) -> String {
+    model
+        .placement()
+        .buffers
+        .iter()
+        .find(|b| b.name.starts_with("Vulkan"))
+        .map(|b| b.name.clone())
+        .expect("weights on a Vulkan device")
 }

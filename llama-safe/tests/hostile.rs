@@ -9,6 +9,9 @@
 #[path = "common/child.rs"]
 mod child;
 mod common;
+#[path = "common/gguf_layout.rs"]
+#[allow(dead_code)]
+mod gguf_layout;
 
 use child::{in_child, peak_rss, Rng};
 use common::*;
@@ -960,15 +963,16 @@ fn state_regressions_are_errors() {
         let mut raw = saved[40..].to_vec();
         raw[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(ctx.load_state(&raw), Err(Error::State { .. })));
-        // The same in a session file (after magic, version, count, tokens).
+        // The same in llama.cpp's own session file (after magic, version,
+        // count, tokens).
         let session = dir.join("s.bin");
-        ctx.save_state_file(&session, &prompt).unwrap();
+        ctx.save_llama_cpp_session_file(&session, &prompt).unwrap();
         let mut bytes = std::fs::read(&session).unwrap();
         let at = 12 + 4 * prompt.len();
         bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         std::fs::write(&session, &bytes).unwrap();
         assert!(matches!(
-            ctx.load_state_file(&session),
+            ctx.load_llama_cpp_session_file(&session),
             Err(Error::StateFile { .. })
         ));
         assert!(peak_rss() < 1 << 30, "no 4 GB allocation");
@@ -980,6 +984,41 @@ fn state_regressions_are_errors() {
             ctx.load_state_file(&session),
             Err(Error::StateFile { .. })
         ));
+        // Regression (audit round 3): a session file saved with one model
+        // loaded into another of the same shape and architecture. Here the
+        // demo model with one metadata value changed: refused by name.
+        let layout = gguf_layout::Layout::parse(std::fs::read(moe_path()).unwrap());
+        let mut kvs = layout.kv_triples();
+        kvs.retain(|(k, _, _)| k != "general.name");
+        kvs.push((
+            "general.name".into(),
+            gguf_layout::ty::STRING,
+            gguf_layout::string_value("a twin"),
+        ));
+        let twin_path = dir.join("twin.gguf");
+        std::fs::write(&twin_path, layout.rebuild(&kvs)).unwrap();
+        let twin =
+            LlamaModel::load(&LlamaBackend::init(), &twin_path, &Default::default()).unwrap();
+        let mut twin_ctx = LlamaContext::new(&twin, &ctx_params()).unwrap();
+        let ours = dir.join("ours.bin");
+        ctx.save_state_file(&ours, &prompt).unwrap();
+        let err = twin_ctx.load_state_file(&ours).unwrap_err();
+        assert!(err.to_string().contains("another model"), "{err}");
+        assert_eq!(
+            ctx.load_state_file(&ours).unwrap(),
+            prompt,
+            "the same model loads it"
+        );
+        // llama.cpp's format carries no fingerprint: refused unless the
+        // caller says that is what it is.
+        let theirs = dir.join("theirs.bin");
+        ctx.save_llama_cpp_session_file(&theirs, &prompt).unwrap();
+        let err = ctx.load_state_file(&theirs).unwrap_err();
+        assert!(
+            err.to_string().contains("load_llama_cpp_session_file"),
+            "{err}"
+        );
+        assert_eq!(ctx.load_llama_cpp_session_file(&theirs).unwrap(), prompt);
         // A state saved with another model.
         let mut other = LlamaContext::new(&dense, &ctx_params()).unwrap();
         other

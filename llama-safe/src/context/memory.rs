@@ -13,6 +13,7 @@ use std::ops::{Bound, RangeBounds};
 impl LlamaContext {
     /// Clears the KV cache of every sequence.
     pub fn clear(&mut self) {
+        let _device = self.device_guard();
         // SAFETY: the memory handle lives with the context.
         unsafe { llama_safe_sys::llama_memory_clear(self.memory(), true) };
         self.outputs.clear();
@@ -36,6 +37,7 @@ impl LlamaContext {
     /// # Ok(()) }
     /// ```
     pub fn seq_remove(&mut self, seq: Option<u32>, range: impl RangeBounds<u32>) -> Result<bool> {
+        let _device = self.device_guard();
         let seq = match seq {
             Some(s) => self.check_seq(s)?,
             None => -1,
@@ -50,6 +52,7 @@ impl LlamaContext {
     /// data: the cells are shared), e.g. to fork a common prompt into
     /// several sequences.
     pub fn seq_copy(&mut self, src: u32, dst: u32, range: impl RangeBounds<u32>) -> Result<()> {
+        let _device = self.device_guard();
         let src = self.check_seq(src)?;
         let dst = self.check_seq(dst)?;
         let (p0, p1) = positions(&range)?;
@@ -76,6 +79,7 @@ impl LlamaContext {
     /// which, without a unified cache, leaves the other sequences in theirs;
     /// this removes each of them instead.)
     pub fn seq_keep(&mut self, seq: u32) -> Result<()> {
+        let _device = self.device_guard();
         let keep = self.check_seq(seq)?;
         for other in (0..self.n_seq_max() as i32).filter(|&s| s != keep) {
             // SAFETY: every id below n_seq_max is valid; removing a whole
@@ -88,6 +92,7 @@ impl LlamaContext {
     /// Adds `delta` to the positions of `seq`'s cells in `range` (a context
     /// shift). [`Error::InvalidParameter`] where the cache cannot shift.
     pub fn seq_shift(&mut self, seq: u32, range: impl RangeBounds<u32>, delta: i32) -> Result<()> {
+        let _device = self.device_guard();
         let seq = self.check_seq(seq)?;
         let (p0, p1) = positions(&range)?;
         // SAFETY: id checked.

@@ -101,6 +101,7 @@ unsafe impl Send for LlamaContext {}
 
 impl Drop for LlamaContext {
     fn drop(&mut self) {
+        let _device = self.model.device_guard();
         // SAFETY: raw came from llama_init_from_model and is freed once; the
         // abort callback box and the model handle are dropped after this
         // (fields drop after `drop`), when nothing refers to them.
@@ -171,10 +172,13 @@ impl LlamaContext {
         // freed after the context (see Drop); the
         // abort data pointer stays valid while the context lives (the box
         // moves into it and is dropped after llama_free).
-        let raw = crate::ffi::non_null(
-            || unsafe { llama_safe_sys::llama_init_from_model(model.as_ptr(), raw_params) },
-            |reason| Error::Context { reason },
-        )?;
+        let raw = {
+            let _device = model.device_guard();
+            crate::ffi::non_null(
+                || unsafe { llama_safe_sys::llama_init_from_model(model.as_ptr(), raw_params) },
+                |reason| Error::Context { reason },
+            )?
+        };
         Ok(LlamaContext {
             raw,
             model: model.clone(),
@@ -185,6 +189,12 @@ impl LlamaContext {
             abort,
             loras: Vec::new(),
         })
+    }
+
+    /// Locks the devices of this context's model whose work is serialised
+    /// (Vulkan's: see `device_lock`) until the guard drops.
+    pub(crate) fn device_guard(&self) -> crate::device_lock::DeviceGuard {
+        self.model.device_guard()
     }
 
     /// The model this context runs.
@@ -332,9 +342,11 @@ impl LlamaContext {
         // llama.cpp copies what it needs and keeps no pointer into it. The
         // checks above rule out its asserts on batch size and sequence ids;
         // a throw (say, std::bad_alloc) is caught by the firewall.
+        let device = self.model.device_guard();
         let thrown = batch.with_raw(|raw| unsafe {
             llama_safe_sys::llama_sys_decode(self.raw.as_ptr(), raw, &mut status)
         });
+        drop(device);
         if let Some(abort) = &self.abort {
             // The abort callback panicked (and so aborted the decode).
             abort.panic.resume();

@@ -15,12 +15,14 @@
 //! against what follows (llama.cpp allocates a length it reads before it
 //! checks it: 4 GiB for a length of `FFFFFFFF`).
 //!
-//! Session files are llama.cpp's own format (llama.cpp's tools read and
-//! write them too): their lengths are checked the same way and their
-//! tokens against the vocabulary, and llama.cpp refuses another
-//! architecture or other cache shapes; the format has no room for a model
-//! fingerprint, so a model of the very same shape and architecture is not
-//! told apart there.
+//! Session files ([`save_state_file`](LlamaContext::save_state_file)) are
+//! llama.cpp's session format behind the same header, so a file saved with
+//! another model, even one of the very same shape and architecture, is
+//! refused. llama.cpp's own session files (from its tools) have no room for
+//! a fingerprint: they load only when the caller says that is what they are
+//! ([`load_llama_cpp_session_file`](LlamaContext::load_llama_cpp_session_file)),
+//! with their lengths checked the same way and their tokens against the
+//! vocabulary.
 
 use super::LlamaContext;
 use crate::error::{Error, Result};
@@ -45,6 +47,7 @@ impl LlamaContext {
     /// # Ok(()) }
     /// ```
     pub fn save_state(&mut self) -> Result<Vec<u8>> {
+        let _device = self.device_guard();
         let mut buf = vec![0u8; HEADER_LEN + self.state_size()];
         let payload = &mut buf[HEADER_LEN..];
         // SAFETY: payload is writable for its length; llama.cpp writes at
@@ -58,6 +61,7 @@ impl LlamaContext {
     /// Restores a state from [`save_state`](Self::save_state). Bytes that do
     /// not come from a context over the same model are [`Error::State`].
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
+        let _device = self.device_guard();
         let bytes = payload(bytes, Kind::Context, fingerprint(self.model()))?;
         check_arch_string(bytes, bytes.len() as u64).map_err(|reason| Error::State {
             reason: reason.into(),
@@ -77,6 +81,7 @@ impl LlamaContext {
 
     /// The state of one sequence as bytes.
     pub fn save_seq_state(&mut self, seq: u32) -> Result<Vec<u8>> {
+        let _device = self.device_guard();
         let seq = self.check_seq(seq)?;
         // SAFETY: the context is live and the sequence id checked.
         let size = unsafe { llama_safe_sys::llama_state_seq_get_size(self.as_ptr(), seq) };
@@ -97,6 +102,7 @@ impl LlamaContext {
     /// Restores a sequence state from [`save_seq_state`](Self::save_seq_state)
     /// into sequence `seq` (which may differ from the one saved).
     pub fn load_seq_state(&mut self, bytes: &[u8], seq: u32) -> Result<()> {
+        let _device = self.device_guard();
         let seq = self.check_seq(seq)?;
         let bytes = payload(bytes, Kind::Sequence, fingerprint(self.model()))?;
         self.outputs.clear();
@@ -117,8 +123,112 @@ impl LlamaContext {
     }
 
     /// Writes the state and `tokens` (usually the tokens in the cache) to a
-    /// session file.
+    /// session file of this crate's: llama.cpp's session format behind the
+    /// header the byte state has (its length, a CRC-32 and the model's
+    /// fingerprint), so [`load_state_file`](Self::load_state_file) refuses
+    /// it for another model. For llama.cpp's own tools, use
+    /// [`save_llama_cpp_session_file`](Self::save_llama_cpp_session_file).
     pub fn save_state_file(&mut self, path: impl AsRef<Path>, tokens: &[Token]) -> Result<()> {
+        let path = path.as_ref();
+        let fail = |reason: String| Error::StateFile {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        };
+        let count = u32::try_from(tokens.len()).map_err(|_| fail("too many tokens".into()))?;
+        let mut session = Vec::with_capacity(12 + 4 * tokens.len());
+        for word in [SESSION_MAGIC, SESSION_VERSION, count] {
+            session.extend_from_slice(&word.to_le_bytes());
+        }
+        for t in tokens {
+            session.extend_from_slice(&t.0.to_le_bytes());
+        }
+        let state = self.save_state()?;
+        let mut buf = vec![0u8; HEADER_LEN];
+        buf.extend_from_slice(&session);
+        buf.extend_from_slice(&state[HEADER_LEN..]);
+        let written = buf.len() - HEADER_LEN;
+        let buf = finish_save(buf, written, Kind::Session, fingerprint(self.model()))?;
+        std::fs::write(path, buf).map_err(|e| fail(e.to_string()))
+    }
+
+    /// Restores a session file from [`save_state_file`](Self::save_state_file)
+    /// and returns its tokens. A missing, corrupt or truncated file, one
+    /// saved with another model, and a file without this crate's header
+    /// (llama.cpp's own: load it with
+    /// [`load_llama_cpp_session_file`](Self::load_llama_cpp_session_file))
+    /// are [`Error::StateFile`].
+    pub fn load_state_file(&mut self, path: impl AsRef<Path>) -> Result<Vec<Token>> {
+        let path = path.as_ref();
+        let fail = |reason: String| Error::StateFile {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        };
+        let bytes = read_whole(path).map_err(fail)?;
+        if !bytes.starts_with(&MAGIC) {
+            return Err(fail(
+                "not a session file of llama-safe's (no header naming the model); \
+                 one from llama.cpp's tools loads with load_llama_cpp_session_file"
+                    .into(),
+            ));
+        }
+        let body = payload(&bytes, Kind::Session, fingerprint(self.model()))
+            .map_err(|e| fail(e.to_string()))?;
+        let word = |at: usize| {
+            body.get(at..at + 4)
+                .map(|w| u32::from_le_bytes(w.try_into().unwrap_or_default()))
+        };
+        if word(0) != Some(SESSION_MAGIC) || word(4) != Some(SESSION_VERSION) {
+            return Err(fail("not a llama.cpp session inside the header".into()));
+        }
+        let count = word(8).unwrap_or_default() as usize;
+        if count > self.n_ctx() as usize || 12 + 4 * count > body.len() {
+            return Err(fail(format!(
+                "{count} tokens: more than the context's {} or the file holds",
+                self.n_ctx()
+            )));
+        }
+        let tokens: Vec<Token> = body[12..12 + 4 * count]
+            .chunks_exact(4)
+            .map(|c| Token(i32::from_le_bytes(c.try_into().unwrap_or_default())))
+            .collect();
+        if let Some(bad) = tokens
+            .iter()
+            .find(|t| self.model().check_token(**t).is_err())
+        {
+            return Err(fail(format!(
+                "token {} is outside this model's vocabulary of {} tokens",
+                bad.0,
+                self.model().n_vocab()
+            )));
+        }
+        let state = &body[12 + 4 * count..];
+        check_arch_string(state, state.len() as u64).map_err(fail)?;
+        let _device = self.device_guard();
+        self.outputs.clear();
+        logged(
+            // SAFETY: state is readable for its length; llama.cpp bounds
+            // every read by it and returns 0 on malformed data.
+            || unsafe {
+                llama_safe_sys::llama_state_set_data(self.as_ptr(), state.as_ptr(), state.len())
+            },
+            |n| *n == 0,
+            |reason| Error::StateFile {
+                path: path.to_path_buf(),
+                reason,
+            },
+        )?;
+        Ok(tokens)
+    }
+
+    /// Writes the state and `tokens` as llama.cpp's own session file
+    /// (`ggsn`, what its tools such as `llama-cli --prompt-cache` read):
+    /// no header of this crate's, so nothing ties it to the model.
+    pub fn save_llama_cpp_session_file(
+        &mut self,
+        path: impl AsRef<Path>,
+        tokens: &[Token],
+    ) -> Result<()> {
+        let _device = self.device_guard();
         let path = path.as_ref();
         let c = c_path(path)?;
         let ids: Vec<i32> = tokens.iter().map(|t| t.0).collect();
@@ -141,10 +251,15 @@ impl LlamaContext {
         Ok(())
     }
 
-    /// Restores a session file from [`save_state_file`](Self::save_state_file)
-    /// and returns its tokens. A missing, foreign or corrupt file is
-    /// [`Error::StateFile`] with llama.cpp's reason.
-    pub fn load_state_file(&mut self, path: impl AsRef<Path>) -> Result<Vec<Token>> {
+    /// Restores llama.cpp's own session file (from its tools, or from
+    /// [`save_llama_cpp_session_file`](Self::save_llama_cpp_session_file))
+    /// and returns its tokens: the caller says where it comes from, as the
+    /// format has no model fingerprint (a model of the same shape and
+    /// architecture loads it). Its lengths are checked against its size and
+    /// its tokens against the vocabulary; a missing, foreign or corrupt file
+    /// is [`Error::StateFile`] with llama.cpp's reason.
+    pub fn load_llama_cpp_session_file(&mut self, path: impl AsRef<Path>) -> Result<Vec<Token>> {
+        let _device = self.device_guard();
         let path = path.as_ref();
         let c = c_path(path)?;
         if !path.is_file() {
@@ -184,7 +299,9 @@ impl LlamaContext {
             .iter()
             .find(|t| self.model().check_token(**t).is_err())
         {
-            // The cache was restored from the same file: clear it too.
+            // The cache was restored from the same file: clear it too
+            // (the device lock is taken again there).
+            drop(_device);
             self.clear();
             return Err(Error::StateFile {
                 path: path.to_path_buf(),
@@ -252,6 +369,25 @@ fn check_arch_string(bytes: &[u8], available: u64) -> std::result::Result<(), St
     Ok(())
 }
 
+/// The whole file at `path`, its memory reserved fallibly (a huge or sparse
+/// file is an error, not an abort).
+fn read_whole(path: &Path) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(meta.len() as usize)
+        .map_err(|_| format!("{} bytes: more than can be read into memory", meta.len()))?;
+    file.take(meta.len())
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
 /// Checks a session file's header, token count and architecture name
 /// against its size before llama.cpp reads (and allocates) them.
 fn check_session_file(path: &Path) -> std::result::Result<(), String> {
@@ -288,6 +424,8 @@ fn check_session_file(path: &Path) -> std::result::Result<(), String> {
 enum Kind {
     Context = 0,
     Sequence = 1,
+    /// A session file: llama.cpp's session format (tokens, then the state).
+    Session = 2,
 }
 
 impl Kind {
@@ -295,6 +433,7 @@ impl Kind {
         match self {
             Kind::Context => "a context state",
             Kind::Sequence => "a sequence state",
+            Kind::Session => "a session file",
         }
     }
 }
@@ -357,11 +496,10 @@ fn payload(bytes: &[u8], kind: Kind, model: u64) -> Result<&[u8]> {
     }
     let found = u32_at(12);
     if found != kind as u32 {
-        let other = if found == Kind::Context as u32 {
-            Kind::Context.what()
-        } else {
-            Kind::Sequence.what()
-        };
+        let other = [Kind::Context, Kind::Sequence, Kind::Session]
+            .into_iter()
+            .find(|k| *k as u32 == found)
+            .map_or("another kind of state", Kind::what);
         return bad(format!("{other}, not {}", kind.what()));
     }
     let len = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default());
