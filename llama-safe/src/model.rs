@@ -169,6 +169,11 @@ impl LlamaModel {
         self.inner.serial.lock()
     }
 
+    /// The devices whose work is serialised (see `device_lock`).
+    pub(crate) fn serial_devices(&self) -> crate::device_lock::SerialDevices {
+        self.inner.serial
+    }
+
     pub(crate) fn max_token_bytes_cell(&self) -> &std::sync::OnceLock<usize> {
         &self.inner.max_token_bytes
     }
@@ -366,11 +371,11 @@ fn load_checked(
         raw.progress_callback = None;
         raw.progress_callback_user_data = std::ptr::null_mut();
     }
-    // SAFETY: `c` is a valid C string, and every pointer in `raw` points
-    // into `raw_params`, which outlives this call; the values llama.cpp
-    // asserts on were checked above.
     let (model, lines) = {
         let _device = serial.lock();
+        // SAFETY: `c` is a valid C string, and every pointer in `raw` points
+        // into `raw_params`, which outlives this call; the values llama.cpp
+        // asserts on were checked above.
         logging::capture(|| unsafe { llama_safe_sys::llama_model_load_from_file(c.as_ptr(), raw) })
     };
     // A panic in the progress callback cancelled the load (llama.cpp freed

@@ -168,12 +168,13 @@ impl LlamaContext {
             raw_params.abort_callback = Some(abort_trampoline);
             raw_params.abort_callback_data = (&**callback as *const AbortState).cast_mut().cast();
         }
-        // SAFETY: the context keeps a handle of the model, so the model is
-        // freed after the context (see Drop); the
-        // abort data pointer stays valid while the context lives (the box
-        // moves into it and is dropped after llama_free).
         let raw = {
+            // One thread at a time on a Vulkan device (see `device_lock`).
             let _device = model.device_guard();
+            // SAFETY: the context keeps a handle of the model, so the model
+            // is freed after the context (see Drop); the abort data pointer
+            // stays valid while the context lives (the box moves into it and
+            // is dropped after llama_free).
             crate::ffi::non_null(
                 || unsafe { llama_safe_sys::llama_init_from_model(model.as_ptr(), raw_params) },
                 |reason| Error::Context { reason },
@@ -338,11 +339,11 @@ impl LlamaContext {
         }
         self.outputs.clear();
         let mut status = 0;
+        let device = self.model.device_guard();
         // SAFETY: the raw view borrows `batch`, which outlives the call;
         // llama.cpp copies what it needs and keeps no pointer into it. The
         // checks above rule out its asserts on batch size and sequence ids;
         // a throw (say, std::bad_alloc) is caught by the firewall.
-        let device = self.model.device_guard();
         let thrown = batch.with_raw(|raw| unsafe {
             llama_safe_sys::llama_sys_decode(self.raw.as_ptr(), raw, &mut status)
         });

@@ -13,7 +13,10 @@ use std::sync::Arc;
 
 /// The llama.cpp adapter; freed when the last handle, and the last context
 /// it is applied to, let go of it.
-struct Raw(NonNull<llama_safe_sys::llama_adapter_lora>);
+struct Raw(
+    NonNull<llama_safe_sys::llama_adapter_lora>,
+    crate::device_lock::SerialDevices,
+);
 
 // SAFETY: the adapter's weights are not modified after loading; llama.cpp
 // reads them from the contexts it is applied to, each behind `&mut`.
@@ -23,6 +26,7 @@ unsafe impl Sync for Raw {}
 
 impl Drop for Raw {
     fn drop(&mut self) {
+        let _device = self.1.lock();
         // SAFETY: the pointer came from llama_adapter_lora_init and is freed
         // once; no context refers to it any more (each keeps an Arc of it
         // while it is applied), and the model is still alive (every handle
@@ -92,6 +96,7 @@ impl LlamaModel {
         }
         check::check_adapter(self.as_ptr(), path)?;
         let c = c_path(path)?;
+        let _device = self.device_guard();
         // SAFETY: the model is live and `c` a C string; llama.cpp catches
         // its own exceptions here and returns NULL with the reason logged.
         let raw = crate::ffi::non_null(
@@ -102,7 +107,7 @@ impl LlamaModel {
             },
         )?;
         Ok(LoraAdapter {
-            raw: Arc::new(Raw(raw)),
+            raw: Arc::new(Raw(raw, self.serial_devices())),
             model: self.clone(),
         })
     }
@@ -132,6 +137,7 @@ impl LlamaContext {
         let mut raws: Vec<*mut llama_safe_sys::llama_adapter_lora> =
             adapters.iter().map(|(a, _)| a.raw.0.as_ptr()).collect();
         let mut scales: Vec<f32> = adapters.iter().map(|(_, s)| *s).collect();
+        let _device = self.device_guard();
         // SAFETY: the context is live; both arrays hold `len` entries (the
         // NULL-pointer assert applies only to an empty call, which passes
         // dangling-but-non-NULL Vec pointers with n = 0); the adapters
