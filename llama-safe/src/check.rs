@@ -161,6 +161,7 @@ pub(crate) fn model(file: &GgufFile, params: &LlamaModelParams) -> Result<()> {
         reason: reason.into(),
     };
     mapped_alignment(file, params).map_err(|(key, reason)| invalid(&key, reason))?;
+    mapped_extent(file, params).map_err(|(key, reason)| invalid(&key, reason))?;
     vocab(&meta).map_err(|(key, reason)| invalid(&key, reason))?;
     let Some(arch) = meta.str("general.architecture") else {
         return Ok(()); // the loader rejects it by itself
@@ -173,6 +174,39 @@ pub(crate) fn model(file: &GgufFile, params: &LlamaModelParams) -> Result<()> {
 }
 
 type Rejection = (String, String);
+
+/// Bytes a mapped file may hold after its last tensor's data (alignment
+/// padding, a small trailer) before the load refuses it.
+pub const MAX_TRAILING_BYTES: u64 = 1 << 20;
+
+/// llama.cpp maps the whole file and, prefetching, populates every page
+/// of the mapping: a 4 GiB sparse file holding a 0.5 MB model took 4 GB of
+/// memory to load. A file much longer than its tensors is refused when it
+/// would be mapped (read into buffers, only the tensors are read).
+fn mapped_extent(file: &GgufFile, params: &LlamaModelParams) -> std::result::Result<(), Rejection> {
+    if params.load_mode() == LoadMode::Read || params.vocab_only() {
+        return Ok(());
+    }
+    let Ok(size) = std::fs::metadata(file.path()).map(|m| m.len()) else {
+        return Ok(()); // the loader reports an unreadable file itself
+    };
+    let end = file
+        .tensor_extents()
+        .iter()
+        .map(|(_, start, bytes)| start.saturating_add(*bytes))
+        .max()
+        .unwrap_or(0);
+    if size.saturating_sub(end) > MAX_TRAILING_BYTES {
+        return Err((
+            "tensor data".into(),
+            format!(
+                "the file is {size} bytes but its tensors end at byte {end}: {} bytes after them would be mapped and read into memory (a sparse or padded file; LoadMode::Read loads only the tensors)",
+                size - end
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Tensor data that llama.cpp maps from the file must start on ggml's
 /// `TENSOR_ALIGNMENT` (32 bytes): `ggml_backend_cpu_buffer_from_ptr`

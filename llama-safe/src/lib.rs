@@ -69,7 +69,7 @@ pub use llama_safe_sys as sys;
 /// The limits this crate checks before llama.cpp sees an input: model
 /// shapes it refuses to load, and the bounds of tensor-override patterns.
 pub mod limits {
-    pub use crate::check::{MAX_EXPERTS, MAX_LAYERS};
+    pub use crate::check::{MAX_EXPERTS, MAX_LAYERS, MAX_TRAILING_BYTES};
     pub use crate::context::params::MAX_THREADS;
     pub use crate::pattern_limits::{MAX_NAME_LEN, MAX_NESTING, MAX_PATTERN_LEN, MAX_REPETITIONS};
 }

@@ -253,3 +253,50 @@ fn an_empty_prompt_is_one_error_everywhere() {
         }
     }
 }
+
+/// Regression (audit round 3): a 4 GiB sparse `.gguf` holding a 0.5 MB
+/// model loaded with 4 GB resident (llama.cpp maps the whole file and
+/// populates the mapping). Refused before the mapping, naming the extent;
+/// read into buffers (LoadMode::Read) only the tensors are read, so it loads.
+#[test]
+fn a_file_much_longer_than_its_tensors_is_not_mapped() {
+    let path = scratch("sparse").join("sparse.gguf");
+    std::fs::copy(moe_path(), &path).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    match load(&path) {
+        Err(Error::InvalidModel { reason, .. }) => {
+            assert!(reason.contains("tensors end at byte"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let read = LlamaModelParams::default().with_load_mode(LoadMode::Read);
+    let model = LlamaModel::load(&LlamaBackend::init(), &path, &read).unwrap();
+    assert_eq!(
+        greedy_text(&model, demo::DEMO_PROMPT),
+        demo::DEMO_CONTINUATION
+    );
+    drop(model);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A FIFO named like a model would block the open: refused unread.
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_not_opened() {
+    let path = scratch("fifo").join("fifo.gguf");
+    let _ = std::fs::remove_file(&path);
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path; mkfifo reads it and returns a status.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    assert!(
+        matches!(load(&path), Err(Error::Unreadable { .. })),
+        "{:?}",
+        load(&path)
+    );
+    std::fs::remove_file(&path).unwrap();
+}

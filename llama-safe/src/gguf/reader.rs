@@ -68,6 +68,17 @@ pub(crate) fn check_gguf_path(path: &Path) -> Result<()> {
             path: path.to_path_buf(),
         });
     }
+    if !meta.is_file() {
+        // A FIFO would block the open below, a device stream forever.
+        return Err(Error::Unreadable {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a FIFO or a device is not read)",
+            )
+            .into(),
+        });
+    }
     let mut magic = [0u8; 4];
     let mut file = std::fs::File::open(path).map_err(|source| Error::Unreadable {
         path: path.to_path_buf(),
