@@ -380,7 +380,16 @@ fn an_ambiguous_grammar_ends_its_request_instead_of_stalling() {
                     break;
                 }
             }
+            // SAFETY: a query of how the shim was built.
             let enforced = unsafe { llama_safe_sys::llama_sys_grammar_budget_enforced() } != 0;
+            // CI builds the pinned source, where the build must have proved
+            // the mirror the budget reads through (UPDATING.md, step 9).
+            if std::env::var_os("LLAMA_SYS_REQUIRE_GRAMMAR_BUDGET").is_some() {
+                assert!(
+                    enforced,
+                    "the grammar budget is off: the build could not prove shim/grammar_mirror.h"
+                );
+            }
             if enforced {
                 assert!(
                     matches!(result, Err(Error::GrammarBudget { .. })),

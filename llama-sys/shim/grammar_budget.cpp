@@ -9,26 +9,22 @@
 // caller's thread is free again.
 //
 // The stacks are read through llama-sampler.cpp's private context struct,
-// mirrored below: it is checked against the pinned source (UPDATING.md),
-// and only built where that source's `src/` is at hand.
+// mirrored in grammar_mirror.h: the build script proves the mirror against
+// the source it compiles (LLAMA_SYS_GRAMMAR_MIRROR), and without that proof
+// the budget is left out (llama_sys_grammar_budget_enforced() says 0).
 #include <cstddef>
 #include <stdexcept>
 #include <string>
 
 #include "llama.h"
 
-#ifdef LLAMA_SYS_HAVE_EXT
+#ifdef LLAMA_SYS_GRAMMAR_MIRROR
 #include "llama-grammar.h"
+#include "grammar_mirror.h"
 
 namespace {
 
-// llama-sampler.cpp: struct llama_sampler_grammar.
-struct grammar_ctx_mirror {
-    const llama_vocab * vocab;
-    std::string grammar_str;
-    std::string grammar_root;
-    llama_grammar * grammar;
-};
+using llama_sys_mirror::grammar_ctx_mirror;
 
 struct budget {
     llama_sampler * inner;
@@ -108,7 +104,7 @@ extern "C" {
 // returns `inner` unbounded. Never throws: 0 on success, 1 on failure
 // (out of memory; `inner` is then still the caller's).
 int llama_sys_grammar_budget(llama_sampler * inner, size_t max_stacks, llama_sampler ** out) {
-#ifdef LLAMA_SYS_HAVE_EXT
+#ifdef LLAMA_SYS_GRAMMAR_MIRROR
     try {
         *out = wrap(inner, max_stacks);
         return 0;
@@ -124,7 +120,7 @@ int llama_sys_grammar_budget(llama_sampler * inner, size_t max_stacks, llama_sam
 
 // Whether llama_sys_grammar_budget bounds anything in this build.
 int llama_sys_grammar_budget_enforced(void) {
-#ifdef LLAMA_SYS_HAVE_EXT
+#ifdef LLAMA_SYS_GRAMMAR_MIRROR
     return 1;
 #else
     return 0;
