@@ -53,6 +53,11 @@ impl SerialDevices {
         }
     }
 
+    /// Both sets.
+    pub(crate) fn union(self, other: SerialDevices) -> SerialDevices {
+        SerialDevices(self.0 | other.0)
+    }
+
     /// Takes the lock of every device in the set, in order (so two threads
     /// never wait on each other's); nothing when the set is empty.
     pub(crate) fn lock(self) -> DeviceGuard {

@@ -134,6 +134,7 @@ impl LlamaContext {
         projector.encode_locked(chunk)?;
         let mut status = 0;
         let mut new_pos = 0;
+        let device = projector.device_guard();
         // SAFETY: the projector's output holds this chunk's embeddings
         // (encoded above, under the lock still held), n_tokens rows of the
         // model's input width, as mtmd_helper_decode_image_chunk reads them;
@@ -154,6 +155,7 @@ impl LlamaContext {
                 &mut status,
             )
         });
+        drop(device);
         self.forget_outputs();
         crate::ffi::check("mtmd_helper_decode_image_chunk", thrown)?;
         match status {

@@ -190,6 +190,8 @@ struct Inner {
     marker: String,
     /// The ggml backend its encoder runs on (`CPU`, `Vulkan0`, `CUDA0`).
     backend: String,
+    /// Its devices and its model's whose work is serialised (`device_lock`).
+    serial: crate::device_lock::SerialDevices,
     limits: MediaLimits,
     vision: bool,
     audio: bool,
@@ -207,6 +209,7 @@ unsafe impl Sync for Inner {}
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        let _device = self.serial.lock();
         // SAFETY: raw came from mtmd_init_from_file and is freed once, when
         // no chunk or context refers to it (they hold a handle); the model
         // it points to is dropped after this (fields drop after `drop`).
@@ -246,6 +249,14 @@ impl Projector {
         check::check(&GgufFile::open(path)?)?;
         let raw_params = RawParams::new(params)?;
         let c_path = crate::ffi::c_path(path)?;
+        // The encoder's device (named, or any GPU), with the model's.
+        let own = match &params.device {
+            Some(name) => crate::device_lock::SerialDevices::of_names([name]),
+            None if params.gpu => crate::device_lock::SerialDevices::for_model(&[]),
+            None => Default::default(),
+        };
+        let serial = own.union(model.serial_devices());
+        let device = serial.lock();
         // SAFETY: the path and marker are NUL-terminated strings that outlive
         // the call (libmtmd copies the marker into its own std::string); the
         // model is live and outlives the projector (`Inner::model`); the
@@ -260,6 +271,7 @@ impl Projector {
                 &mut out,
             )
         });
+        drop(device);
         crate::ffi::check("mtmd_init_from_file", thrown)?;
         let raw = NonNull::new(out).ok_or_else(|| Error::Projector {
             path: path.to_path_buf(),
@@ -291,6 +303,7 @@ impl Projector {
                 path: path.to_path_buf(),
                 marker: raw_params.marker.to_string_lossy().into_owned(),
                 backend,
+                serial,
                 limits: params.limits,
                 vision,
                 audio,
@@ -373,6 +386,12 @@ impl Projector {
     /// The projector's file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Locks the devices of the projector and its model whose work is
+    /// serialised (see `device_lock`).
+    pub(crate) fn device_guard(&self) -> crate::device_lock::DeviceGuard {
+        self.inner.serial.lock()
     }
 
     /// The model it was loaded for.
@@ -523,9 +542,11 @@ impl Projector {
         // caller holds the lock); the chunk belongs to chunks of this
         // projector (checked by the caller) and is a media chunk with tokens
         // (checked above); a throw is caught by the firewall.
+        let device = self.inner.serial.lock();
         let (thrown, lines) = crate::logging::capture(|| unsafe {
             mtmd::llama_sys_mtmd_encode_chunk(self.as_ptr(), chunk.as_ptr(), &mut status)
         });
+        drop(device);
         crate::ffi::check("mtmd_encode_chunk", thrown)?;
         if status != 0 {
             return Err(Error::Media {
