@@ -15,11 +15,11 @@ use llama_safe::context::{device_bytes, device_totals};
 use llama_safe::demo::{DEMO_CONTINUATION, DEMO_PROMPT};
 use llama_safe::*;
 
-/// One test at a time: two of these tests running at once on two threads,
-/// each with its own model and context on the Vulkan device, ended the
-/// process with SIGSEGV on lavapipe (Mesa 25.0.7) in every run tried; run
-/// one after the other they pass. Not yet known whether ggml-vulkan or the
-/// driver is at fault: until it is, the tests take this lock.
+/// One test at a time: these tests compare the bytes on the device with
+/// plans, which another test's model on the same device would change.
+/// (Two tests at once once ended the process with SIGSEGV on lavapipe; the
+/// library now serialises each Vulkan device's work itself, as
+/// `four_threads_on_one_device_each_with_its_own_context` checks.)
 static DEVICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn device_lock() -> std::sync::MutexGuard<'static, ()> {
