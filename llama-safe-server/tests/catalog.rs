@@ -33,7 +33,13 @@ fn link(target: &Path, at: &Path) {
 }
 
 fn tree() -> PathBuf {
-    let root = std::env::temp_dir().join(format!("llama-safe-catalog-{}", std::process::id()));
+    tree_for("all")
+}
+
+/// A fresh folder for the test named `test` (tests run at once: each its own).
+fn tree_for(test: &str) -> PathBuf {
+    let root =
+        std::env::temp_dir().join(format!("llama-safe-catalog-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     root
 }
@@ -274,7 +280,7 @@ fn within<T: Send + 'static>(
 #[test]
 #[cfg(unix)]
 fn scans_stay_inside_their_store_and_read_only_regular_files() {
-    let root = tree().join("confined");
+    let root = tree_for("confined");
     let demo = demo_bytes();
     let outside = root.join("elsewhere");
     write(&outside.join("secret.gguf"), &demo);
@@ -289,8 +295,11 @@ fn scans_stay_inside_their_store_and_read_only_regular_files() {
     link(&outside.join("secret.gguf"), &dir.join("file-out.gguf"));
     fifo(&dir.join("fifo.gguf"));
     write(&dir.join("forged\nserver: admin logged in.gguf"), &demo);
-    // A link inside the store is followed, and named by where it is.
+    // A file link inside the store is followed, and named by where it is;
+    // a folder link inside the store is not walked twice: its models keep
+    // the names of their own folder, whatever the order of the scan.
     link(&dir.join("good.gguf"), &dir.join("inside/also-good.gguf"));
+    link(&dir.join("inside"), &dir.join("a-link-to-inside"));
 
     // The HF cache: a snapshot file linking out of the cache, refs/main a FIFO.
     let hf = root.join("hf");
@@ -379,6 +388,7 @@ fn scans_stay_inside_their_store_and_read_only_regular_files() {
         );
     }
     assert!(why("fifo.gguf").contains("not a regular file"));
+    assert!(why("a-link-to-inside").contains("listed under its own path"));
     assert!(why("logged in.gguf").contains("control character"));
     std::fs::remove_dir_all(&root).unwrap();
 }
@@ -390,7 +400,7 @@ fn scans_stay_inside_their_store_and_read_only_regular_files() {
 #[test]
 #[cfg(unix)]
 fn presets_name_only_regular_files_and_models_that_exist() {
-    let root = tree().join("presets");
+    let root = tree_for("presets");
     let fifo_path = root.join("models.toml");
     fifo(&fifo_path);
     let e = within(std::time::Duration::from_secs(10), move || {

@@ -533,6 +533,7 @@ fn the_projector_runs_on_the_device_beside_host_experts() {
 /// process, so a crash is a failure here.
 #[test]
 fn four_threads_on_one_device_each_with_its_own_context() {
+    let _one_at_a_time = device_lock();
     in_child(
         "four_threads_on_one_device_each_with_its_own_context",
         std::time::Duration::from_secs(600),

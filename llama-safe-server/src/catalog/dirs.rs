@@ -68,7 +68,18 @@ pub(super) fn walk(
         let hidden = path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if path.is_dir() && !hidden {
+        let dir_link = path.is_symlink() && path.is_dir();
+        if dir_link && !hidden {
+            // Inside the store, the folder is listed under its own path, so
+            // a model's name never depends on which of its paths came first;
+            // outside, it is not followed at all.
+            if store.resolve(&path, skipped).is_some() {
+                skipped.push((
+                    path,
+                    "a link to a folder inside the store: listed under its own path".into(),
+                ));
+            }
+        } else if path.is_dir() && !hidden {
             walk(store, &path, depth + 1, files, seen, skipped);
         } else if path
             .extension()
