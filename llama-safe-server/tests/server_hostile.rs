@@ -268,7 +268,22 @@ fn other_case(rng: &mut Rng) -> (&'static str, Value) {
             _ => json!(DEMO_PROMPT),
         }
     };
-    match rng.below(5) {
+    match rng.below(7) {
+        // Model management and keep-alives (audit round 3): names that are
+        // no model, and durations that are none.
+        5 => (
+            *rng.pick(&["/models/unload", "/models/load"]),
+            json!({"model": *rng.pick(&[json!("demo"), json!("x"), json!(""), json!(3), json!("../../etc/passwd"), json!(null)])}),
+        ),
+        6 => (
+            *rng.pick(&["/api/generate", "/api/chat"]),
+            json!({
+                "prompt": *rng.pick(&[json!(DEMO_PROMPT), json!(null)]),
+                "keep_alive": *rng.pick(&[json!(""), json!("inf"), json!("-inf"), json!("NaN"), json!(0), json!(-1), json!("5m"), json!("1e400"), json!([]), json!({})]),
+                "options": {"num_predict": 2},
+                "stream": false,
+            }),
+        ),
         0 => (
             "/v1/embeddings",
             json!({"input": text(rng), "encoding_format": *rng.pick(&[json!("float"), json!("base64"), json!("x"), json!(1)])}),

@@ -222,7 +222,7 @@ fn render_with(
         |message: String| -> std::result::Result<String, minijinja::Error> {
             Err(
                 minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message)
-                    .with_source(sandbox::Raised),
+                    .with_source(sandbox::Marker::Raised),
             )
         },
     );

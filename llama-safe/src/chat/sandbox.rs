@@ -43,35 +43,29 @@ pub const MAX_JSON_INDENT: usize = 32;
 pub(super) const GUARD: &str = "__llama_safe_namespace_value";
 
 fn invalid(message: String) -> Error {
-    Error::new(ErrorKind::InvalidOperation, message).with_source(OverBudget)
+    Error::new(ErrorKind::InvalidOperation, message).with_source(Marker::OverBudget)
 }
 
-/// The source of an error a budget of the sandbox raised (a width, an
-/// indent, a depth, a cycle), so it is told apart from a template the
-/// renderer cannot run.
-#[derive(Debug)]
-pub(super) struct OverBudget;
+/// The source attached to an error that is not the renderer's own: a
+/// budget of the sandbox (a width, an indent, a depth, a cycle), or the
+/// template's `raise_exception(message)` refusing its input. It tells them
+/// apart from a template the renderer cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Marker {
+    OverBudget,
+    Raised,
+}
 
-impl std::fmt::Display for OverBudget {
+impl std::fmt::Display for Marker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("over the template sandbox's budget")
+        f.write_str(match self {
+            Marker::OverBudget => "over the template sandbox's budget",
+            Marker::Raised => "raised by the template",
+        })
     }
 }
 
-impl std::error::Error for OverBudget {}
-
-/// The source of the error a template's own `raise_exception(message)`
-/// raises: the template refusing its input.
-#[derive(Debug)]
-pub(super) struct Raised;
-
-impl std::fmt::Display for Raised {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("raised by the template")
-    }
-}
-
-impl std::error::Error for Raised {}
+impl std::error::Error for Marker {}
 
 /// How a render failed: the template refused its input, ran out of a
 /// budget, or could not be run by this renderer at all.
@@ -80,8 +74,9 @@ pub(super) fn classify(e: &Error, render_error: impl FnOnce() -> String) -> crat
     let mut raised = false;
     let mut budget = matches!(e.kind(), ErrorKind::OutOfFuel | ErrorKind::WriteFailure);
     while let Some(s) = source {
-        raised |= s.is::<Raised>();
-        budget |= s.is::<OverBudget>();
+        let marker = s.downcast_ref::<Marker>();
+        raised |= marker == Some(&Marker::Raised);
+        budget |= marker == Some(&Marker::OverBudget);
         source = s.source();
     }
     // minijinja's own recursion limit.
