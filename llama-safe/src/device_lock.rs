@@ -53,7 +53,8 @@ impl SerialDevices {
         }
     }
 
-    /// Both sets.
+    /// Both sets (a projector's devices with its model's).
+    #[cfg_attr(not(feature = "mtmd"), allow(dead_code))]
     pub(crate) fn union(self, other: SerialDevices) -> SerialDevices {
         SerialDevices(self.0 | other.0)
     }
