@@ -68,16 +68,17 @@ fn wanted(body: &[u8]) -> Result<Wanted, ApiError> {
     })
 }
 
-/// The model a request names, loaded if it must be. `keep_alive` changes
-/// how long it stays for every client: only a role that manages models may
-/// set it (403 otherwise).
+/// The model a request names, loaded if it must be. In a pool, `keep_alive`
+/// changes how long a model stays for every client: only a role that
+/// manages models may set it (403 otherwise). A single-model server keeps
+/// its model whatever a request says, so there it changes nothing.
 async fn acquire(
     models: &Arc<Models>,
     role: Role,
     body: &Bytes,
 ) -> Result<Arc<AppState>, ApiError> {
     let w = wanted(body)?;
-    if w.keep_alive.is_some() {
+    if w.keep_alive.is_some() && !models.is_single() {
         require_manager(role, "`keep_alive`")?;
     }
     models.acquire(w.model.as_deref(), w.keep_alive).await

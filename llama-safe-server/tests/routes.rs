@@ -68,6 +68,16 @@ async fn api_keys_guard_every_route_but_health() {
         ("/tokenize", Some(json!({"content": "hi"}))),
         ("/detokenize", Some(json!({"tokens": [5]}))),
     ];
+    // A single-model server keeps its model whatever a request says: an
+    // inference key's `keep_alive` changes nothing there, so it is no 403.
+    let (status, v) = call(
+        b,
+        "/api/generate",
+        Some(key),
+        Some(json!({"prompt": DEMO_PROMPT, "stream": false, "keep_alive": "5m", "options": {"num_predict": 2}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
     for (path, body) in &routes {
         for wrong in [
             None,
