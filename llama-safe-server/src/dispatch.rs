@@ -5,7 +5,7 @@
 
 use crate::config::Role;
 use crate::error::ApiError;
-use crate::layers::{self, require_manager};
+use crate::layers::require_manager;
 use crate::models::{KeepAlive, Models};
 use crate::ollama::rfc3339;
 use crate::{anthropic, embeddings, ollama, openai, tokens, AppState};
@@ -13,7 +13,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -68,19 +67,26 @@ fn wanted(body: &[u8]) -> Result<Wanted, ApiError> {
     })
 }
 
-/// The model a request names, loaded if it must be. In a pool, `keep_alive`
-/// changes how long a model stays for every client: only a role that
-/// manages models may set it (403 otherwise). A single-model server keeps
-/// its model whatever a request says, so there it changes nothing.
+/// In a pool, `keep_alive` changes how long a model stays for every client:
+/// only a role that manages models may set it (403 otherwise). A
+/// single-model server keeps its model whatever a request says, so there it
+/// changes nothing.
+fn check_keep_alive(models: &Models, role: Role, w: &Wanted) -> Result<(), ApiError> {
+    if w.keep_alive.is_some() && !models.is_single() {
+        require_manager(role, "`keep_alive`")?;
+    }
+    Ok(())
+}
+
+/// The model a request names, loaded if it must be (its `keep_alive`
+/// checked by [`check_keep_alive`]).
 async fn acquire(
     models: &Arc<Models>,
     role: Role,
     body: &Bytes,
 ) -> Result<Arc<AppState>, ApiError> {
     let w = wanted(body)?;
-    if w.keep_alive.is_some() && !models.is_single() {
-        require_manager(role, "`keep_alive`")?;
-    }
+    check_keep_alive(models, role, &w)?;
     models.acquire(w.model.as_deref(), w.keep_alive).await
 }
 
@@ -119,10 +125,8 @@ async fn ollama_load_or_unload(models: &Arc<Models>, role: Role, body: &Bytes) -
         Ok(_) => return None,
         Err(e) => return Some(e.into_response()),
     };
-    if w.keep_alive.is_some() {
-        if let Err(e) = require_manager(role, "`keep_alive`") {
-            return Some(e.into_response());
-        }
+    if let Err(e) = check_keep_alive(models, role, &w) {
+        return Some(e.into_response());
     }
     let Some(name) = w.model else {
         return Some(ApiError::bad("model", "`model` is required").into_response());
@@ -149,11 +153,10 @@ async fn ollama_load_or_unload(models: &Arc<Models>, role: Role, body: &Bytes) -
 /// `POST /api/generate`.
 pub async fn generate(
     State(m): State<Arc<Models>>,
-    role: Option<Extension<Role>>,
+    role: Role,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let role = layers::role(role);
     if let Some(r) = ollama_load_or_unload(&m, role, &body).await {
         return r;
     }
@@ -164,12 +167,7 @@ pub async fn generate(
 }
 
 /// `POST /api/chat`.
-pub async fn chat(
-    State(m): State<Arc<Models>>,
-    role: Option<Extension<Role>>,
-    body: Bytes,
-) -> Response {
-    let role = layers::role(role);
+pub async fn chat(State(m): State<Arc<Models>>, role: Role, body: Bytes) -> Response {
     if let Some(r) = ollama_load_or_unload(&m, role, &body).await {
         return r;
     }
@@ -177,60 +175,37 @@ pub async fn chat(
 }
 
 /// `POST /api/embed`.
-pub async fn embed(
-    State(m): State<Arc<Models>>,
-    role: Option<Extension<Role>>,
-    body: Bytes,
-) -> Response {
-    on_model(&m, layers::role(role), &body.clone(), |s| {
+pub async fn embed(State(m): State<Arc<Models>>, role: Role, body: Bytes) -> Response {
+    on_model(&m, role, &body.clone(), |s| {
         embeddings::ollama(State(s), body)
     })
     .await
 }
 
 /// `POST /v1/completions`.
-pub async fn completions(
-    State(m): State<Arc<Models>>,
-    role: Option<Extension<Role>>,
-    body: Bytes,
-) -> Response {
-    on_model(&m, layers::role(role), &body.clone(), |s| {
+pub async fn completions(State(m): State<Arc<Models>>, role: Role, body: Bytes) -> Response {
+    on_model(&m, role, &body.clone(), |s| {
         openai::completions(State(s), body)
     })
     .await
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat_completions(
-    State(m): State<Arc<Models>>,
-    role: Option<Extension<Role>>,
-    body: Bytes,
-) -> Response {
-    on_model(&m, layers::role(role), &body.clone(), |s| {
-        openai::chat(State(s), body)
-    })
-    .await
+pub async fn chat_completions(State(m): State<Arc<Models>>, role: Role, body: Bytes) -> Response {
+    on_model(&m, role, &body.clone(), |s| openai::chat(State(s), body)).await
 }
 
 /// `POST /v1/embeddings`.
-pub async fn embeddings(
-    State(m): State<Arc<Models>>,
-    role: Option<Extension<Role>>,
-    body: Bytes,
-) -> Response {
-    on_model(&m, layers::role(role), &body.clone(), |s| {
+pub async fn embeddings(State(m): State<Arc<Models>>, role: Role, body: Bytes) -> Response {
+    on_model(&m, role, &body.clone(), |s| {
         embeddings::openai(State(s), body)
     })
     .await
 }
 
 /// `POST /v1/messages`, its errors in Anthropic's shape.
-pub async fn messages(
-    State(m): State<Arc<Models>>,
-    role: Option<Extension<Role>>,
-    body: Bytes,
-) -> Response {
-    let state = acquire(&m, layers::role(role), &body).await;
+pub async fn messages(State(m): State<Arc<Models>>, role: Role, body: Bytes) -> Response {
+    let state = acquire(&m, role, &body).await;
     match state {
         Ok(state) => anthropic::messages(State(state), body).await,
         Err(e) => anthropic::error_response(e),
@@ -238,24 +213,16 @@ pub async fn messages(
 }
 
 /// `POST /tokenize`.
-pub async fn tokenize(
-    State(m): State<Arc<Models>>,
-    role: Option<Extension<Role>>,
-    body: Bytes,
-) -> Response {
-    on_model(&m, layers::role(role), &body.clone(), |s| {
+pub async fn tokenize(State(m): State<Arc<Models>>, role: Role, body: Bytes) -> Response {
+    on_model(&m, role, &body.clone(), |s| {
         tokens::tokenize(State(s), body)
     })
     .await
 }
 
 /// `POST /detokenize`.
-pub async fn detokenize(
-    State(m): State<Arc<Models>>,
-    role: Option<Extension<Role>>,
-    body: Bytes,
-) -> Response {
-    on_model(&m, layers::role(role), &body.clone(), |s| {
+pub async fn detokenize(State(m): State<Arc<Models>>, role: Role, body: Bytes) -> Response {
+    on_model(&m, role, &body.clone(), |s| {
         tokens::detokenize(State(s), body)
     })
     .await

@@ -64,10 +64,22 @@ pub(crate) async fn require_key(
     }
 }
 
-/// The role a request was let in with: [`Role::Open`] when no key is
-/// configured (the key layer then does not run).
-pub(crate) fn role(extension: Option<axum::Extension<Role>>) -> Role {
-    extension.map_or(Role::Open, |axum::Extension(r)| r)
+/// A handler's `role: Role` argument: the role the key layer let the
+/// request in with, [`Role::Open`] when no key is configured (the layer
+/// then does not run).
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Role {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Role, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Role>()
+            .copied()
+            .unwrap_or(Role::Open))
+    }
 }
 
 /// 403 unless `role` may manage the models.

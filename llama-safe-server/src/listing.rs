@@ -7,7 +7,7 @@ use crate::catalog::{ftype_name, Entry};
 use crate::config::Role;
 use crate::embeddings::parse;
 use crate::error::ApiError;
-use crate::layers::{self, require_manager};
+use crate::layers::require_manager;
 use crate::metrics::Families;
 use crate::models::Models;
 use crate::ollama::{capabilities, details, rfc3339};
@@ -244,12 +244,8 @@ struct Changed {
 }
 
 /// `POST /models/load` `{"model"}`: loads it now (waiting for the load).
-pub async fn load(
-    State(models): State<Arc<Models>>,
-    role: Option<axum::Extension<Role>>,
-    body: Bytes,
-) -> Response {
-    if let Err(e) = require_manager(layers::role(role), "`/models/load`") {
+pub async fn load(State(models): State<Arc<Models>>, role: Role, body: Bytes) -> Response {
+    if let Err(e) = require_manager(role, "`/models/load`") {
         return e.into_response();
     }
     let named: Named = match parse(&body) {
@@ -269,12 +265,8 @@ pub async fn load(
 
 /// `POST /models/unload` `{"model"}`: unloads it, at once if no request
 /// uses it, else when the last one ends.
-pub async fn unload(
-    State(models): State<Arc<Models>>,
-    role: Option<axum::Extension<Role>>,
-    body: Bytes,
-) -> Response {
-    if let Err(e) = require_manager(layers::role(role), "`/models/unload`") {
+pub async fn unload(State(models): State<Arc<Models>>, role: Role, body: Bytes) -> Response {
+    if let Err(e) = require_manager(role, "`/models/unload`") {
         return e.into_response();
     }
     let named: Named = match parse(&body) {
