@@ -11,8 +11,8 @@ use std::path::Path;
 /// being read: on Unix it is opened with `O_NONBLOCK`, so opening a FIFO
 /// with no writer does not wait, and its type is taken from the open file,
 /// not from a path that could be swapped in between. A larger file is
-/// refused after `max_bytes + 1` bytes, never read whole. Both are
-/// [`Error::Io`] naming the path.
+/// refused after `max_bytes + 1` bytes, never read whole, and the memory
+/// for the file is reserved fallibly. Each is [`Error::Io`] naming the path.
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
@@ -50,8 +50,16 @@ pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
             meta.len()
         )));
     }
+    // Reserved fallibly: a file larger than memory (or a huge sparse one,
+    // where `max_bytes` allows it) is an error, not an abort.
     let mut bytes = Vec::new();
-    file.take(max_bytes + 1)
+    bytes.try_reserve_exact(meta.len() as usize).map_err(|_| {
+        refuse(format!(
+            "{} bytes: more than can be read into memory",
+            meta.len()
+        ))
+    })?;
+    file.take(max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(fail)?;
     if bytes.len() as u64 > max_bytes {

@@ -1034,6 +1034,16 @@ fn state_regressions_are_errors() {
             "{err}"
         );
         assert_eq!(ctx.load_llama_cpp_session_file(&theirs).unwrap(), prompt);
+        // A FIFO given as a session file is refused unopened, not waited on.
+        #[cfg(unix)]
+        {
+            let fifo = dir.join("fifo.bin");
+            let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a NUL-terminated path; mkfifo reads it and returns a status.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            let err = ctx.load_state_file(&fifo).unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
         // A state saved with another model.
         let mut other = LlamaContext::new(&dense, &ctx_params()).unwrap();
         other

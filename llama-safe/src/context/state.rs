@@ -47,15 +47,45 @@ impl LlamaContext {
     /// # Ok(()) }
     /// ```
     pub fn save_state(&mut self) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; HEADER_LEN];
+        self.append_state(&mut buf)?;
+        let written = buf.len() - HEADER_LEN;
+        finish_save(buf, written, Kind::Context, fingerprint(self.model()))
+    }
+
+    /// Appends the whole state to `buf`, written there by llama.cpp (no
+    /// copy of it is made).
+    fn append_state(&mut self, buf: &mut Vec<u8>) -> Result<()> {
         let _device = self.device_guard();
-        let mut buf = vec![0u8; HEADER_LEN + self.state_size()];
-        let payload = &mut buf[HEADER_LEN..];
+        let at = buf.len();
+        let size = self.state_size();
+        buf.resize(at + size, 0);
+        let payload = &mut buf[at..];
         // SAFETY: payload is writable for its length; llama.cpp writes at
         // most that many bytes and returns how many it wrote (0 on error).
         let n = unsafe {
             llama_safe_sys::llama_state_get_data(self.as_ptr(), payload.as_mut_ptr(), payload.len())
         };
-        finish_save(buf, n, Kind::Context, fingerprint(self.model()))
+        if n == 0 && size > 0 {
+            return Err(Error::State {
+                reason: format!("llama.cpp could not write {}", Kind::Context.what()).into(),
+            });
+        }
+        buf.truncate(at + n);
+        Ok(())
+    }
+
+    /// Why `tokens` cannot be this model's: the first one outside its
+    /// vocabulary.
+    fn foreign_token(&self, tokens: &[Token]) -> Option<String> {
+        let bad = tokens
+            .iter()
+            .find(|t| self.model().check_token(**t).is_err())?;
+        Some(format!(
+            "token {} is outside this model's vocabulary of {} tokens",
+            bad.0,
+            self.model().n_vocab()
+        ))
     }
 
     /// Restores a state from [`save_state`](Self::save_state). Bytes that do
@@ -135,17 +165,16 @@ impl LlamaContext {
             reason: reason.into(),
         };
         let count = u32::try_from(tokens.len()).map_err(|_| fail("too many tokens".into()))?;
-        let mut session = Vec::with_capacity(12 + 4 * tokens.len());
+        // The header, then llama.cpp's session format: magic, version,
+        // count, tokens, the state.
+        let mut buf = vec![0u8; HEADER_LEN];
         for word in [SESSION_MAGIC, SESSION_VERSION, count] {
-            session.extend_from_slice(&word.to_le_bytes());
+            buf.extend_from_slice(&word.to_le_bytes());
         }
         for t in tokens {
-            session.extend_from_slice(&t.0.to_le_bytes());
+            buf.extend_from_slice(&t.0.to_le_bytes());
         }
-        let state = self.save_state()?;
-        let mut buf = vec![0u8; HEADER_LEN];
-        buf.extend_from_slice(&session);
-        buf.extend_from_slice(&state[HEADER_LEN..]);
+        self.append_state(&mut buf)?;
         let written = buf.len() - HEADER_LEN;
         let buf = finish_save(buf, written, Kind::Session, fingerprint(self.model()))?;
         std::fs::write(path, buf).map_err(|e| fail(e.to_string()))
@@ -163,7 +192,10 @@ impl LlamaContext {
             path: path.to_path_buf(),
             reason: reason.into(),
         };
-        let bytes = read_whole(path).map_err(fail)?;
+        let bytes = crate::files::read_regular(path, u64::MAX).map_err(|e| match e {
+            Error::Io { source, .. } => fail(source.to_string()),
+            e => fail(e.to_string()),
+        })?;
         if !bytes.starts_with(&MAGIC) {
             return Err(fail(
                 "not a session file of llama-safe's (no header naming the model); \
@@ -191,15 +223,8 @@ impl LlamaContext {
             .chunks_exact(4)
             .map(|c| Token(i32::from_le_bytes(c.try_into().unwrap_or_default())))
             .collect();
-        if let Some(bad) = tokens
-            .iter()
-            .find(|t| self.model().check_token(**t).is_err())
-        {
-            return Err(fail(format!(
-                "token {} is outside this model's vocabulary of {} tokens",
-                bad.0,
-                self.model().n_vocab()
-            )));
+        if let Some(why) = self.foreign_token(&tokens) {
+            return Err(fail(why));
         }
         let state = &body[12 + 4 * count..];
         check_arch_string(state, state.len() as u64).map_err(fail)?;
@@ -295,22 +320,14 @@ impl LlamaContext {
         )?;
         ids.truncate(count);
         let tokens: Vec<Token> = ids.into_iter().map(Token).collect();
-        if let Some(bad) = tokens
-            .iter()
-            .find(|t| self.model().check_token(**t).is_err())
-        {
+        if let Some(why) = self.foreign_token(&tokens) {
             // The cache was restored from the same file: clear it too
             // (the device lock is taken again there).
             drop(_device);
             self.clear();
             return Err(Error::StateFile {
                 path: path.to_path_buf(),
-                reason: format!(
-                    "token {} is outside this model's vocabulary of {} tokens",
-                    bad.0,
-                    self.model().n_vocab()
-                )
-                .into(),
+                reason: why.into(),
             });
         }
         Ok(tokens)
@@ -367,25 +384,6 @@ fn check_arch_string(bytes: &[u8], available: u64) -> std::result::Result<(), St
         ));
     }
     Ok(())
-}
-
-/// The whole file at `path`, its memory reserved fallibly (a huge or sparse
-/// file is an error, not an abort).
-fn read_whole(path: &Path) -> std::result::Result<Vec<u8>, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let mut bytes = Vec::new();
-    bytes
-        .try_reserve_exact(meta.len() as usize)
-        .map_err(|_| format!("{} bytes: more than can be read into memory", meta.len()))?;
-    file.take(meta.len())
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    Ok(bytes)
 }
 
 /// Checks a session file's header, token count and architecture name
