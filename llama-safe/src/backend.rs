@@ -257,35 +257,32 @@ pub(crate) fn device_by_name(name: &str) -> Result<llama_safe_sys::ggml_backend_
     Ok(dev)
 }
 
+/// The raw devices of the ggml backend registry.
+fn raw_devices() -> impl Iterator<Item = llama_safe_sys::ggml_backend_dev_t> {
+    // SAFETY: ggml_backend_dev_count initialises the registry on first use.
+    let count = unsafe { llama_safe_sys::ggml_backend_dev_count() };
+    // SAFETY: i is below the registry's device count.
+    (0..count).map(|i| unsafe { llama_safe_sys::ggml_backend_dev_get(i) })
+}
+
 /// The names of the devices in the ggml backend registry (no memory
 /// queries: cheap).
 pub(crate) fn device_names() -> Vec<String> {
-    // SAFETY: ggml_backend_dev_count initialises the registry on first use.
-    let count = unsafe { llama_safe_sys::ggml_backend_dev_count() };
-    (0..count)
-        .map(|i| {
-            // SAFETY: i is below the registry's device count; a registry
-            // device's name is a static NUL-terminated string.
-            unsafe {
-                CStr::from_ptr(llama_safe_sys::ggml_backend_dev_name(
-                    llama_safe_sys::ggml_backend_dev_get(i),
-                ))
-            }
-            .to_string_lossy()
-            .into_owned()
+    raw_devices()
+        .map(|dev| {
+            // SAFETY: a registry device's name is a static NUL-terminated
+            // string.
+            unsafe { CStr::from_ptr(llama_safe_sys::ggml_backend_dev_name(dev)) }
+                .to_string_lossy()
+                .into_owned()
         })
         .collect()
 }
 
 /// Every device in the ggml backend registry.
 fn registry_devices() -> Vec<Device> {
-    // SAFETY: ggml_backend_dev_count initialises the registry on first use.
-    let count = unsafe { llama_safe_sys::ggml_backend_dev_count() };
-    (0..count)
-        .map(|i| {
-            // SAFETY: i is below the registry's device count, so the device
-            // returned is a registry device.
-            unsafe { Device::from_raw(llama_safe_sys::ggml_backend_dev_get(i)) }
-        })
+    raw_devices()
+        // SAFETY: a device of the registry, as from_raw asks.
+        .map(|dev| unsafe { Device::from_raw(dev) })
         .collect()
 }

@@ -160,8 +160,14 @@ pub(crate) fn model(file: &GgufFile, params: &LlamaModelParams) -> Result<()> {
         key: key.to_string(),
         reason: reason.into(),
     };
-    mapped_alignment(file, params).map_err(|(key, reason)| invalid(&key, reason))?;
-    mapped_extent(file, params).map_err(|(key, reason)| invalid(&key, reason))?;
+    // Read into buffers, the tensor data is neither mapped nor misaligned.
+    if params.load_mode() != LoadMode::Read {
+        let extents = file.tensor_extents();
+        mapped_alignment(file, &extents).map_err(|(key, reason)| invalid(&key, reason))?;
+        if !params.vocab_only() {
+            mapped_extent(file, &extents).map_err(|(key, reason)| invalid(&key, reason))?;
+        }
+    }
     vocab(&meta).map_err(|(key, reason)| invalid(&key, reason))?;
     let Some(arch) = meta.str("general.architecture") else {
         return Ok(()); // the loader rejects it by itself
@@ -182,16 +188,16 @@ pub const MAX_TRAILING_BYTES: u64 = 1 << 20;
 /// llama.cpp maps the whole file and, prefetching, populates every page
 /// of the mapping: a 4 GiB sparse file holding a 0.5 MB model took 4 GB of
 /// memory to load. A file much longer than its tensors is refused when it
-/// would be mapped (read into buffers, only the tensors are read).
-fn mapped_extent(file: &GgufFile, params: &LlamaModelParams) -> std::result::Result<(), Rejection> {
-    if params.load_mode() == LoadMode::Read || params.vocab_only() {
-        return Ok(());
-    }
+/// would be mapped (read into buffers, only the tensors are read: the
+/// caller skips this then, and for a vocabulary-only load).
+fn mapped_extent(
+    file: &GgufFile,
+    extents: &[(String, u64, u64)],
+) -> std::result::Result<(), Rejection> {
     let Ok(size) = std::fs::metadata(file.path()).map(|m| m.len()) else {
         return Ok(()); // the loader reports an unreadable file itself
     };
-    let end = file
-        .tensor_extents()
+    let end = extents
         .iter()
         .map(|(_, start, bytes)| start.saturating_add(*bytes))
         .max()
@@ -211,15 +217,13 @@ fn mapped_extent(file: &GgufFile, params: &LlamaModelParams) -> std::result::Res
 /// Tensor data that llama.cpp maps from the file must start on ggml's
 /// `TENSOR_ALIGNMENT` (32 bytes): `ggml_backend_cpu_buffer_from_ptr`
 /// asserts it. A `general.alignment` below 32 can misplace it.
+/// (Read into buffers, ggml aligns the data itself: the caller skips this.)
 fn mapped_alignment(
     file: &GgufFile,
-    params: &LlamaModelParams,
+    extents: &[(String, u64, u64)],
 ) -> std::result::Result<(), Rejection> {
     const TENSOR_ALIGNMENT: u64 = 32;
-    if params.load_mode() == LoadMode::Read {
-        return Ok(()); // read into buffers ggml aligns itself
-    }
-    for (name, start, _) in file.tensor_extents() {
+    for (name, start, _) in extents {
         if start % TENSOR_ALIGNMENT != 0 {
             return Err((
                 "general.alignment".into(),
